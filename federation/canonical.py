@@ -1,0 +1,35 @@
+"""The one canonical serialisation that feeds every signature, hash and log leaf.
+
+Sorted keys, no insignificant whitespace, UTF-8. Floats are refused: every number Signpost
+signs is an integer, and float formatting is the classic way two parties disagree about bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+
+def _reject_floats(value: Any) -> None:
+    if isinstance(value, float):
+        raise TypeError("canonical JSON does not allow floats")
+    if isinstance(value, dict):
+        for item in value.values():
+            _reject_floats(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _reject_floats(item)
+
+
+def canonical_json(value: Any) -> bytes:
+    """Serialise ``value`` canonically: sorted keys, compact separators, UTF-8."""
+    _reject_floats(value)
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def sha256_hex(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()

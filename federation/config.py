@@ -1,0 +1,57 @@
+"""Loading a service's frozen config dataclass from a JSON file."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+from federation.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def load(cls: type[T], path: Path) -> T:
+    """Build ``cls`` (a dataclass) from a JSON file; relative paths resolve against the file."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        if fields[name].type in ("Path", "Path | None") and value is not None:
+            value = (path.parent / value).resolve()
+        values[name] = value
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def describe(cls: type[Any]) -> str:
+    """One line per setting with its default, for ``--help``."""
+    lines = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            default = repr(f.default_factory())
+        else:
+            default = "(required)"
+        lines.append(f"  {f.name:<24} {default}")
+    return "\n".join(lines)
+
+
+def dump(config: Any, path: Path) -> None:
+    """Write a config dataclass as JSON (paths as strings)."""
+    data = {
+        k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()
+    }
+    path.write_text(json.dumps(data, indent=2) + "\n")

@@ -1,0 +1,65 @@
+"""HTTP helpers shared by the broker and the nodes: RFC 9457 problem documents, JSON bodies."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from aiohttp import web
+
+from federation.errors import FieldError
+
+PROBLEM_TYPE_BASE = "https://signpost.example/problems/"
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    kind: str = "about:blank",
+    errors: Iterable[FieldError] = (),
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> web.Response:
+    """An RFC 9457 ``application/problem+json`` response; field errors go in ``errors``."""
+    body: dict[str, Any] = {
+        "type": kind if kind == "about:blank" else PROBLEM_TYPE_BASE + kind,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    listed = [{"field": e.field, "detail": e.message} for e in errors]
+    if listed:
+        body["errors"] = listed
+    body.update(extra)
+    return web.Response(
+        status=status,
+        text=json.dumps(body),
+        content_type="application/problem+json",
+        headers=headers,
+    )
+
+
+async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
+    """Read a JSON object body of at most ``limit`` bytes, or raise ``FieldError('body', ...)``."""
+    if request.content_length is not None and request.content_length > limit:
+        raise FieldError("body", f"expected at most {limit} bytes, got {request.content_length}")
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
+        raise FieldError("body", f"expected at most {limit} bytes")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FieldError("body", f"expected a JSON object ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise FieldError("body", f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON response that is never cached (answers concern children)."""
+    merged = {"Cache-Control": "no-store"}
+    merged.update(headers or {})
+    return web.json_response(data, status=status, headers=merged)

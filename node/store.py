@@ -1,0 +1,243 @@
+"""The node's record store: one SQLite file in WAL mode with a versioned schema.
+
+It holds one authority's children and their involvements, and the small amount of state the
+node needs to run (query ids seen, notification outbox). Schema changes are numbered migrations
+applied in order; ``PRAGMA user_version`` records how far a file has come.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from federation.errors import SignpostError
+
+
+class StoreError(SignpostError):
+    """The store cannot be opened or is from a newer version of Signpost."""
+
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: children, involvements, meta
+    """
+    CREATE TABLE children (
+        record_id     TEXT PRIMARY KEY,
+        pseudonym     TEXT NOT NULL UNIQUE,
+        nhs_number    TEXT,
+        upn           TEXT,
+        given_name    TEXT NOT NULL,
+        family_name   TEXT NOT NULL,
+        other_names   TEXT NOT NULL DEFAULT '[]',
+        date_of_birth TEXT NOT NULL,
+        sex           TEXT,
+        postcode      TEXT,
+        shielded      INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX children_nhs ON children(nhs_number) WHERE nhs_number IS NOT NULL;
+    CREATE TABLE involvements (
+        record_id          TEXT PRIMARY KEY,
+        child_record_id    TEXT NOT NULL REFERENCES children(record_id) ON DELETE CASCADE,
+        organisation       TEXT NOT NULL,
+        service_category   TEXT NOT NULL,
+        practitioner_name  TEXT NOT NULL,
+        practitioner_role  TEXT NOT NULL,
+        phone              TEXT,
+        secure_email       TEXT,
+        start_date         TEXT,
+        end_date           TEXT,
+        lead               INTEGER NOT NULL DEFAULT 0,
+        sensitive          INTEGER NOT NULL DEFAULT 0,
+        consent            INTEGER NOT NULL DEFAULT 0,
+        notify_on_access   INTEGER NOT NULL DEFAULT 0,
+        assessment         INTEGER NOT NULL DEFAULT 0,
+        notify_url         TEXT
+    );
+    CREATE INDEX involvements_child ON involvements(child_record_id);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    INSERT INTO meta VALUES ('generation', '0');
+    """,
+    # 2: query ids seen (replay protection)
+    """
+    CREATE TABLE seen_queries (jti TEXT PRIMARY KEY, expires INTEGER NOT NULL);
+    CREATE INDEX seen_queries_expires ON seen_queries(expires);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+CHILD_COLUMNS = (
+    "record_id", "nhs_number", "upn", "given_name", "family_name", "other_names",
+    "date_of_birth", "sex", "postcode", "shielded",
+)
+INVOLVEMENT_COLUMNS = (
+    "record_id", "child_record_id", "organisation", "service_category", "practitioner_name",
+    "practitioner_role", "phone", "secure_email", "start_date", "end_date", "lead", "sensitive",
+    "consent", "notify_on_access", "assessment", "notify_url",
+)
+
+
+@dataclass(frozen=True)
+class Child:
+    """A child as the node holds it (identity fields already normalised by the importer)."""
+
+    record_id: str
+    pseudonym: str
+    nhs_number: str | None
+    upn: str | None
+    given_name: str
+    family_name: str
+    other_names: tuple[str, ...]
+    date_of_birth: date
+    sex: str | None
+    postcode: str | None
+    shielded: bool
+
+
+@dataclass(frozen=True)
+class Involvement:
+    """One service's involvement with a child."""
+
+    record_id: str
+    child_record_id: str
+    organisation: str
+    service_category: str
+    practitioner_name: str
+    practitioner_role: str
+    phone: str | None
+    secure_email: str | None
+    start_date: date | None
+    end_date: date | None
+    lead: bool
+    sensitive: bool
+    consent: bool
+    notify_on_access: bool
+    assessment: bool
+    notify_url: str | None
+
+
+def _child(row: sqlite3.Row) -> Child:
+    return Child(
+        record_id=row["record_id"],
+        pseudonym=row["pseudonym"],
+        nhs_number=row["nhs_number"],
+        upn=row["upn"],
+        given_name=row["given_name"],
+        family_name=row["family_name"],
+        other_names=tuple(json.loads(row["other_names"])),
+        date_of_birth=date.fromisoformat(row["date_of_birth"]),
+        sex=row["sex"],
+        postcode=row["postcode"],
+        shielded=bool(row["shielded"]),
+    )
+
+
+def _involvement(row: sqlite3.Row) -> Involvement:
+    def day(value: str | None) -> date | None:
+        return date.fromisoformat(value) if value else None
+
+    return Involvement(
+        record_id=row["record_id"],
+        child_record_id=row["child_record_id"],
+        organisation=row["organisation"],
+        service_category=row["service_category"],
+        practitioner_name=row["practitioner_name"],
+        practitioner_role=row["practitioner_role"],
+        phone=row["phone"],
+        secure_email=row["secure_email"],
+        start_date=day(row["start_date"]),
+        end_date=day(row["end_date"]),
+        lead=bool(row["lead"]),
+        sensitive=bool(row["sensitive"]),
+        consent=bool(row["consent"]),
+        notify_on_access=bool(row["notify_on_access"]),
+        assessment=bool(row["assessment"]),
+        notify_url=row["notify_url"],
+    )
+
+
+class Store:
+    """A connection to one node's SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.execute("PRAGMA busy_timeout=10000")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: schema version {version} is newer than this Signpost "
+                f"(knows up to {SCHEMA_VERSION})"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            with self.transaction():
+                self.db.executescript(MIGRATIONS[number])
+                self.db.execute(f"PRAGMA user_version={number + 1}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: everything inside commits together or not at all."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def generation(self) -> int:
+        """A counter bumped by every import that changed something (the matcher reloads on it)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+        return int(row[0])
+
+    def bump_generation(self, conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
+
+    def children(self) -> Iterator[Child]:
+        for row in self.db.execute("SELECT * FROM children"):
+            yield _child(row)
+
+    def child(self, record_id: str) -> Child | None:
+        row = self.db.execute("SELECT * FROM children WHERE record_id=?", (record_id,)).fetchone()
+        return _child(row) if row else None
+
+    def involvements(self, child_record_id: str) -> list[Involvement]:
+        rows = self.db.execute(
+            "SELECT * FROM involvements WHERE child_record_id=? ORDER BY lead DESC, start_date",
+            (child_record_id,),
+        )
+        return [_involvement(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "children": self.db.execute("SELECT count(*) FROM children").fetchone()[0],
+            "involvements": self.db.execute("SELECT count(*) FROM involvements").fetchone()[0],
+        }
+
+    # --- replay protection ------------------------------------------------------------------
+
+    def remember_query(self, jti: str, expires: int, now: int) -> bool:
+        """Record a query id; ``False`` if it was already seen and has not yet expired."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM seen_queries WHERE expires < ?", (now,))
+            try:
+                conn.execute("INSERT INTO seen_queries VALUES (?, ?)", (jti, expires))
+            except sqlite3.IntegrityError:
+                return False
+        return True
