@@ -181,9 +181,14 @@ class Store:
                 f"(knows up to {SCHEMA_VERSION})"
             )
         for number in range(version, SCHEMA_VERSION):
-            with self.transaction():
-                self.db.executescript(MIGRATIONS[number])
-                self.db.execute(f"PRAGMA user_version={number + 1}")
+            # executescript commits any open transaction first, so the script carries its own.
+            try:
+                self.db.executescript(
+                    f"BEGIN IMMEDIATE; {MIGRATIONS[number]}; PRAGMA user_version={number + 1}; COMMIT;")
+            except sqlite3.Error:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

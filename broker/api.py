@@ -1,0 +1,219 @@
+"""The broker's HTTP API: ``POST /v1/search`` for practitioners.
+
+For each search: verify the bearer token against the trust list, check role, purpose and the
+minimum identity set, sign one query envelope, send it to every node at once, verify every
+answer, and return per authority what it said, plus whether the picture is complete. The
+broker keeps no copy of any answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from broker.config import BrokerConfig
+from broker.fanout import NodeResult, fan_out
+from federation import identity
+from federation.errors import FieldError, ValidationError
+from federation.http import json_response, problem, read_json_object
+from federation.protocol import PROTOCOL_VERSION, Status
+from trust import envelope, tokens
+from trust.errors import ExpiredError, TrustError
+from trust.keys import load_private
+from trust.store import TrustStore
+from trust.tokens import Practitioner
+
+log = logging.getLogger("signpost.broker")
+
+SEARCHING_ROLES = frozenset({"practitioner", "mediator", "signposting_officer"})
+MEDIATED_FIELDS = ("name", "organisation", "role", "phone")
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """A validated search: an acceptable identity, a known purpose, mediation if required."""
+
+    identity: identity.Identity
+    purpose: str
+    on_behalf_of: dict[str, str] | None
+
+
+class Broker:
+    """A running broker's state (one per app)."""
+
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.trust = TrustStore(config.trust_root, config.trust_list)
+        self.trust.load()
+        self.trust.current.member(config.id, "broker")
+        self.key = load_private(config.key)
+        self.session: aiohttp.ClientSession | None = None
+
+    def authenticate(self, request: web.Request, now: datetime) -> Practitioner:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise tokens.TokenError("Authorization: expected 'Bearer <token>'")
+        return tokens.verify(token.strip(), self.trust.current, audience=self.config.audience, now=now)
+
+    def validate(self, body: dict[str, Any], who: Practitioner, now: datetime) -> SearchRequest:
+        """Check a search body; raise ``ValidationError`` naming every field at fault."""
+        errors: list[FieldError] = []
+        found: identity.Identity | None = None
+        try:
+            found = identity.parse_identity(body.get("identity"))
+            identity.check_searchable(found, now.date())
+        except ValidationError as exc:
+            errors.extend(exc.errors)
+        purpose = body.get("purpose")
+        policy = self.trust.current.policy
+        if not isinstance(purpose, str) or not purpose:
+            errors.append(FieldError("purpose", "is required: one of "
+                                     + ", ".join(p.code for p in policy.purposes)))
+        elif policy.purpose(purpose) is None:
+            errors.append(FieldError("purpose", f"expected one of "
+                                     f"{', '.join(p.code for p in policy.purposes)}, got {purpose!r}"))
+        mediated = body.get("on_behalf_of")
+        on_behalf_of: dict[str, str] | None = None
+        if who.role == "mediator":
+            if not isinstance(mediated, dict):
+                errors.append(FieldError("on_behalf_of", "a mediator must name the professional "
+                                         "(name, organisation, role, phone)"))
+            else:
+                on_behalf_of = {}
+                for name in MEDIATED_FIELDS:
+                    value = mediated.get(name)
+                    if not isinstance(value, str) or len(value.strip()) < 2:
+                        errors.append(FieldError(f"on_behalf_of.{name}", "is required"))
+                    else:
+                        on_behalf_of[name] = value.strip()
+        elif mediated is not None:
+            errors.append(FieldError("on_behalf_of", "only a mediator may search on behalf of someone"))
+        unknown = set(body) - {"identity", "purpose", "on_behalf_of"}
+        if unknown:
+            errors.append(FieldError(sorted(unknown)[0], "is not a search field"))
+        if errors:
+            raise ValidationError(errors)
+        assert found is not None and isinstance(purpose, str)
+        return SearchRequest(found, purpose, on_behalf_of)
+
+    def sign_query(self, search: SearchRequest, who: Practitioner, now: datetime) -> tuple[str, str]:
+        jti = str(uuid.uuid4())
+        iat = int(now.timestamp())
+        claims = {
+            "v": PROTOCOL_VERSION,
+            "iss": self.config.id,
+            "aud": self.trust.current.federation,
+            "iat": iat,
+            "exp": iat + self.config.query_lifetime_seconds,
+            "jti": jti,
+            "practitioner": who.to_claims(),
+            "purpose": search.purpose,
+            "on_behalf_of": search.on_behalf_of,
+            "identity": search.identity.to_wire(),
+        }
+        return jti, envelope.sign(claims, self.key, envelope.QUERY_TYPE)
+
+    async def search(self, search: SearchRequest, who: Practitioner, now: datetime) -> dict[str, Any]:
+        trust = self.trust.current
+        jti, token = self.sign_query(search, who, now)
+        assert self.session is not None
+        results: list[NodeResult] = await fan_out(
+            self.session, trust.with_role("node"), token, jti, trust, self.config.id,
+            self.config.node_deadline_seconds,
+        )
+        unavailable = [r for r in results if r.status is Status.UNAVAILABLE]
+        for r in results:
+            if r.integrity_failure:
+                log.error("query %s: integrity failure from %s: %s", jti, r.authority, r.reason)
+        log.info("query %s: %s", jti, ", ".join(f"{r.authority}={r.status.value}" for r in results))
+        return {
+            "query_id": jti,
+            "complete": not unavailable,
+            "results": [r.to_wire() for r in results],
+            "unavailable": [r.name for r in unavailable],
+        }
+
+
+BROKER = web.AppKey("broker", Broker)
+
+
+def _unauthorised(detail: str) -> web.Response:
+    return problem(401, "Unauthorised", detail, kind="unauthorised",
+                   headers={"WWW-Authenticate": 'Bearer realm="signpost"'})
+
+
+async def handle_search(request: web.Request) -> web.Response:
+    broker = request.app[BROKER]
+    now = datetime.now(UTC)
+    try:
+        broker.trust.current.check_current(now)
+    except ExpiredError as exc:
+        return problem(503, "Federation trust list expired", str(exc), kind="trust-list-expired")
+    try:
+        who = broker.authenticate(request, now)
+    except TrustError as exc:
+        return _unauthorised(str(exc))
+    if who.role not in SEARCHING_ROLES:
+        return problem(403, "Forbidden", f"role: {who.role!r} may not search", kind="forbidden-role")
+    if not who.has_mfa:
+        return problem(403, "Forbidden", "amr: searching needs multi-factor authentication",
+                       kind="mfa-required")
+    try:
+        body = await read_json_object(request, broker.config.body_limit)
+        search = broker.validate(body, who, now)
+    except FieldError as exc:
+        return problem(400, "Invalid search", str(exc), errors=[exc], kind="invalid-search")
+    except ValidationError as exc:
+        return problem(400, "Invalid search", str(exc), errors=exc.errors, kind="invalid-search")
+    result = await broker.search(search, who, now)
+    return json_response(result)
+
+
+async def handle_health(request: web.Request) -> web.Response:
+    broker = request.app[BROKER]
+    trust = broker.trust.current
+    return json_response({
+        "status": "ok",
+        "id": broker.config.id,
+        "role": "broker",
+        "trust_list_version": trust.version,
+        "trust_list_expires": trust.expires.isoformat(),
+        "nodes": [m.id for m in trust.with_role("node")],
+    })
+
+
+async def _client(app: web.Application) -> AsyncIterator[None]:
+    broker = app[BROKER]
+    broker.session = aiohttp.ClientSession()
+
+    async def refresh() -> None:
+        while True:
+            await asyncio.sleep(broker.config.trust_refresh_seconds)
+            try:
+                broker.trust.load()
+            except TrustError as exc:
+                log.error("trust list refresh refused: %s", exc)
+
+    task = asyncio.create_task(refresh())
+    yield
+    task.cancel()
+    await broker.session.close()
+
+
+def create_app(config: BrokerConfig) -> web.Application:
+    """The broker's aiohttp application."""
+    app = web.Application(client_max_size=config.body_limit)
+    app[BROKER] = Broker(config)
+    app.router.add_post("/v1/search", handle_search)
+    app.router.add_get("/healthz", handle_health)
+    app.cleanup_ctx.append(_client)
+    return app

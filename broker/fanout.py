@@ -1,0 +1,133 @@
+"""Sending one signed query to every node at once and judging each answer.
+
+Two different failures are kept apart: a node that did not answer in time (or at all) is
+``unavailable``; a node that answered with something that fails verification is also reported
+``unavailable`` to the practitioner, but flagged as an integrity failure for operators.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from federation.protocol import NODE_STATUSES, Contact, Disclosed, Status
+from trust import envelope
+from trust.errors import TrustError
+from trust.trustlist import Member, TrustList
+
+log = logging.getLogger("signpost.broker")
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    """What the broker concluded about one authority."""
+
+    authority: str
+    name: str
+    status: Status
+    involvements: tuple[Disclosed, ...] = ()
+    contact: Contact | None = None
+    assessment: Contact | None = None
+    reason: str | None = None
+    integrity_failure: bool = False
+    answer_hash: str | None = None
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "authority": {"id": self.authority, "name": self.name},
+            "status": self.status.value,
+        }
+        if self.status is Status.MATCH:
+            out["involvements"] = [i.to_wire() for i in self.involvements]
+            out["assessment"] = self.assessment.to_wire() if self.assessment else None
+        if self.contact is not None:
+            out["contact"] = self.contact.to_wire()
+        if self.reason is not None:
+            out["reason"] = self.reason
+        return out
+
+
+def _unavailable(node: Member, reason: str, started: float, *, integrity: bool = False) -> NodeResult:
+    return NodeResult(node.id, node.name, Status.UNAVAILABLE, reason=reason,
+                      integrity_failure=integrity, seconds=time.monotonic() - started)
+
+
+def judge(
+    node: Member, body: Any, query_token: str, query_jti: str, trust: TrustList, broker_id: str,
+    started: float,
+) -> NodeResult:
+    """Verify one node's answer: signed by that node, for this broker, bound to this query."""
+    if not isinstance(body, dict) or not isinstance(body.get("answer"), str):
+        return _unavailable(node, "answer is not a signed envelope", started, integrity=True)
+    token = body["answer"]
+    try:
+        claims, signer = envelope.verify(
+            token, trust, role="node", typ=envelope.ANSWER_TYPE, now=datetime.now(UTC),
+            audience=broker_id,
+        )
+    except TrustError as exc:
+        log.warning("answer from %s dropped: %s", node.id, exc)
+        return _unavailable(node, "answer failed signature verification", started, integrity=True)
+    if signer.id != node.id:
+        return _unavailable(node, "answer signed by a different member", started, integrity=True)
+    if claims.get("query_jti") != query_jti or claims.get("query_hash") != envelope.envelope_hash(query_token):
+        return _unavailable(node, "answer is not bound to this query", started, integrity=True)
+    try:
+        status = Status(claims.get("status"))
+        if status not in NODE_STATUSES:
+            raise ValueError(status)
+        involvements = tuple(Disclosed.from_wire(i) for i in claims.get("involvements") or [])
+    except (ValueError, KeyError, TypeError):
+        return _unavailable(node, "answer is malformed", started, integrity=True)
+    return NodeResult(
+        authority=node.id,
+        name=node.name,
+        status=status,
+        involvements=involvements if status is Status.MATCH else (),
+        contact=Contact.from_wire(claims.get("contact")),
+        assessment=Contact.from_wire(claims.get("assessment")),
+        answer_hash=envelope.envelope_hash(token),
+        seconds=time.monotonic() - started,
+    )
+
+
+async def ask(
+    session: aiohttp.ClientSession, node: Member, query_token: str, query_jti: str,
+    trust: TrustList, broker_id: str, deadline: float,
+) -> NodeResult:
+    """Ask one node, within its own deadline."""
+    started = time.monotonic()
+    if not node.endpoint:
+        return _unavailable(node, "no endpoint in the trust list", started)
+    url = node.endpoint.rstrip("/") + "/v1/query"
+    try:
+        async with asyncio.timeout(deadline):
+            async with session.post(url, json={"v": 1, "query": query_token}) as response:
+                if response.status != 200:
+                    log.warning("node %s answered HTTP %d", node.id, response.status)
+                    return _unavailable(
+                        node, f"node refused the query (HTTP {response.status})", started)
+                body = await response.json(content_type=None)
+    except TimeoutError:
+        return _unavailable(node, f"no answer within {deadline:g} s", started)
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        return _unavailable(node, f"not reachable ({exc.__class__.__name__})", started)
+    return judge(node, body, query_token, query_jti, trust, broker_id, started)
+
+
+async def fan_out(
+    session: aiohttp.ClientSession, nodes: list[Member], query_token: str, query_jti: str,
+    trust: TrustList, broker_id: str, deadline: float,
+) -> list[NodeResult]:
+    """Ask every node concurrently; each gets its own deadline; results in node order."""
+    return list(await asyncio.gather(*(
+        ask(session, n, query_token, query_jti, trust, broker_id, deadline) for n in nodes
+    )))

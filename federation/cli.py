@@ -1,0 +1,335 @@
+"""The ``signpost`` command line: demo, federation set-up, nodes, broker, tokens, searches."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from federation import config as configfile
+from federation.errors import SignpostError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+# --- demo -----------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from federation import demo
+
+    folder = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="signpost-demo-"))
+    return demo.run(folder, once=args.once, children=args.children)
+
+
+# --- federation -----------------------------------------------------------------------------
+
+
+def cmd_federation_create(args: argparse.Namespace) -> int:
+    from federation import provision
+
+    provision.create(Path(args.dir), args.name, governance=args.governance_keys,
+                     threshold=args.threshold, valid_days=args.valid_days)
+    print(f"Created federation {args.name!r} in {args.dir} "
+          f"({args.governance_keys} governance key(s), threshold {args.threshold}).")
+    return 0
+
+
+def cmd_federation_add(args: argparse.Namespace) -> int:
+    from federation import provision
+    from trust import keys as keyfiles
+
+    key = keyfiles.generate()
+    contact = None
+    if args.contact_name:
+        contact = {k: v for k, v in (("name", args.contact_name), ("phone", args.contact_phone),
+                                     ("secure_email", args.contact_email)) if v}
+    entry = provision.member_entry(args.id, args.name or args.id, args.role, key,
+                                   endpoint=args.endpoint, authority=args.authority, contact=contact)
+    document = provision.add_members(Path(args.dir), [(entry, key)], valid_days=args.valid_days)
+    print(f"Added {args.id} ({', '.join(args.role)}); trust list is now version "
+          f"{document['signed']['version']}. Private key: {Path(args.dir) / 'keys' / (args.id + '.pem')}")
+    return 0
+
+
+def cmd_federation_remove(args: argparse.Namespace) -> int:
+    from federation import provision
+
+    document = provision.remove_member(Path(args.dir), args.id, valid_days=args.valid_days)
+    print(f"Removed {args.id}; trust list is now version {document['signed']['version']}.")
+    return 0
+
+
+def cmd_federation_show(args: argparse.Namespace) -> int:
+    from trust.store import read_json
+    from trust.trustlist import GovernanceRoot, verify
+
+    folder = Path(args.dir)
+    trust = verify(read_json(folder / "trustlist.json"),
+                   GovernanceRoot.from_json(read_json(Path(args.root) if args.root else folder / "root.json")),
+                   datetime.now(UTC), allow_expired=True)
+    expired = " (EXPIRED)" if trust.expires < datetime.now(UTC) else ""
+    print(f"federation {trust.federation}  version {trust.version}  expires "
+          f"{trust.expires:%Y-%m-%d %H:%M}Z{expired}")
+    print(f"governance: {trust.governance.threshold} of {len(trust.governance.keys)} keys")
+    for m in sorted(trust.members.values(), key=lambda m: m.id):
+        print(f"  {m.id:<20} {','.join(sorted(m.roles)):<14} {m.endpoint or '':<28} {m.name}")
+    print("purposes: " + ", ".join(p.code for p in trust.policy.purposes))
+    return 0
+
+
+# --- tokens ---------------------------------------------------------------------------------
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from trust import keys as keyfiles
+    from trust import tokens
+
+    key_path = Path(args.key) if args.key else Path(args.federation) / "keys" / f"{args.issuer}.pem"
+    amr = ["pwd"] if args.no_mfa else ["pwd", "otp"]
+    print(tokens.issue(issuer=args.issuer, key=keyfiles.load_private(key_path), audience=args.audience,
+                       sub=args.sub, name=args.name or args.sub, org=args.org, role=args.role, amr=amr,
+                       now=datetime.now(UTC), lifetime_seconds=args.minutes * 60))
+    return 0
+
+
+# --- node -----------------------------------------------------------------------------------
+
+
+def cmd_node_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from node.api import create_app
+    from node.config import NodeConfig
+
+    _logging(args.verbose)
+    config = configfile.load(NodeConfig, Path(args.config))
+    web.run_app(create_app(config), host=config.host, port=config.port, print=None,
+                access_log=None)
+    return 0
+
+
+def cmd_node_import(args: argparse.Namespace) -> int:
+    from node.config import NodeConfig
+    from node.importer import import_files
+    from node.store import Store
+
+    if args.config:
+        database = configfile.load(NodeConfig, Path(args.config)).database
+    elif args.database:
+        database = Path(args.database)
+    else:
+        raise SignpostError("give --config or --database")
+    rejects = Path(args.rejects) if args.rejects else Path(args.children).with_name("rejects.csv")
+    store = Store(database)
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            width = 30
+            filled = int(width * done / max(total, 1))
+            sys.stderr.write(f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} rows")
+            sys.stderr.flush()
+
+    try:
+        summary = import_files(store, Path(args.children), Path(args.involvements), full=args.full,
+                               rejects_path=rejects, progress=progress)
+    finally:
+        store.close()
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    s = summary
+    print(f"{'':<14}{'added':>8}{'updated':>9}{'unchanged':>11}{'removed':>9}")
+    print(f"{'children':<14}{s.children_added:>8}{s.children_updated:>9}{s.children_unchanged:>11}"
+          f"{s.children_removed:>9}")
+    print(f"{'involvements':<14}{s.involvements_added:>8}{s.involvements_updated:>9}"
+          f"{s.involvements_unchanged:>11}{s.involvements_removed:>9}")
+    print(f"rejected rows: {s.rejected} (written to {rejects})   time: {s.seconds:.2f} s")
+    return 0
+
+
+# --- broker ---------------------------------------------------------------------------------
+
+
+def cmd_broker_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from broker.api import create_app
+    from broker.config import BrokerConfig
+
+    _logging(args.verbose)
+    config = configfile.load(BrokerConfig, Path(args.config))
+    web.run_app(create_app(config), host=config.host, port=config.port, print=None,
+                access_log=None)
+    return 0
+
+
+# --- search ---------------------------------------------------------------------------------
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import aiohttp
+
+    from federation.render import answer_text
+
+    token = args.token or os.environ.get("SIGNPOST_TOKEN")
+    if not token:
+        raise SignpostError("give --token or set SIGNPOST_TOKEN")
+    ident = {k: getattr(args, k) for k in ("nhs_number", "upn", "given_name", "family_name",
+                                             "date_of_birth", "sex", "postcode") if getattr(args, k)}
+    body: dict[str, Any] = {"identity": ident, "purpose": args.purpose}
+    if args.on_behalf_of:
+        name, org, role, phone = (args.on_behalf_of.split("|") + ["", "", "", ""])[:4]
+        body["on_behalf_of"] = {"name": name, "organisation": org, "role": role, "phone": phone}
+
+    async def go() -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as session, session.post(
+            args.broker.rstrip("/") + "/v1/search", json=body,
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response:
+            return response.status, await response.json(content_type=None)
+
+    status, answer = asyncio.run(go())
+    if args.json or status != 200:
+        print(json.dumps(answer, indent=2))
+        return 0 if status == 200 else 1
+    print(answer_text(answer))
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from broker.config import BrokerConfig
+    from node.config import NodeConfig
+
+    parser = argparse.ArgumentParser(
+        prog="signpost",
+        description="Signpost: who else is working with this child? A federated signposting index.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="run a local demo federation (nodes and broker on loopback)",
+                       description="Create a temporary federation of 5 authorities with synthetic "
+                       "children, start every node and the broker, run sample searches, keep serving.")
+    p.add_argument("--once", action="store_true", help="exit after the sample searches (non-zero on failure)")
+    p.add_argument("--dir", help="folder for the federation (default: a new temporary folder)")
+    p.add_argument("--children", type=int, default=3000, help="children per authority (default 3000)")
+    p.set_defaults(func=cmd_demo)
+
+    fed = sub.add_parser("federation", help="create a federation and manage its trust list")
+    fsub = fed.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = fsub.add_parser("create", help="create governance keys and a signed, empty trust list")
+    p.add_argument("dir")
+    p.add_argument("--name", required=True, help="federation name (the query audience)")
+    p.add_argument("--governance-keys", type=int, default=1)
+    p.add_argument("--threshold", type=int, default=1)
+    p.add_argument("--valid-days", type=int, default=30)
+    p.set_defaults(func=cmd_federation_create)
+    p = fsub.add_parser("add-member", help="add a member with a new key; publish the next version")
+    p.add_argument("dir")
+    p.add_argument("--id", required=True)
+    p.add_argument("--name")
+    p.add_argument("--role", action="append", required=True,
+                   choices=["node", "broker", "token_issuer", "auditor"])
+    p.add_argument("--endpoint", help="base URL (nodes and brokers)")
+    p.add_argument("--authority", help="the authority a node or token issuer belongs to")
+    p.add_argument("--contact-name")
+    p.add_argument("--contact-phone")
+    p.add_argument("--contact-email")
+    p.add_argument("--valid-days", type=int, default=30)
+    p.set_defaults(func=cmd_federation_add)
+    p = fsub.add_parser("remove-member", help="remove a member; publish the next version")
+    p.add_argument("dir")
+    p.add_argument("--id", required=True)
+    p.add_argument("--valid-days", type=int, default=30)
+    p.set_defaults(func=cmd_federation_remove)
+    p = fsub.add_parser("show", help="verify and print the trust list")
+    p.add_argument("dir")
+    p.add_argument("--root", help="pinned root.json (default: DIR/root.json)")
+    p.set_defaults(func=cmd_federation_show)
+
+    p = sub.add_parser("token", help="issue a development practitioner token (demo identity provider)")
+    p.add_argument("--federation", default=".", help="federation folder holding keys/<issuer>.pem")
+    p.add_argument("--key", help="issuer private key (default: FEDERATION/keys/ISSUER.pem)")
+    p.add_argument("--issuer", required=True)
+    p.add_argument("--sub", required=True)
+    p.add_argument("--name")
+    p.add_argument("--org", required=True)
+    p.add_argument("--role", required=True,
+                   choices=["practitioner", "mediator", "signposting_officer", "auditor", "operator"])
+    p.add_argument("--audience", default="signpost-broker")
+    p.add_argument("--minutes", type=int, default=15)
+    p.add_argument("--no-mfa", action="store_true", help="issue a token without multi-factor (refused)")
+    p.set_defaults(func=cmd_token)
+
+    node = sub.add_parser("node", help="run and feed an authority's node")
+    nsub = node.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = nsub.add_parser("serve", help="serve the node's HTTP API",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog="settings (JSON config file):\n" + configfile.describe(NodeConfig))
+    p.add_argument("--config", required=True)
+    p.add_argument("--verbose", action="store_true")
+    p.set_defaults(func=cmd_node_serve)
+    p = nsub.add_parser("import", help="import children and involvements CSV files")
+    p.add_argument("--config", help="node config (for the database path)")
+    p.add_argument("--database", help="SQLite file (instead of --config)")
+    p.add_argument("--children", required=True)
+    p.add_argument("--involvements", required=True)
+    p.add_argument("--full", action="store_true", help="also remove records absent from the files")
+    p.add_argument("--rejects", help="rejects CSV (default: rejects.csv beside the children file)")
+    p.set_defaults(func=cmd_node_import)
+
+    brk = sub.add_parser("broker", help="run the broker")
+    bsub = brk.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = bsub.add_parser("serve", help="serve the broker's HTTP API",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog="settings (JSON config file):\n" + configfile.describe(BrokerConfig))
+    p.add_argument("--config", required=True)
+    p.add_argument("--verbose", action="store_true")
+    p.set_defaults(func=cmd_broker_serve)
+
+    p = sub.add_parser("search", help="search for a child through a broker")
+    p.add_argument("--broker", required=True, help="broker base URL")
+    p.add_argument("--token", help="bearer token (or SIGNPOST_TOKEN)")
+    p.add_argument("--nhs-number")
+    p.add_argument("--upn")
+    p.add_argument("--given-name")
+    p.add_argument("--family-name")
+    p.add_argument("--date-of-birth", help="YYYY-MM-DD")
+    p.add_argument("--sex", help="F, M, X or U")
+    p.add_argument("--postcode")
+    p.add_argument("--purpose", required=True)
+    p.add_argument("--on-behalf-of", help="mediators: 'name|organisation|role|phone'")
+    p.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    p.set_defaults(func=cmd_search)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SignpostError as exc:
+        print(f"signpost: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
