@@ -21,11 +21,12 @@ from aiohttp import web
 
 from broker.config import BrokerConfig
 from broker.fanout import NodeResult, fan_out
+from broker.metrics import BrokerMetrics
 from federation import identity
 from federation.errors import FieldError, ValidationError
 from federation.http import json_response, problem, read_json_object
 from federation.protocol import PROTOCOL_VERSION, Status
-from trust import envelope, tokens
+from trust import envelope, tls, tokens
 from trust.errors import ExpiredError, TrustError
 from trust.keys import load_private
 from trust.store import TrustStore
@@ -51,11 +52,12 @@ class Broker:
 
     def __init__(self, config: BrokerConfig) -> None:
         self.config = config
-        self.trust = TrustStore(config.trust_root, config.trust_list)
+        self.trust = TrustStore(config.trust_root, config.trust_list, url=config.trust_list_url)
         self.trust.load()
         self.trust.current.member(config.id, "broker")
         self.key = load_private(config.key)
         self.session: aiohttp.ClientSession | None = None
+        self.metrics = BrokerMetrics()
 
     def authenticate(self, request: web.Request, now: datetime) -> Practitioner:
         header = request.headers.get("Authorization", "")
@@ -130,6 +132,7 @@ class Broker:
             self.session, trust.with_role("node"), token, jti, trust, self.config.id,
             self.config.node_deadline_seconds,
         )
+        self.metrics.record_search(results)
         unavailable = [r for r in results if r.status is Status.UNAVAILABLE]
         for r in results:
             if r.integrity_failure:
@@ -193,13 +196,18 @@ async def handle_health(request: web.Request) -> web.Response:
 
 async def _client(app: web.Application) -> AsyncIterator[None]:
     broker = app[BROKER]
-    broker.session = aiohttp.ClientSession()
+    tls_files = broker.config.tls
+    connector = aiohttp.TCPConnector(ssl=tls.client_context(tls_files)) if tls_files else None
+    broker.session = aiohttp.ClientSession(connector=connector)
 
     async def refresh() -> None:
         while True:
             await asyncio.sleep(broker.config.trust_refresh_seconds)
             try:
-                broker.trust.load()
+                before = broker.trust.current.version
+                after = (await broker.trust.refresh()).version
+                if after != before:
+                    log.info("trust list version %d accepted (was %d)", after, before)
             except TrustError as exc:
                 log.error("trust list refresh refused: %s", exc)
 
@@ -209,11 +217,23 @@ async def _client(app: web.Application) -> AsyncIterator[None]:
     await broker.session.close()
 
 
+def _add_pages_and_metrics(app: web.Application, broker: Broker) -> None:
+    from broker import web as pages
+    from broker.demo_idp import DemoIdentityProvider
+    from federation import metrics
+
+    folder = broker.config.demo_identity_provider
+    idp = DemoIdentityProvider(folder, broker.config.audience) if folder is not None else None
+    pages.add_routes(app, broker.config.session_idle_seconds, idp)
+    metrics.install(app, broker.metrics)
+
+
 def create_app(config: BrokerConfig) -> web.Application:
     """The broker's aiohttp application."""
     app = web.Application(client_max_size=config.body_limit)
     app[BROKER] = Broker(config)
     app.router.add_post("/v1/search", handle_search)
     app.router.add_get("/healthz", handle_health)
+    _add_pages_and_metrics(app, app[BROKER])
     app.cleanup_ctx.append(_client)
     return app

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from trust.tls import TlsFiles
+
 
 @dataclass(frozen=True)
 class BrokerConfig:
@@ -20,18 +22,39 @@ class BrokerConfig:
     node_deadline_seconds: float = 3.0
     query_lifetime_seconds: int = 60
     body_limit: int = 16 * 1024
-    trust_refresh_seconds: int = 60
+    trust_refresh_seconds: float = 60
+    trust_list_url: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
     redis_url: str | None = None
     audit_log: Path | None = None
+    session_idle_seconds: int = 900
+    demo_identity_provider: Path | None = None  # demo only: folder of <authority>-idp.pem keys
 
     def __post_init__(self) -> None:
-        for name in ("key", "trust_list", "trust_root", "audit_log"):
+        for name in ("key", "trust_list", "trust_root", "audit_log", "tls_cert", "tls_key", "tls_ca",
+                     "demo_identity_provider"):
             value = getattr(self, name)
             if isinstance(value, str):
                 object.__setattr__(self, name, Path(value))
+        tls = [self.tls_cert, self.tls_key, self.tls_ca]
+        if any(v is not None for v in tls) and not all(v is not None for v in tls):
+            raise ValueError("tls_cert, tls_key, tls_ca: expected all three (mutual TLS) or none")
+        if not 0.05 <= self.trust_refresh_seconds <= 86400:
+            raise ValueError(f"trust_refresh_seconds: expected 0.05-86400, got {self.trust_refresh_seconds}")
         if not self.id:
             raise ValueError("id: expected the broker's member id in the trust list")
         if not 0 < self.node_deadline_seconds <= 30:
             raise ValueError("node_deadline_seconds: expected more than 0 and at most 30")
         if not 10 <= self.query_lifetime_seconds <= 300:
             raise ValueError("query_lifetime_seconds: expected 10-300")
+        if not 60 <= self.session_idle_seconds <= 3600:
+            raise ValueError(f"session_idle_seconds: expected 60-3600, got {self.session_idle_seconds}")
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        """The mutual-TLS files, or None when this broker serves plain HTTP (development only)."""
+        if self.tls_cert is None or self.tls_key is None or self.tls_ca is None:
+            return None
+        return TlsFiles(cert=self.tls_cert, key=self.tls_key, ca=self.tls_ca)

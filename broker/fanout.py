@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from federation.protocol import NODE_STATUSES, Contact, Disclosed, Status
-from trust import envelope
+from trust import envelope, tls
 from trust.errors import TrustError
 from trust.trustlist import Member, TrustList
 
@@ -111,6 +111,16 @@ async def ask(
     try:
         async with asyncio.timeout(deadline):
             async with session.post(url, json={"v": 1, "query": query_token}) as response:
+                if url.startswith("https:"):
+                    # The CA chain and host name were checked in the handshake; here the
+                    # certificate must also be the one the trust list in force binds to this node.
+                    transport = response.connection.transport if response.connection else None
+                    try:
+                        tls.peer_member(trust, tls.peer_certificate(transport), "node", expected=node.id)
+                    except tls.CertificateError as exc:
+                        log.warning("node %s: %s", node.id, exc)
+                        return _unavailable(node, "node certificate is not bound to it in the trust list",
+                                            started, integrity=True)
                 if response.status != 200:
                     log.warning("node %s answered HTTP %d", node.id, response.status)
                     return _unavailable(

@@ -62,17 +62,115 @@ def cmd_federation_add(args: argparse.Namespace) -> int:
                                      ("secure_email", args.contact_email)) if v}
     entry = provision.member_entry(args.id, args.name or args.id, args.role, key,
                                    endpoint=args.endpoint, authority=args.authority, contact=contact)
-    document = provision.add_members(Path(args.dir), [(entry, key)], valid_days=args.valid_days)
-    print(f"Added {args.id} ({', '.join(args.role)}); trust list is now version "
-          f"{document['signed']['version']}. Private key: {Path(args.dir) / 'keys' / (args.id + '.pem')}")
+    document = provision.add_members(Path(args.dir), [(entry, key)], valid_days=args.valid_days,
+                                     draft=args.draft)
+    print(f"Added {args.id} ({', '.join(args.role)}); {_published(args, document)}. "
+          f"Private key: {Path(args.dir) / 'keys' / (args.id + '.pem')}")
     return 0
+
+
+def _published(args: argparse.Namespace, document: dict[str, Any]) -> str:
+    version = document["signed"]["version"]
+    if getattr(args, "draft", False):
+        return (f"draft version {version} written to {Path(args.dir) / 'trustlist.draft.json'}; "
+                "governance key holders sign it with 'signpost federation sign', then "
+                "'signpost federation publish'")
+    return f"trust list is now version {version}"
 
 
 def cmd_federation_remove(args: argparse.Namespace) -> int:
     from federation import provision
 
-    document = provision.remove_member(Path(args.dir), args.id, valid_days=args.valid_days)
-    print(f"Removed {args.id}; trust list is now version {document['signed']['version']}.")
+    document = provision.remove_member(Path(args.dir), args.id, valid_days=args.valid_days,
+                                       draft=args.draft)
+    print(f"Removed {args.id}; {_published(args, document)}.")
+    return 0
+
+
+def cmd_federation_sign(args: argparse.Namespace) -> int:
+    from federation import provision
+    from trust import keys as keyfiles
+    from trust.trustlist import GovernanceRoot
+
+    folder = Path(args.dir)
+    key = keyfiles.load_private(Path(args.key))
+    document = provision.sign_draft(folder, key)
+    root = GovernanceRoot.from_json(json.loads((folder / "root.json").read_text()))
+    kid = keyfiles.key_id(key.public_key())
+    known = "a key of the pinned root" if kid in root.keys else "NOT a key of the pinned root"
+    print(f"Signed draft version {document['signed']['version']} with {kid} ({known}); "
+          f"{len(document['signatures'])} signature(s), threshold {root.threshold}.")
+    return 0
+
+
+def cmd_federation_publish(args: argparse.Namespace) -> int:
+    from federation import provision
+
+    accepted = provision.publish_draft(Path(args.dir))
+    print(f"Published trust list version {accepted.version} (expires "
+          f"{accepted.expires:%Y-%m-%d %H:%M}Z).")
+    return 0
+
+
+def cmd_federation_verify(args: argparse.Namespace) -> int:
+    from federation import provision
+
+    folder = Path(args.dir)
+    path = Path(args.file) if args.file else folder / "trustlist.json"
+    trust = provision.verify_file(path, Path(args.root) if args.root else folder / "root.json")
+    print(f"OK: {path} is trust list version {trust.version} of {trust.federation!r}, signed by a "
+          f"threshold of the pinned governance keys, expires {trust.expires:%Y-%m-%d %H:%M}Z.")
+    return 0
+
+
+def cmd_federation_rotate_key(args: argparse.Namespace) -> int:
+    from federation import provision
+
+    kid, document = provision.rotate_member_key(Path(args.dir), args.id, overlap_hours=args.overlap_hours,
+                                                valid_days=args.valid_days, draft=args.draft)
+    print(f"New key {kid} for {args.id}; old key(s) stay valid for {args.overlap_hours:g} h; "
+          f"{_published(args, document)}.")
+    return 0
+
+
+def cmd_federation_revoke_key(args: argparse.Namespace) -> int:
+    from federation import provision
+
+    document = provision.revoke_key(Path(args.dir), args.id, args.kid, valid_days=args.valid_days,
+                                    draft=args.draft)
+    print(f"Revoked key {args.kid} of {args.id}; {_published(args, document)}. Parties refuse it "
+          "from their next trust-list refresh.")
+    return 0
+
+
+def cmd_federation_rotate_governance(args: argparse.Namespace) -> int:
+    from federation import provision
+
+    document = provision.rotate_governance(Path(args.dir), keys=args.governance_keys,
+                                           threshold=args.threshold, valid_days=args.valid_days)
+    print(f"Governance keys rotated ({args.governance_keys} key(s), threshold {args.threshold}); "
+          f"trust list version {document['signed']['version']} is signed by the old and new keys.")
+    return 0
+
+
+def cmd_federation_tls(args: argparse.Namespace) -> int:
+    from federation import provision
+    from trust import tls
+
+    folder = Path(args.dir)
+    ca_cert, ca_key = folder / "tls" / "ca.pem", folder / "tls" / "ca.key"
+    if not ca_cert.exists():
+        tls.create_ca(ca_cert, ca_key, args.federation_name or folder.name)
+        print(f"Created the federation CA: {ca_cert}")
+    if not args.id:
+        return 0
+    digest = tls.issue_certificate(ca_cert, ca_key, args.id, folder / "tls" / f"{args.id}.pem",
+                                   folder / "tls" / f"{args.id}.key", hosts=args.host or tls.DEFAULT_HOSTS)
+    print(f"Issued {folder / 'tls' / (args.id + '.pem')} ({digest})")
+    if args.bind:
+        document = provision.bind_certificate(folder, args.id, digest, valid_days=args.valid_days,
+                                              draft=args.draft)
+        print(f"Bound it to {args.id}; {_published(args, document)}.")
     return 0
 
 
@@ -119,9 +217,12 @@ def cmd_node_serve(args: argparse.Namespace) -> int:
     from node.config import NodeConfig
 
     _logging(args.verbose)
+    from trust import tls
+
     config = configfile.load(NodeConfig, Path(args.config))
+    context = tls.server_context(config.tls) if config.tls else None
     web.run_app(create_app(config), host=config.host, port=config.port, print=None,
-                access_log=None)
+                access_log=None, ssl_context=context)
     return 0
 
 
@@ -173,9 +274,12 @@ def cmd_broker_serve(args: argparse.Namespace) -> int:
     from broker.config import BrokerConfig
 
     _logging(args.verbose)
+    from trust import tls
+
     config = configfile.load(BrokerConfig, Path(args.config))
+    context = tls.server_context(config.tls, require_client=False) if config.tls else None
     web.run_app(create_app(config), host=config.host, port=config.port, print=None,
-                access_log=None)
+                access_log=None, ssl_context=context)
     return 0
 
 
@@ -254,12 +358,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contact-phone")
     p.add_argument("--contact-email")
     p.add_argument("--valid-days", type=int, default=30)
+    p.add_argument("--draft", action="store_true", help="write an unsigned draft for multi-party signing")
     p.set_defaults(func=cmd_federation_add)
     p = fsub.add_parser("remove-member", help="remove a member; publish the next version")
     p.add_argument("dir")
     p.add_argument("--id", required=True)
     p.add_argument("--valid-days", type=int, default=30)
+    p.add_argument("--draft", action="store_true", help="write an unsigned draft for multi-party signing")
     p.set_defaults(func=cmd_federation_remove)
+    p = fsub.add_parser("sign", help="add one governance signature to the waiting draft")
+    p.add_argument("dir")
+    p.add_argument("--key", required=True, help="a governance private key (PEM)")
+    p.set_defaults(func=cmd_federation_sign)
+    p = fsub.add_parser("publish", help="install the draft once a threshold of governance keys signed it")
+    p.add_argument("dir")
+    p.set_defaults(func=cmd_federation_publish)
+    p = fsub.add_parser("verify", help="verify a trust list against the pinned root (exit 2 if not good)")
+    p.add_argument("dir")
+    p.add_argument("--file", help="trust list to verify (default: DIR/trustlist.json)")
+    p.add_argument("--root", help="pinned root.json (default: DIR/root.json)")
+    p.set_defaults(func=cmd_federation_verify)
+    p = fsub.add_parser("rotate-key", help="give a member a new signing key, with overlapping validity")
+    p.add_argument("dir")
+    p.add_argument("--id", required=True)
+    p.add_argument("--overlap-hours", type=float, default=24)
+    p.add_argument("--valid-days", type=int, default=30)
+    p.add_argument("--draft", action="store_true", help="write an unsigned draft for multi-party signing")
+    p.set_defaults(func=cmd_federation_rotate_key)
+    p = fsub.add_parser("revoke-key", help="remove a lost or stolen member key at once")
+    p.add_argument("dir")
+    p.add_argument("--id", required=True)
+    p.add_argument("--kid", required=True)
+    p.add_argument("--valid-days", type=int, default=30)
+    p.add_argument("--draft", action="store_true", help="write an unsigned draft for multi-party signing")
+    p.set_defaults(func=cmd_federation_revoke_key)
+    p = fsub.add_parser("rotate-governance", help="replace the governance keys (signed by old and new)")
+    p.add_argument("dir")
+    p.add_argument("--governance-keys", type=int, required=True)
+    p.add_argument("--threshold", type=int, required=True)
+    p.add_argument("--valid-days", type=int, default=30)
+    p.set_defaults(func=cmd_federation_rotate_governance)
+    p = fsub.add_parser("tls", help="create the federation CA; issue (and bind) a member certificate")
+    p.add_argument("dir")
+    p.add_argument("--id", help="member to issue a certificate for (DIR/tls/ID.pem, ID.key)")
+    p.add_argument("--host", action="append", help="host name or IP for the certificate (repeat; "
+                   "default 127.0.0.1 and localhost)")
+    p.add_argument("--bind", action="store_true", help="pin the certificate's fingerprint in the trust list")
+    p.add_argument("--federation-name", help="name in the CA certificate (default: the folder name)")
+    p.add_argument("--valid-days", type=int, default=30)
+    p.add_argument("--draft", action="store_true", help="write an unsigned draft for multi-party signing")
+    p.set_defaults(func=cmd_federation_tls)
     p = fsub.add_parser("show", help="verify and print the trust list")
     p.add_argument("dir")
     p.add_argument("--root", help="pinned root.json (default: DIR/root.json)")

@@ -4,6 +4,13 @@ A federation folder holds the governance keys (``governance/``), the pinned root
 (``root.json``), the current signed trust list (``trustlist.json``) and, for members created
 here, their private keys (``keys/<member>.pem``). In production each member keeps its own key
 and governance keys live apart; this layout is for the demo, tests and small pilots.
+
+Two ways to publish a change. For the demo and small pilots every change is signed at once with
+every key under ``governance/``. For a real federation a change is written as a *draft*
+(``trustlist.draft.json``, version already bumped, no signatures); each governance key holder
+adds a signature with ``sign_draft`` on their own machine; ``publish_draft`` installs the draft
+only when it verifies against the pinned root, with the threshold met (and, for a governance
+root rotation, the new root's threshold met too).
 """
 
 from __future__ import annotations
@@ -19,7 +26,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from federation.errors import ConfigError
 from trust import keys as keyfiles
 from trust import trustlist
-from trust.trustlist import DOCUMENT_TYPE, GovernanceRoot, format_time
+from trust.errors import TrustError
+from trust.store import read_json
+from trust.trustlist import DOCUMENT_TYPE, GovernanceRoot, TrustList, format_time
+
+DRAFT = "trustlist.draft.json"
 
 DEFAULT_PURPOSES = (
     ("child_protection_enquiry", "Child protection enquiry (section 47)"),
@@ -94,17 +105,70 @@ def load_signed(folder: Path) -> dict[str, Any]:
 
 def publish(
     folder: Path, signed: Mapping[str, Any], *, valid_days: int = 30, now: datetime | None = None,
-    signers: Iterable[Ed25519PrivateKey] | None = None,
+    signers: Iterable[Ed25519PrivateKey] | None = None, draft: bool = False,
 ) -> dict[str, Any]:
-    """Publish the next version: bump the version, renew the dates, sign, write."""
+    """Publish the next version: bump the version, renew the dates, sign, write.
+
+    With ``draft`` the next version is written unsigned to ``trustlist.draft.json`` for the
+    governance key holders to sign in turn (``sign_draft``, then ``publish_draft``).
+    """
     moment = now or datetime.now(UTC)
     updated = dict(signed)
     updated["version"] = int(signed["version"]) + 1
     updated["issued"] = format_time(moment)
     updated["expires"] = format_time(moment + timedelta(days=valid_days))
+    if draft:
+        if (folder / DRAFT).exists():
+            raise ConfigError(f"{folder / DRAFT}: a draft is already waiting for signatures; "
+                              "publish or delete it first")
+        document = {"signed": updated, "signatures": []}
+        _write_json(folder / DRAFT, document)
+        return document
     document = trustlist.sign(updated, list(signers) if signers is not None else governance_keys(folder))
     _write_json(folder / "trustlist.json", document)
     return document
+
+
+def _draft(folder: Path) -> dict[str, Any]:
+    if not (folder / DRAFT).exists():
+        raise ConfigError(f"{folder / DRAFT}: no draft waiting for signatures")
+    data = read_json(folder / DRAFT)
+    if not isinstance(data, dict) or not isinstance(data.get("signed"), dict):
+        raise ConfigError(f"{folder / DRAFT}: expected a trust-list document")
+    return data
+
+
+def sign_draft(folder: Path, key: Ed25519PrivateKey) -> dict[str, Any]:
+    """Add one governance signature to the waiting draft."""
+    document = trustlist.add_signatures(_draft(folder), [key])
+    _write_json(folder / DRAFT, document)
+    return document
+
+
+def verify_file(path: Path, root_path: Path, *, now: datetime | None = None,
+                allow_expired: bool = False) -> TrustList:
+    """Verify a trust-list file against a pinned root file (raises ``TrustError``)."""
+    return trustlist.verify(read_json(path), GovernanceRoot.from_json(read_json(root_path)),
+                            now or datetime.now(UTC), allow_expired=allow_expired)
+
+
+def publish_draft(folder: Path, *, now: datetime | None = None) -> TrustList:
+    """Install the draft as the trust list, only if it verifies against the pinned root.
+
+    Refuses (``TrustError``) a draft below the threshold, a root rotation not signed by both the
+    old and the new governance keys, or a version not above the published one. On a root
+    rotation ``root.json`` (what new members pin at enrolment) becomes the new root.
+    """
+    moment = now or datetime.now(UTC)
+    document = _draft(folder)
+    published = int(load_signed(folder)["version"])
+    accepted = trustlist.verify(document, GovernanceRoot.from_json(read_json(folder / "root.json")),
+                                moment, min_version=published + 1)
+    _write_json(folder / "trustlist.json", document)
+    if accepted.governance.to_json() != read_json(folder / "root.json"):
+        _write_json(folder / "root.json", accepted.governance.to_json())
+    (folder / DRAFT).unlink()
+    return accepted
 
 
 def member_entry(
@@ -116,6 +180,7 @@ def member_entry(
     endpoint: str | None = None,
     authority: str | None = None,
     contact: Mapping[str, str] | None = None,
+    tls_fingerprint: str | None = None,
 ) -> dict[str, Any]:
     public = key.public_key()
     entry: dict[str, Any] = {
@@ -130,11 +195,13 @@ def member_entry(
         entry["authority"] = authority
     if contact:
         entry["contact"] = dict(contact)
+    if tls_fingerprint:
+        entry["tls_fingerprint"] = tls_fingerprint
     return entry
 
 
 def add_members(folder: Path, entries: Iterable[tuple[dict[str, Any], Ed25519PrivateKey]],
-                *, valid_days: int = 30) -> dict[str, Any]:
+                *, valid_days: int = 30, draft: bool = False) -> dict[str, Any]:
     """Add members (entry, private key) in one new version; keys saved under ``keys/``."""
     signed = load_signed(folder)
     members = list(signed.get("members", []))
@@ -146,13 +213,123 @@ def add_members(folder: Path, entries: Iterable[tuple[dict[str, Any], Ed25519Pri
         members.append(entry)
         existing.add(entry["id"])
     signed["members"] = members
-    return publish(folder, signed, valid_days=valid_days)
+    return publish(folder, signed, valid_days=valid_days, draft=draft)
 
 
-def remove_member(folder: Path, member_id: str, *, valid_days: int = 30) -> dict[str, Any]:
+def remove_member(folder: Path, member_id: str, *, valid_days: int = 30,
+                  draft: bool = False) -> dict[str, Any]:
     signed = load_signed(folder)
     members = [m for m in signed.get("members", []) if m["id"] != member_id]
     if len(members) == len(signed.get("members", [])):
         raise ConfigError(f"member {member_id!r} is not in the trust list")
     signed["members"] = members
-    return publish(folder, signed, valid_days=valid_days)
+    return publish(folder, signed, valid_days=valid_days, draft=draft)
+
+
+def _find(signed: Mapping[str, Any], member_id: str) -> dict[str, Any]:
+    for member in signed.get("members", []):
+        if member["id"] == member_id:
+            return dict(member)
+    raise ConfigError(f"member {member_id!r} is not in the trust list")
+
+
+def _replace(signed: dict[str, Any], entry: dict[str, Any]) -> None:
+    signed["members"] = [entry if m["id"] == entry["id"] else m for m in signed.get("members", [])]
+
+
+def rotate_member_key(
+    folder: Path, member_id: str, *, overlap_hours: float = 24, valid_days: int = 30,
+    now: datetime | None = None, draft: bool = False,
+) -> tuple[str, dict[str, Any]]:
+    """Give a member a new key, keeping its current keys valid for ``overlap_hours`` more.
+
+    Signatures made with an old key still verify until its ``not_after``, so messages in flight
+    and parties that have not yet switched keep working; after that only the new key verifies.
+    The new private key replaces ``keys/<member>.pem``; the old one is kept beside it as
+    ``keys/<member>.<kid>.pem``. For a draft the new key waits as ``keys/<member>.<kid>.pem``
+    until the draft is published (a member must not sign with a key no list names yet).
+    Returns the new key id and the document.
+    """
+    moment = now or datetime.now(UTC)
+    signed = load_signed(folder)
+    entry = _find(signed, member_id)
+    retire = format_time(moment + timedelta(hours=overlap_hours))
+    old_keys = []
+    for k in entry.get("keys", []):
+        k = dict(k)
+        if not k.get("not_after") or k["not_after"] > retire:
+            k["not_after"] = retire
+        old_keys.append(k)
+    new = keyfiles.generate()
+    kid = keyfiles.key_id(new.public_key())
+    old_keys.append({"kid": kid, "public_key": keyfiles.public_b64(new.public_key()),
+                     "not_before": format_time(moment)})
+    entry["keys"] = old_keys
+    _replace(signed, entry)
+    document = publish(folder, signed, valid_days=valid_days, now=moment, draft=draft)
+    current = folder / "keys" / f"{member_id}.pem"
+    if draft:
+        keyfiles.save_private(new, current.with_name(f"{member_id}.{kid}.pem"))
+        return kid, document
+    if current.exists():
+        old_kid = keyfiles.key_id(keyfiles.load_private(current).public_key())
+        current.replace(current.with_name(f"{member_id}.{old_kid}.pem"))
+    keyfiles.save_private(new, current)
+    return kid, document
+
+
+def revoke_key(folder: Path, member_id: str, kid: str, *, valid_days: int = 30,
+               draft: bool = False) -> dict[str, Any]:
+    """Remove one key of a member at once (a lost or stolen key): no overlap."""
+    signed = load_signed(folder)
+    entry = _find(signed, member_id)
+    keys = [k for k in entry.get("keys", []) if k.get("kid") != kid]
+    if len(keys) == len(entry.get("keys", [])):
+        raise ConfigError(f"member {member_id!r} has no key {kid!r}")
+    entry["keys"] = keys
+    _replace(signed, entry)
+    return publish(folder, signed, valid_days=valid_days, draft=draft)
+
+
+def bind_certificate(folder: Path, member_id: str, tls_fingerprint: str | None, *,
+                     valid_days: int = 30, draft: bool = False) -> dict[str, Any]:
+    """Pin (or, with None, unpin) a member's TLS certificate fingerprint in the next version."""
+    signed = load_signed(folder)
+    entry = _find(signed, member_id)
+    if tls_fingerprint:
+        entry["tls_fingerprint"] = tls_fingerprint
+    else:
+        entry.pop("tls_fingerprint", None)
+    _replace(signed, entry)
+    return publish(folder, signed, valid_days=valid_days, draft=draft)
+
+
+def rotate_governance(
+    folder: Path, *, keys: int, threshold: int, valid_days: int = 30, now: datetime | None = None,
+) -> dict[str, Any]:
+    """Replace the governance keys: the next version names the new root and is signed by the
+    old keys and the new ones (The Update Framework's rule), so every party can follow it.
+
+    The new private keys replace ``governance/*.pem``; the old ones move to ``governance/retired/``.
+    ``root.json`` becomes the new root for members enrolling from now on.
+    """
+    moment = now or datetime.now(UTC)
+    old = governance_keys(folder)
+    new = [keyfiles.generate() for _ in range(keys)]
+    root = GovernanceRoot(threshold, {keyfiles.key_id(k.public_key()): k.public_key() for k in new})
+    signed = load_signed(folder)
+    signed["governance"] = root.to_json()
+    document = publish(folder, signed, valid_days=valid_days, now=moment, signers=[*old, *new])
+    retired = folder / "governance" / "retired"
+    retired.mkdir(parents=True, exist_ok=True)
+    for path in sorted((folder / "governance").glob("*.pem")):
+        path.replace(retired / f"{moment:%Y%m%dT%H%M%S}-{path.name}")
+    for i, key in enumerate(new, start=1):
+        keyfiles.save_private(key, folder / "governance" / f"governance-{i}.pem")
+    _write_json(folder / "root.json", root.to_json())
+    return document
+
+
+__all__ = ["DRAFT", "TrustError", "add_members", "bind_certificate", "create", "publish",
+           "publish_draft", "remove_member", "revoke_key", "rotate_governance", "rotate_member_key",
+           "sign_draft", "verify_file"]

@@ -8,7 +8,9 @@ before, match, apply the disclosure policy, sign an answer bound to the query's 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,15 +19,18 @@ from typing import Any
 
 from aiohttp import web
 
-from federation import identity
+from federation import identity, metrics
 from federation.errors import FieldError, SignpostError, ValidationError
 from federation.http import json_response, problem, read_json_object
 from federation.protocol import ANSWER_LIFETIME_SECONDS, PROTOCOL_VERSION, Contact, Status
+from node import outbox as outboxes
+from node import purge as purging
 from node.config import NodeConfig
 from node.matching import MatchIndex
-from node.policy import Requester, decide, is_archived
+from node.metrics import NodeMetrics
+from node.policy import PolicyRefusal, check_query, decide, is_archived, notifications
 from node.store import Store
-from trust import envelope
+from trust import envelope, tls
 from trust.errors import ExpiredError, TrustError
 from trust.keys import load_private
 from trust.store import TrustStore
@@ -48,9 +53,10 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.store = Store(config.database)
-        self.trust = TrustStore(config.trust_root, config.trust_list)
+        self.trust = TrustStore(config.trust_root, config.trust_list, url=config.trust_list_url)
         self.trust.load()
         self.key = load_private(config.key)
+        self.metrics = NodeMetrics()
         me = self.trust.current.member(config.id, "node")
         self.name = me.name
         contact = dict(me.contact or {}) | dict(config.signposting_contact)
@@ -62,6 +68,27 @@ class Node:
         )
         self._holder: IndexHolder | None = None
         self._lock = asyncio.Lock()
+        self.outbox = outboxes.Outbox(self.store)
+        self.notifier = outboxes.DeliveryWorker(
+            self.outbox, self.key, config.id,
+            outboxes.RetryPolicy(config.notify_retry_base_seconds, config.notify_retry_cap_seconds,
+                                 config.notify_max_age_seconds, config.notify_timeout_seconds),
+            clock=time.time,
+        )
+
+    @property
+    def retention_age(self) -> int:
+        """The node's own setting, else the federation policy's (the 24th birthday)."""
+        return self.config.retention_age or self.trust.current.policy.retention_age
+
+    def purge(self, now: datetime) -> purging.PurgeSummary:
+        """Delete records past the retention age; record it (``purge_log``, and the audit log)."""
+        summary = purging.purge(self.store, today=now.date(), now=now, retention_age=self.retention_age)
+        audit = getattr(self, "audit", None)
+        if audit is not None and hasattr(audit, "append_sync"):
+            audit.append_sync(summary.to_entry(self.config.id))
+        self.outbox.prune_delivered(now.timestamp() - self.config.notify_max_age_seconds)
+        return summary
 
     def _build(self, today: date) -> IndexHolder:
         generation = self.store.generation()
@@ -88,25 +115,34 @@ class Node:
         )
         if not self.store.remember_query(str(claims["jti"]), int(claims["exp"]) + 120, int(now.timestamp())):
             raise ReplayedQuery(f"query {claims['jti']} was already answered")
-        practitioner = claims.get("practitioner")
-        if not isinstance(practitioner, dict):
-            raise FieldError("practitioner", "expected an object in the signed query")
+        context = check_query(claims, (p.code for p in self.trust.current.policy.purposes))
         query_identity = identity.parse_identity(claims.get("identity"))
         today = now.date()
         identity.check_searchable(query_identity, today)
         result = index.match(query_identity)
         child = index.children.get(result.record_id) if result.record_id else None
         involvements = self.store.involvements(child.record_id) if child else []
+        candidates = [index.children[c] for c in getattr(result, "candidate_ids", ())
+                      if c in index.children]
         disclosure = decide(
             status=result.status,
             child=child,
             involvements=involvements,
-            requester=Requester.from_claims(practitioner),
+            requester=context.requester,
             authority_id=self.config.id,
             signposting_contact=self.contact,
             sensitive_categories=self.trust.current.policy.sensitive_categories,
             today=today,
+            candidates=candidates,
         )
+        if child is not None:
+            # Written before the answer leaves: if the message cannot be kept, the query fails.
+            messages = notifications(child=child, involvements=involvements, query=context,
+                                     query_jti=str(claims["jti"]), authority_id=self.config.id,
+                                     searched_at=now, today=today)
+            if messages:
+                self.outbox.enqueue(messages, now.timestamp())
+                self.notifier.wake()
         iat = int(now.timestamp())
         return {
             "v": PROTOCOL_VERSION,
@@ -132,8 +168,28 @@ class ReplayedQuery(SignpostError):
 NODE = web.AppKey("node", Node)
 
 
+def refuse_early(node: Node, request: web.Request, now: datetime) -> web.Response | None:
+    """Refuse before reading a body: an expired trust list stops every search (503), and under
+    mutual TLS the client certificate must belong to a current broker of the list in force (403)."""
+    trust = node.trust.current
+    try:
+        trust.check_current(now)
+    except ExpiredError as exc:
+        return problem(503, "Federation trust list expired", str(exc), kind="trust-list-expired")
+    if node.config.tls is not None:
+        try:
+            tls.peer_member(trust, tls.peer_certificate(request.transport), "broker")
+        except tls.CertificateError as exc:
+            log.warning("client refused: %s", exc)
+            return problem(403, "Client certificate refused", str(exc), kind="client-certificate")
+    return None
+
+
 async def handle_query(request: web.Request) -> web.Response:
     node = request.app[NODE]
+    refused = refuse_early(node, request, datetime.now(UTC))
+    if refused is not None:
+        return refused
     try:
         body = await read_json_object(request, node.config.body_limit)
         token = body.get("query")
@@ -153,11 +209,15 @@ async def handle_query(request: web.Request) -> web.Response:
         return problem(401, "Query not trusted", str(exc), kind="untrusted-query")
     except ReplayedQuery as exc:
         return problem(409, "Replayed query", str(exc), kind="replayed-query")
+    except PolicyRefusal as exc:
+        log.warning("query refused by policy: %s", exc.rule)
+        return problem(403, "Query refused", str(exc), kind=f"policy-{exc.rule}")
     except ValidationError as exc:
         return problem(400, "Invalid query", str(exc), errors=exc.errors, kind="invalid-query")
     except FieldError as exc:
         return problem(400, "Invalid query", str(exc), errors=[exc], kind="invalid-query")
     log.info("query %s answered %s", claims["query_jti"], claims["status"])
+    node.metrics.answers.inc(str(claims["status"]))
     signed = envelope.sign(claims, node.key, envelope.ANSWER_TYPE)
     return json_response({"v": PROTOCOL_VERSION, "answer": signed})
 
@@ -181,13 +241,44 @@ async def _trust_refresh(app: web.Application) -> AsyncIterator[None]:
         while True:
             await asyncio.sleep(node.config.trust_refresh_seconds)
             try:
-                node.trust.load()
+                before = node.trust.current.version
+                after = (await node.trust.refresh()).version
+                if after != before:
+                    log.info("trust list version %d accepted (was %d)", after, before)
             except TrustError as exc:
                 log.error("trust list refresh refused: %s", exc)
 
     task = asyncio.create_task(loop())
     yield
     task.cancel()
+
+
+async def _notifications(app: web.Application) -> AsyncIterator[None]:
+    """Deliver the notification outbox (including anything left from before a restart)."""
+    async for _ in outboxes.run_worker(app[NODE].notifier):
+        yield
+
+
+async def _purge(app: web.Application) -> AsyncIterator[None]:
+    """Delete records past the retention age at start and every ``purge_interval_seconds``."""
+    node = app[NODE]
+
+    async def loop() -> None:
+        while True:
+            try:
+                summary = await asyncio.to_thread(node.purge, datetime.now(UTC))
+                if summary.children:
+                    log.info("purge: %d record(s) past retention age %d deleted",
+                             summary.children, summary.retention_age)
+            except Exception:  # a failed purge is retried next interval, never stops the node
+                log.exception("purge failed")
+            await asyncio.sleep(node.config.purge_interval_seconds)
+
+    task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def create_app(config: NodeConfig) -> web.Application:
@@ -197,7 +288,10 @@ def create_app(config: NodeConfig) -> web.Application:
     app[NODE] = node
     app.router.add_post("/v1/query", handle_query)
     app.router.add_get("/healthz", handle_health)
+    metrics.install(app, node.metrics)
     app.cleanup_ctx.append(_trust_refresh)
+    app.cleanup_ctx.append(_notifications)
+    app.cleanup_ctx.append(_purge)
 
     async def close(_: web.Application) -> None:
         node.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trust.tls import TlsFiles
+
 
 @dataclass(frozen=True)
 class NodeConfig:
@@ -18,16 +20,46 @@ class NodeConfig:
     host: str = "127.0.0.1"
     port: int = 8701
     body_limit: int = 64 * 1024
-    trust_refresh_seconds: int = 60
+    trust_refresh_seconds: float = 60
+    trust_list_url: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
     signposting_contact: dict[str, str] = field(default_factory=dict)
     audit_log: Path | None = None
+    retention_age: int | None = None  # default: the trust-list policy's (24)
+    purge_interval_seconds: float = 3600
+    notify_retry_base_seconds: float = 5
+    notify_retry_cap_seconds: float = 3600
+    notify_max_age_seconds: float = 3 * 86400
+    notify_timeout_seconds: float = 10
 
     def __post_init__(self) -> None:
-        for name in ("database", "key", "trust_list", "trust_root", "audit_log"):
+        for name in ("database", "key", "trust_list", "trust_root", "audit_log",
+                     "tls_cert", "tls_key", "tls_ca"):
             value = getattr(self, name)
             if isinstance(value, str):
                 object.__setattr__(self, name, Path(value))
+        tls = [self.tls_cert, self.tls_key, self.tls_ca]
+        if any(v is not None for v in tls) and not all(v is not None for v in tls):
+            raise ValueError("tls_cert, tls_key, tls_ca: expected all three (mutual TLS) or none")
+        if not 0.05 <= self.trust_refresh_seconds <= 86400:
+            raise ValueError(f"trust_refresh_seconds: expected 0.05-86400, got {self.trust_refresh_seconds}")
         if not self.id:
             raise ValueError("id: expected the node's member id in the trust list")
+        if self.retention_age is not None and not 18 <= self.retention_age <= 120:
+            raise ValueError(f"retention_age: expected 18-120, got {self.retention_age}")
+        if not 0.05 <= self.purge_interval_seconds <= 86400:
+            raise ValueError(f"purge_interval_seconds: expected 0.05-86400, got {self.purge_interval_seconds}")
+        if not 0 < self.notify_retry_base_seconds <= self.notify_retry_cap_seconds:
+            raise ValueError("notify_retry_base_seconds: expected more than 0 and at most "
+                             f"notify_retry_cap_seconds, got {self.notify_retry_base_seconds}")
         if not 0 <= self.port < 65536:
             raise ValueError(f"port: expected 0-65535, got {self.port}")
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        """The mutual-TLS files, or None when this node serves plain HTTP (development only)."""
+        if self.tls_cert is None or self.tls_key is None or self.tls_ca is None:
+            return None
+        return TlsFiles(cert=self.tls_cert, key=self.tls_key, ca=self.tls_ca)

@@ -67,7 +67,7 @@ def verify(
     candidates = member.key(header.get("kid"), now)
     if not candidates:
         raise UnknownMemberError(f"envelope: {issuer!r} has no key valid now")
-    options = {"require": ["iss", "iat", "exp", "jti"] if typ == QUERY_TYPE else ["iss", "iat", "exp"]}
+    required = ["iss", "iat", "exp", "jti"] if typ == QUERY_TYPE else ["iss", "iat", "exp"]
     last: Exception | None = None
     for candidate in candidates:
         try:
@@ -78,7 +78,7 @@ def verify(
                 issuer=issuer,
                 audience=audience,
                 leeway=LEEWAY_SECONDS,
-                options={**options, "verify_aud": audience is not None},
+                options={"require": required, "verify_aud": audience is not None},
             )
         except jwt.ExpiredSignatureError as exc:
             raise ExpiredError(f"envelope: expired ({exc})") from exc

@@ -3,6 +3,12 @@
 This is the I/O shell around ``trust.trustlist.verify``. Every party pins the governance root
 at enrolment (``root.json``), remembers the highest trust-list version it has accepted (a small
 state file) and refuses anything older, so a replayed old list is useless.
+
+The list comes from a file or, when ``url`` is given, from a URL (the federation's publication
+point); a list fetched and accepted is also written to the file, so a restart without the
+network still starts from the newest accepted version. ``refresh`` is what the services' refresh
+loops call once per interval: a new version (a removed member, a revoked key) is in force from
+the moment it returns.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from trust.errors import TrustError
 from trust.trustlist import GovernanceRoot, TrustList, verify
@@ -36,9 +44,12 @@ def _write_atomic(path: Path, text: str) -> None:
 class TrustStore:
     """Holds the current verified trust list for one party."""
 
-    def __init__(self, root_path: Path, list_path: Path, state_path: Path | None = None) -> None:
+    def __init__(self, root_path: Path, list_path: Path, state_path: Path | None = None,
+                 *, url: str | None = None, fetch_timeout: float = 10.0) -> None:
         self.root_path = root_path
         self.list_path = list_path
+        self.url = url
+        self.fetch_timeout = fetch_timeout
         self.state_path = state_path or root_path.with_name(root_path.stem + ".state.json")
         self._current: TrustList | None = None
 
@@ -56,10 +67,14 @@ class TrustStore:
 
     def load(self, now: datetime | None = None) -> TrustList:
         """Read, verify and accept the trust list file; raise ``TrustError`` if it is not good."""
+        return self.accept(read_json(self.list_path), now)
+
+    def accept(self, document: Any, now: datetime | None = None) -> TrustList:
+        """Verify ``document`` against the pinned root and the highest version accepted; keep it."""
         moment = now or datetime.now(UTC)
         state = self._state()
         accepted = verify(
-            read_json(self.list_path),
+            document,
             self._root(),
             moment,
             min_version=int(state.get("version", 0)),
@@ -69,6 +84,29 @@ class TrustStore:
                 {"version": accepted.version, "root": accepted.governance.to_json()}, indent=2))
         self._current = accepted
         return accepted
+
+    async def fetch(self, url: str, now: datetime | None = None) -> TrustList:
+        """Download the list from ``url``, accept it, and cache it in the list file."""
+        try:
+            async with aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.fetch_timeout)
+            ) as session, session.get(url) as response:
+                if response.status != 200:
+                    raise TrustError(f"{url}: expected HTTP 200, got {response.status}")
+                text = await response.text()
+            document = json.loads(text)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            raise TrustError(f"{url}: cannot fetch the trust list: {exc.__class__.__name__}") from exc
+        accepted = self.accept(document, now)
+        self.list_path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(self.list_path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        return accepted
+
+    async def refresh(self, now: datetime | None = None) -> TrustList:
+        """One refresh: from the URL when configured, otherwise from the file."""
+        if self.url:
+            return await self.fetch(self.url, now)
+        return self.load(now)
 
     @property
     def current(self) -> TrustList:

@@ -140,3 +140,7 @@ def verify(token: str, trust_list: TrustList, *, audience: str, now: datetime) -
         jti=claims["jti"],
         expires=claims["exp"],
     )
+
+
+__all__ = ["ALGORITHMS", "LEEWAY_SECONDS", "MAX_LIFETIME_SECONDS", "REQUIRED_CLAIMS", "ExpiredError",
+           "Practitioner", "TokenError", "issue", "verify"]
