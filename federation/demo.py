@@ -207,7 +207,7 @@ def build(folder: Path, *, children: int = 3000, seed: int = 7, today: date | No
     broker_config = BrokerConfig(
         id=BROKER_ID, key=folder / "keys" / f"{BROKER_ID}.pem", trust_list=folder / "trustlist.json",
         trust_root=broker_home / "root.json", port=broker_port, audience=AUDIENCE,
-        audit_log=broker_home / "audit.log",
+        audit_log=broker_home / "audit.log", demo_identity_provider=folder / "keys",
     )
     configfile.dump(broker_config, broker_home / "broker.json")
     layout["broker"] = {"config": broker_home / "broker.json", "port": broker_port}
@@ -339,6 +339,11 @@ def run(folder: Path, *, once: bool, children: int, out: Callable[[str], None] =
             + " --sex F --purpose child_protection_enquiry")
         out(f"\nNew token: signpost token --federation {folder} --issuer leeds-idp --sub sam.patel "
             "--name 'Sam Patel' --org 'Leeds Children's Social Care' --role practitioner")
+        from broker.demo_idp import DEMO_PASSWORD, DEMO_TOTP_SECRET, current_code
+
+        out(f"\nPractitioner pages: {broker_url}/  (demo sign-in: username sam.patel, lee.hughes or "
+            f"jo.clarke; password {DEMO_PASSWORD}; one-time code now {current_code(time.time())}; "
+            f"TOTP secret {DEMO_TOTP_SECRET}; new code: signpost demo-code)")
         out("\nPress Ctrl-C to stop.")
         try:
             while not procs.dead():

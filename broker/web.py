@@ -1,0 +1,363 @@
+"""The practitioner web pages, served by the broker: sign in, search, results, sign out.
+
+The pages are a thin skin over the API: a search goes through ``Broker.validate`` and
+``Broker.search``, the same path as ``POST /v1/search``. Safety rules:
+
+* Results are rendered straight into the ``POST /search`` response with ``Cache-Control:
+  no-store``; nothing about a child ever appears in a URL, a redirect, a cookie or a log line.
+* Sessions are server-side (``broker.sessions``); the cookie is ``HttpOnly``, ``SameSite=Strict``
+  and, over HTTPS, ``Secure`` with the ``__Host-`` prefix. Only when the browser reached the
+  broker at a loopback address over plain HTTP (the demo, the tests) is the cookie sent without
+  ``Secure``, because browsers would not return it otherwise.
+* Every form carries the session's CSRF token; every page a strict Content-Security-Policy
+  (``'self'`` only, no scripts at all).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from broker import pages, ratelimit
+from broker.api import BROKER, SEARCHING_ROLES
+from broker.demo_idp import DemoIdentityProvider
+from broker.pages import FormError
+from broker.sessions import Session, SessionStore
+from federation.errors import ValidationError
+from trust import tokens
+from trust.errors import ExpiredError, TrustError
+
+log = logging.getLogger("signpost.broker.web")
+
+SECURE_COOKIE = "__Host-signpost-session"
+LOOPBACK_COOKIE = "signpost-session"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+FIELD_LIMIT = 200
+CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
+}
+FORM_FIELDS = ("nhs_number", "upn", "given_name", "family_name", "dob-day", "dob-month", "dob-year",
+               "sex", "postcode", "purpose", "obo-name", "obo-organisation", "obo-role", "obo-phone")
+LABELS = {
+    "nhs_number": "NHS number", "upn": "UPN", "given_name": "Given name", "family_name": "Family name",
+    "date_of_birth": "Date of birth", "sex": "Sex", "postcode": "Postcode", "purpose": "Purpose",
+    "name": "Their full name", "organisation": "Their organisation", "role": "Their role",
+    "phone": "Their phone number",
+}
+
+
+class WebState:
+    """The pages' own state: sessions and, in the demo only, the demo identity provider."""
+
+    def __init__(self, idle_seconds: int, idp: DemoIdentityProvider | None) -> None:
+        self.sessions = SessionStore(idle_seconds)
+        self.idp = idp
+
+
+WEB = web.AppKey("web", WebState)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# --- responses and cookies ------------------------------------------------------------------
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Strict headers on every response; nothing the broker serves may be cached."""
+    response = await handler(request)
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def html(body: str, status: int = 200) -> web.Response:
+    return web.Response(text=body, status=status, content_type="text/html", charset="utf-8",
+                        headers={"Pragma": "no-cache"})
+
+
+def redirect(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location})
+
+
+def _loopback_http(request: web.Request) -> bool:
+    host = request.host
+    host = host.split("]")[0] + "]" if host.startswith("[") else host.rsplit(":", 1)[0]
+    return not request.secure and host in LOOPBACK_HOSTS
+
+
+def _cookie_name(request: web.Request) -> str:
+    return LOOPBACK_COOKIE if _loopback_http(request) else SECURE_COOKIE
+
+
+def set_cookie(request: web.Request, response: web.Response, session: Session) -> None:
+    response.set_cookie(_cookie_name(request), session.id, path="/", httponly=True,
+                        secure=not _loopback_http(request), samesite="Strict")
+
+
+def clear_cookie(request: web.Request, response: web.Response) -> None:
+    response.del_cookie(_cookie_name(request), path="/", secure=not _loopback_http(request),
+                        httponly=True, samesite="Strict")
+
+
+def current_session(request: web.Request) -> Session | None:
+    return request.app[WEB].sessions.get(request.cookies.get(_cookie_name(request)), time.time())
+
+
+def _environment(request: web.Request) -> str:
+    return "Demo" if request.app[WEB].idp is not None else "Live"
+
+
+# --- sign in and out ------------------------------------------------------------------------
+
+
+async def handle_root(request: web.Request) -> web.Response:
+    return redirect("/search")
+
+
+async def handle_sign_in(request: web.Request) -> web.Response:
+    if request.app[WEB].idp is not None:
+        return redirect("/demo-idp/sign-in")
+    return html(pages.no_identity_provider_page())
+
+
+async def handle_demo_sign_in_form(request: web.Request) -> web.Response:
+    state = request.app[WEB]
+    if state.idp is None:
+        raise web.HTTPNotFound()
+    session = current_session(request) or state.sessions.new(time.time())
+    response = html(pages.sign_in_page(session.csrf, {}, [], sorted(state.idp.users)))
+    set_cookie(request, response, session)
+    return response
+
+
+def _expired_form(request: web.Request) -> web.Response:
+    response = html(pages.signed_out_page("Your session has ended"), status=403)
+    clear_cookie(request, response)
+    return response
+
+
+async def handle_demo_sign_in(request: web.Request) -> web.Response:
+    state = request.app[WEB]
+    broker = request.app[BROKER]
+    if state.idp is None:
+        raise web.HTTPNotFound()
+    session = current_session(request)
+    form = await request.post()
+    if session is None or not session.csrf_ok(_text(form.get("csrf_token"))):
+        return _expired_form(request)
+    username = _text(form.get("username"))
+    password = _text(form.get("password"), limit=500)
+    code = _text(form.get("code"))
+    errors = [FormError(anchor, f"Enter your {what}") for anchor, what, value in (
+        ("username", "username", username), ("password", "password", password),
+        ("code", "one-time code", code)) if not value]
+    user = None
+    if not errors:
+        user = state.idp.check(username, password, code, time.time())
+        if user is None:
+            errors.append(FormError("username", "The username, password or one-time code is not right"))
+    if user is None:
+        broker.metrics.sessions.inc("refused")
+        response = html(pages.sign_in_page(session.csrf, {"username": username}, errors,
+                                           sorted(state.idp.users)), status=400)
+        set_cookie(request, response, session)
+        return response
+    now = datetime.now(UTC)
+    token = state.idp.issue(user, now)
+    # The same verification as every API call: the trust list decides whether this issuer counts.
+    try:
+        who = tokens.verify(token, broker.trust.current, audience=broker.config.audience, now=now)
+    except TrustError as exc:
+        log.error("demo identity provider token refused: %s", exc)
+        return html(pages.message_page("Sign-in failed", "Your identity provider is not trusted by the "
+                                       "federation. Contact the Signpost team."), status=403)
+    fresh = state.sessions.sign_in(session, who, time.time())
+    broker.metrics.sessions.inc("signed_in")
+    response = redirect("/search")
+    set_cookie(request, response, fresh)
+    return response
+
+
+async def handle_sign_out(request: web.Request) -> web.Response:
+    session = current_session(request)
+    if session is not None:
+        form = await request.post()
+        if not session.csrf_ok(_text(form.get("csrf_token"))):
+            return html(pages.message_page("Sign-out failed", "Reload the page and try again."), status=403)
+        request.app[WEB].sessions.drop(session.id)
+    response = redirect("/signed-out")
+    clear_cookie(request, response)
+    return response
+
+
+async def handle_signed_out(request: web.Request) -> web.Response:
+    return html(pages.signed_out_page("You have signed out"))
+
+
+# --- search ---------------------------------------------------------------------------------
+
+
+def _text(value: Any, limit: int = FIELD_LIMIT) -> str:
+    return value.strip()[:limit] if isinstance(value, str) else ""
+
+
+def _purposes(request: web.Request) -> list[tuple[str, str]]:
+    return [(p.code, p.label) for p in request.app[BROKER].trust.current.policy.purposes]
+
+
+def _date_of_birth(values: dict[str, str]) -> tuple[str | None, FormError | None]:
+    """Three fields to ``YYYY-MM-DD`` (or an error naming what is missing)."""
+    parts = {p: values.get(f"dob-{p}", "") for p in ("day", "month", "year")}
+    if not any(parts.values()):
+        return None, None
+    missing = [p for p, v in parts.items() if not v]
+    if missing:
+        return None, FormError(f"dob-{missing[0]}", f"Date of birth must include a {' and a '.join(missing)}")
+    if not all(v.isdigit() for v in parts.values()) or len(parts["year"]) != 4:
+        return None, FormError("dob-day", "Date of birth must be a real date, for example 27 3 2015")
+    return f"{int(parts['year']):04d}-{int(parts['month']):02d}-{int(parts['day']):02d}", None
+
+
+def _anchor(field: str) -> str:
+    if field.startswith("identity."):
+        name = field.removeprefix("identity.")
+        return "dob-day" if name == "date_of_birth" else name
+    if field.startswith("on_behalf_of"):
+        name = field.partition(".")[2] or "name"
+        return f"obo-{name}"
+    return field if field in ("purpose", "identity") else "identity"
+
+
+def _message(error_field: str, message: str) -> str:
+    if error_field == "identity":
+        return ("Enter enough to identify one child: the NHS number or UPN with the date of birth, "
+                "or both names, the date of birth and the sex or postcode")
+    if error_field == "purpose":
+        return "Select why you are searching"
+    if error_field.startswith("on_behalf_of") and message == "is required":
+        return f"Enter {LABELS.get(error_field.partition('.')[2], 'their details').lower()}"
+    if error_field == "identity.date_of_birth" and message.startswith("expected"):
+        return "Date of birth must be a real date, for example 27 3 2015"
+    label = LABELS.get(error_field.rpartition(".")[2], error_field)
+    return f"{label} {message}" if message.startswith("must") else f"{label}: {message}"
+
+
+def _signed_in(request: web.Request) -> tuple[Session, tokens.Practitioner] | None:
+    session = current_session(request)
+    if session is None or session.practitioner is None:
+        return None
+    return session, session.practitioner
+
+
+def _refusal(request: web.Request, session: Session, who: tokens.Practitioner) -> web.Response | None:
+    if who.role not in SEARCHING_ROLES:
+        return html(pages.message_page("You cannot search", f"Your role ({who.role}) does not allow "
+                                       "searching for children.", who=who, csrf=session.csrf), status=403)
+    if not who.has_mfa:
+        return html(pages.message_page("You cannot search", "Searching needs a sign-in with a one-time "
+                                       "code or security key.", who=who, csrf=session.csrf), status=403)
+    return None
+
+
+async def handle_search_form(request: web.Request) -> web.Response:
+    signed_in = _signed_in(request)
+    if signed_in is None:
+        return redirect("/sign-in")
+    session, who = signed_in
+    refusal = _refusal(request, session, who)
+    if refusal is not None:
+        return refusal
+    return html(pages.search_page(who, session.csrf, _purposes(request), {}, [], who.role == "mediator"))
+
+
+async def handle_search(request: web.Request) -> web.Response:
+    broker = request.app[BROKER]
+    form = await request.post()
+    signed_in = _signed_in(request)
+    if signed_in is None:
+        return _expired_form(request)
+    session, who = signed_in
+    if not session.csrf_ok(_text(form.get("csrf_token"))):
+        return _expired_form(request)
+    refusal = _refusal(request, session, who)
+    if refusal is not None:
+        return refusal
+    now = datetime.now(UTC)
+    try:
+        broker.trust.current.check_current(now)
+    except ExpiredError:
+        return html(pages.message_page("Signpost is not available", "The federation's trust list has "
+                                       "expired. Try again later.", who=who, csrf=session.csrf), status=503)
+    values = {name: _text(form.get(name)) for name in FORM_FIELDS}
+    mediator = who.role == "mediator"
+    dob, dob_error = _date_of_birth(values)
+    ident = {k: values[k] for k in ("nhs_number", "upn", "given_name", "family_name", "sex", "postcode")
+             if values[k]}
+    if dob:
+        ident["date_of_birth"] = dob
+    body: dict[str, Any] = {"identity": ident}
+    if values["purpose"]:
+        body["purpose"] = values["purpose"]
+    if mediator:
+        body["on_behalf_of"] = {k: values[f"obo-{k}"] for k in ("name", "organisation", "role", "phone")}
+    errors: list[FormError] = [dob_error] if dob_error else []
+    try:
+        search = broker.validate(body, who, now)
+    except ValidationError as exc:
+        for e in exc.errors:
+            if dob_error is not None and e.field == "identity":
+                continue  # the missing set is explained by the date error already
+            errors.append(FormError(_anchor(e.field), _message(e.field, e.message)))
+    if errors:
+        broker.metrics.refused.inc("invalid")
+        return html(pages.search_page(who, session.csrf, _purposes(request), values, errors, mediator),
+                    status=400)
+    over = await ratelimit.admit(request.app, who.issuer, who.sub, who.org)
+    if over is not None:
+        text = ("You have made too many searches; try again later." if over.status == 429
+                else "Searching is not available just now; try again later.")
+        return html(pages.message_page("Search not made", text, who=who, csrf=session.csrf),
+                    status=over.status)
+    answer = await broker.search(search, who, now)
+    log.info("web search %s answered", answer["query_id"])
+    typed = {**{k: values[k] for k in ("nhs_number", "upn", "given_name", "family_name", "postcode")},
+             "date_of_birth": dob or "", "sex": dict(pages.SEX_OPTIONS).get(values["sex"], values["sex"])}
+    searched = [(LABELS[k], typed[k]) for k in LABELS if typed.get(k)]
+    return html(pages.results_page(who, session.csrf, answer, searched))
+
+
+async def handle_static(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name != "signpost.css":
+        raise web.HTTPNotFound()
+    css = resources.files("broker").joinpath("static/signpost.css").read_bytes()
+    return web.Response(body=css, content_type="text/css", charset="utf-8")
+
+
+def add_routes(app: web.Application, idle_seconds: int, idp: DemoIdentityProvider | None) -> None:
+    """Register the practitioner pages on the broker's app."""
+    app[WEB] = WebState(idle_seconds, idp)
+    app.middlewares.append(security_headers)
+    app.router.add_get("/", handle_root)
+    app.router.add_get("/sign-in", handle_sign_in)
+    app.router.add_get("/demo-idp/sign-in", handle_demo_sign_in_form)
+    app.router.add_post("/demo-idp/sign-in", handle_demo_sign_in)
+    app.router.add_post("/sign-out", handle_sign_out)
+    app.router.add_get("/signed-out", handle_signed_out)
+    app.router.add_get("/search", handle_search_form)
+    app.router.add_post("/search", handle_search)
+    app.router.add_get("/static/{name}", handle_static)
