@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from broker import ratelimit
 from broker.config import BrokerConfig
 from broker.fanout import NodeResult, fan_out
 from broker.metrics import BrokerMetrics
@@ -170,6 +171,9 @@ async def handle_search(request: web.Request) -> web.Response:
     if not who.has_mfa:
         return problem(403, "Forbidden", "amr: searching needs multi-factor authentication",
                        kind="mfa-required")
+    over = await ratelimit.admit(request.app, who.issuer, who.sub, who.org)
+    if over is not None:
+        return over
     try:
         body = await read_json_object(request, broker.config.body_limit)
         search = broker.validate(body, who, now)
@@ -236,4 +240,8 @@ def create_app(config: BrokerConfig) -> web.Application:
     app.router.add_get("/healthz", handle_health)
     _add_pages_and_metrics(app, app[BROKER])
     app.cleanup_ctx.append(_client)
+    ratelimit.install(app, config.redis_url,
+                      ratelimit.limits_from(app[BROKER].trust.current.policy.rate_limits, config.rate_limits),
+                      prefix=f"signpost:rl:{app[BROKER].trust.current.federation}",
+                      timeout_seconds=config.redis_timeout_seconds)
     return app

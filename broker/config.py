@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from trust.tls import TlsFiles
@@ -28,6 +28,8 @@ class BrokerConfig:
     tls_key: Path | None = None
     tls_ca: Path | None = None
     redis_url: str | None = None
+    redis_timeout_seconds: float = 0.5
+    rate_limits: dict[str, int] = field(default_factory=dict)  # overrides the trust-list policy
     audit_log: Path | None = None
     session_idle_seconds: int = 900
     demo_identity_provider: Path | None = None  # demo only: folder of <authority>-idp.pem keys

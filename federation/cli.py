@@ -264,6 +264,54 @@ def cmd_node_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_node_purge(args: argparse.Namespace) -> int:
+    from node.config import NodeConfig
+    from node.purge import purge
+    from node.store import Store
+    from trust.store import read_json
+    from trust.trustlist import GovernanceRoot, verify
+
+    config = configfile.load(NodeConfig, Path(args.config))
+    now = datetime.now(UTC)
+    today = datetime.strptime(args.today, "%Y-%m-%d").date() if args.today else now.date()
+    retention_age = args.retention_age or config.retention_age
+    if retention_age is None:
+        trust = verify(read_json(config.trust_list), GovernanceRoot.from_json(read_json(config.trust_root)),
+                       now, allow_expired=True)
+        retention_age = trust.policy.retention_age
+    store = Store(config.database)
+    try:
+        summary = purge(store, today=today, now=now, retention_age=retention_age, dry_run=args.dry_run)
+    finally:
+        store.close()
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"retention age {summary.retention_age}: born on or before {summary.cutoff}")
+    print(f"{verb}: {summary.children} children, {summary.involvements} involvements, "
+          f"{summary.notifications} pending notifications")
+    if not args.dry_run:
+        print(f"recorded in {config.database} (purge_log){_audit_purge(config, summary)}")
+    return 0
+
+
+def _audit_purge(config: Any, summary: Any) -> str:
+    """Also write the purge to the node's audit log when it can be opened (not while the node runs)."""
+    if config.audit_log is None:
+        return ""
+    try:
+        from trust.tlog import AuditLog
+    except ImportError:
+        return ""
+    try:
+        audit = AuditLog.open(config.audit_log)
+    except Exception as exc:  # the running node holds the log; purge_log keeps the record
+        return f"; audit log not written ({exc.__class__.__name__})"
+    try:
+        audit.append_sync(summary.to_entry(config.id))
+    finally:
+        audit.close()
+    return f" and {config.audit_log}"
+
+
 # --- broker ---------------------------------------------------------------------------------
 
 
@@ -443,6 +491,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="also remove records absent from the files")
     p.add_argument("--rejects", help="rejects CSV (default: rejects.csv beside the children file)")
     p.set_defaults(func=cmd_node_import)
+    p = nsub.add_parser("purge", help="delete records past the retention age (default: 24th birthday)")
+    p.add_argument("--config", required=True, help="node config")
+    p.add_argument("--retention-age", type=int, help="override the configured retention age")
+    p.add_argument("--today", help="YYYY-MM-DD (default: today)")
+    p.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+    p.set_defaults(func=cmd_node_purge)
 
     brk = sub.add_parser("broker", help="run the broker")
     bsub = brk.add_subparsers(dest="action", required=True, metavar="ACTION")

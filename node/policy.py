@@ -3,21 +3,49 @@
 Pure functions, no I/O. The node is the final word on its own data: whatever the broker
 checked, these rules run again here. What may leave the node is ``federation.protocol.Disclosed``
 and nothing else: no addresses, case notes, reasons or history.
+
+The rules, in the order ``decide`` applies them:
+
+1. Only ``practitioner``, ``mediator`` and ``signposting_officer`` may search (``check_query``
+   refuses the others before anything is matched).
+2. Archived records (the person is 18 or over) are never returned: ``no_match``.
+3. A shielded child is answered ``shielded`` with the authority's signposting contact only,
+   except to this authority's own signposting officers, who see the full answer.
+4. An ambiguous query (``possible_match``) whose candidates include a shielded record is
+   answered exactly as a shielded match would be (``shielded``, signposting contact only). A
+   ``possible_match`` is therefore only ever said about records that are not shielded, so nobody
+   can refine identifiers against a shielded record and learn which details (say, a new
+   postcode) it holds; the signposting team, who can see everything, resolves the ambiguity.
+5. Sensitive involvements (flagged, or in a category the trust-list policy names) are left out
+   unless consent or need is recorded on that involvement; nothing hints that they exist. When
+   nothing at all remains to show, the answer is ``no_match`` rather than an empty match, so an
+   empty list cannot betray a hidden service.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
+from federation.errors import SignpostError
 from federation.identity import age_on
 from federation.protocol import Contact, Disclosed, Status
 from node.store import Child, Involvement
 
 ARCHIVE_AGE = 18
+DEFAULT_RETENTION_AGE = 24
 SEARCHING_ROLES = frozenset({"practitioner", "mediator", "signposting_officer"})
+MEDIATED_FIELDS = ("name", "organisation", "role", "phone")
+
+
+class PolicyRefusal(SignpostError):
+    """A signed query breaks a federation rule the node enforces itself; ``rule`` names it."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
 
 
 @dataclass(frozen=True)
@@ -28,15 +56,66 @@ class Requester:
     org: str
     role: str
     authority: str | None
+    name: str = ""
+    issuer: str = ""
 
     @classmethod
     def from_claims(cls, claims: Mapping[str, Any]) -> Requester:
+        authority = claims.get("authority")
         return cls(
             sub=str(claims.get("sub", "")),
             org=str(claims.get("org", "")),
             role=str(claims.get("role", "")),
-            authority=claims.get("authority"),
+            authority=authority if isinstance(authority, str) else None,
+            name=str(claims.get("name", "")),
+            issuer=str(claims.get("iss", "")),
         )
+
+
+@dataclass(frozen=True)
+class QueryContext:
+    """The parts of a verified query the policy and the notifications need."""
+
+    requester: Requester
+    purpose: str
+    on_behalf_of: Mapping[str, str] | None
+
+
+def check_query(claims: Mapping[str, Any], purposes: Iterable[str]) -> QueryContext:
+    """Refuse a signed query that breaks a rule, even though a trusted broker signed it.
+
+    Checks the role, the purpose (one of the trust list's codes) and, for a mediator, the named
+    professional (name, organisation, role, phone). Raises ``PolicyRefusal`` naming the rule.
+    """
+    practitioner = claims.get("practitioner")
+    if not isinstance(practitioner, dict):
+        raise PolicyRefusal("practitioner", "practitioner: expected an object in the signed query")
+    requester = Requester.from_claims(practitioner)
+    if requester.role not in SEARCHING_ROLES:
+        raise PolicyRefusal("role", f"role: {requester.role!r} may not search "
+                            f"(expected one of {', '.join(sorted(SEARCHING_ROLES))})")
+    if not requester.sub or not requester.org:
+        raise PolicyRefusal("practitioner", "practitioner: sub and org are required")
+    known = sorted(set(purposes))
+    purpose = claims.get("purpose")
+    if not isinstance(purpose, str) or purpose not in known:
+        raise PolicyRefusal("purpose", f"purpose: expected one of {', '.join(known) or '(none published)'}, "
+                            f"got {purpose!r}")
+    mediated = claims.get("on_behalf_of")
+    on_behalf_of: dict[str, str] | None = None
+    if requester.role == "mediator":
+        if not isinstance(mediated, dict):
+            raise PolicyRefusal("mediation", "on_behalf_of: a mediator must name the professional "
+                                "(name, organisation, role, phone)")
+        on_behalf_of = {}
+        for name in MEDIATED_FIELDS:
+            value = mediated.get(name)
+            if not isinstance(value, str) or len(value.strip()) < 2:
+                raise PolicyRefusal("mediation", f"on_behalf_of.{name}: is required for a mediator")
+            on_behalf_of[name] = value.strip()
+    elif mediated is not None:
+        raise PolicyRefusal("mediation", "on_behalf_of: only a mediator may search on behalf of someone")
+    return QueryContext(requester, purpose, on_behalf_of)
 
 
 @dataclass(frozen=True)
@@ -68,13 +147,31 @@ def is_past_retention(child: Child, today: date, retention_age: int) -> bool:
     return age_on(child.date_of_birth, today) >= retention_age
 
 
-def _visible(inv: Involvement, today: date, sensitive_categories: frozenset[str]) -> bool:
+def retention_cutoff(today: date, retention_age: int) -> str:
+    """The ISO date string such that a birth date ``<=`` it is at or past ``retention_age``.
+
+    Compared as text (ISO dates sort as text); the string need not be a real date (29 February).
+    """
+    if retention_age < ARCHIVE_AGE:
+        raise ValueError(f"retention_age: expected at least {ARCHIVE_AGE}, got {retention_age}")
+    return f"{today.year - retention_age:04d}-{today.month:02d}-{today.day:02d}"
+
+
+def is_current(inv: Involvement, today: date) -> bool:
+    """The involvement has started and not ended."""
     if inv.end_date is not None and inv.end_date < today:
         return False
-    if inv.start_date is not None and inv.start_date > today:
+    return inv.start_date is None or inv.start_date <= today
+
+
+def is_sensitive(inv: Involvement, sensitive_categories: frozenset[str]) -> bool:
+    return inv.sensitive or inv.service_category in sensitive_categories
+
+
+def _visible(inv: Involvement, today: date, sensitive_categories: frozenset[str]) -> bool:
+    if not is_current(inv, today):
         return False
-    sensitive = inv.sensitive or inv.service_category in sensitive_categories
-    return not sensitive or inv.consent
+    return not is_sensitive(inv, sensitive_categories) or inv.consent
 
 
 def _disclosed(inv: Involvement) -> Disclosed:
@@ -90,6 +187,11 @@ def _disclosed(inv: Involvement) -> Disclosed:
     )
 
 
+def is_own_officer(requester: Requester, authority_id: str) -> bool:
+    """This authority's own signposting team: the only requesters who see shielded children."""
+    return requester.role == "signposting_officer" and requester.authority == authority_id
+
+
 def decide(
     *,
     status: Status,
@@ -100,28 +202,30 @@ def decide(
     signposting_contact: Contact,
     sensitive_categories: frozenset[str],
     today: date,
+    candidates: Iterable[Child] = (),
 ) -> Disclosure:
-    """Apply the disclosure rules to the matcher's decision.
+    """Apply the disclosure rules (see the module docstring) to the matcher's decision.
 
-    - A role that may not search gets ``no_match`` and nothing else (the broker refuses it first).
-    - An archived child is never disclosed (``no_match``).
-    - A shielded child is ``shielded`` with the signposting contact, except to this authority's
-      own signposting officers.
-    - Sensitive involvements are left out unless consent or need is recorded on them, and
-      nothing hints that they exist.
+    ``candidates`` are the records a ``possible_match`` was undecided between, when the matcher
+    can name them; they are used only to keep shielded records out of ``possible_match``.
     """
     if requester.role not in SEARCHING_ROLES:
         return Disclosure(Status.NO_MATCH)
+    own_officer = is_own_officer(requester, authority_id)
+    if status is Status.POSSIBLE_MATCH:
+        live = [c for c in candidates if not is_archived(c, today)]
+        if not own_officer and any(c.shielded for c in live):
+            return Disclosure(Status.SHIELDED, contact=signposting_contact)
+        return Disclosure(Status.POSSIBLE_MATCH, contact=signposting_contact)
     if status is not Status.MATCH or child is None:
-        if status is Status.POSSIBLE_MATCH:
-            return Disclosure(Status.POSSIBLE_MATCH, contact=signposting_contact)
         return Disclosure(Status.NO_MATCH)
     if is_archived(child, today):
         return Disclosure(Status.NO_MATCH)
-    own_officer = (requester.role == "signposting_officer" and requester.authority == authority_id)
     if child.shielded and not own_officer:
         return Disclosure(Status.SHIELDED, contact=signposting_contact)
     shown = [i for i in involvements if _visible(i, today, sensitive_categories)]
+    if not shown:
+        return Disclosure(Status.NO_MATCH)
     assessment = next(
         (Contact(name=i.practitioner_name, phone=i.phone, secure_email=i.secure_email,
                  organisation=i.organisation) for i in shown if i.assessment),
@@ -133,3 +237,49 @@ def decide(
         involvements=tuple(_disclosed(i) for i in shown),
         assessment=assessment,
     )
+
+
+# --- Notify on access -----------------------------------------------------------------------
+
+
+def _same_organisation(a: str, b: str) -> bool:
+    return " ".join(a.casefold().split()) == " ".join(b.casefold().split())
+
+
+def notifications(
+    *,
+    child: Child,
+    involvements: Iterable[Involvement],
+    query: QueryContext,
+    query_jti: str,
+    authority_id: str,
+    searched_at: datetime,
+    today: date,
+) -> list[dict[str, Any]]:
+    """What to tell each notify-on-access practitioner that someone searched for this child.
+
+    One message per current involvement marked notify-on-access, unless the searcher is from
+    that involvement's own organisation. A message says who searched (name, organisation, role,
+    and for a mediator the professional named), the purpose and when; never what any answer
+    contained. Sent whatever the requester was shown (a shielded child's lead is told too).
+    """
+    who = query.requester
+    out: list[dict[str, Any]] = []
+    for inv in involvements:
+        if not inv.notify_on_access or not inv.notify_url or not is_current(inv, today):
+            continue
+        if _same_organisation(who.org, inv.organisation):
+            continue
+        out.append({
+            "type": "access",
+            "authority": authority_id,
+            "child_record_id": child.record_id,
+            "involvement_record_id": inv.record_id,
+            "url": inv.notify_url,
+            "searcher": {"name": who.name or who.sub, "organisation": who.org, "role": who.role},
+            "on_behalf_of": dict(query.on_behalf_of) if query.on_behalf_of else None,
+            "purpose": query.purpose,
+            "searched_at": searched_at.isoformat(timespec="seconds"),
+            "query_id": query_jti,
+        })
+    return out

@@ -66,6 +66,31 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE seen_queries (jti TEXT PRIMARY KEY, expires INTEGER NOT NULL);
     CREATE INDEX seen_queries_expires ON seen_queries(expires);
     """,
+    # 3: notification outbox (durable, at-least-once) and the record of retention purges
+    """
+    CREATE TABLE outbox (
+        id               TEXT PRIMARY KEY,
+        child_record_id  TEXT NOT NULL,
+        url              TEXT NOT NULL,
+        payload          TEXT NOT NULL,
+        created          INTEGER NOT NULL,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt     INTEGER NOT NULL,
+        delivered        INTEGER,
+        failed           INTEGER,
+        last_error       TEXT
+    );
+    CREATE INDEX outbox_due ON outbox(next_attempt) WHERE delivered IS NULL AND failed IS NULL;
+    CREATE INDEX outbox_child ON outbox(child_record_id);
+    CREATE TABLE purge_log (
+        ran_at        INTEGER NOT NULL,
+        cutoff        TEXT NOT NULL,
+        retention_age INTEGER NOT NULL,
+        children      INTEGER NOT NULL,
+        involvements  INTEGER NOT NULL,
+        notifications INTEGER NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,0 +1,286 @@
+"""Search budgets per practitioner and per organisation, shared by every broker replica.
+
+The algorithm is GCRA (the generic cell rate algorithm): each budget ("30 a minute") keeps one
+number, the theoretical arrival time (TAT). A limit of ``count`` per ``period`` lets a burst of
+``count`` through at once and then one every ``period / count``. A search must fit every budget
+that applies to it (practitioner per minute and per day, organisation per minute and per day);
+it is counted against all of them or none, in one atomic step.
+
+Two stores with the same behaviour: ``RedisLimiter`` runs the step as one Lua script inside
+Redis (so any number of brokers share one budget, on Redis's clock), ``MemoryLimiter`` runs the
+same step in process for a single broker without Redis. If Redis is configured but cannot be
+reached, ``check`` raises ``RateLimitUnavailable`` and the broker refuses searches (503): a
+broken limiter never means unlimited searching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiohttp import web
+
+from federation.errors import SignpostError
+from federation.http import problem
+
+log = logging.getLogger("signpost.broker")
+
+# Names in the trust list's ``policy.rate_limits`` (and the broker config's override).
+LIMIT_PERIODS = {
+    "practitioner_per_minute": ("practitioner", 60),
+    "practitioner_per_day": ("practitioner", 86400),
+    "organisation_per_minute": ("organisation", 60),
+    "organisation_per_day": ("organisation", 86400),
+}
+DEFAULT_LIMITS = {
+    "practitioner_per_minute": 30,
+    "practitioner_per_day": 300,
+    "organisation_per_minute": 600,
+    "organisation_per_day": 20000,
+}
+
+
+class RateLimitError(SignpostError):
+    """Base class for rate limiting errors."""
+
+
+class RateLimitUnavailable(RateLimitError):
+    """The shared store could not be asked; searches must stop (fail closed)."""
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One budget: ``count`` searches per ``period_ms`` for one subject (practitioner or organisation)."""
+
+    name: str
+    subject: str
+    count: int
+    period_ms: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ValueError(f"rate_limits.{self.name}: expected at least 1, got {self.count}")
+        if self.period_ms < 1:
+            raise ValueError(f"rate_limits.{self.name}: expected a positive period")
+
+    @property
+    def interval_ms(self) -> int:
+        return max(1, self.period_ms // self.count)
+
+
+def limits_from(policy: Mapping[str, int], override: Mapping[str, int] | None = None) -> tuple[Limit, ...]:
+    """The budgets in force: defaults, then the trust-list policy, then the broker's override."""
+    merged = dict(DEFAULT_LIMITS)
+    merged.update({k: v for k, v in policy.items() if k in LIMIT_PERIODS})
+    for name, value in (override or {}).items():
+        if name not in LIMIT_PERIODS:
+            raise ValueError(f"rate_limits.{name}: expected one of {', '.join(LIMIT_PERIODS)}")
+        merged[name] = value
+    out = []
+    for name, (subject, seconds) in LIMIT_PERIODS.items():
+        value = merged[name]
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"rate_limits.{name}: expected an integer, got {value!r}")
+        out.append(Limit(name, subject, value, seconds * 1000))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of one check. ``retry_after`` is in seconds, rounded up (for the header)."""
+
+    allowed: bool
+    limit: str | None = None
+    retry_after_ms: int = 0
+
+    @property
+    def retry_after(self) -> int:
+        return max(1, math.ceil(self.retry_after_ms / 1000)) if not self.allowed else 0
+
+
+def gcra_step(tats: Sequence[int | None], limits: Sequence[Limit], now_ms: int
+              ) -> tuple[Decision, list[int] | None]:
+    """One atomic GCRA step over several budgets: the decision and, if allowed, the new TATs.
+
+    Pure; ``RedisLimiter``'s Lua script is a line-for-line transcription of this function.
+    """
+    wait = 0
+    worst: str | None = None
+    new: list[int] = []
+    for tat, limit in zip(tats, limits, strict=True):
+        start = now_ms if tat is None or tat < now_ms else tat
+        candidate = start + limit.interval_ms
+        allow_at = candidate - limit.period_ms
+        if allow_at > now_ms and allow_at - now_ms > wait:
+            wait = allow_at - now_ms
+            worst = limit.name
+        new.append(candidate)
+    if wait > 0:
+        return Decision(False, worst, wait), None
+    return Decision(True), new
+
+
+def bucket_keys(prefix: str, limits: Sequence[Limit], subjects: Mapping[str, str]) -> list[str]:
+    """Storage keys: one per budget and subject (``subjects`` maps 'practitioner'/'organisation')."""
+    return [f"{prefix}:{limit.name}:{subjects[limit.subject]}" for limit in limits]
+
+
+class RateLimiter(Protocol):
+    async def check(self, subjects: Mapping[str, str]) -> Decision: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryLimiter:
+    """The in-process store: the same GCRA step, for a single broker without Redis."""
+
+    def __init__(self, limits: Sequence[Limit], *, prefix: str = "signpost:rl",
+                 clock: Callable[[], float] = time.time) -> None:
+        self.limits = tuple(limits)
+        self.prefix = prefix
+        self._clock = clock
+        self._tats: dict[str, int] = {}  # key -> TAT (ms); a TAT in the past is as good as none
+        self._lock = asyncio.Lock()
+
+    async def check(self, subjects: Mapping[str, str]) -> Decision:
+        keys = bucket_keys(self.prefix, self.limits, subjects)
+        async with self._lock:
+            now_ms = int(self._clock() * 1000)
+            if len(self._tats) > 100_000:
+                self._tats = {k: v for k, v in self._tats.items() if v > now_ms}
+            decision, new = gcra_step([self._tats.get(k) for k in keys], self.limits, now_ms)
+            if new is not None:
+                self._tats.update(zip(keys, new, strict=True))
+            return decision
+
+    async def close(self) -> None:
+        self._tats.clear()
+
+
+# KEYS: one per budget. ARGV: interval_ms, period_ms for each budget, in the same order.
+# Uses Redis's own clock, so every broker replica agrees on "now".
+GCRA_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local wait = 0
+local worst = 0
+local new = {}
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local period = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i]))
+  if tat == nil or tat < now then tat = now end
+  local candidate = tat + interval
+  local allow_at = candidate - period
+  if allow_at > now and allow_at - now > wait then
+    wait = allow_at - now
+    worst = i
+  end
+  new[i] = candidate
+end
+if wait > 0 then
+  return {0, wait, worst}
+end
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], new[i], 'PX', math.max(1, new[i] - now))
+end
+return {1, 0, 0}
+"""
+
+
+class RedisLimiter:
+    """Budgets kept in Redis, checked and counted by one Lua script (atomic across replicas)."""
+
+    def __init__(self, url: str, limits: Sequence[Limit], *, prefix: str = "signpost:rl",
+                 timeout_seconds: float = 0.5) -> None:
+        from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        self.limits = tuple(limits)
+        self.prefix = prefix
+        self.redis = Redis.from_url(
+            url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds,
+            retry=Retry(NoBackoff(), 0), health_check_interval=0,
+        )
+        self._script = self.redis.register_script(GCRA_LUA)
+        self._timeout = timeout_seconds
+
+    async def check(self, subjects: Mapping[str, str]) -> Decision:
+        from redis.exceptions import RedisError
+
+        keys = bucket_keys(self.prefix, self.limits, subjects)
+        args: list[int] = []
+        for limit in self.limits:
+            args += [limit.interval_ms, limit.period_ms]
+        try:
+            async with asyncio.timeout(self._timeout * 2):
+                allowed, wait, worst = await self._script(keys=keys, args=args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise RateLimitUnavailable(
+                f"rate limit store: Redis did not answer ({exc.__class__.__name__})") from exc
+        if int(allowed) == 1:
+            return Decision(True)
+        return Decision(False, self.limits[int(worst) - 1].name, int(wait))
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+def create_limiter(redis_url: str | None, limits: Sequence[Limit], *, prefix: str = "signpost:rl",
+                   timeout_seconds: float = 0.5) -> RateLimiter:
+    """A Redis limiter when a URL is configured, otherwise the in-process one."""
+    if redis_url:
+        return RedisLimiter(redis_url, limits, prefix=prefix, timeout_seconds=timeout_seconds)
+    return MemoryLimiter(limits, prefix=prefix)
+
+
+def subjects_for(issuer: str, sub: str, org: str) -> dict[str, str]:
+    """Budget subjects for one signed-in person: the person, and their organisation."""
+    return {"practitioner": f"{issuer}|{sub}", "organisation": f"{issuer}|{org}"}
+
+
+# --- aiohttp wiring -------------------------------------------------------------------------
+
+LIMITER = web.AppKey("ratelimiter", RateLimiter)
+
+
+def install(app: web.Application, redis_url: str | None, limits: Sequence[Limit], *,
+            prefix: str = "signpost:rl", timeout_seconds: float = 0.5) -> None:
+    """Open the limiter with the app and close it on shutdown."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        app[LIMITER] = create_limiter(redis_url, limits, prefix=prefix, timeout_seconds=timeout_seconds)
+        yield
+        await app[LIMITER].close()
+
+    app.cleanup_ctx.append(context)
+
+
+async def admit(app: web.Application, issuer: str, sub: str, org: str) -> web.Response | None:
+    """Count one search; ``None`` when it may go ahead, else the problem response to send.
+
+    429 with ``Retry-After`` when a budget is spent; 503 when the shared store cannot be asked
+    (fail closed: a broken limiter never means unlimited searching).
+    """
+    limiter = app.get(LIMITER)
+    if limiter is None:
+        return problem(503, "Searching unavailable", "rate limit store: not running",
+                       kind="rate-limit-unavailable", headers={"Retry-After": "5"})
+    try:
+        decision = await limiter.check(subjects_for(issuer, sub, org))
+    except RateLimitUnavailable as exc:
+        log.error("searches refused: %s", exc)
+        return problem(503, "Searching unavailable", str(exc), kind="rate-limit-unavailable",
+                       headers={"Retry-After": "5"})
+    if decision.allowed:
+        return None
+    return problem(429, "Too many searches",
+                   f"{decision.limit}: search budget spent; try again in {decision.retry_after} s",
+                   kind="rate-limited", headers={"Retry-After": str(decision.retry_after)},
+                   limit=decision.limit)
