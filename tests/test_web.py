@@ -1,0 +1,212 @@
+"""The practitioner pages over plain HTTP: sign-in, CSRF, sessions, headers, and what never leaks."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from broker.api import BROKER
+from broker.demo_idp import DEMO_PASSWORD, DemoIdentityProvider, current_code, hotp, totp
+from broker.sessions import SessionStore
+from tests.conftest import AMARA, Federation
+from tests.webfed import Browser, csrf_of, fresh_code, web_federation
+from trust.tokens import Practitioner
+
+__all__ = ["web_federation"]
+
+RFC6238_SHA1_SECRET = b"12345678901234567890"
+
+
+@pytest.mark.parametrize(("unix_time", "expected"), [
+    (59, "94287082"), (1111111109, "07081804"), (1111111111, "14050471"),
+    (1234567890, "89005924"), (2000000000, "69279037"), (20000000000, "65353130"),
+])
+def test_totp_matches_the_rfc_6238_test_vectors(unix_time: int, expected: str) -> None:
+    """Proves the one-time codes are RFC 6238 TOTP (SHA-1, 30 s, appendix B vectors, 8 digits)."""
+    assert expected == totp(RFC6238_SHA1_SECRET, unix_time, digits=8)
+
+
+def test_hotp_matches_the_rfc_4226_test_vectors() -> None:
+    """Proves the HOTP core against RFC 4226 appendix D."""
+    expected = ["755224", "287082", "359152", "969429", "338314", "254676", "287922", "162583",
+                "399871", "520489"]
+    assert expected == [hotp(RFC6238_SHA1_SECRET, c) for c in range(10)]
+
+
+def test_a_one_time_code_works_once_and_only_near_its_time(tmp_path: object) -> None:
+    """Proves the demo identity provider refuses a reused code, an old code and a wrong password."""
+    from pathlib import Path
+
+    folder = Path(str(tmp_path))
+    (folder / "leeds-idp.pem").write_text("unused")
+    idp = DemoIdentityProvider(folder, "aud")
+    now = 1_800_000_000.0
+    code = current_code(now)
+    assert idp.check("sam.patel", "wrong", code, now) is None
+    assert idp.check("sam.patel", DEMO_PASSWORD, current_code(now - 120), now) is None
+    assert "sam.patel" == getattr(idp.check("sam.patel", DEMO_PASSWORD, code, now), "username", None)
+    assert idp.check("sam.patel", DEMO_PASSWORD, code, now) is None
+
+
+def _who(expires: int) -> Practitioner:
+    return Practitioner("leeds-idp", "sam", "Sam", "Leeds", "practitioner", ("pwd", "otp"), "leeds", "j",
+                        expires)
+
+
+@pytest.mark.parametrize(("case", "age", "token_expires", "alive"), [
+    ("fresh", 10, 10_000, True),
+    ("idle too long", 901, 10_000, False),
+    ("token expired", 10, 1_005, False),
+])
+def test_sessions_end_when_idle_or_when_the_token_expires(case: str, age: int, token_expires: int,
+                                                           alive: bool) -> None:
+    """Proves the session store's two timeouts (idle, and the practitioner's token lifetime)."""
+    store = SessionStore(idle_seconds=900)
+    session = store.sign_in(store.new(1_000), _who(token_expires), 1_000)
+    assert alive == (store.get(session.id, 1_000 + age) is not None), case
+
+
+def test_signing_in_gives_a_new_session_id() -> None:
+    """Proves a session id known before sign-in is worthless afterwards (no session fixation)."""
+    store = SessionStore(idle_seconds=900)
+    before = store.new(0)
+    after = store.sign_in(before, _who(10_000), 1)
+    assert (None, True) == (store.get(before.id, 2), store.get(after.id, 2) is not None)
+
+
+def _amara_form(csrf: str) -> dict[str, str]:
+    year, month, day = AMARA["date_of_birth"].split("-")
+    return {"csrf_token": csrf, "given_name": "Amara", "family_name": "Okafor", "dob-day": day,
+            "dob-month": month, "dob-year": year, "sex": "F", "purpose": "early_help"}
+
+
+async def test_sign_in_sets_a_strict_cookie_and_refuses_bad_codes(web_federation: Federation) -> None:
+    """Proves the session cookie is HttpOnly and SameSite=Strict, a wrong code shows an error
+    summary, and the right one signs in."""
+    browser = Browser(web_federation.broker_url)
+    try:
+        status, page, response = await browser.get("/demo-idp/sign-in")
+        cookie = response.headers["Set-Cookie"]
+        assert (200, True, True) == (status, "HttpOnly" in cookie, "SameSite=Strict" in cookie)
+        status, page, _ = await browser.post("/demo-idp/sign-in", {
+            "csrf_token": csrf_of(page), "username": "sam.patel", "password": DEMO_PASSWORD,
+            "code": "000000"})
+        assert 400 == status
+        assert 'href="#username">The username, password or one-time code is not right' in page
+        await browser.sign_in()
+    finally:
+        await browser.close()
+
+
+async def test_a_cookie_for_a_public_host_is_secure_with_the_host_prefix(web_federation: Federation) -> None:
+    """Proves that outside plain-HTTP loopback the cookie is ``__Host-`` and ``Secure``."""
+    async with aiohttp.ClientSession() as session, session.get(
+            web_federation.broker_url + "/demo-idp/sign-in",
+            headers={"Host": "signpost.example.gov.uk"}) as r:
+        cookie = r.headers["Set-Cookie"]
+    assert (True, True) == (cookie.startswith("__Host-signpost-session="), "Secure" in cookie)
+
+
+@pytest.mark.parametrize(("case", "token"), [("missing", None), ("wrong", "x" * 43)])
+async def test_forms_without_the_csrf_token_are_refused(web_federation: Federation, case: str,
+                                                       token: str | None) -> None:
+    """Proves a search without the session's CSRF token is refused and nothing is searched."""
+    browser = Browser(web_federation.broker_url)
+    try:
+        await browser.sign_in()
+        form = _amara_form(token or "")
+        if token is None:
+            del form["csrf_token"]
+        status, page, _ = await browser.post("/search", form)
+        assert (403, False) == (status, "Search results" in page), case
+        assert 0 == web_federation.runners["broker"].app[BROKER].metrics.searches.values.get((), 0)
+    finally:
+        await browser.close()
+
+
+async def test_results_are_never_stored_and_never_in_a_url_or_log(web_federation: Federation,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Proves results come in the POST response with no-store and a strict CSP, and that no log
+    line names the child."""
+    caplog.set_level(logging.DEBUG)
+    browser = Browser(web_federation.broker_url)
+    try:
+        csrf = await browser.sign_in()
+        status, page, response = await browser.post("/search", _amara_form(csrf))
+        assert 200 == status
+        assert "Search results" in page and "tel:01134960001" in page
+        assert "no-store" == response.headers["Cache-Control"]
+        assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+        assert "script" not in page.lower()
+        assert "Location" not in response.headers
+    finally:
+        await browser.close()
+    logged = "\n".join(r.getMessage() for r in caplog.records).lower()
+    assert [] == [w for w in ("amara", "okafor") if w in logged]
+
+
+@pytest.mark.parametrize(("case", "path"), [
+    ("sign-in", "/demo-idp/sign-in"), ("signed out", "/signed-out"), ("stylesheet", "/static/signpost.css"),
+])
+async def test_every_page_has_the_safety_headers(web_federation: Federation, case: str, path: str) -> None:
+    """Proves each page carries no-store, a 'self'-only CSP, nosniff and frame denial."""
+    async with aiohttp.ClientSession() as session, session.get(web_federation.broker_url + path) as r:
+        headers = r.headers
+    assert ("no-store", "nosniff", "DENY") == (headers["Cache-Control"], headers["X-Content-Type-Options"],
+                                               headers["X-Frame-Options"]), case
+    assert "http" not in headers["Content-Security-Policy"]
+
+
+async def test_a_mediator_must_name_the_professional(web_federation: Federation) -> None:
+    """Proves the web search applies the API's rules: a mediator without on-behalf-of details
+    gets errors linked to each missing field."""
+    browser = Browser(web_federation.broker_url)
+    try:
+        csrf = await browser.sign_in("lee.hughes", fresh_code())
+        status, page, _ = await browser.post("/search", _amara_form(csrf))
+        assert 400 == status
+        assert ['#obo-name', '#obo-organisation', '#obo-role', '#obo-phone'] == re.findall(
+            r'href="(#obo-[a-z]+)"', page)
+    finally:
+        await browser.close()
+
+
+async def test_sign_out_ends_the_session(web_federation: Federation) -> None:
+    """Proves that after sign-out the old session cannot search."""
+    browser = Browser(web_federation.broker_url)
+    try:
+        csrf = await browser.sign_in()
+        cookie = dict(browser.session.cookie_jar.filter_cookies(URL(web_federation.broker_url)))
+        status, _, _ = await browser.post("/sign-out", {"csrf_token": csrf})
+        assert 303 == status
+        for name, morsel in cookie.items():
+            browser.session.cookie_jar.update_cookies({name: morsel.value})
+        status, page, _ = await browser.post("/search", _amara_form(csrf))
+        assert (403, False) == (status, "Search results" in page)
+    finally:
+        await browser.close()
+
+
+async def test_metrics_count_answers_without_identities(web_federation: Federation) -> None:
+    """Proves /metrics on broker and node count searches and answers, and carry no identity."""
+    browser = Browser(web_federation.broker_url)
+    try:
+        csrf = await browser.sign_in()
+        await browser.post("/search", _amara_form(csrf))
+        _, broker_text, response = await browser.get("/metrics")
+        node = Browser(web_federation.node_url("leeds"))
+        _, node_text, _ = await node.get("/metrics")
+        await node.close()
+    finally:
+        await browser.close()
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert "signpost_broker_searches_total 1" in broker_text
+    assert 'signpost_broker_answers_total{authority="leeds",status="match"} 1' in broker_text
+    assert 'signpost_broker_node_latency_seconds_count{authority="kent"} 1' in broker_text
+    assert 'signpost_node_answers_total{status="match"} 1' in node_text
+    everything = (broker_text + node_text).lower()
+    assert [] == [w for w in ("amara", "okafor", "sam.patel", AMARA["date_of_birth"]) if w in everything]
