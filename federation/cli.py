@@ -240,27 +240,60 @@ def cmd_node_import(args: argparse.Namespace) -> int:
     rejects = Path(args.rejects) if args.rejects else Path(args.children).with_name("rejects.csv")
     store = Store(database)
 
-    def progress(done: int, total: int) -> None:
-        if sys.stderr.isatty():
-            width = 30
-            filled = int(width * done / max(total, 1))
-            sys.stderr.write(f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} rows")
-            sys.stderr.flush()
+    from federation.progress import ProgressBar, table
 
+    bar = ProgressBar("importing")
     try:
         summary = import_files(store, Path(args.children), Path(args.involvements), full=args.full,
-                               rejects_path=rejects, progress=progress)
+                               rejects_path=rejects, progress=bar.update)
     finally:
         store.close()
-    if sys.stderr.isatty():
-        sys.stderr.write("\n")
+        bar.finish()
     s = summary
-    print(f"{'':<14}{'added':>8}{'updated':>9}{'unchanged':>11}{'removed':>9}")
-    print(f"{'children':<14}{s.children_added:>8}{s.children_updated:>9}{s.children_unchanged:>11}"
-          f"{s.children_removed:>9}")
-    print(f"{'involvements':<14}{s.involvements_added:>8}{s.involvements_updated:>9}"
-          f"{s.involvements_unchanged:>11}{s.involvements_removed:>9}")
-    print(f"rejected rows: {s.rejected} (written to {rejects})   time: {s.seconds:.2f} s")
+
+    def rejected(name: str) -> int:
+        return sum(1 for r in s.rejects if r.file == name)
+
+    print(table(
+        ("", "accepted", "added", "updated", "unchanged", "removed", "rejected"),
+        [("children", s.children_added + s.children_updated + s.children_unchanged, s.children_added,
+          s.children_updated, s.children_unchanged, s.children_removed, rejected(Path(args.children).name)),
+         ("involvements", s.involvements_added + s.involvements_updated + s.involvements_unchanged,
+          s.involvements_added, s.involvements_updated, s.involvements_unchanged, s.involvements_removed,
+          rejected(Path(args.involvements).name))],
+    ))
+    where = f" (see {rejects})" if s.rejected else ""
+    print(f"\nrejected rows: {s.rejected}{where}   time: {s.seconds:.2f} s")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from federation import status
+    from trust.store import read_json
+    from trust.trustlist import GovernanceRoot, verify
+
+    folder = Path(args.federation)
+    trust_path = Path(args.trust_list) if args.trust_list else folder / "trustlist.json"
+    root_path = Path(args.root) if args.root else folder / "root.json"
+    now = datetime.now(UTC)
+    trust = verify(read_json(trust_path), GovernanceRoot.from_json(read_json(root_path)), now,
+                   allow_expired=True)
+    statuses = asyncio.run(status.collect(trust, timeout=args.timeout, now=now))
+    if args.json:
+        print(json.dumps([s.__dict__ for s in statuses], indent=2))
+    else:
+        print(status.render(trust, statuses, now))
+    return 0 if all(s.reachable is not False for s in statuses) else 1
+
+
+def cmd_demo_code(args: argparse.Namespace) -> int:
+    import time
+
+    from broker.demo_idp import DEMO_TOTP_SECRET, TOTP_STEP_SECONDS, current_code
+
+    now = time.time()
+    left = TOTP_STEP_SECONDS - int(now) % TOTP_STEP_SECONDS
+    print(f"{current_code(now)}  (demo one-time code, valid for {left} more s; secret {DEMO_TOTP_SECRET})")
     return 0
 
 
@@ -506,6 +539,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True)
     p.add_argument("--verbose", action="store_true")
     p.set_defaults(func=cmd_broker_serve)
+
+    p = sub.add_parser("status", help="show every member of the federation: reachable, trust list, audit log",
+                       description="Probe /healthz (and the audit log checkpoint) of every member in the "
+                       "verified trust list. Exit status 1 if any member with an endpoint is unreachable.")
+    p.add_argument("--federation", default=".", help="federation folder (trustlist.json, root.json)")
+    p.add_argument("--trust-list", help="trust list file (default: FEDERATION/trustlist.json)")
+    p.add_argument("--root", help="pinned root.json (default: FEDERATION/root.json)")
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds per member (default 3)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("demo-code", help="print the demo identity provider's current one-time code")
+    p.set_defaults(func=cmd_demo_code)
 
     p = sub.add_parser("search", help="search for a child through a broker")
     p.add_argument("--broker", required=True, help="broker base URL")
