@@ -40,8 +40,8 @@ def involvement(record_id: str, category: str, *, lead: bool = False, sensitive:
         record_id=record_id, child_record_id="C-1", organisation=organisation,
         service_category=category, practitioner_name=f"Worker {record_id}", practitioner_role="Role",
         phone="0113 496 0000", secure_email=f"{record_id}@example.gov.uk", start_date=date(2025, 1, 1),
-        end_date=end, lead=lead, sensitive=sensitive, consent=consent, notify_on_access=notify_url is not None,
-        assessment=assessment, notify_url=notify_url,
+        end_date=end, lead=lead, sensitive=sensitive, consent=consent,
+        notify_on_access=notify_url is not None, assessment=assessment, notify_url=notify_url,
     )
 
 
@@ -183,8 +183,8 @@ def test_possible_match_never_hints_at_a_shielded_child(name: str) -> None:
     """An ambiguous query near a shielded record is answered as a shielded match would be."""
     flags, role, same, expected = POSSIBLE_CASES[name]
     candidates = [child(f"C-{i}", shielded=s) for i, s in enumerate(flags)]
-    answer = decide(status=Status.POSSIBLE_MATCH, child=None, involvements=[], requester=requester(role, same),
-                    authority_id=AUTHORITY, signposting_contact=CONTACT,
+    answer = decide(status=Status.POSSIBLE_MATCH, child=None, involvements=[],
+                    requester=requester(role, same), authority_id=AUTHORITY, signposting_contact=CONTACT,
                     sensitive_categories=SENSITIVE_CATEGORIES, today=TODAY, candidates=candidates)
     assert expected == answer.to_wire()
 

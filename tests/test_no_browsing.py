@@ -102,7 +102,8 @@ async def test_only_authorised_people_may_search(federation: Federation, name: s
 
 async def test_mediated_search_is_answered(federation: Federation) -> None:
     """A mediator naming the professional gets the same answer a practitioner would."""
-    status, answer = await federation.search(search(AMARA, on_behalf_of=MEDIATED), federation.token("mediator"))
+    status, answer = await federation.search(search(AMARA, on_behalf_of=MEDIATED),
+                                             federation.token("mediator"))
     assert 200 == status
     assert {"alpha": "match", "beta": "match", "gamma": "no_match"} == {
         r["authority"]["id"]: r["status"] for r in answer["results"]}
@@ -139,7 +140,8 @@ async def test_node_refuses_a_signed_query_that_breaks_a_rule(federation: Federa
     """The node is the final word: a genuine broker signature does not override the rules."""
     practitioner, purpose, on_behalf_of, kind = NODE_REFUSALS[name]
     status, problem = await post_query(
-        federation, "alpha", signed_query(federation, practitioner, purpose=purpose, on_behalf_of=on_behalf_of))
+        federation, "alpha",
+        signed_query(federation, practitioner, purpose=purpose, on_behalf_of=on_behalf_of))
     assert 403 == status
     assert problem["type"].endswith(kind)
 

@@ -80,7 +80,7 @@ def test_limits_come_from_policy_then_config(name: str) -> None:
 
 def test_unknown_or_zero_limits_are_refused() -> None:
     """A misspelt or empty budget is a configuration error, never 'no limit'."""
-    with pytest.raises(ValueError, match="rate_limits.per_minute"):
+    with pytest.raises(ValueError, match=r"rate_limits\.per_minute"):
         limits_from({}, {"per_minute": 5})
     with pytest.raises(ValueError, match="expected at least 1"):
         limits_from({}, {"practitioner_per_minute": 0})
@@ -107,7 +107,7 @@ async def test_in_process_store_behaves_as_specified() -> None:
     assert EXPECTED_SEQUENCE == await _run(MemoryLimiter(SMALL))
 
 
-async def test_redis_store_behaves_exactly_like_the_in_process_one(redis_server: RedisServer) -> None:
+async def test_redis_store_behaves_exactly_like_the_in_process_one(redis_server: RedisServer) -> None:  # noqa: F811
     """The Lua script gives the same decisions as the in-process store for the same sequence."""
     limiter = RedisLimiter(redis_server.url, SMALL, prefix="t1")
     try:
@@ -154,7 +154,9 @@ async def test_429_with_retry_after_in_process(federation: Federation) -> None:
     assert 400 == other  # another person's budget is untouched (refused only for missing mediation)
 
 
-async def test_redis_stopped_mid_run_fails_closed(federation: Federation, redis_server: RedisServer) -> None:
+async def test_redis_stopped_mid_run_fails_closed(
+        federation: Federation, redis_server: RedisServer,  # noqa: F811
+) -> None:
     """Searches go through while Redis answers, get 503 (never unlimited) once it stops, and
     resume when it is back."""
     await _restart_broker(federation, redis_url=redis_server.url, redis_timeout_seconds=0.3)
@@ -171,7 +173,9 @@ async def test_redis_stopped_mid_run_fails_closed(federation: Federation, redis_
 
 
 @pytest.fixture
-def two_brokers(federation: Federation, redis_server: RedisServer, tmp_path: Path) -> Iterator[list[str]]:
+def two_brokers(
+        federation: Federation, redis_server: RedisServer, tmp_path: Path,  # noqa: F811
+) -> Iterator[list[str]]:
     """Two `signpost broker serve` processes sharing one redis-server."""
     processes, urls = [], []
     env = {**os.environ, "PYTHONPATH": str(REPO)}
