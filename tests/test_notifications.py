@@ -158,7 +158,8 @@ async def test_failed_deliveries_are_retried_with_back_off(tmp_path: Path) -> No
     finally:
         await fed.close()
         await receiver.stop()
-    assert (3, 3, True, None) == (receiver.attempts, item.attempts, item.delivered is not None, item.last_error)
+    assert (3, 3, True, None) == (
+        receiver.attempts, item.attempts, item.delivered is not None, item.last_error)
     assert item.id == verify(fed, receiver.bodies[0], receiver)["jti"]
 
 
