@@ -114,9 +114,8 @@ async def ask(
                 if url.startswith("https:"):
                     # The CA chain and host name were checked in the handshake; here the
                     # certificate must also be the one the trust list in force binds to this node.
-                    transport = response.connection.transport if response.connection else None
                     try:
-                        tls.peer_member(trust, tls.peer_certificate(transport), "node", expected=node.id)
+                        tls.peer_member(trust, tls.response_certificate(response), "node", expected=node.id)
                     except tls.CertificateError as exc:
                         log.warning("node %s: %s", node.id, exc)
                         return _unavailable(node, "node certificate is not bound to it in the trust list",

@@ -104,7 +104,7 @@ def load_signed(folder: Path) -> dict[str, Any]:
 
 
 def publish(
-    folder: Path, signed: Mapping[str, Any], *, valid_days: int = 30, now: datetime | None = None,
+    folder: Path, signed: Mapping[str, Any], *, valid_days: float = 30, now: datetime | None = None,
     signers: Iterable[Ed25519PrivateKey] | None = None, draft: bool = False,
 ) -> dict[str, Any]:
     """Publish the next version: bump the version, renew the dates, sign, write.

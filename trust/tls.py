@@ -222,6 +222,20 @@ def peer_certificate(transport: Any) -> bytes | None:
     return bytes(der) if der else None
 
 
+def response_certificate(response: Any) -> bytes | None:
+    """The server certificate behind an aiohttp client response (None if it cannot be found).
+
+    A small response is often complete, and its connection back in the pool, by the time the
+    caller sees it, so ``response.connection`` may already be None; the protocol that carried
+    it still holds the transport while the connection is kept alive. Callers fail closed on None.
+    """
+    connection = getattr(response, "connection", None)
+    if connection is not None and connection.transport is not None:
+        return peer_certificate(connection.transport)
+    protocol = getattr(response, "_protocol", None)
+    return peer_certificate(getattr(protocol, "transport", None))
+
+
 def _common_name(der: bytes) -> str | None:
     try:
         cert = x509.load_der_x509_certificate(der)
