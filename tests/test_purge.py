@@ -74,7 +74,8 @@ def test_purge_deletes_records_past_the_retention_age(fed: Federation, name: str
     assert (deleted, deleted, 1) == (summary.children, summary.involvements, summary.notifications)
     assert kept == remaining(fed)
     generation, counts, outbox, log = after
-    assert (before + 1, {"children": len(kept), "involvements": len(kept)}, []) == (generation, counts, outbox)
+    assert (before + 1, {"children": len(kept), "involvements": len(kept)}, []) == (
+        generation, counts, outbox)
     assert [(age, deleted, deleted, 1)] == [
         (r["retention_age"], r["children"], r["involvements"], r["notifications"]) for r in log]
 
