@@ -302,6 +302,12 @@ async def handle_search(request: web.Request) -> web.Response:
     except ExpiredError:
         return html(pages.message_page("Signpost is not available", "The federation's trust list has "
                                        "expired. Try again later.", who=who, csrf=session.csrf), status=503)
+    over = await ratelimit.admit(request.app, who.issuer, who.sub, who.org)
+    if over is not None:  # the same budgets as the API, counted before validation as there
+        retry = over.headers.get("Retry-After", "60")
+        title = "Too many searches" if over.status == 429 else "Searching is unavailable"
+        return html(pages.message_page(title, f"Try again in {retry} seconds.", who=who, csrf=session.csrf),
+                    status=over.status)
     values = {name: _text(form.get(name)) for name in FORM_FIELDS}
     mediator = who.role == "mediator"
     dob, dob_error = _date_of_birth(values)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -13,7 +15,7 @@ from broker.api import BROKER
 from broker.demo_idp import DEMO_PASSWORD, DemoIdentityProvider, current_code, hotp, totp
 from broker.sessions import SessionStore
 from tests.conftest import AMARA, Federation
-from tests.webfed import Browser, csrf_of, fresh_code, web_federation
+from tests.webfed import Browser, build_web_federation, csrf_of, fresh_code, web_federation
 from trust.tokens import Practitioner
 
 __all__ = ["web_federation"]
@@ -39,8 +41,6 @@ def test_hotp_matches_the_rfc_4226_test_vectors() -> None:
 
 def test_a_one_time_code_works_once_and_only_near_its_time(tmp_path: object) -> None:
     """Proves the demo identity provider refuses a reused code, an old code and a wrong password."""
-    from pathlib import Path
-
     folder = Path(str(tmp_path))
     (folder / "leeds-idp.pem").write_text("unused")
     idp = DemoIdentityProvider(folder, "aud")
@@ -210,3 +210,23 @@ async def test_metrics_count_answers_without_identities(web_federation: Federati
     assert 'signpost_node_answers_total{status="match"} 1' in node_text
     everything = (broker_text + node_text).lower()
     assert [] == [w for w in ("amara", "okafor", "sam.patel", AMARA["date_of_birth"]) if w in everything]
+
+
+async def test_page_searches_share_the_api_rate_limit(tmp_path: Path) -> None:
+    """Proves the pages spend the same search budget as the API: within a minute,
+    with a small budget, later searches are refused with 429 and nothing is searched."""
+    fed = build_web_federation(tmp_path / "federation")
+    fed.broker_config = dataclasses.replace(fed.broker_config, rate_limits={"practitioner_per_minute": 2})
+    for node_id in fed.node_configs:
+        await fed.start_node(node_id)
+    await fed.start_broker()
+    browser = Browser(fed.broker_url)
+    try:
+        csrf = await browser.sign_in()
+        statuses = [(await browser.post("/search", _amara_form(csrf)))[0] for _ in range(3)]
+        _, page, _ = await browser.post("/search", _amara_form(csrf))
+        assert (200, 429) == (statuses[0], statuses[-1])
+        assert "Too many searches" in page
+    finally:
+        await browser.close()
+        await fed.close()
