@@ -27,6 +27,7 @@ class BrokerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
+    serve_tls: bool = True
     redis_url: str | None = None
     redis_timeout_seconds: float = 0.5
     rate_limits: dict[str, int] = field(default_factory=dict)  # overrides the trust-list policy
@@ -56,7 +57,11 @@ class BrokerConfig:
 
     @property
     def tls(self) -> TlsFiles | None:
-        """The mutual-TLS files, or None when this broker serves plain HTTP (development only)."""
+        """The mutual-TLS files, or None when this broker talks plain HTTP (development only).
+
+        With them the broker reaches nodes over mutual TLS and, unless ``serve_tls`` is false
+        (loopback demo, or behind the authority's TLS proxy), serves practitioners over HTTPS.
+        """
         if self.tls_cert is None or self.tls_key is None or self.tls_ca is None:
             return None
         return TlsFiles(cert=self.tls_cert, key=self.tls_key, ca=self.tls_ca)

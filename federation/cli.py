@@ -358,7 +358,8 @@ def cmd_broker_serve(args: argparse.Namespace) -> int:
     from trust import tls
 
     config = configfile.load(BrokerConfig, Path(args.config))
-    context = tls.server_context(config.tls, require_client=False) if config.tls else None
+    serve_tls = config.tls is not None and config.serve_tls
+    context = tls.server_context(config.tls, require_client=False) if config.tls and serve_tls else None
     web.run_app(create_app(config), host=config.host, port=config.port, print=None,
                 access_log=None, ssl_context=context)
     return 0

@@ -16,6 +16,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -35,6 +36,7 @@ from node.config import NodeConfig
 from node.importer import import_files
 from node.store import Store
 from trust import keys as keyfiles
+from trust import tls
 from trust import tokens
 
 AUTHORITIES = (
@@ -158,17 +160,24 @@ def build(folder: Path, *, children: int = 3000, seed: int = 7, today: date | No
     provision.create(folder, "signpost-demo", valid_days=7)
     ports = {a: free_port() for a, _, _ in AUTHORITIES}
     broker_port = free_port()
+    # Mutual TLS between the broker and the nodes: a federation CA, one certificate per member,
+    # each pinned by fingerprint in the trust list.
+    tls_dir = folder / "tls"
+    tls.create_ca(tls_dir / "ca.pem", tls_dir / "ca.key", "signpost-demo")
+    pins = {m: tls.issue_certificate(tls_dir / "ca.pem", tls_dir / "ca.key", m, tls_dir / f"{m}.pem",
+                                     tls_dir / f"{m}.key")
+            for m in (BROKER_ID, *(a for a, _, _ in AUTHORITIES))}
     def member(member_id: str, name: str, role: str, **extra: Any) -> tuple[dict[str, Any], Any]:
         key = keyfiles.generate()
         return provision.member_entry(member_id, name, [role], key, **extra), key
 
     entries = [member(BROKER_ID, "Signpost broker", "broker",
-                      endpoint=f"http://127.0.0.1:{broker_port}")]
+                      endpoint=f"http://127.0.0.1:{broker_port}", tls_fingerprint=pins[BROKER_ID])]
     for authority, name, _ in AUTHORITIES:
         contact = {"name": f"{name} signposting team", "phone": "0300 555 0100",
                    "secure_email": f"signposting@{authority}.gov.uk"}
-        entries.append(member(authority, name, "node", endpoint=f"http://127.0.0.1:{ports[authority]}",
-                              authority=authority, contact=contact))
+        entries.append(member(authority, name, "node", endpoint=f"https://127.0.0.1:{ports[authority]}",
+                              authority=authority, contact=contact, tls_fingerprint=pins[authority]))
         entries.append(member(f"{authority}-idp", f"{name} identity provider", "token_issuer",
                               authority=authority))
     provision.add_members(folder, entries, valid_days=7)
@@ -191,6 +200,8 @@ def build(folder: Path, *, children: int = 3000, seed: int = 7, today: date | No
             id=authority, database=home / "node.sqlite3", key=folder / "keys" / f"{authority}.pem",
             trust_list=folder / "trustlist.json", trust_root=home / "root.json",
             port=ports[authority], audit_log=home / "audit.log",
+            tls_cert=tls_dir / f"{authority}.pem", tls_key=tls_dir / f"{authority}.key",
+            tls_ca=tls_dir / "ca.pem",
         )
         (home / "root.json").write_text((folder / "root.json").read_text())
         configfile.dump(node_config, home / "node.json")
@@ -208,6 +219,8 @@ def build(folder: Path, *, children: int = 3000, seed: int = 7, today: date | No
         id=BROKER_ID, key=folder / "keys" / f"{BROKER_ID}.pem", trust_list=folder / "trustlist.json",
         trust_root=broker_home / "root.json", port=broker_port, audience=AUDIENCE,
         audit_log=broker_home / "audit.log", demo_identity_provider=folder / "keys",
+        tls_cert=tls_dir / f"{BROKER_ID}.pem", tls_key=tls_dir / f"{BROKER_ID}.key",
+        tls_ca=tls_dir / "ca.pem", serve_tls=False,
     )
     configfile.dump(broker_config, broker_home / "broker.json")
     layout["broker"] = {"config": broker_home / "broker.json", "port": broker_port}
@@ -260,10 +273,12 @@ class Processes:
         return [name for name, proc in self.procs if proc.poll() is not None]
 
 
-async def wait_healthy(urls: dict[str, str], procs: Processes, timeout: float = 60) -> None:
+async def wait_healthy(urls: dict[str, str], procs: Processes, timeout: float = 60,
+                       ssl_context: ssl.SSLContext | None = None) -> None:
     deadline = time.monotonic() + timeout
     pending = dict(urls)
-    async with aiohttp.ClientSession() as session:
+    connector = aiohttp.TCPConnector(ssl=ssl_context) if ssl_context else None
+    async with aiohttp.ClientSession(connector=connector) as session:
         while pending:
             if procs.dead():
                 raise RuntimeError(f"process(es) exited early: {', '.join(procs.dead())} "
@@ -316,10 +331,14 @@ def run(folder: Path, *, once: bool, children: int, out: Callable[[str], None] =
         for authority, info in layout["nodes"].items():
             procs.start(authority, ["node", "serve", "--config", str(info["config"])])
         procs.start("broker", ["broker", "serve", "--config", str(layout["broker"]["config"])])
-        urls = {a: f"http://127.0.0.1:{i['port']}" for a, i in layout["nodes"].items()}
+        urls = {a: f"https://127.0.0.1:{i['port']}" for a, i in layout["nodes"].items()}
         broker_url = f"http://127.0.0.1:{layout['broker']['port']}"
-        asyncio.run(wait_healthy({**urls, "broker": broker_url}, procs))
-        out(f"All {len(urls)} nodes and the broker are up ({time.monotonic() - started:.1f} s).")
+        tls_dir = folder / "tls"
+        health_tls = tls.client_context(tls.TlsFiles(tls_dir / f"{BROKER_ID}.pem",
+                                                     tls_dir / f"{BROKER_ID}.key", tls_dir / "ca.pem"))
+        asyncio.run(wait_healthy({**urls, "broker": broker_url}, procs, ssl_context=health_tls))
+        out(f"All {len(urls)} nodes and the broker are up ({time.monotonic() - started:.1f} s); "
+            "broker and nodes talk over mutual TLS.")
         failures = asyncio.run(run_samples(broker_url, folder, layout["samples"], out))
         out("")
         if failures:
