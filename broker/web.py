@@ -332,12 +332,6 @@ async def handle_search(request: web.Request) -> web.Response:
         broker.metrics.refused.inc("invalid")
         return html(pages.search_page(who, session.csrf, _purposes(request), values, errors, mediator),
                     status=400)
-    over = await ratelimit.admit(request.app, who.issuer, who.sub, who.org)
-    if over is not None:
-        text = ("You have made too many searches; try again later." if over.status == 429
-                else "Searching is not available just now; try again later.")
-        return html(pages.message_page("Search not made", text, who=who, csrf=session.csrf),
-                    status=over.status)
     answer = await broker.search(search, who, now)
     log.info("web search %s answered", answer["query_id"])
     typed = {**{k: values[k] for k in ("nhs_number", "upn", "given_name", "family_name", "postcode")},
