@@ -152,3 +152,46 @@ async def test_an_expired_trust_list_stops_searches_with_a_clear_503(live: Feder
         status, body = await ask_node(live.node_url(node_id), broker_query(key))
         assert (503, "https://signpost.example/problems/trust-list-expired") == (status, body["type"])
     assert timedelta(0) < datetime.now(UTC) - expires
+
+
+async def test_trust_list_is_fetched_from_a_url_and_cached(tmp_path: Path) -> None:
+    """With a URL, refresh downloads the list, accepts it only if it verifies, and caches it in the
+    list file; a replayed older version from the URL is refused."""
+    from aiohttp import web
+
+    from trust.errors import RollbackError
+    from trust.store import TrustStore
+
+    folder = tmp_path / "fed"
+    provision.create(folder, "test")
+    served = {"body": (folder / "trustlist.json").read_text()}
+
+    async def handler(_: web.Request) -> web.Response:
+        return web.Response(text=served["body"], content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/trustlist.json", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        party = tmp_path / "party"
+        party.mkdir()
+        (party / "root.json").write_text((folder / "root.json").read_text())
+        store = TrustStore(party / "root.json", party / "trustlist.json",
+                           url=f"http://127.0.0.1:{port}/trustlist.json")
+        assert 1 == (await store.refresh()).version
+        old = served["body"]
+        key = keyfiles.generate()
+        provision.add_members(folder, [(provision.member_entry("alpha", "Alpha", ["node"], key), key)])
+        served["body"] = (folder / "trustlist.json").read_text()
+        assert 2 == (await store.refresh()).version
+        assert 2 == TrustStore(party / "root.json", party / "trustlist.json").load().version
+        served["body"] = old
+        with pytest.raises(RollbackError):
+            await store.refresh()
+        assert 2 == store.current.version
+    finally:
+        await runner.cleanup()
