@@ -201,7 +201,8 @@ async def handle_health(request: web.Request) -> web.Response:
 async def _client(app: web.Application) -> AsyncIterator[None]:
     broker = app[BROKER]
     tls_files = broker.config.tls
-    connector = aiohttp.TCPConnector(ssl=tls.client_context(tls_files)) if tls_files else None
+    connector = aiohttp.TCPConnector(
+        ssl=tls.client_context(tls_files, bind=lambda: broker.trust.current)) if tls_files else None
     broker.session = aiohttp.ClientSession(connector=connector)
 
     async def refresh() -> None:

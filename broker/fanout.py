@@ -110,12 +110,17 @@ async def ask(
     url = node.endpoint.rstrip("/") + "/v1/query"
     try:
         async with asyncio.timeout(deadline):
-            async with session.post(url, json={"v": 1, "query": query_token}) as response:
-                if url.startswith("https:"):
-                    # The CA chain and host name were checked in the handshake; here the
-                    # certificate must also be the one the trust list in force binds to this node.
+            # Over TLS the node is addressed by its member id (SNI and certificate name); the
+            # handshake checks the chain and the trust-list binding (see trust.tls.client_context).
+            server_hostname = node.id if url.startswith("https:") else None
+            async with session.post(url, json={"v": 1, "query": query_token},
+                                    server_hostname=server_hostname) as response:
+                der = tls.response_certificate(response) if server_hostname else None
+                if der is not None:
+                    # Checked again per request when the connection is still at hand: a pooled
+                    # connection outlives a change of the node's pin in the trust list.
                     try:
-                        tls.peer_member(trust, tls.response_certificate(response), "node", expected=node.id)
+                        tls.peer_member(trust, der, "node", expected=node.id)
                     except tls.CertificateError as exc:
                         log.warning("node %s: %s", node.id, exc)
                         return _unavailable(node, "node certificate is not bound to it in the trust list",
@@ -127,6 +132,10 @@ async def ask(
                 body = await response.json(content_type=None)
     except TimeoutError:
         return _unavailable(node, f"no answer within {deadline:g} s", started)
+    except aiohttp.ClientConnectorCertificateError as exc:
+        log.warning("node %s: certificate refused: %s", node.id, exc.certificate_error)
+        return _unavailable(node, "node certificate refused (CA or trust-list binding)", started,
+                            integrity=True)
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         return _unavailable(node, f"not reachable ({exc.__class__.__name__})", started)
     return judge(node, body, query_token, query_jti, trust, broker_id, started)

@@ -168,6 +168,9 @@ class ReplayedQuery(SignpostError):
 NODE = web.AppKey("node", Node)
 
 
+TLS_PEER = web.RequestKey("tls_peer", str)
+
+
 def refuse_early(node: Node, request: web.Request, now: datetime) -> web.Response | None:
     """Refuse before reading a body: an expired trust list stops every search (503), and under
     mutual TLS the client certificate must belong to a current broker of the list in force (403)."""
@@ -178,7 +181,7 @@ def refuse_early(node: Node, request: web.Request, now: datetime) -> web.Respons
         return problem(503, "Federation trust list expired", str(exc), kind="trust-list-expired")
     if node.config.tls is not None:
         try:
-            tls.peer_member(trust, tls.peer_certificate(request.transport), "broker")
+            request[TLS_PEER] = tls.peer_member(trust, tls.peer_certificate(request.transport), "broker").id
         except tls.CertificateError as exc:
             log.warning("client refused: %s", exc)
             return problem(403, "Client certificate refused", str(exc), kind="client-certificate")
@@ -197,6 +200,11 @@ async def handle_query(request: web.Request) -> web.Response:
             raise FieldError("query", "expected a compact JWS string")
     except FieldError as exc:
         return problem(400, "Bad request", str(exc), errors=[exc])
+    peer = request.get(TLS_PEER)
+    if peer is not None and envelope.unverified_issuer(token) != peer:
+        # Only a further restriction: the signature is still verified against the trust list.
+        return problem(403, "Client certificate refused", f"TLS: the query's issuer is not {peer!r}, "
+                       "the broker whose certificate sent it", kind="client-certificate")
     now = datetime.now(UTC)
     try:
         node.trust.current.check_current(now)

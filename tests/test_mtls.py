@@ -21,6 +21,8 @@ from aiohttp import web
 
 from federation import provision
 from tests.conftest import AMARA, Federation, build_federation, default_records
+from tests.test_revocation import broker_query
+from trust import keys as keyfiles
 from trust import tls
 
 PURPOSE = "child_protection_enquiry"
@@ -42,10 +44,15 @@ class TlsFederation:
 
 
 def enable_tls(fed: Federation, extra_certs: tuple[str, ...] = ()) -> Path:
-    """Create the CA and certificates, switch node endpoints to https, and set the TLS configs."""
+    """Create the CA and certificates, switch node endpoints to https, and set the TLS configs.
+
+    A second broker member, ``broker-b``, is added (with its key under ``keys/``)."""
     tls_dir = fed.folder / "tls"
+    second = keyfiles.generate()
+    provision.add_members(fed.folder, [(provision.member_entry("broker-b", "Broker B", ["broker"], second),
+                                        second)])
     tls.create_ca(tls_dir / "ca.pem", tls_dir / "ca.key", "test-federation")
-    for member in ("broker", *fed.node_configs, *extra_certs):
+    for member in ("broker", "broker-b", *fed.node_configs, *extra_certs):
         tls.issue_certificate(tls_dir / "ca.pem", tls_dir / "ca.key", member, tls_dir / f"{member}.pem",
                               tls_dir / f"{member}.key")
     signed = provision.load_signed(fed.folder)
@@ -196,3 +203,24 @@ async def test_removing_the_broker_from_the_trust_list_closes_the_nodes_to_its_c
                 break
             await asyncio.sleep(0.1)
     assert 403 == status
+
+
+@pytest.mark.parametrize(("certificate", "signer", "expected"), [
+    ("broker", "broker", 200),
+    ("broker-b", "broker-b", 200),
+    ("broker-b", "broker", 403),
+    ("broker", "broker-b", 403),
+], ids=["broker as itself", "broker-b as itself", "broker-b relaying broker's query",
+        "broker relaying broker-b's query"])
+async def test_query_issuer_must_be_the_broker_holding_the_tls_connection(
+    tls_federation: TlsFederation, certificate: str, signer: str, expected: int
+) -> None:
+    """A query is answered only when its signed issuer is the broker whose certificate carried it,
+    so a stolen broker signing key is useless without that broker's TLS key too (and vice versa)."""
+    key = keyfiles.load_private(tls_federation.fed.folder / "keys" / f"{signer}.pem")
+    token = broker_query(key, signer)
+    context = tls.client_context(tls_federation.files(certificate))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session, session.post(
+        tls_federation.node_url("alpha") + "/v1/query", json={"v": 1, "query": token}
+    ) as response:
+        assert expected == response.status

@@ -64,11 +64,11 @@ async def wait_for_version(fed: Federation, version: int) -> None:
     raise AssertionError(f"not every party reached version {version}: {await versions(fed)}")
 
 
-def broker_query(key: Ed25519PrivateKey) -> str:
-    """A well-formed query as the broker would sign it, with ``key``."""
+def broker_query(key: Ed25519PrivateKey, issuer: str = "broker") -> str:
+    """A well-formed query as the broker ``issuer`` would sign it, with ``key``."""
     iat = int(datetime.now(UTC).timestamp())
     return envelope.sign({
-        "v": 1, "iss": "broker", "aud": "test-federation", "iat": iat, "exp": iat + 60,
+        "v": 1, "iss": issuer, "aud": "test-federation", "iat": iat, "exp": iat + 60,
         "jti": str(uuid.uuid4()), "purpose": PURPOSE, "on_behalf_of": None, "identity": AMARA,
         "practitioner": {"iss": "alpha-idp", "sub": "p@alpha", "name": "Sam Patel", "org": "Alpha",
                          "role": "practitioner", "authority": "alpha"},

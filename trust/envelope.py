@@ -32,6 +32,16 @@ def sign(claims: Mapping[str, Any], key: Ed25519PrivateKey, typ: str) -> str:
     return jwt.encode(dict(claims), key, algorithm=ALGORITHM, headers=headers)
 
 
+def unverified_issuer(token: str) -> str | None:
+    """The ``iss`` an envelope *claims*, before any verification: only for narrowing, never trust."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    issuer = claims.get("iss")
+    return issuer if isinstance(issuer, str) else None
+
+
 def check_times(claims: Mapping[str, Any], now: datetime, what: str) -> None:
     """``iat`` and ``exp`` are integers, ``iat`` not in the future and ``exp`` not passed (leeway)."""
     iat, exp = claims.get("iat"), claims.get("exp")

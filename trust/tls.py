@@ -19,7 +19,7 @@ import hashlib
 import ipaddress
 import os
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -134,8 +134,9 @@ def issue_certificate(
 ) -> str:
     """Issue a member certificate (server and client use) signed by the federation CA.
 
-    The subject common name is the member id; ``hosts`` become subject alternative names (the
-    names a broker will use to reach a node). Returns the certificate's fingerprint for the
+    The subject common name is the member id; the member id and ``hosts`` become subject
+    alternative names (the broker checks a node by its member id; browsers and health checks
+    use the host names). Returns the certificate's fingerprint for the
     member's ``tls_fingerprint`` in the trust list.
     """
     if not member_id:
@@ -159,7 +160,8 @@ def issue_certificate(
             encipher_only=False, decipher_only=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage(
             [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(_san(hosts)), critical=False)
+        .add_extension(x509.SubjectAlternativeName(_san(dict.fromkeys([member_id, *hosts]))),
+                       critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
                        critical=False)
         .sign(ca_key, hashes.SHA256())
@@ -187,18 +189,38 @@ def server_context(files: TlsFiles, *, require_client: bool = True) -> ssl.SSLCo
     return context
 
 
-def client_context(files: TlsFiles) -> ssl.SSLContext:
+def client_context(files: TlsFiles, *, bind: Callable[[], TrustList] | None = None,
+                   role: str = "node") -> ssl.SSLContext:
     """The broker's client context: present its certificate, verify nodes against the CA only.
 
     Only the federation CA is trusted (not the system store), and the host name is checked
-    against the certificate; the trust-list binding is checked per response with ``peer_member``.
+    against the certificate. With ``bind`` (a function returning the trust list in force) every
+    handshake also checks that the certificate is bound to the member named as the server host
+    name (the broker connects with ``server_hostname`` = the node's member id, which every
+    member certificate carries as a DNS name): a failed binding fails the handshake.
     """
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(files.ca))
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.check_hostname = True
     context.verify_mode = ssl.CERT_REQUIRED
     context.load_cert_chain(str(files.cert), str(files.key))
+    if bind is not None:
+        context.sslobject_class = _binding_sslobject(bind, role)
     return context
+
+
+def _binding_sslobject(trust: Callable[[], TrustList], role: str) -> type[ssl.SSLObject]:
+    """An ``SSLObject`` that, once the handshake verified the chain, checks the trust-list binding."""
+
+    class BoundSSLObject(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            super().do_handshake()
+            try:
+                peer_member(trust(), self.getpeercert(binary_form=True), role, expected=self.server_hostname)
+            except CertificateError as exc:
+                raise ssl.SSLCertVerificationError(str(exc)) from exc
+
+    return BoundSSLObject
 
 
 def plain_client_context(ca: Path) -> ssl.SSLContext:
