@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -215,7 +216,7 @@ def parse_identity(data: Any, prefix: str = "identity") -> Identity:
             return None
         return raw
 
-    checks = {
+    checks: dict[str, Callable[[str, str], Any]] = {
         "nhs_number": lambda r, f: validate_nhs_number(r, f),
         "upn": lambda r, f: validate_upn(r, f),
         "given_name": lambda r, f: validate_name(r, f),

@@ -1,0 +1,253 @@
+"""Names as the matcher compares them: tokens, spelling variants, nicknames, phonetic keys and
+string similarity.
+
+``federation.identity.normalise_name`` turns whatever a person typed into lower-case letters and
+single spaces (accents folded, apostrophes dropped, hyphens as spaces). Everything here starts
+from that normalised form and is pure and total: no function raises on any string.
+
+The curated tables live in ``federation/data``:
+
+- ``name_variants.csv``: spellings people write interchangeably (Mohammed / Muhammad / Mohamed,
+  Aidan / Aiden, McDonald / MacDonald), one group a line, the first spelling canonical;
+- ``nicknames.csv``: a formal given name and its short forms (William: Will, Bill, Liam);
+- ``given_names.txt``: given names known to be real names, so that two different real names
+  (Jack and Jake) are not mistaken for a typing error.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+from importlib import resources
+
+# --- curated tables -------------------------------------------------------------------------
+
+
+def _data_lines(name: str) -> list[str]:
+    text = resources.files("federation").joinpath("data", name).read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+@functools.cache
+def _variants() -> dict[str, str]:
+    table: dict[str, str] = {}
+    for row in csv.reader(io.StringIO("\n".join(_data_lines("name_variants.csv")))):
+        spellings = [s.strip() for s in row if s.strip()]
+        for spelling in spellings:
+            table.setdefault(spelling, spellings[0])
+    return table
+
+
+@functools.cache
+def _nicknames() -> tuple[dict[str, frozenset[str]], frozenset[str]]:
+    """Short form → the formal names it stands for; and the set of formal names."""
+    shorts: dict[str, set[str]] = {}
+    formals: set[str] = set()
+    rows = csv.reader(io.StringIO("\n".join(_data_lines("nicknames.csv"))))
+    next(rows)  # header
+    for row in rows:
+        formal = canonical_token(row[0].strip())
+        formals.add(formal)
+        for short in row[1].split():
+            shorts.setdefault(canonical_token(short), set()).add(formal)
+    return {k: frozenset(v) for k, v in shorts.items()}, frozenset(formals)
+
+
+@functools.cache
+def known_given_names() -> frozenset[str]:
+    """Canonical given names known to be real names (curated list, variants and nicknames)."""
+    names = {canonical_token(line.strip()) for line in _data_lines("given_names.txt")}
+    shorts, formals = _nicknames()
+    names.update(shorts)
+    names.update(formals)
+    names.update(v for v in _variants().values())
+    return frozenset(names)
+
+
+# --- tokens and canonical forms -------------------------------------------------------------
+
+
+def canonical_token(token: str) -> str:
+    """The canonical spelling of one name token (``mohamed`` → ``muhammad``), else itself."""
+    return _variants().get(token, token)
+
+
+def is_variant(a: str, b: str) -> bool:
+    """Whether two tokens are listed spellings of the same name."""
+    table = _variants()
+    return a in table and table.get(a) == table.get(b)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def name_tokens(normalised: str) -> tuple[str, ...]:
+    """The tokens of a normalised name, each in canonical spelling."""
+    return tuple(canonical_token(t) for t in normalised.split())
+
+
+def nickname_formals(token: str) -> frozenset[str]:
+    """The formal names a short form stands for (empty if it is not a known short form)."""
+    return _nicknames()[0].get(token, frozenset())
+
+
+def nickname_related(a: str, b: str) -> bool:
+    """One token is a short form of the other, or both are short forms of one formal name.
+
+    Two formal names that merely share a short form (Oliver and Olivia, both Ollie) are not
+    related: they are different children's names.
+    """
+    if a == b:
+        return True
+    fa, fb = nickname_formals(a), nickname_formals(b)
+    return b in fa or a in fb or bool(fa & fb)
+
+
+def nickname_ambiguous(a: str, b: str) -> bool:
+    """Whether the short form linking two tokens stands for more than one formal name."""
+    fa, fb = nickname_formals(a), nickname_formals(b)
+    return len(fa) > 1 or len(fb) > 1
+
+
+# --- phonetic key ---------------------------------------------------------------------------
+
+_GROUPS = {
+    **dict.fromkeys("bfpv", "1"), **dict.fromkeys("cgjkqsxz", "2"), **dict.fromkeys("dt", "3"),
+    "l": "4", **dict.fromkeys("mn", "5"), "r": "6",
+}
+_PREFIXES = (("ph", "f"), ("kn", "n"), ("wr", "r"), ("gn", "n"), ("ps", "s"), ("wh", "w"))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def phonetic_key(token: str) -> str:
+    """A Soundex-like key in which the first letter is coded too.
+
+    Standard Soundex keeps the first letter, so Climbié / Klimbie or Catherine / Katherine get
+    different keys. Here every letter is coded by sound group (vowels, h, w and y as ``0`` at
+    the start), so those pairs agree: ``2451`` and ``2365``. Four characters, zero-padded.
+    """
+    if not token:
+        return ""
+    word = "".join(c for c in token if "a" <= c <= "z")
+    if not word:
+        return ""
+    for prefix, sound in _PREFIXES:
+        if word.startswith(prefix):
+            word = sound + word[len(prefix):]
+            break
+    first = _GROUPS.get(word[0], "0")
+    out = [first]
+    last = first
+    for c in word[1:]:
+        code = _GROUPS.get(c)
+        if code is None:
+            if c not in "hw":
+                last = ""  # a vowel separates two consonants of one group
+            continue
+        if code != last:
+            out.append(code)
+            if len(out) == 4:
+                break
+        last = code
+    return "".join(out).ljust(4, "0")
+
+
+# --- string similarity ----------------------------------------------------------------------
+
+
+def osa_distance(a: str, b: str, limit: int | None = None) -> int:
+    """Damerau-Levenshtein distance (optimal string alignment): edits, adjacent swaps count one.
+
+    With ``limit``, any distance above it is returned as ``limit + 1`` and the work stops early,
+    which is all a matcher asking "one or two keystrokes apart?" needs.
+    """
+    if a == b:
+        return 0
+    la, lb = len(a), len(b)
+    cap = la + lb if limit is None else limit + 1
+    if abs(la - lb) >= cap:
+        return cap
+    # Common prefixes and suffixes cost nothing.
+    start = 0
+    while start < la and start < lb and a[start] == b[start]:
+        start += 1
+    start = max(start - 1, 0)  # keep one character for a swap across the boundary
+    end = 0
+    while end < la - start and end < lb - start and a[la - 1 - end] == b[lb - 1 - end]:
+        end += 1
+    end = max(end - 1, 0)
+    a, b = a[start:la - end], b[start:lb - end]
+    la, lb = len(a), len(b)
+    if not la or not lb:
+        return min(la or lb, cap)
+    prev2: list[int] = []
+    prev = list(range(lb + 1))
+    for i in range(1, la + 1):
+        cur = [i] + [0] * lb
+        ca = a[i - 1]
+        row_min = i
+        for j in range(1, lb + 1):
+            cb = b[j - 1]
+            best = prev[j - 1] if ca == cb else prev[j - 1] + 1
+            if prev[j] + 1 < best:
+                best = prev[j] + 1
+            if cur[j - 1] + 1 < best:
+                best = cur[j - 1] + 1
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb and prev2[j - 2] + 1 < best:
+                best = prev2[j - 2] + 1
+            cur[j] = best
+            if best < row_min:
+                row_min = best
+        if row_min >= cap:
+            return cap
+        prev2, prev = prev, cur
+    return min(prev[lb], cap)
+
+
+def within_one_edit(a: str, b: str) -> bool:
+    """Whether ``osa_distance(a, b) <= 1``, in one pass (for postcodes and identifiers)."""
+    la, lb = len(a), len(b)
+    if la == lb:
+        diff = [i for i in range(la) if a[i] != b[i]]
+        if len(diff) <= 1:
+            return True
+        i, j = diff[0], diff[-1]
+        return len(diff) == 2 and j == i + 1 and a[i] == b[j] and a[j] == b[i]
+    if abs(la - lb) != 1:
+        return False
+    if la > lb:
+        a, b = b, a
+    i = 0
+    while i < len(a) and a[i] == b[i]:
+        i += 1
+    return a[i:] == b[i + 1:]
+
+
+def jaro_winkler(a: str, b: str) -> float:
+    """Jaro-Winkler similarity in [0, 1] (prefix scale 0.1, prefix up to 4 characters)."""
+    if a == b:
+        return 1.0
+    la, lb = len(a), len(b)
+    if not la or not lb:
+        return 0.0
+    window = max(max(la, lb) // 2 - 1, 0)
+    used = [False] * lb
+    matched_a: list[str] = []
+    for i, ca in enumerate(a):
+        lo, hi = max(0, i - window), min(lb, i + window + 1)
+        for j in range(lo, hi):
+            if not used[j] and b[j] == ca:
+                used[j] = True
+                matched_a.append(ca)
+                break
+    m = len(matched_a)
+    if not m:
+        return 0.0
+    matched_b = [b[j] for j in range(lb) if used[j]]
+    transpositions = sum(x != y for x, y in zip(matched_a, matched_b, strict=True)) // 2
+    jaro = (m / la + m / lb + (m - transpositions) / m) / 3
+    prefix = 0
+    for x, y in zip(a[:4], b[:4], strict=False):
+        if x != y:
+            break
+        prefix += 1
+    return jaro + prefix * 0.1 * (1 - jaro)
