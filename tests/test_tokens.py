@@ -15,12 +15,13 @@ from typing import Any
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from trust import keys as keyfiles
 from trust import tokens, trustlist
 from trust.errors import ExpiredError, TokenError, TrustError, UnknownMemberError
-from trust.trustlist import DOCUMENT_TYPE, GovernanceRoot, TrustList, format_time
+from trust.trustlist import DOCUMENT_TYPE, GovernanceRoot, TrustList, ec_key_id, ec_public_b64, format_time
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 T = int(NOW.timestamp())
@@ -30,6 +31,7 @@ IDP = keyfiles.generate()
 OTHER_IDP = keyfiles.generate()
 NODE = keyfiles.generate()
 STRANGER = keyfiles.generate()
+EC_IDP = ec.generate_private_key(ec.SECP256R1())
 
 
 def entry(member_id: str, role: str, key: Ed25519PrivateKey) -> dict[str, Any]:
@@ -46,8 +48,14 @@ def trust_with(members: list[dict[str, Any]]) -> TrustList:
     return trustlist.verify(trustlist.sign(signed, [GOV]), root, NOW)
 
 
+def ec_entry(member_id: str, key: ec.EllipticCurvePrivateKey) -> dict[str, Any]:
+    return {"id": member_id, "roles": ["token_issuer"], "authority": "alpha",
+            "keys": [{"alg": "ES256", "kid": ec_key_id(key.public_key()),
+                      "public_key": ec_public_b64(key.public_key())}]}
+
+
 TRUST = trust_with([entry("alpha-idp", "token_issuer", IDP), entry("beta-idp", "token_issuer", OTHER_IDP),
-                    entry("alpha", "node", NODE)])
+                    entry("alpha", "node", NODE), ec_entry("gamma-idp", EC_IDP)])
 WITHOUT_ALPHA_IDP = trust_with([entry("beta-idp", "token_issuer", OTHER_IDP), entry("alpha", "node", NODE)])
 
 
@@ -64,6 +72,10 @@ def claims(**changes: Any) -> dict[str, Any]:
 def eddsa(payload: dict[str, Any], key: Ed25519PrivateKey = IDP, kid: str | None = None) -> str:
     return jwt.encode(payload, key, algorithm="EdDSA",
                       headers={"kid": kid or keyfiles.key_id(key.public_key())})
+
+
+def es256(payload: dict[str, Any], key: ec.EllipticCurvePrivateKey = EC_IDP) -> str:
+    return jwt.encode(payload, key, algorithm="ES256", headers={"kid": ec_key_id(key.public_key())})
 
 
 def b64(data: dict[str, Any]) -> str:
@@ -124,6 +136,15 @@ CASES = [
     Case("unknown role", lambda: eddsa(claims(role="admin")), TokenError),
     Case("amr not a list", lambda: eddsa(claims(amr="otp")), TokenError),
     Case("not a JWT at all", lambda: "hello", TokenError),
+    Case("ES256 from an issuer with an ES256 key", lambda: es256(claims(iss="gamma-idp")), None),
+    Case("ES256 from an issuer with only Ed25519 keys", lambda: es256(claims()), TrustError),
+    Case("EdDSA claiming an ES256 issuer", lambda: eddsa(claims(iss="gamma-idp")), TrustError),
+    Case("ES256 with a key the issuer does not list",
+         lambda: es256(claims(iss="gamma-idp"), ec.generate_private_key(ec.SECP256R1())), TokenError),
+    Case("ES384 is not allowed",
+         lambda: jwt.encode(claims(iss="gamma-idp"), ec.generate_private_key(ec.SECP384R1()),
+                            algorithm="ES384"),
+         TokenError),
 ]
 
 
@@ -133,7 +154,7 @@ def test_token_rules(case: Case) -> None:
     token = case.make()
     if case.expected is None:
         who = tokens.verify(token, case.trust, audience=AUDIENCE, now=NOW)
-        assert ("alpha-idp", "sam.patel", "alpha") == (who.issuer, who.sub, who.authority)
+        assert ("sam.patel", "alpha") == (who.sub, who.authority)
     else:
         with pytest.raises(case.expected):
             tokens.verify(token, case.trust, audience=AUDIENCE, now=NOW)
@@ -144,3 +165,23 @@ def test_every_refusal_is_a_trust_error() -> None:
     for case in CASES:
         if case.expected is not None:
             assert issubclass(case.expected, TrustError), case.name
+
+
+def test_issue_signs_es256_with_an_ec_key() -> None:
+    """The development issuer signs ES256 with a P-256 key, and the broker's verify accepts it."""
+    token = tokens.issue(issuer="gamma-idp", key=EC_IDP, audience=AUDIENCE, sub="s", name="S", org="O",
+                         role="practitioner", now=NOW)
+    assert ("ES256", "gamma-idp") == (jwt.get_unverified_header(token)["alg"],
+                                      tokens.verify(token, TRUST, audience=AUDIENCE, now=NOW).issuer)
+
+
+def test_envelopes_never_use_es256_keys() -> None:
+    """An ES256 key listed for an identity provider cannot sign broker or node envelopes."""
+    from trust import envelope
+
+    member = TRUST.member("gamma-idp")
+    assert [] == member.key(None, NOW)
+    token = jwt.encode({"iss": "gamma-idp", "iat": T, "exp": T + 60, "jti": "q"}, EC_IDP, algorithm="ES256",
+                       headers={"typ": envelope.QUERY_TYPE})
+    with pytest.raises(TrustError):
+        envelope.verify(token, TRUST, role="token_issuer", typ=envelope.QUERY_TYPE, now=NOW)

@@ -1,4 +1,8 @@
-"""Practitioner tokens: short-lived EdDSA JWTs from identity providers named in the trust list.
+"""Practitioner tokens: short-lived EdDSA (or ES256) JWTs from identity providers in the trust list.
+
+The algorithm in the header must be EdDSA or ES256 and selects which of the issuer's listed keys
+may verify it: an ES256 token verifies only against a key the trust list lists as ES256, so no
+key is ever used with an algorithm it was not published for.
 
 In production an authority's identity provider issues them (OpenID Connect); ``issue`` is the
 development stand-in behind ``signpost token``. ``verify`` is what the broker runs on every
@@ -14,13 +18,14 @@ from datetime import datetime
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from trust.errors import ExpiredError, TokenError, TrustError
 from trust.keys import key_id
-from trust.trustlist import TrustList
+from trust.trustlist import TrustList, ec_key_id
 
-ALGORITHMS = ("EdDSA",)
+ALGORITHMS = ("EdDSA", "ES256")
 MAX_LIFETIME_SECONDS = 15 * 60
 LEEWAY_SECONDS = 60
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti", "role", "org", "amr")
@@ -59,7 +64,7 @@ class Practitioner:
 def issue(
     *,
     issuer: str,
-    key: Ed25519PrivateKey,
+    key: Ed25519PrivateKey | ec.EllipticCurvePrivateKey,
     audience: str,
     sub: str,
     name: str,
@@ -75,6 +80,8 @@ def issue(
         "iss": issuer, "sub": sub, "aud": audience, "iat": iat, "exp": iat + lifetime_seconds,
         "jti": str(uuid.uuid4()), "name": name, "org": org, "role": role, "amr": list(amr),
     }
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return jwt.encode(claims, key, algorithm="ES256", headers={"kid": ec_key_id(key.public_key())})
     return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": key_id(key.public_key())})
 
 
@@ -91,16 +98,17 @@ def verify(token: str, trust_list: TrustList, *, audience: str, now: datetime) -
     if not isinstance(issuer, str):
         raise TokenError("token: iss is missing")
     member = trust_list.member(issuer, "token_issuer")
-    keys = member.key(header.get("kid"), now)
+    algorithm = str(header["alg"])
+    keys = member.key(header.get("kid"), now, alg=algorithm)
     if not keys:
-        raise TrustError(f"token: issuer {issuer!r} has no key valid now")
+        raise TrustError(f"token: issuer {issuer!r} has no {algorithm} key valid now")
     claims: dict[str, Any] | None = None
     for candidate in keys:
         try:
             claims = jwt.decode(
                 token,
                 candidate.public_key,
-                algorithms=list(ALGORITHMS),
+                algorithms=[algorithm],
                 audience=audience,
                 issuer=issuer,
                 leeway=LEEWAY_SECONDS,

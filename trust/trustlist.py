@@ -11,12 +11,15 @@ pinned root must be signed by a threshold of the old keys *and* a threshold of t
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from federation.canonical import canonical_json
@@ -51,14 +54,52 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+MEMBER_KEY_ALGORITHMS = ("EdDSA", "ES256")
+
+
+def ec_public_b64(key: ec.EllipticCurvePublicKey) -> str:
+    """A P-256 public key as a trust list carries it: base64url of the uncompressed point."""
+    return b64url(key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint))
+
+
+def ec_key_id(key: ec.EllipticCurvePublicKey) -> str:
+    """Key id of a P-256 key: the first 16 hex digits of SHA-256 of the uncompressed point."""
+    raw = key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def _ec_public_from_b64(text: str) -> ec.EllipticCurvePublicKey:
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b64url_decode(text))
+    except ValueError as exc:
+        raise TrustError(f"public_key: expected base64url P-256 point for ES256, {exc}") from exc
+
+
 @dataclass(frozen=True)
 class MemberKey:
-    """One Ed25519 key of a member, with an optional validity window."""
+    """One key of a member, with an optional validity window.
+
+    Keys are Ed25519 (``alg`` EdDSA) unless the trust list says ``"alg": "ES256"`` (a P-256 key,
+    accepted for practitioner tokens only, for identity providers that cannot sign with Ed25519).
+    """
 
     kid: str
-    public_key: Ed25519PublicKey
+    public_key: Ed25519PublicKey | ec.EllipticCurvePublicKey
     not_before: datetime | None = None
     not_after: datetime | None = None
+    alg: str = "EdDSA"
+
+    def __post_init__(self) -> None:
+        if self.alg not in MEMBER_KEY_ALGORITHMS:
+            raise TrustError(f"keys[{self.kid}].alg: expected one of {MEMBER_KEY_ALGORITHMS}, "
+                             f"got {self.alg!r}")
+        if self.alg == "EdDSA":
+            fits = isinstance(self.public_key, Ed25519PublicKey)
+        else:
+            fits = isinstance(self.public_key, ec.EllipticCurvePublicKey) and \
+                self.public_key.curve.name == "secp256r1"
+        if not fits:
+            raise TrustError(f"keys[{self.kid}].public_key: not a key for {self.alg}")
 
     def valid_at(self, moment: datetime) -> bool:
         if self.not_before is not None and moment < self.not_before:
@@ -84,13 +125,14 @@ class Member:
         if unknown:
             raise TrustError(f"members[{self.id}].roles: unknown role(s) {sorted(unknown)}")
 
-    def key(self, kid: str | None, moment: datetime) -> list[MemberKey]:
-        """Keys of this member valid at ``moment``; the ``kid`` hint, if given, goes first.
+    def key(self, kid: str | None, moment: datetime, alg: str = "EdDSA") -> list[MemberKey]:
+        """Keys of this member for ``alg`` valid at ``moment``; the ``kid`` hint, if given, goes first.
 
         A ``kid`` is only a hint: keys are always looked up within this member, so a key
-        belonging to someone else can never verify this member's signature.
+        belonging to someone else can never verify this member's signature. Only keys listed
+        for ``alg`` are returned, so an EdDSA verifier never sees an ES256 key or the reverse.
         """
-        valid = [k for k in self.keys if k.valid_at(moment)]
+        valid = [k for k in self.keys if k.alg == alg and k.valid_at(moment)]
         if kid is not None:
             hinted = [k for k in valid if k.kid == kid]
             if hinted:
@@ -200,9 +242,18 @@ def _parse_member(data: Any, index: int) -> Member:
         raise TrustError(f"{where}.id: expected a non-empty string")
     keys = []
     for j, k in enumerate(data.get("keys", [])):
-        public = public_from_b64(str(k.get("public_key", "")))
-        kid = k.get("kid") or key_id(public)
+        alg = k.get("alg", "EdDSA")
+        public: Ed25519PublicKey | ec.EllipticCurvePublicKey
+        if alg == "ES256":
+            public = _ec_public_from_b64(str(k.get("public_key", "")))
+            kid = k.get("kid") or ec_key_id(public)
+        elif alg == "EdDSA":
+            public = public_from_b64(str(k.get("public_key", "")))
+            kid = k.get("kid") or key_id(public)
+        else:
+            raise TrustError(f"{where}.keys[{j}].alg: expected one of {MEMBER_KEY_ALGORITHMS}, got {alg!r}")
         keys.append(MemberKey(
+            alg=str(alg),
             kid=str(kid),
             public_key=public,
             not_before=parse_time(k["not_before"], f"{where}.keys[{j}].not_before")
