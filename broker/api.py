@@ -19,11 +19,12 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from broker import audit as audits
 from broker import ratelimit
 from broker.config import BrokerConfig
 from broker.fanout import NodeResult, fan_out
 from broker.metrics import BrokerMetrics
-from federation import identity
+from federation import identity, logapi
 from federation.errors import FieldError, ValidationError
 from federation.http import json_response, problem, read_json_object
 from federation.protocol import PROTOCOL_VERSION, Status
@@ -59,6 +60,12 @@ class Broker:
         self.key = load_private(config.key)
         self.session: aiohttp.ClientSession | None = None
         self.metrics = BrokerMetrics()
+        self.audit = logapi.LogService(config.audit_log, config.id, self.key, lambda: self.trust.current,
+                                       config.audience)
+        self.commitment_key = b""
+        if config.audit_log is not None:
+            self.commitment_key = audits.load_or_create_key(
+                config.audit_commitment_key or audits.default_key_path(config.audit_log))
 
     def authenticate(self, request: web.Request, now: datetime) -> Practitioner:
         header = request.headers.get("Authorization", "")
@@ -126,13 +133,28 @@ class Broker:
         return jti, envelope.sign(claims, self.key, envelope.QUERY_TYPE)
 
     async def search(self, search: SearchRequest, who: Practitioner, now: datetime) -> dict[str, Any]:
+        """Log the search, ask every node, log what each said, return the results.
+
+        Raises ``logapi.AuditUnavailable`` (nothing searched, or nothing returned) when either
+        entry cannot be made durable.
+        """
         trust = self.trust.current
         jti, token = self.sign_query(search, who, now)
         assert self.session is not None
+        nodes = trust.with_role("node")
+        await self.audit.append(audits.search_entry(
+            broker_id=self.config.id, now=now, query_id=jti, query_hash=envelope.envelope_hash(token),
+            practitioner=who.to_claims(), purpose=search.purpose, on_behalf_of=search.on_behalf_of,
+            commitment=audits.commit(self.commitment_key, search.identity.to_wire()),
+            nodes=[n.id for n in nodes]))
         results: list[NodeResult] = await fan_out(
-            self.session, trust.with_role("node"), token, jti, trust, self.config.id,
+            self.session, nodes, token, jti, trust, self.config.id,
             self.config.node_deadline_seconds,
         )
+        await self.audit.append(audits.outcome_entry(
+            broker_id=self.config.id, now=datetime.now(UTC), query_id=jti,
+            results={r.authority: audits.node_result(r.status.value, r.answer_hash, r.reason,
+                                                     r.integrity_failure) for r in results}))
         self.metrics.record_search(results)
         unavailable = [r for r in results if r.status is Status.UNAVAILABLE]
         for r in results:
@@ -181,7 +203,11 @@ async def handle_search(request: web.Request) -> web.Response:
         return problem(400, "Invalid search", str(exc), errors=[exc], kind="invalid-search")
     except ValidationError as exc:
         return problem(400, "Invalid search", str(exc), errors=exc.errors, kind="invalid-search")
-    result = await broker.search(search, who, now)
+    try:
+        result = await broker.search(search, who, now)
+    except logapi.AuditUnavailable as exc:
+        return problem(503, "Audit log unavailable", f"the broker cannot log searches, so it does not "
+                       f"search: {exc}", kind="audit-unavailable")
     return json_response(result)
 
 
@@ -195,6 +221,7 @@ async def handle_health(request: web.Request) -> web.Response:
         "trust_list_version": trust.version,
         "trust_list_expires": trust.expires.isoformat(),
         "nodes": [m.id for m in trust.with_role("node")],
+        **broker.audit.health(),
     })
 
 
@@ -240,6 +267,7 @@ def create_app(config: BrokerConfig) -> web.Application:
     app.router.add_post("/v1/search", handle_search)
     app.router.add_get("/healthz", handle_health)
     _add_pages_and_metrics(app, app[BROKER])
+    logapi.install(app, app[BROKER].audit)
     app.cleanup_ctx.append(_client)
     ratelimit.install(app, config.redis_url,
                       ratelimit.limits_from(app[BROKER].trust.current.policy.rate_limits, config.rate_limits),

@@ -32,12 +32,13 @@ class BrokerConfig:
     redis_timeout_seconds: float = 0.5
     rate_limits: dict[str, int] = field(default_factory=dict)  # overrides the trust-list policy
     audit_log: Path | None = None
+    audit_commitment_key: Path | None = None  # default: audit-commitment.key beside audit_log
     session_idle_seconds: int = 900
     demo_identity_provider: Path | None = None  # demo only: folder of <authority>-idp.pem keys
 
     def __post_init__(self) -> None:
         for name in ("key", "trust_list", "trust_root", "audit_log", "tls_cert", "tls_key", "tls_ca",
-                     "demo_identity_provider"):
+                     "demo_identity_provider", "audit_commitment_key"):
             value = getattr(self, name)
             if isinstance(value, str):
                 object.__setattr__(self, name, Path(value))

@@ -238,6 +238,7 @@ def cmd_node_import(args: argparse.Namespace) -> int:
     else:
         raise SignpostError("give --config or --database")
     rejects = Path(args.rejects) if args.rejects else Path(args.children).with_name("rejects.csv")
+    node_config = configfile.load(NodeConfig, Path(args.config)) if args.config else None
     store = Store(database)
 
     from federation.progress import ProgressBar, table
@@ -246,6 +247,7 @@ def cmd_node_import(args: argparse.Namespace) -> int:
     try:
         summary = import_files(store, Path(args.children), Path(args.involvements), full=args.full,
                                rejects_path=rejects, progress=bar.update)
+        logged = _audit_import(store, node_config, args, summary)
     finally:
         store.close()
         bar.finish()
@@ -264,7 +266,21 @@ def cmd_node_import(args: argparse.Namespace) -> int:
     ))
     where = f" (see {rejects})" if s.rejected else ""
     print(f"\nrejected rows: {s.rejected}{where}   time: {s.seconds:.2f} s")
+    if logged:
+        print(f"import summary: {logged}")
     return 0
+
+
+def _audit_import(store: Any, config: Any, args: argparse.Namespace, summary: Any) -> str:
+    """Write the import summary (counts only) to the node's audit log, or queue it for the node."""
+    if config is None or config.audit_log is None:
+        return ""
+    from node import audit
+
+    entry = audit.import_entry(config.id, datetime.now(UTC), summary.to_json(), full=args.full,
+                               children_file=Path(args.children).name,
+                               involvements_file=Path(args.involvements).name)
+    return str(audit.record(store, config.audit_log, entry))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -327,22 +343,25 @@ def cmd_node_purge(args: argparse.Namespace) -> int:
 
 
 def _audit_purge(config: Any, summary: Any) -> str:
-    """Also write the purge to the node's audit log when it can be opened (not while the node runs)."""
+    """Also write the purge to the node's audit log (queued for the node while it runs)."""
     if config.audit_log is None:
         return ""
+    from node import audit
+    from node.store import Store
+
+    store = Store(config.database)
     try:
-        from trust.tlog import AuditLog
-    except ImportError:
-        return ""
-    try:
-        audit = AuditLog.open(config.audit_log)
-    except Exception as exc:  # the running node holds the log; purge_log keeps the record
-        return f"; audit log not written ({exc.__class__.__name__})"
-    try:
-        audit.append_sync(summary.to_entry(config.id))
+        return f"; {audit.record(store, config.audit_log, summary.to_entry(config.id))}"
     finally:
-        audit.close()
-    return f" and {config.audit_log}"
+        store.close()
+
+
+def cmd_bench_audit(args: argparse.Namespace) -> int:
+    from trust import logbench
+
+    logbench.run(args.entries, appends=args.appends, appenders=args.appenders, proofs=args.proofs,
+                 directory=args.dir)
+    return 0
 
 
 # --- broker ---------------------------------------------------------------------------------
@@ -550,6 +569,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per member (default 3)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_status)
+
+    from federation import audit_cli
+
+    audit_cli.add_parsers(sub)
+
+    bench = sub.add_parser("bench", help="run a benchmark and print its numbers")
+    bench_sub = bench.add_subparsers(dest="which", required=True, metavar="BENCHMARK")
+    p = bench_sub.add_parser("audit", help="audit log: durable appends/s, verify time, proof latency")
+    p.add_argument("--entries", type=int, default=1_000_000,
+                   help="size of the verified log (default 1,000,000)")
+    p.add_argument("--appends", type=int, default=50_000, help="durable appends to time (default 50,000)")
+    p.add_argument("--appenders", type=int, default=500, help="concurrent appenders (default 500)")
+    p.add_argument("--proofs", type=int, default=5_000, help="proofs to time (default 5,000)")
+    p.add_argument("--dir", help="where the temporary logs go (its disk decides the fsync cost)")
+    p.set_defaults(func=cmd_bench_audit)
 
     p = sub.add_parser("demo-code", help="print the demo identity provider's current one-time code")
     p.set_defaults(func=cmd_demo_code)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -23,6 +24,8 @@ from federation import identity, metrics
 from federation.errors import FieldError, SignpostError, ValidationError
 from federation.http import json_response, problem, read_json_object
 from federation.protocol import ANSWER_LIFETIME_SECONDS, PROTOCOL_VERSION, Contact, Status
+from federation import logapi
+from node import audit as audits
 from node import outbox as outboxes
 from node import purge as purging
 from node.config import NodeConfig
@@ -75,6 +78,8 @@ class Node:
                                  config.notify_max_age_seconds, config.notify_timeout_seconds),
             clock=time.time,
         )
+        self.audit = logapi.LogService(config.audit_log, config.id, self.key, lambda: self.trust.current,
+                                       config.audit_audience)
 
     @property
     def retention_age(self) -> int:
@@ -107,12 +112,19 @@ class Node:
                 log.info("index built: %d children, generation %d", len(holder.index), holder.generation)
         return holder.index
 
-    def answer(self, query_token: str, now: datetime, index: MatchIndex) -> dict[str, Any]:
-        """Verify, match, decide; return the answer claims (raises on a bad query)."""
+    def answer(self, query_token: str, now: datetime, index: MatchIndex,
+               audit: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Verify, match, decide; return the answer claims (raises on a bad query).
+
+        ``audit``, when given, is filled with what the audit entry needs: the verified query's
+        context (as soon as the signature is good) and the matched records' pseudonyms.
+        """
+        audit = {} if audit is None else audit
         claims, broker = envelope.verify(
             query_token, self.trust.current, role="broker", typ=envelope.QUERY_TYPE, now=now,
             audience=self.trust.current.federation,
         )
+        audit["context"] = audits.query_context(claims, query_token)
         if not self.store.remember_query(str(claims["jti"]), int(claims["exp"]) + 120, int(now.timestamp())):
             raise ReplayedQuery(f"query {claims['jti']} was already answered")
         context = check_query(claims, (p.code for p in self.trust.current.policy.purposes))
@@ -124,6 +136,8 @@ class Node:
         involvements = self.store.involvements(child.record_id) if child else []
         candidates = [index.children[c] for c in getattr(result, "candidate_ids", ())
                       if c in index.children]
+        audit["pseudonym"] = child.pseudonym if child is not None else None
+        audit["candidates"] = [c.pseudonym for c in candidates]
         disclosure = decide(
             status=result.status,
             child=child,
@@ -189,6 +203,42 @@ def refuse_early(node: Node, request: web.Request, now: datetime) -> web.Respons
 
 
 async def handle_query(request: web.Request) -> web.Response:
+    """Answer a query, then log it (answered or refused) before the response leaves.
+
+    The answer is signed first, because the log entry carries its hash; if the entry cannot be
+    made durable the node answers 503 and the signed answer is thrown away.
+    """
+    node = request.app[NODE]
+    info: dict[str, Any] = {}
+    response = await _handle_query(request, info)
+    token = info.get("token")
+    if not isinstance(token, str):
+        return response  # no query to speak of (bad body, expired trust list, wrong client)
+    now = datetime.now(UTC)
+    if "answer_hash" in info:
+        entry = audits.query_entry(node.config.id, now, info["context"], outcome=info["status"],
+                                   pseudonym=info.get("pseudonym"), candidates=info.get("candidates", ()),
+                                   answer_hash=info["answer_hash"])
+    else:
+        try:
+            refusal = json.loads(response.text or "{}")
+        except ValueError:
+            refusal = {}
+        kind = str(refusal.get("type", "")).rsplit("/", 1)[-1] or f"http-{response.status}"
+        if "context" in info:
+            entry = audits.query_entry(node.config.id, now, info["context"], outcome="refused",
+                                       reason=kind)
+        else:
+            entry = audits.refused_entry(node.config.id, now, token, kind, str(refusal.get("detail", "")))
+    try:
+        await node.audit.append(entry)
+    except logapi.AuditUnavailable as exc:
+        return problem(503, "Audit log unavailable", f"the node cannot log this query, so it does not "
+                       f"answer: {exc}", kind="audit-unavailable")
+    return response
+
+
+async def _handle_query(request: web.Request, info: dict[str, Any]) -> web.Response:
     node = request.app[NODE]
     refused = refuse_early(node, request, datetime.now(UTC))
     if refused is not None:
@@ -200,6 +250,7 @@ async def handle_query(request: web.Request) -> web.Response:
             raise FieldError("query", "expected a compact JWS string")
     except FieldError as exc:
         return problem(400, "Bad request", str(exc), errors=[exc])
+    info["token"] = token
     peer = request.get(TLS_PEER)
     if peer is not None and envelope.unverified_issuer(token) != peer:
         # Only a further restriction: the signature is still verified against the trust list.
@@ -209,7 +260,7 @@ async def handle_query(request: web.Request) -> web.Response:
     try:
         node.trust.current.check_current(now)
         index = await node.index(now.date())
-        claims = node.answer(token, now, index)
+        claims = node.answer(token, now, index, info)
     except ExpiredError as exc:
         return problem(401, "Expired", str(exc), kind="expired")
     except TrustError as exc:
@@ -227,6 +278,7 @@ async def handle_query(request: web.Request) -> web.Response:
     log.info("query %s answered %s", claims["query_jti"], claims["status"])
     node.metrics.answers.inc(str(claims["status"]))
     signed = envelope.sign(claims, node.key, envelope.ANSWER_TYPE)
+    info.update(status=str(claims["status"]), answer_hash=envelope.envelope_hash(signed))
     return json_response({"v": PROTOCOL_VERSION, "answer": signed})
 
 
@@ -239,6 +291,7 @@ async def handle_health(request: web.Request) -> web.Response:
         "role": "node",
         "trust_list_version": trust.version,
         "trust_list_expires": trust.expires.isoformat(),
+        **node.audit.health(),
     })
 
 
@@ -297,6 +350,8 @@ def create_app(config: NodeConfig) -> web.Application:
     app.router.add_post("/v1/query", handle_query)
     app.router.add_get("/healthz", handle_health)
     metrics.install(app, node.metrics)
+    logapi.install(app, node.audit)  # first: the purge job below logs into it
+    app.cleanup_ctx.append(audits.pending_worker(node.store, node.audit))
     app.cleanup_ctx.append(_trust_refresh)
     app.cleanup_ctx.append(_notifications)
     app.cleanup_ctx.append(_purge)

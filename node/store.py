@@ -91,6 +91,14 @@ MIGRATIONS: tuple[str, ...] = (
         notifications INTEGER NOT NULL
     );
     """,
+    # 4: audit entries written while the node held its audit log (imports, command-line purges);
+    # the running node moves them into the log and deletes them here.
+    """
+    CREATE TABLE audit_pending (
+        id    INTEGER PRIMARY KEY AUTOINCREMENT,
+        entry TEXT NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

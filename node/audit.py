@@ -1,0 +1,182 @@
+"""What a node writes to its audit log: every query (answered or refused), purge and import.
+
+Entries are JSON objects (logged as canonical JSON). They name the query by its id and the hash
+of the exact signed envelope, the practitioner and purpose the broker vouched for, the outcome,
+and -- when a record matched -- the node-internal ``pseudonym`` of that record (never its
+``record_id`` or any identity field), so the authority can later answer a subject access
+request from its own log. The node never logs the identity searched for.
+
+The builders are pure; ``record`` is the helper the import and purge commands and the demo use,
+and ``drain_pending`` what the running node uses to pick up what they queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from federation.canonical import canonical_json
+from federation.logapi import LogService
+from node.store import Store
+from trust.envelope import envelope_hash
+from trust.tlog import AuditLog, LogInUseError
+
+log = logging.getLogger("signpost.node.audit")
+
+ENTRY_VERSION = 1
+
+
+def _time(now: datetime) -> str:
+    return now.isoformat(timespec="milliseconds")
+
+
+def token_hash(token: str) -> str | None:
+    """The envelope hash of ``token``, or None if it is not even ASCII."""
+    try:
+        return envelope_hash(token)
+    except UnicodeEncodeError:
+        return None
+
+
+def claimed_query_id(token: str) -> str | None:
+    """The ``jti`` a token claims, read without verifying it (for refusals only)."""
+    parts = token.split(".")
+    if len(parts) != 3 or len(parts[1]) > 64 * 1024:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    jti = payload.get("jti") if isinstance(payload, dict) else None
+    return jti[:200] if isinstance(jti, str) else None
+
+
+def practitioner(claims: Mapping[str, Any]) -> dict[str, Any]:
+    """Who searched, as the broker vouched for them in the signed query."""
+    who = claims.get("practitioner")
+    who = who if isinstance(who, Mapping) else {}
+    return {k: who.get(k) for k in ("iss", "sub", "name", "org", "role", "authority")
+            if isinstance(who.get(k), str)}
+
+
+def query_context(claims: Mapping[str, Any], token: str) -> dict[str, Any]:
+    """The part of a query entry known once the envelope is verified."""
+    on_behalf_of = claims.get("on_behalf_of")
+    return {
+        "query_id": str(claims["jti"]),
+        "query_hash": envelope_hash(token),
+        "broker": claims.get("iss"),
+        "practitioner": practitioner(claims),
+        "purpose": claims.get("purpose") if isinstance(claims.get("purpose"), str) else None,
+        "on_behalf_of": dict(on_behalf_of) if isinstance(on_behalf_of, Mapping) else None,
+    }
+
+
+def query_entry(node_id: str, now: datetime, context: Mapping[str, Any], *, outcome: str,
+                pseudonym: str | None = None, candidates: Iterable[str] = (),
+                answer_hash: str | None = None, reason: str | None = None) -> dict[str, Any]:
+    """A verified query: answered (``answer_hash`` set) or refused after verification (``reason``)."""
+    entry: dict[str, Any] = {
+        "v": ENTRY_VERSION,
+        "type": "query",
+        "node": node_id,
+        "time": _time(now),
+        **context,
+        "outcome": outcome,
+        "pseudonym": pseudonym,
+        "candidate_pseudonyms": sorted(set(candidates)),
+        "answer_hash": answer_hash,
+    }
+    if reason is not None:
+        entry["reason"] = reason
+    return entry
+
+
+def refused_entry(node_id: str, now: datetime, token: str, kind: str, reason: str) -> dict[str, Any]:
+    """A query that failed verification: its claimed id (unverified) and hash, and why."""
+    return {
+        "v": ENTRY_VERSION,
+        "type": "refused",
+        "node": node_id,
+        "time": _time(now),
+        "claimed_query_id": claimed_query_id(token),
+        "query_hash": token_hash(token),
+        "kind": kind,
+        "reason": reason[:500],
+    }
+
+
+def import_entry(node_id: str, now: datetime, summary: Mapping[str, Any], *, full: bool,
+                 children_file: str, involvements_file: str) -> dict[str, Any]:
+    """An import: counts only (``ImportSummary.to_json``), and the file names."""
+    return {
+        "v": ENTRY_VERSION,
+        "type": "import",
+        "node": node_id,
+        "time": _time(now),
+        "full": full,
+        "children_file": children_file,
+        "involvements_file": involvements_file,
+        **dict(summary),
+    }
+
+
+def record(store: Store, log_path: Path | None, entry: Mapping[str, Any]) -> str:
+    """Log ``entry`` from outside the running node (import command, command-line purge, demo).
+
+    Appends straight to the log when it is free; while the node runs (it holds the log's lock)
+    the entry waits in the store's ``audit_pending`` table and the node logs it within
+    ``PENDING_INTERVAL_SECONDS``. Returns where it went, for the command's output.
+    """
+    if log_path is None:
+        return "not logged (no audit_log configured)"
+    try:
+        with AuditLog.open(log_path) as audit:
+            index = audit.append_sync(entry)
+        return f"audit log entry {index}"
+    except LogInUseError:
+        with store.transaction() as conn:
+            conn.execute("INSERT INTO audit_pending (entry) VALUES (?)",
+                         (canonical_json(dict(entry)).decode("utf-8"),))
+        return "queued for the running node's audit log"
+
+
+PENDING_INTERVAL_SECONDS = 2.0
+"""How often a running node moves entries from ``audit_pending`` into its log."""
+
+
+async def drain_pending(store: Store, append: Callable[[Mapping[str, Any]], Awaitable[int]]) -> int:
+    """Append every waiting entry in order, deleting each once it is durable; return how many."""
+    rows = store.db.execute("SELECT id, entry FROM audit_pending ORDER BY id LIMIT 1000").fetchall()
+    for row in rows:
+        await append(json.loads(row["entry"]))
+        store.db.execute("DELETE FROM audit_pending WHERE id = ?", (row["id"],))
+    return len(rows)
+
+
+def pending_worker(store: Store, service: LogService) -> Callable[[Any], AsyncIterator[None]]:
+    """A ``cleanup_ctx`` that logs queued entries at start and every ``PENDING_INTERVAL_SECONDS``."""
+
+    async def context(_: Any) -> AsyncIterator[None]:
+        async def loop() -> None:
+            while True:
+                try:
+                    await drain_pending(store, service.append)
+                except Exception:  # retried next round; the rows stay queued
+                    log.exception("queued audit entries not logged yet")
+                await asyncio.sleep(PENDING_INTERVAL_SECONDS)
+
+        task = asyncio.create_task(loop())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return context
