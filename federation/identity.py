@@ -35,7 +35,7 @@ def nhs_check_digit(first_nine: str) -> int | None:
 def validate_nhs_number(raw: str, field_name: str = "nhs_number") -> str:
     """Return the NHS number as ten digits, or raise ``FieldError`` saying why it is not one."""
     digits = re.sub(r"[\s-]", "", raw)
-    if not re.fullmatch(r"\d{10}", digits):
+    if not re.fullmatch(r"[0-9]{10}", digits):
         raise FieldError(field_name, f"expected 10 digits, got {len(digits)} characters")
     if len(set(digits)) == 1:
         raise FieldError(field_name, "expected an issued NHS number, got a repeated digit")
@@ -65,7 +65,7 @@ def validate_upn(raw: str, field_name: str = "upn") -> str:
     A UPN is a check letter, eleven digits, and a final digit (permanent) or letter (temporary).
     """
     upn = raw.strip().upper().replace(" ", "")
-    if not re.fullmatch(rf"[{_UPN_LETTERS}]\d{{11}}[0-9{_UPN_LETTERS}]", upn):
+    if not re.fullmatch(rf"[{_UPN_LETTERS}][0-9]{{11}}[0-9{_UPN_LETTERS}]", upn):
         raise FieldError(
             field_name,
             "expected a check letter, 11 digits and a digit or letter (13 characters)",
@@ -82,7 +82,7 @@ def validate_upn(raw: str, field_name: str = "upn") -> str:
 def parse_date(raw: str, field_name: str) -> date:
     """Parse an ISO date ``YYYY-MM-DD`` (the only form on the wire and in imports)."""
     text = raw.strip()
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
         raise FieldError(field_name, f"expected YYYY-MM-DD, got {text!r}")
     try:
         return date.fromisoformat(text)

@@ -179,10 +179,29 @@ class _Person:
     twin: str | None = None
 
 
-def _zipf_choice(rng: random.Random, names: tuple[str, ...], skew: float = 1.1) -> str:
+def _zipf_choice(rng: random.Random, names: tuple[str, ...], skew: float) -> str:
     # Common names are common: rank r is chosen with weight 1 / r**skew.
-    weights = [1 / (r + 1) ** skew for r in range(len(names))]
+    weights = _ZIPF_WEIGHTS.get((len(names), skew))
+    if weights is None:
+        weights = _ZIPF_WEIGHTS[(len(names), skew)] = [1 / (r + 1) ** skew for r in range(len(names))]
     return rng.choices(names, weights)[0]
+
+
+_ZIPF_WEIGHTS: dict[tuple[int, float], list[float]] = {}
+_ONSETS = ("b", "br", "c", "ch", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "sh",
+           "t", "th", "v", "w", "y", "z")
+_VOWELS = ("a", "e", "i", "o", "u", "ai", "ea", "ie", "oo", "ou")
+_ENDINGS = ("ton", "ley", "well", "wood", "man", "son", "ford", "by", "er", "ham", "more", "field",
+            "ridge", "worth", "ard", "en", "ow", "ick", "stone", "ing")
+
+
+def _rare_family_name(rng: random.Random) -> str:
+    # Most children's surnames are outside any short list: a long tail of made-up ones.
+    return (rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_ENDINGS)).capitalize()
+
+
+def _rare_given_name(rng: random.Random) -> str:
+    return (rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_ONSETS) + rng.choice(("a", "ie", "o", "an", "el", "ia", "y"))).capitalize()
 
 
 _EXTRA_GIVEN_F = ("Lily-Rose", "Mary", "Anna", "Victoria", "Elizabeth", "Catherine", "Rebecca",
@@ -197,7 +216,7 @@ def _given(rng: random.Random, sex: str, avoid: set[str]) -> str:
     pool = (synthetic.GIVEN_NAMES_F + _EXTRA_GIVEN_F) if sex == "F" else (
         synthetic.GIVEN_NAMES_M + _EXTRA_GIVEN_M)
     while True:
-        name = _zipf_choice(rng, pool, 0.8)
+        name = _rare_given_name(rng) if rng.random() < 0.2 else _zipf_choice(rng, pool, 0.5)
         if rng.random() < 0.15:
             middle = rng.choice(pool)
             if middle != name:
@@ -213,7 +232,8 @@ def _population(rng: random.Random, households: int) -> list[list[_Person]]:
     out: list[list[_Person]] = []
     counter = 0
     for h in range(households):
-        family = _zipf_choice(rng, synthetic.FAMILY_NAMES, 0.9)
+        family = (_rare_family_name(rng) if rng.random() < 0.6
+                  else _zipf_choice(rng, synthetic.FAMILY_NAMES, 0.5))
         if rng.random() < 0.03:
             family = f"{family}-{rng.choice(synthetic.FAMILY_NAMES)}"
         postcode = synthetic.postcode(rng, _AREA)
@@ -240,7 +260,7 @@ def _population(rng: random.Random, households: int) -> list[list[_Person]]:
                     upn=synthetic.upn(rng, 383) if (_TODAY - dob).days > 4 * 365 else None,
                 )
                 if rng.random() < 0.05:
-                    former = _zipf_choice(rng, synthetic.FAMILY_NAMES, 0.9)
+                    former = _rare_family_name(rng)
                     kid.aliases.append(f"{given} {former}")
                 twins.append(kid)
             if len(twins) == 2:

@@ -57,9 +57,9 @@ from node.store import Child
 
 # --- thresholds (bits of posterior evidence; see docs/matching.md) ----------------------------
 
-MATCH_THRESHOLD = 12.0
+MATCH_THRESHOLD = 10.0
 """A candidate must score at least this (odds of about 4,000 to 1) to be a ``match``."""
-MATCH_MARGIN = 8.0
+MATCH_MARGIN = 6.0
 """...and beat the next candidate by at least this many bits (odds of 256 to 1)."""
 POSSIBLE_THRESHOLD = 0.0
 """At or above this (even odds) and not a match: ``possible_match``."""
@@ -724,11 +724,15 @@ class MatchIndex:
             and dob_level in (DateLevel.EXACT, DateLevel.SWAPPED, DateLevel.DIGIT)
             and not self._given_tells_apart(given, q_given, r_given, sex_agrees)
         )
-        id_agrees = nhs is IdLevel.AGREE or upn is IdLevel.AGREE
+        id_agrees = nhs in (IdLevel.AGREE, IdLevel.NEAR) or upn in (IdLevel.AGREE, IdLevel.NEAR)
+        # A sibling's identifier typed by mistake: the identifier agrees, the child does not.
+        other_child = (given in (NameLevel.DIFFERENT, NameLevel.SIMILAR_NAME)
+                       and dob_level is DateLevel.DIFFERENT)
         return Comparison(
             record_id=child.record_id, given=given, family=family, swapped=swapped, alias=alias,
             dob=dob_level, postcode=pc_level, nhs=nhs, upn=upn, score=score,
-            twin_guard=twin_like and not id_agrees, nhs_conflict=nhs is IdLevel.CONFLICT,
+            twin_guard=(twin_like and not id_agrees) or other_child,
+            nhs_conflict=nhs is IdLevel.CONFLICT,
         )
 
     def _given_tells_apart(self, level: NameLevel, query: str, record: str, sex_agrees: bool) -> bool:
