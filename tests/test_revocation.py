@@ -182,6 +182,8 @@ async def test_trust_list_is_fetched_from_a_url_and_cached(tmp_path: Path) -> No
         (party / "root.json").write_text((folder / "root.json").read_text())
         store = TrustStore(party / "root.json", party / "trustlist.json",
                            url=f"http://127.0.0.1:{port}/trustlist.json")
+        assert 1 == (await asyncio.to_thread(store.load)).version  # first start: no cached file yet
+        assert (party / "trustlist.json").exists()
         assert 1 == (await store.refresh()).version
         old = served["body"]
         key = keyfiles.generate()

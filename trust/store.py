@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -66,8 +67,27 @@ class TrustStore:
         return GovernanceRoot.from_json(read_json(self.root_path))
 
     def load(self, now: datetime | None = None) -> TrustList:
-        """Read, verify and accept the trust list file; raise ``TrustError`` if it is not good."""
+        """Read, verify and accept the trust list file; raise ``TrustError`` if it is not good.
+
+        On a first start with a URL and no cached file yet, the list is downloaded once
+        (blocking: this runs before the service serves anything) and cached.
+        """
+        if self.url and not self.list_path.exists():
+            document = self._download_blocking(self.url)
+            accepted = self.accept(document, now)
+            self.list_path.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomic(self.list_path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+            return accepted
         return self.accept(read_json(self.list_path), now)
+
+    def _download_blocking(self, url: str) -> Any:
+        if not url.startswith(("https://", "http://")):
+            raise TrustError(f"trust_list_url: expected an http(s) URL, got {url!r}")
+        try:
+            with urllib.request.urlopen(url, timeout=self.fetch_timeout) as response:  # noqa: S310
+                return json.loads(response.read())
+        except (OSError, ValueError) as exc:
+            raise TrustError(f"{url}: cannot fetch the trust list: {exc.__class__.__name__}") from exc
 
     def accept(self, document: Any, now: datetime | None = None) -> TrustList:
         """Verify ``document`` against the pinned root and the highest version accepted; keep it."""
