@@ -188,6 +188,13 @@ def cmd_federation_show(args: argparse.Namespace) -> int:
     print(f"governance: {trust.governance.threshold} of {len(trust.governance.keys)} keys")
     for m in sorted(trust.members.values(), key=lambda m: m.id):
         print(f"  {m.id:<20} {','.join(sorted(m.roles)):<14} {m.endpoint or '':<28} {m.name}")
+        if args.keys:
+            for k in m.keys:
+                window = (f"{k.not_before:%Y-%m-%d %H:%M}Z" if k.not_before else "…") + " to " + \
+                    (f"{k.not_after:%Y-%m-%d %H:%M}Z" if k.not_after else "…")
+                print(f"      key {k.kid} {k.alg:<6} valid {window}")
+            if m.tls_fingerprint:
+                print(f"      tls {m.tls_fingerprint}")
     print("purposes: " + ", ".join(p.code for p in trust.policy.purposes))
     return 0
 
@@ -512,6 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = fsub.add_parser("show", help="verify and print the trust list")
     p.add_argument("dir")
     p.add_argument("--root", help="pinned root.json (default: DIR/root.json)")
+    p.add_argument("--keys", action="store_true", help="also list each member's key ids, validity and TLS pin")
     p.set_defaults(func=cmd_federation_show)
 
     p = sub.add_parser("token", help="issue a development practitioner token (demo identity provider)")
