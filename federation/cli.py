@@ -179,9 +179,8 @@ def cmd_federation_show(args: argparse.Namespace) -> int:
     from trust.trustlist import GovernanceRoot, verify
 
     folder = Path(args.dir)
-    trust = verify(read_json(folder / "trustlist.json"),
-                   GovernanceRoot.from_json(read_json(Path(args.root) if args.root else folder / "root.json")),
-                   datetime.now(UTC), allow_expired=True)
+    root = GovernanceRoot.from_json(read_json(Path(args.root) if args.root else folder / "root.json"))
+    trust = verify(read_json(folder / "trustlist.json"), root, datetime.now(UTC), allow_expired=True)
     expired = " (EXPIRED)" if trust.expires < datetime.now(UTC) else ""
     print(f"federation {trust.federation}  version {trust.version}  expires "
           f"{trust.expires:%Y-%m-%d %H:%M}Z{expired}")
