@@ -518,7 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = fsub.add_parser("show", help="verify and print the trust list")
     p.add_argument("dir")
     p.add_argument("--root", help="pinned root.json (default: DIR/root.json)")
-    p.add_argument("--keys", action="store_true", help="also list each member's key ids, validity and TLS pin")
+    p.add_argument("--keys", action="store_true",
+                   help="also list each member's key ids, validity and TLS pin")
     p.set_defaults(func=cmd_federation_show)
 
     p = sub.add_parser("token", help="issue a development practitioner token (demo identity provider)")
