@@ -1,0 +1,323 @@
+"""The node's matcher: the child despite the errors people make, and never another child."""
+
+from __future__ import annotations
+
+import random
+from datetime import date
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from federation import synthetic
+from federation.identity import Identity, normalise_name, parse_identity
+from federation.protocol import Status
+from node import evaluation
+from node.matching import (
+    MATCH_MARGIN,
+    MATCH_THRESHOLD,
+    POSSIBLE_THRESHOLD,
+    DateLevel,
+    MatchIndex,
+    NameLevel,
+    compare_dates,
+    compare_names,
+)
+from node.store import Child
+
+NHS_A = "9434765919"
+NHS_B = "4010232137"
+NHS_C = "1000000060"
+
+
+def make_child(record_id: str, given: str, family: str, dob: str, postcode: str | None = "LS6 2QX",
+               sex: str | None = "F", nhs: str | None = None, upn: str | None = None,
+               aliases: tuple[str, ...] = ()) -> Child:
+    """A child as the importer would store it (names normalised)."""
+    return Child(
+        record_id=record_id, pseudonym="p-" + record_id, nhs_number=nhs, upn=upn,
+        given_name=normalise_name(given), family_name=normalise_name(family),
+        other_names=tuple(normalise_name(a) for a in aliases),
+        date_of_birth=date.fromisoformat(dob), sex=sex, postcode=postcode, shielded=False,
+    )
+
+
+def ask(**fields: str) -> Identity:
+    """A query as the broker sends it: raw fields through the shared parser."""
+    return parse_identity(fields)
+
+
+RECORDS = [
+    make_child("victoria", "Victoria", "Climbié", "2012-11-02", "N17 6QA", "F", NHS_A,
+               aliases=("Anna Kouao",)),
+    make_child("zoe", "Zoë", "O'Neill", "2015-03-21", "LS6 2QX", "F"),
+    make_child("muhammad", "Muhammad", "Rahman", "2013-07-14", "BS5 6XX", "M"),
+    make_child("william", "William", "Okonkwo", "2011-05-09", "ME4 4QF", "M"),
+    make_child("mary", "Mary Jane", "Smith-Jones", "2016-09-30", "TR1 3AB", "F"),
+    make_child("harriet", "Harriet", "Lloyd-Williams", "2014-12-17", "OL11 2PQ", "F",
+               aliases=("Harriet Pemberton",)),
+    make_child("siobhan", "Siobhan", "Fitzgerald", "2010-02-08", "CT9 1ZZ", "F", upn="P207000016049"),
+    # Twins: same birthday, family name and home; only the given name tells them apart.
+    make_child("twin-oscar", "Oscar", "Wiśniewski", "2017-06-04", "M24 1AA", "M", NHS_B),
+    make_child("twin-olivia", "Olivia", "Wiśniewski", "2017-06-04", "M24 1AA", "F", NHS_C),
+    # A sibling of the twins.
+    make_child("sibling-jakub", "Jakub", "Wiśniewski", "2013-01-19", "M24 1AA", "M"),
+]
+
+
+@pytest.fixture(scope="module")
+def index() -> MatchIndex:
+    """The named records among a few thousand synthetic children (common names included)."""
+    rng = random.Random(7)
+    background = [evaluation._as_child(p) for home in evaluation._population(rng, 2500) for p in home]
+    return MatchIndex(RECORDS + background)
+
+
+# Every error pattern the issue names, as (case, query fields, record it must find).
+FOUND: list[tuple[str, dict[str, str], str]] = [
+    ("exact", dict(given_name="Victoria", family_name="Climbié", date_of_birth="2012-11-02",
+                   postcode="N17 6QA", sex="F"), "victoria"),
+    ("accent dropped", dict(given_name="Victoria", family_name="Climbie", date_of_birth="2012-11-02",
+                            postcode="N17 6QA"), "victoria"),
+    ("typo in given name", dict(given_name="Victorai", family_name="Climbie",
+                                date_of_birth="2012-11-02", postcode="N17 6QA"), "victoria"),
+    ("typo in family name", dict(given_name="Victoria", family_name="Clinbie",
+                                 date_of_birth="2012-11-02", postcode="N17 6QA"), "victoria"),
+    ("phonetic spelling of family name", dict(given_name="Victoria", family_name="Klimbie",
+                                              date_of_birth="2012-11-02", sex="F"), "victoria"),
+    ("alias held on the record", dict(given_name="Anna", family_name="Kouao",
+                                      date_of_birth="2012-11-02", postcode="N17 6QA"), "victoria"),
+    ("NHS number and date of birth only", dict(nhs_number=NHS_A, date_of_birth="2012-11-02"),
+     "victoria"),
+    ("apostrophe and diaeresis dropped", dict(given_name="Zoe", family_name="ONeill",
+                                              date_of_birth="2015-03-21", postcode="LS6 2QX"), "zoe"),
+    ("apostrophe as a space, capitals", dict(given_name="ZOE", family_name="O NEILL",
+                                             date_of_birth="2015-03-21", sex="F"), "zoe"),
+    ("day and month swapped", dict(given_name="Zoe", family_name="O'Neill",
+                                   date_of_birth="2015-03-12", postcode="LS6 2QX", sex="F"), "zoe"),
+    ("transliteration", dict(given_name="Mohammed", family_name="Rahman",
+                             date_of_birth="2013-07-14", postcode="BS5 6XX", sex="M"), "muhammad"),
+    ("transliteration and family name variant", dict(given_name="Mohamed", family_name="Rehman",
+                                                    date_of_birth="2013-07-14", postcode="BS5 6XX"),
+     "muhammad"),
+    ("one digit of the date wrong", dict(given_name="Muhammad", family_name="Rahman",
+                                         date_of_birth="2013-07-17", postcode="BS5 6XX", sex="M"),
+     "muhammad"),
+    ("nickname", dict(given_name="Bill", family_name="Okonkwo", date_of_birth="2011-05-09",
+                      postcode="ME4 4QF", sex="M"), "william"),
+    ("given and family names swapped", dict(given_name="Okonkwo", family_name="William",
+                                            date_of_birth="2011-05-09", postcode="ME4 4QF"),
+     "william"),
+    ("moved house", dict(given_name="William", family_name="Okonkwo", date_of_birth="2011-05-09",
+                         postcode="LS9 8AB", sex="M"), "william"),
+    ("first of two given names", dict(given_name="Mary", family_name="Smith-Jones",
+                                      date_of_birth="2016-09-30", postcode="TR1 3AB"), "mary"),
+    ("one part of a double-barrelled name", dict(given_name="Mary Jane", family_name="Jones",
+                                                 date_of_birth="2016-09-30", postcode="TR1 3AB"),
+     "mary"),
+    ("double-barrelled name without hyphen", dict(given_name="Harriet", family_name="Lloyd Williams",
+                                                  date_of_birth="2014-12-17", sex="F"), "harriet"),
+    ("former family name", dict(given_name="Harriet", family_name="Pemberton",
+                                date_of_birth="2014-12-17", postcode="OL11 2PQ"), "harriet"),
+    ("UPN and date of birth only", dict(upn="P207000016049", date_of_birth="2010-02-08"), "siobhan"),
+    ("twin asked for by name", dict(given_name="Olivia", family_name="Wisniewski",
+                                    date_of_birth="2017-06-04", postcode="M24 1AA", sex="F"),
+     "twin-olivia"),
+    ("other twin asked for by name", dict(given_name="Oscar", family_name="Wisniewski",
+                                          date_of_birth="2017-06-04", sex="M"), "twin-oscar"),
+]
+
+
+@pytest.mark.parametrize(("case", "fields", "record_id"), FOUND, ids=[c[0] for c in FOUND])
+def test_finds_the_child_despite_the_error(index: MatchIndex, case: str, fields: dict[str, str],
+                                           record_id: str) -> None:
+    """Each error people really make when typing still finds the right child."""
+    result = index.match(ask(**fields))
+    expected = (Status.MATCH, record_id)
+    actual = (result.status, result.record_id)
+    assert expected == actual
+
+
+# Queries that must never return the record named (a match would disclose another child).
+NEVER: list[tuple[str, dict[str, str], str]] = [
+    ("conflicting NHS number, all else exact",
+     dict(nhs_number=NHS_B, given_name="Victoria", family_name="Climbié", date_of_birth="2012-11-02",
+          postcode="N17 6QA", sex="F"), "victoria"),
+    ("sibling's NHS number typed for another child",
+     dict(nhs_number=NHS_B, given_name="Jakub", family_name="Wisniewski", date_of_birth="2013-01-19",
+          postcode="M24 1AA"), "twin-oscar"),
+    ("a third child with the twins' birthday and home",
+     dict(given_name="Amelia", family_name="Wisniewski", date_of_birth="2017-06-04",
+          postcode="M24 1AA", sex="F"), "twin-olivia"),
+    ("twin with no given name to tell them apart",
+     dict(family_name="Wisniewski", date_of_birth="2017-06-04", postcode="M24 1AA", nhs_number=NHS_A),
+     "twin-oscar"),
+    ("sibling: same family and home, different child",
+     dict(given_name="Kacper", family_name="Wisniewski", date_of_birth="2013-01-20",
+          postcode="M24 1AA", sex="M"), "sibling-jakub"),
+    ("same names, different birthday and home",
+     dict(given_name="Zoe", family_name="O'Neill", date_of_birth="2009-08-01", postcode="BS3 1AA"),
+     "zoe"),
+]
+
+
+@pytest.mark.parametrize(("case", "fields", "record_id"), NEVER, ids=[c[0] for c in NEVER])
+def test_never_returns_another_child(index: MatchIndex, case: str, fields: dict[str, str],
+                                     record_id: str) -> None:
+    """Look-alike queries are not answered with the record they resemble."""
+    result = index.match(ask(**fields))
+    expected = False
+    actual = result.status is Status.MATCH and result.record_id == record_id
+    assert expected == actual
+
+
+def test_unknown_child_is_no_match(index: MatchIndex) -> None:
+    """A child the node does not hold gets ``no_match``."""
+    result = index.match(ask(given_name="Ezekiel", family_name="Thistlewaite",
+                             date_of_birth="2008-01-01", postcode="TR18 4AA", sex="M"))
+    expected = Status.NO_MATCH
+    actual = result.status
+    assert expected == actual
+
+
+def test_conflicting_nhs_number_never_matches() -> None:
+    """Two different valid NHS numbers rule out ``match`` even when every other field agrees."""
+    node = MatchIndex([make_child("a", "Victoria", "Climbie", "2012-11-02", "N17 6QA", "F", NHS_A)])
+    query = ask(nhs_number=NHS_B, given_name="Victoria", family_name="Climbie",
+                date_of_birth="2012-11-02", postcode="N17 6QA", sex="F")
+    comparison = node.compare(query, "a")
+    expected = (True, Status.POSSIBLE_MATCH)
+    actual = (comparison.nhs_conflict, node.match(query).status)
+    assert expected == actual
+
+
+def test_only_one_twin_held_the_other_is_not_matched() -> None:
+    """A node may hold one twin and be asked about the other: never ``match`` the one it holds."""
+    node = MatchIndex([make_child("oscar", "Oscar", "Wisniewski", "2017-06-04", "M24 1AA", "M")])
+    result = node.match(ask(given_name="Olivia", family_name="Wisniewski",
+                            date_of_birth="2017-06-04", postcode="M24 1AA"))
+    expected = False
+    actual = result.status is Status.MATCH
+    assert expected == actual
+
+
+@pytest.mark.parametrize(("held", "asked"), [("Jack", "Jake"), ("Jake", "Jakc"), ("Ella", "Ellia"),
+                                              ("Samantha", "Sam")])
+def test_twin_with_a_similar_name_is_not_matched(held: str, asked: str) -> None:
+    """A name one keystroke from the held twin's, but also a real name (or one keystroke from
+    another), or a short form of several names, does not tell twins apart."""
+    node = MatchIndex([make_child("held", held, "Okafor", "2016-02-29", "LS8 1AA", None)])
+    result = node.match(ask(given_name=asked, family_name="Okafor", date_of_birth="2016-02-29",
+                            postcode="LS8 1AA"))
+    expected = False
+    actual = result.status is Status.MATCH
+    assert expected == actual
+
+
+TWIN_NAMES = st.sampled_from(sorted({normalise_name(n).split()[0] for n in
+                                     synthetic.GIVEN_NAMES_F + synthetic.GIVEN_NAMES_M}))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(held=TWIN_NAMES, asked=TWIN_NAMES, family=st.sampled_from(synthetic.FAMILY_NAMES),
+       pattern=st.sampled_from(evaluation.PATTERNS), seed=st.integers(0, 10_000),
+       both_held=st.booleans())
+def test_twins_never_cross_match(held: str, asked: str, family: str, pattern: str, seed: int,
+                                 both_held: bool) -> None:
+    """Whatever error the query carries, a query for one twin never matches the other twin."""
+    from federation.names import canonical_token, nickname_related
+
+    a, b = canonical_token(held), canonical_token(asked)
+    if a == b or nickname_related(a, b):
+        return  # parents do not give twins one name in two spellings
+    dob = date(2018, 4, 7)
+    twin = evaluation._Person(key="held", given=held.capitalize(), family=family, dob=dob, sex="F",
+                              postcode="LS7 3JT", nhs=None, upn=None)
+    other = evaluation._Person(key="asked", given=asked.capitalize(), family=family, dob=dob,
+                               sex="F", postcode="LS7 3JT", nhs=None, upn=None)
+    records = [evaluation._as_child(twin)] + ([evaluation._as_child(other)] if both_held else [])
+    node = MatchIndex(records)
+    query, _ = evaluation._query_for(random.Random(seed), other, False, (pattern,))
+    result = node.match(query)
+    expected = False
+    actual = result.status is Status.MATCH and result.record_id == "held"
+    assert expected == actual
+
+
+# --- the seam and its pieces ------------------------------------------------------------------
+
+def test_seam_keeps_its_shape() -> None:
+    """Other code relies on ``MatchIndex(children)``, ``len``, ``children`` and ``match``."""
+    records = RECORDS[:3]
+    node = MatchIndex(records)
+    result = node.match(ask(given_name="Zoe", family_name="O'Neill", date_of_birth="2015-03-21",
+                            postcode="LS6 2QX"))
+    expected: tuple[Any, ...] = (3, {c.record_id for c in records}, Status.MATCH, "zoe", 1)
+    actual = (len(node), set(node.children), result.status, result.record_id, result.candidates)
+    assert expected == actual
+    assert result.score is not None and result.score >= MATCH_THRESHOLD
+
+
+def test_empty_node_answers_no_match() -> None:
+    """An empty node answers ``no_match`` to anything."""
+    result = MatchIndex([]).match(ask(given_name="Zoe", family_name="Smith", date_of_birth="2015-03-21"))
+    expected = (Status.NO_MATCH, None)
+    actual = (result.status, result.record_id)
+    assert expected == actual
+
+
+def test_two_close_candidates_are_a_possible_match() -> None:
+    """When two records fit about equally well, nothing is disclosed: ``possible_match``."""
+    node = MatchIndex([
+        make_child("a", "Amelia", "Jones", "2015-03-21", "LS6 2QX", "F"),
+        make_child("b", "Amelia", "Jones", "2015-03-21", "LS9 8AB", "F"),
+    ])
+    result = node.match(ask(given_name="Amelia", family_name="Jones", date_of_birth="2015-03-21"))
+    expected = (Status.POSSIBLE_MATCH, None, 2)
+    actual = (result.status, result.record_id, result.candidates)
+    assert expected == actual
+
+
+def test_duplicate_record_ids_are_refused() -> None:
+    """An index cannot hold two records under one id."""
+    with pytest.raises(ValueError, match="appears twice"):
+        MatchIndex([RECORDS[0], RECORDS[0]])
+
+
+def test_thresholds_keep_their_documented_order() -> None:
+    """A runner-up below ``possible_match`` can never be within the margin of a match."""
+    expected = True
+    actual = POSSIBLE_THRESHOLD <= MATCH_THRESHOLD - MATCH_MARGIN
+    assert expected == actual
+
+
+NAME_LEVELS = [
+    ("mary", "mary", NameLevel.EXACT), ("o neill", "oneill", NameLevel.EXACT),
+    ("mohammed", "muhammad", NameLevel.VARIANT), ("mary", "mary jane", NameLevel.PARTIAL),
+    ("bill", "william", NameLevel.NICKNAME), ("sam", "samantha", NameLevel.NICKNAME_AMBIGUOUS),
+    ("victorai", "victoria", NameLevel.TYPO), ("jake", "jack", NameLevel.SIMILAR_NAME),
+    ("oscar", "olivia", NameLevel.DIFFERENT), ("", "mary", NameLevel.MISSING),
+]
+
+
+@pytest.mark.parametrize(("a", "b", "level"), NAME_LEVELS)
+def test_name_levels(a: str, b: str, level: NameLevel) -> None:
+    """Given names compare at the documented levels."""
+    from federation.names import known_given_names
+
+    expected = level
+    actual = compare_names(a, b, known_given_names())
+    assert expected == actual
+
+
+@pytest.mark.parametrize(("a", "b", "level"), [
+    ("2015-03-21", "2015-03-21", DateLevel.EXACT), ("2015-03-12", "2015-12-03", DateLevel.SWAPPED),
+    ("2015-03-21", "2015-03-27", DateLevel.DIGIT), ("2015-03-21", "2015-03-12", DateLevel.DIGIT),
+    ("2015-03-21", "2014-11-02", DateLevel.DIFFERENT),
+])
+def test_date_levels(a: str, b: str, level: DateLevel) -> None:
+    """Dates compare exactly, swapped, one digit (or adjacent swap) apart, or different."""
+    expected = level
+    actual = compare_dates(date.fromisoformat(a), date.fromisoformat(b))
+    assert expected == actual
