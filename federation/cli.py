@@ -409,7 +409,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         body["on_behalf_of"] = {"name": name, "organisation": org, "role": role, "phone": phone}
 
     async def go() -> tuple[int, Any]:
-        async with aiohttp.ClientSession() as session, session.post(
+        from trust import tls
+
+        connector = aiohttp.TCPConnector(ssl=tls.plain_client_context(Path(args.ca))) if args.ca else None
+        async with aiohttp.ClientSession(connector=connector) as session, session.post(
             args.broker.rstrip("/") + "/v1/search", json=body,
             headers={"Authorization": f"Bearer {token}"},
         ) as response:
@@ -609,6 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--purpose", required=True)
     p.add_argument("--on-behalf-of", help="mediators: 'name|organisation|role|phone'")
     p.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    p.add_argument("--ca", help="CA certificate to trust for an https broker (e.g. the federation CA)")
     p.set_defaults(func=cmd_search)
     return parser
 

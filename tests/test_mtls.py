@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -224,3 +225,33 @@ async def test_query_issuer_must_be_the_broker_holding_the_tls_connection(
         tls_federation.node_url("alpha") + "/v1/query", json={"v": 1, "query": token}
     ) as response:
         assert expected == response.status
+
+
+async def test_cli_search_reaches_an_https_broker_trusting_the_federation_ca(
+    tls_federation: TlsFederation, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A broker serving practitioners over HTTPS with its member certificate answers
+    `signpost search --ca`, and the search itself runs over mutual TLS to the nodes."""
+    from broker.api import create_app
+    from federation.cli import main
+
+    fed = tls_federation.fed
+    config = dataclasses.replace(fed.broker_config, audit_log=fed.folder / "broker" / "https-audit.log")
+    assert config.tls is not None
+    runner = web.AppRunner(create_app(config), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0,
+                      ssl_context=tls.server_context(config.tls, require_client=False)).start()
+    port = runner.addresses[0][1]
+    try:
+        code = await asyncio.to_thread(main, [
+            "search", "--broker", f"https://localhost:{port}",
+            "--ca", str(tls_federation.tls_dir / "ca.pem"),
+            "--token", fed.token(), "--given-name", AMARA["given_name"],
+            "--family-name", AMARA["family_name"],
+            "--date-of-birth", AMARA["date_of_birth"], "--sex", "F", "--purpose", PURPOSE, "--json"])
+    finally:
+        await runner.cleanup()
+    answer = json.loads(capsys.readouterr().out)
+    assert (0, {"alpha": "match", "beta": "match", "gamma": "no_match"}) == (
+        code, {r["authority"]["id"]: r["status"] for r in answer["results"]})
