@@ -30,6 +30,7 @@ from broker.demo_idp import DemoIdentityProvider
 from broker.pages import FormError
 from broker.sessions import Session, SessionStore
 from federation.errors import ValidationError
+from federation.logapi import AuditUnavailable
 from trust import tokens
 from trust.errors import ExpiredError, TrustError
 
@@ -332,7 +333,12 @@ async def handle_search(request: web.Request) -> web.Response:
         broker.metrics.refused.inc("invalid")
         return html(pages.search_page(who, session.csrf, _purposes(request), values, errors, mediator),
                     status=400)
-    answer = await broker.search(search, who, now)
+    try:
+        answer = await broker.search(search, who, now)
+    except AuditUnavailable:
+        return html(pages.message_page("Signpost is not available", "Searches cannot be recorded in the "
+                                       "audit log just now, so none are made. Try again later.",
+                                       who=who, csrf=session.csrf), status=503)
     log.info("web search %s answered", answer["query_id"])
     typed = {**{k: values[k] for k in ("nhs_number", "upn", "given_name", "family_name", "postcode")},
              "date_of_birth": dob or "", "sex": dict(pages.SEX_OPTIONS).get(values["sex"], values["sex"])}

@@ -371,8 +371,17 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     # Nodes first, then the broker: the broker logs a search before any node can see it, so
     # every node entry read has its search in the broker log read after it.
     results = asyncio.run(_read_all(args, trust, [*nodes, broker], now))
-    unverified = [f for f in results if not f.ok]
     report = reconcile_fetched([f for f in results if f.ok], broker.id)
+    # A search made between reading a node's log and the broker's can show an answer the node's
+    # copy does not hold yet: read those nodes once more before reporting.
+    behind = {d.node for d in report.discrepancies
+              if d.kind is auditor.DiscrepancyKind.ANSWER_WITHOUT_NODE_ENTRY}
+    if behind:
+        again = asyncio.run(_read_all(args, trust, [m for m in nodes if m.id in behind], now))
+        fresh = {f.service: f for f in again}
+        results = [fresh.get(f.service, f) for f in results]
+        report = reconcile_fetched([f for f in results if f.ok], broker.id)
+    unverified = [f for f in results if not f.ok]
     if args.json:
         print(json.dumps({"logs": [_fetched_json(f) for f in results], "searches": report.searches,
                           "node_queries": dict(report.node_queries), "refused": dict(report.refused),

@@ -32,6 +32,7 @@ from broker.config import BrokerConfig
 from federation import config as configfile
 from federation import provision, synthetic
 from federation.render import answer_text
+from node import audit as node_audit
 from node.config import NodeConfig
 from node.importer import import_files
 from node.store import Store
@@ -167,6 +168,9 @@ def build(folder: Path, *, children: int = 3000, seed: int = 7, today: date | No
     pins = {m: tls.issue_certificate(tls_dir / "ca.pem", tls_dir / "ca.key", m, tls_dir / f"{m}.pem",
                                      tls_dir / f"{m}.key")
             for m in (BROKER_ID, *(a for a, _, _ in AUTHORITIES))}
+    # The auditor's client certificate (the nodes ask every client for one from the federation CA).
+    tls.issue_certificate(tls_dir / "ca.pem", tls_dir / "ca.key", "auditor", tls_dir / "auditor.pem",
+                          tls_dir / "auditor.key")
     def member(member_id: str, name: str, role: str, **extra: Any) -> tuple[dict[str, Any], Any]:
         key = keyfiles.generate()
         return provision.member_entry(member_id, name, [role], key, **extra), key
@@ -208,6 +212,9 @@ def build(folder: Path, *, children: int = 3000, seed: int = 7, today: date | No
         store = Store(node_config.database)
         summary = import_files(store, home / "children.csv", home / "involvements.csv",
                                rejects_path=home / "rejects.csv")
+        node_audit.record(store, node_config.audit_log, node_audit.import_entry(
+            authority, datetime.now(UTC), summary.to_json(), full=False, children_file="children.csv",
+            involvements_file="involvements.csv"))
         store.close()
         out(f"  {name:<28} {summary.children_added:>6} children, "
             f"{summary.involvements_added:>6} involvements imported, {summary.rejected} rejected")
@@ -321,6 +328,18 @@ async def run_samples(broker_url: str, folder: Path, samples: list[Sample],
     return failures
 
 
+def run_audit(folder: Path, out: Callable[[str], None] = print) -> int:
+    """Verify every audit log and reconcile the broker with the nodes, as an auditor would."""
+    from federation.cli import main
+
+    out("\nAudit: signpost audit reconcile (verifies each log's signed checkpoint first)")
+    tls_dir = folder / "tls"
+    code = main(["audit", "reconcile", "--federation", str(folder), "--state", str(folder / "audit-state"),
+                 "--token", demo_token(folder, "auditor"), "--tls-ca", str(tls_dir / "ca.pem"),
+                 "--tls-cert", str(tls_dir / "auditor.pem"), "--tls-key", str(tls_dir / "auditor.key")])
+    return 0 if code == 0 else 1
+
+
 def run(folder: Path, *, once: bool, children: int, out: Callable[[str], None] = print) -> int:
     """Build and start the demo federation; run the samples; serve until Ctrl-C unless ``once``."""
     started = time.monotonic()
@@ -340,6 +359,7 @@ def run(folder: Path, *, once: bool, children: int, out: Callable[[str], None] =
         out(f"All {len(urls)} nodes and the broker are up ({time.monotonic() - started:.1f} s); "
             "broker and nodes talk over mutual TLS.")
         failures = asyncio.run(run_samples(broker_url, folder, layout["samples"], out))
+        failures += run_audit(folder, out)
         out("")
         if failures:
             out(f"{failures} sample search(es) did not answer as expected.")

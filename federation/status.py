@@ -3,8 +3,10 @@
 For every member of the verified trust list: its roles, whether its endpoint answers
 ``/healthz``, the trust-list version it runs, and -- where the service keeps an audit log --
 the log's size and the age of its latest signed checkpoint. Members without an endpoint (token
-issuers, auditors) are listed as such. Nothing here needs a credential: ``/healthz`` and the
-checkpoint are public by design.
+issuers, auditors) are listed as such. Nothing here needs a credential: ``/healthz`` is public
+and carries ``log_size`` and ``checkpoint_time``; the signed checkpoint itself
+(``/v1/log/checkpoint``) answers auditor tokens only, so it is asked only of services whose
+``/healthz`` does not say.
 """
 
 from __future__ import annotations
