@@ -81,7 +81,7 @@ def judge(
     if claims.get("query_jti") != query_jti or claims.get("query_hash") != envelope.envelope_hash(query_token):
         return _unavailable(node, "answer is not bound to this query", started, integrity=True)
     try:
-        status = Status(claims.get("status"))
+        status = Status(str(claims.get("status")))
         if status not in NODE_STATUSES:
             raise ValueError(status)
         involvements = tuple(Disclosed.from_wire(i) for i in claims.get("involvements") or [])
