@@ -224,12 +224,14 @@ class Comparison:
     nhs: IdLevel
     upn: IdLevel
     score: float
-    twin_guard: bool
-    nhs_conflict: bool
+    twin_guard: bool  # could be the twin of the child searched for
+    other_child: bool  # identifier agrees, given name and date of birth do not
+    nhs_conflict: bool  # two different valid NHS numbers
 
     @property
     def may_match(self) -> bool:
-        return not (self.twin_guard or self.nhs_conflict)
+        """Whether no guard forbids answering ``match`` with this record."""
+        return not (self.twin_guard or self.other_child or self.nhs_conflict)
 
 
 # (score, given level, family level, swapped, alias, query given, record given)
@@ -731,7 +733,7 @@ class MatchIndex:
         return Comparison(
             record_id=child.record_id, given=given, family=family, swapped=swapped, alias=alias,
             dob=dob_level, postcode=pc_level, nhs=nhs, upn=upn, score=score,
-            twin_guard=(twin_like and not id_agrees) or other_child,
+            twin_guard=twin_like and not id_agrees, other_child=other_child,
             nhs_conflict=nhs is IdLevel.CONFLICT,
         )
 
