@@ -78,7 +78,9 @@ def judge(
         return _unavailable(node, "answer failed signature verification", started, integrity=True)
     if signer.id != node.id:
         return _unavailable(node, "answer signed by a different member", started, integrity=True)
-    if claims.get("query_jti") != query_jti or claims.get("query_hash") != envelope.envelope_hash(query_token):
+    bound = (claims.get("query_jti") == query_jti
+             and claims.get("query_hash") == envelope.envelope_hash(query_token))
+    if not bound:
         return _unavailable(node, "answer is not bound to this query", started, integrity=True)
     try:
         status = Status(str(claims.get("status")))

@@ -87,7 +87,8 @@ SCHOOL_WORDS = ("St Mary's", "Oakfield", "Hillside", "Park View", "Riverside", "
 
 def postcode(rng: random.Random, area: str) -> str:
     district = rng.choice(AREAS[area])
-    return f"{district} {rng.randint(1, 9)}{rng.choice('ABDEFGHJLNPQRSTUWXYZ')}{rng.choice('ABDEFGHJLNPQRSTUWXYZ')}"
+    letters = "ABDEFGHJLNPQRSTUWXYZ"  # the letters used in inward codes
+    return f"{district} {rng.randint(1, 9)}{rng.choice(letters)}{rng.choice(letters)}"
 
 
 def nhs_number(rng: random.Random) -> str:

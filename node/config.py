@@ -51,7 +51,8 @@ class NodeConfig:
         if self.retention_age is not None and not 18 <= self.retention_age <= 120:
             raise ValueError(f"retention_age: expected 18-120, got {self.retention_age}")
         if not 0.05 <= self.purge_interval_seconds <= 86400:
-            raise ValueError(f"purge_interval_seconds: expected 0.05-86400, got {self.purge_interval_seconds}")
+            raise ValueError(
+                f"purge_interval_seconds: expected 0.05-86400, got {self.purge_interval_seconds}")
         if not 0 < self.notify_retry_base_seconds <= self.notify_retry_cap_seconds:
             raise ValueError("notify_retry_base_seconds: expected more than 0 and at most "
                              f"notify_retry_cap_seconds, got {self.notify_retry_base_seconds}")

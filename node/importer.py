@@ -160,7 +160,7 @@ def _parse_involvement(row: dict[str, str]) -> dict[str, Any]:
 
 def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
     try:
-        fh = open(path, newline="", encoding="utf-8-sig")
+        fh = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
         raise ImportError_(f"{path}: cannot open: {exc}") from exc
     with fh:
@@ -171,7 +171,7 @@ def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str
             raise ImportError_(f"{path}: missing column(s) {', '.join(missing)}")
         for row in reader:
             if None in row:
-                row.pop(None)  # type: ignore[call-overload]
+                row.pop(None)
                 yield reader.line_num, {"__extra__": "1", **row}
             else:
                 yield reader.line_num, {k: v or "" for k, v in row.items()}
@@ -200,7 +200,7 @@ def _upsert(
     sets = ", ".join(f"{c}=?" for c in columns[1:])
     conn.execute(
         f"UPDATE {table} SET {sets} WHERE record_id=?",  # noqa: S608
-        row[1:] + (values["record_id"],),
+        (*row[1:], values["record_id"]),
     )
     return "updated"
 

@@ -146,7 +146,8 @@ class Federation:
         for name in list(self.runners):
             await self.stop(name)
 
-    def token(self, role: str = "practitioner", authority: str = "alpha", *, amr: tuple[str, ...] = ("pwd", "otp"),
+    def token(self, role: str = "practitioner", authority: str = "alpha", *,
+              amr: tuple[str, ...] = ("pwd", "otp"),
               lifetime: int = 600, now: datetime | None = None, org: str | None = None) -> str:
         key = keyfiles.load_private(self.folder / "keys" / f"{authority}-idp.pem")
         return tokens.issue(issuer=f"{authority}-idp", key=key, audience=AUDIENCE, sub=f"{role}@{authority}",
@@ -187,7 +188,8 @@ def build_federation(folder: Path, records: dict[str, tuple[list[dict[str, str]]
         home = folder / node_id
         home.mkdir()
         (home / "root.json").write_text((folder / "root.json").read_text())
-        config = NodeConfig(id=node_id, database=home / "node.sqlite3", key=folder / "keys" / f"{node_id}.pem",
+        config = NodeConfig(id=node_id, database=home / "node.sqlite3",
+                            key=folder / "keys" / f"{node_id}.pem",
                             trust_list=folder / "trustlist.json", trust_root=home / "root.json",
                             port=ports[node_id], audit_log=home / "audit.log")
         store = Store(config.database)

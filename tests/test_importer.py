@@ -18,7 +18,10 @@ from tests.conftest import (
 )
 
 
-def files(tmp_path: Path, children: list[dict[str, str]], involvements: list[dict[str, str]]) -> tuple[Path, Path]:
+Rows = list[dict[str, str]]
+
+
+def files(tmp_path: Path, children: Rows, involvements: Rows) -> tuple[Path, Path]:
     return (write_rows(tmp_path / "children.csv", CHILD_HEADER, children),
             write_rows(tmp_path / "involvements.csv", INVOLVEMENT_HEADER, involvements))
 
@@ -45,7 +48,8 @@ BAD_INVOLVEMENTS = [
 def test_bad_rows_are_rejected_and_good_rows_imported(tmp_path: Path) -> None:
     """Good rows land; each bad row is reported with its file, line, field and reason."""
     store = Store(tmp_path / "node.sqlite3")
-    children, involvements = files(tmp_path, GOOD_CHILDREN + BAD_CHILDREN, GOOD_INVOLVEMENTS + BAD_INVOLVEMENTS)
+    children, involvements = files(
+        tmp_path, GOOD_CHILDREN + BAD_CHILDREN, GOOD_INVOLVEMENTS + BAD_INVOLVEMENTS)
     summary = import_files(store, children, involvements, rejects_path=tmp_path / "rejects.csv")
     assert {"children": 2, "involvements": 2} == store.counts()
     assert 2 == summary.children_added
@@ -66,7 +70,8 @@ def test_bad_rows_are_rejected_and_good_rows_imported(tmp_path: Path) -> None:
     assert "expected YYYY-MM-DD, got '31/02/2015'" == written[0]["reason"]
     child = store.child("C-1")
     assert child is not None
-    assert ("zoe", "oneill", "LS1 4AB", "F") == (child.given_name, child.family_name, child.postcode, child.sex)
+    stored = (child.given_name, child.family_name, child.postcode, child.sex)
+    assert ("zoe", "oneill", "LS1 4AB", "F") == stored
     store.close()
 
 
@@ -115,7 +120,7 @@ def test_full_import_removes_absent_records(tmp_path: Path) -> None:
 
 
 def test_a_rejected_row_keeps_what_was_accepted_before(tmp_path: Path) -> None:
-    """A bad version of an existing row is rejected and the stored row stays as it was, even in a full import."""
+    """A bad version of an existing row is rejected; the stored row stays, even in a full import."""
     store = Store(tmp_path / "node.sqlite3")
     children, involvements = files(tmp_path, GOOD_CHILDREN, GOOD_INVOLVEMENTS)
     import_files(store, children, involvements)

@@ -174,7 +174,8 @@ async def test_bad_tokens_are_refused(federation: Federation, case: str) -> None
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"identity": {**AMARA, "date_of_birth": "14/03/2019"}, "purpose": PURPOSE}, "identity.date_of_birth"),
+        ({"identity": {**AMARA, "date_of_birth": "14/03/2019"}, "purpose": PURPOSE},
+         "identity.date_of_birth"),
         ({"identity": {"nhs_number": "9434765918", "date_of_birth": AMARA["date_of_birth"]},
           "purpose": PURPOSE}, "identity.nhs_number"),
         ({"identity": {"upn": "B207000016049", "date_of_birth": AMARA["date_of_birth"]},
