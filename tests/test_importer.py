@@ -17,7 +17,6 @@ from tests.conftest import (
     years_ago,
 )
 
-
 Rows = list[dict[str, str]]
 
 
