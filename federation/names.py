@@ -90,6 +90,11 @@ def nickname_formals(token: str) -> frozenset[str]:
     return _nicknames()[0].get(token, frozenset())
 
 
+def short_forms(formal: str) -> list[str]:
+    """The listed short forms of a formal given name (canonical spelling), sorted."""
+    return sorted(s for s, formals in _nicknames()[0].items() if formal in formals)
+
+
 def nickname_related(a: str, b: str) -> bool:
     """One token is a short form of the other, or both are short forms of one formal name.
 

@@ -39,7 +39,7 @@ from typing import Any
 from federation import synthetic
 from federation.errors import SignpostError
 from federation.identity import Identity, normalise_name, parse_identity
-from federation.names import canonical_token, nickname_related
+from federation.names import canonical_token, nickname_related, short_forms
 from federation.protocol import Status
 from node.matching import MatchIndex
 from node.store import Child
@@ -201,7 +201,8 @@ def _rare_family_name(rng: random.Random) -> str:
 
 
 def _rare_given_name(rng: random.Random) -> str:
-    return (rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_ONSETS) + rng.choice(("a", "ie", "o", "an", "el", "ia", "y"))).capitalize()
+    ending = rng.choice(("a", "ie", "o", "an", "el", "ia", "y"))
+    return (rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_ONSETS) + ending).capitalize()
 
 
 _EXTRA_GIVEN_F = ("Lily-Rose", "Mary", "Anna", "Victoria", "Elizabeth", "Catherine", "Rebecca",
@@ -296,11 +297,7 @@ def _typo(rng: random.Random, word: str) -> str:
 
 
 def _nickname(rng: random.Random, given: str) -> str | None:
-    from federation.names import _nicknames  # the curated table, not exported
-
-    shorts, _ = _nicknames()
-    first = normalise_name(given).split()[0]
-    options = sorted(s for s, formals in shorts.items() if first in formals)
+    options = short_forms(canonical_token(normalise_name(given).split()[0]))
     return rng.choice(options) if options else None
 
 
