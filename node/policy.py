@@ -33,6 +33,7 @@ from federation.errors import SignpostError
 from federation.identity import age_on
 from federation.protocol import Contact, Disclosed, Status
 from node.store import Child, Involvement
+from trust.tokens import MFA_METHODS
 
 ARCHIVE_AGE = 18
 DEFAULT_RETENTION_AGE = 24
@@ -96,6 +97,9 @@ def check_query(claims: Mapping[str, Any], purposes: Iterable[str]) -> QueryCont
                             f"(expected one of {', '.join(sorted(SEARCHING_ROLES))})")
     if not requester.sub or not requester.org:
         raise PolicyRefusal("practitioner", "practitioner: sub and org are required")
+    amr = practitioner.get("amr")
+    if not isinstance(amr, list) or not MFA_METHODS & {a for a in amr if isinstance(a, str)}:
+        raise PolicyRefusal("mfa", "practitioner.amr: searching needs multi-factor authentication")
     known = sorted(set(purposes))
     purpose = claims.get("purpose")
     if not isinstance(purpose, str) or purpose not in known:

@@ -196,6 +196,8 @@ def claims(**over: Any) -> dict[str, Any]:
         "on_behalf_of": None,
     }
     base.update(over)
+    if isinstance(base["practitioner"], dict):
+        base["practitioner"] = {"amr": ["pwd", "otp"], **base["practitioner"]}
     return base
 
 
@@ -212,6 +214,10 @@ REFUSED_QUERIES = {
                on_behalf_of={**MEDIATED, "phone": ""}), "mediation"),
     "practitioner on behalf of someone": (claims(on_behalf_of=MEDIATED), "mediation"),
     "no practitioner": (claims(practitioner=None), "practitioner"),
+    "no multi-factor authentication": (
+        claims(practitioner={"sub": "s", "org": "o", "role": "practitioner", "amr": ["pwd"]}), "mfa"),
+    "amr missing": (claims(practitioner={"sub": "s", "org": "o", "role": "practitioner", "amr": None}),
+                    "mfa"),
 }
 
 

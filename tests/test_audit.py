@@ -66,7 +66,7 @@ def broker_signed_query(federation: Federation, identity: dict[str, Any]) -> str
     claims = {"v": 1, "iss": "broker", "aud": "test-federation", "iat": now, "exp": now + 60,
               "jti": str(uuid.uuid4()), "purpose": PURPOSE, "identity": identity, "on_behalf_of": None,
               "practitioner": {"iss": "alpha-idp", "sub": "rogue@alpha", "name": "Rogue", "org": "alpha",
-                               "role": "practitioner", "authority": "alpha"}}
+                               "role": "practitioner", "authority": "alpha", "amr": ["pwd", "otp"]}}
     return envelope.sign(claims, key, envelope.QUERY_TYPE)
 
 

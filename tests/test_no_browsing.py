@@ -126,12 +126,14 @@ async def post_query(federation: Federation, node_id: str, token: str) -> tuple[
         return response.status, await response.json(content_type=None)
 
 
-PERSON = {"iss": "alpha-idp", "sub": "s", "org": "o", "name": "Sam", "authority": "alpha"}
+PERSON = {"iss": "alpha-idp", "sub": "s", "org": "o", "name": "Sam", "authority": "alpha",
+          "amr": ["pwd", "otp"]}
 NODE_REFUSALS = {
     "auditor": ({**PERSON, "role": "auditor"}, PURPOSE, None, "policy-role"),
     "operator": ({**PERSON, "role": "operator"}, PURPOSE, None, "policy-role"),
     "unknown purpose": ({**PERSON, "role": "practitioner"}, "curiosity", None, "policy-purpose"),
     "mediator without professional": ({**PERSON, "role": "mediator"}, PURPOSE, None, "policy-mediation"),
+    "no multi-factor": ({**PERSON, "role": "practitioner", "amr": ["pwd"]}, PURPOSE, None, "policy-mfa"),
 }
 
 

@@ -71,7 +71,7 @@ def broker_query(key: Ed25519PrivateKey, issuer: str = "broker") -> str:
         "v": 1, "iss": issuer, "aud": "test-federation", "iat": iat, "exp": iat + 60,
         "jti": str(uuid.uuid4()), "purpose": PURPOSE, "on_behalf_of": None, "identity": AMARA,
         "practitioner": {"iss": "alpha-idp", "sub": "p@alpha", "name": "Sam Patel", "org": "Alpha",
-                         "role": "practitioner", "authority": "alpha"},
+                         "role": "practitioner", "authority": "alpha", "amr": ["pwd", "otp"]},
     }, key, envelope.QUERY_TYPE)
 
 

@@ -57,7 +57,8 @@ async def _signed_query(federation: Federation, identity: dict) -> str:
     now = int(datetime.now(UTC).timestamp())
     claims = {"v": 1, "iss": "broker", "aud": "test-federation", "iat": now, "exp": now + 60,
               "jti": f"test-{now}-{id(identity)}", "practitioner": {"sub": "x", "org": "y",
-                                                                   "role": "practitioner"},
+                                                                   "role": "practitioner",
+                                                                   "amr": ["pwd", "otp"]},
               "purpose": PURPOSE, "identity": identity}
     return envelope.sign(claims, key, envelope.QUERY_TYPE)
 

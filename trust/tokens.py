@@ -57,7 +57,7 @@ class Practitioner:
         """What the broker carries into a signed query (no token, no jti of the token)."""
         return {
             "iss": self.issuer, "sub": self.sub, "name": self.name, "org": self.org,
-            "role": self.role, "authority": self.authority,
+            "role": self.role, "authority": self.authority, "amr": list(self.amr),
         }
 
 
