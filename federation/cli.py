@@ -362,6 +362,26 @@ def _audit_purge(config: Any, summary: Any) -> str:
         store.close()
 
 
+def cmd_bench_matching(args: argparse.Namespace) -> int:
+    from node.matchbench import bench_matching
+
+    bench_matching(args.children, args.queries, seed=args.seed)
+    return 0
+
+
+def cmd_eval_matching(args: argparse.Namespace) -> int:
+    from node.evaluation import eval_matching, list_datasets
+
+    datasets = list_datasets() if args.dataset == "all" else (args.dataset,)
+    for dataset in datasets:
+        for with_identifier in ((False, True) if args.both else (args.with_identifier,)):
+            for open_set in ((False, True) if args.both else (args.open_set,)):
+                eval_matching(dataset, with_identifier=with_identifier, open_set=open_set,
+                              sample=args.sample, seed=args.seed)
+                print()
+    return 0
+
+
 def cmd_bench_audit(args: argparse.Namespace) -> int:
     from trust import logbench
 
@@ -595,6 +615,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proofs", type=int, default=5_000, help="proofs to time (default 5,000)")
     p.add_argument("--dir", help="where the temporary logs go (its disk decides the fsync cost)")
     p.set_defaults(func=cmd_bench_audit)
+    p = bench_sub.add_parser("matching", help="matcher at scale: index build time, memory, query latency")
+    p.add_argument("--children", type=int, default=350_000, help="children in the node (default 350,000)")
+    p.add_argument("--queries", type=int, default=10_000, help="queries to time (default 10,000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_bench_matching)
+
+    p = sub.add_parser(
+        "eval-matching", help="measure the matcher on labelled data: precision, recall, false matches",
+        description="Run every query of a labelled set through the real matcher and print precision, "
+        "recall, false matches, misses, possible_match count and latency. FEBRL sets need the "
+        "'eval' extra (pip install -e '.[eval]').")
+    p.add_argument("dataset", choices=["febrl1", "febrl2", "febrl3", "febrl4", "synthetic", "all"])
+    p.add_argument("--with-identifier", action="store_true",
+                   help="also give the identifier (FEBRL soc_sec_id standing in for the NHS number)")
+    p.add_argument("--open-set", action="store_true",
+                   help="the node holds only half the records; queries for the rest must not match")
+    p.add_argument("--both", action="store_true", help="run all four: closed/open x with/without identifier")
+    p.add_argument("--sample", type=int, help="only this many queries")
+    p.add_argument("--seed", type=int, default=0, help="synthetic set seed (default 0)")
+    p.set_defaults(func=cmd_eval_matching)
 
     p = sub.add_parser("demo-code", help="print the demo identity provider's current one-time code")
     p.set_defaults(func=cmd_demo_code)
