@@ -425,7 +425,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                                              "date_of_birth", "sex", "postcode") if getattr(args, k)}
     body: dict[str, Any] = {"identity": ident, "purpose": args.purpose}
     if args.on_behalf_of:
-        name, org, role, phone = (args.on_behalf_of.split("|") + ["", "", "", ""])[:4]
+        name, org, role, phone = ([*args.on_behalf_of.split("|"), "", "", "", ""])[:4]
         body["on_behalf_of"] = {"name": name, "organisation": org, "role": role, "phone": phone}
 
     async def go() -> tuple[int, Any]:

@@ -37,8 +37,7 @@ from node.config import NodeConfig
 from node.importer import import_files
 from node.store import Store
 from trust import keys as keyfiles
-from trust import tls
-from trust import tokens
+from trust import tls, tokens
 
 AUTHORITIES = (
     # id, name, LA code for UPNs
@@ -104,11 +103,13 @@ def _special_children(today: date) -> tuple[dict[str, list[Any]], list[Sample]]:
         other_names=["Amara Okoye-Mensah"],
     )
     shielded = synthetic.SyntheticChild(
-        record_id="", given_name="Jordan", family_name="Whitfield", date_of_birth=date(today.year - 12, 11, 2),
+        record_id="", given_name="Jordan", family_name="Whitfield",
+        date_of_birth=date(today.year - 12, 11, 2),
         sex="M", postcode="N17 6AB", nhs_number=synthetic.nhs_number(rng), upn=None, shielded=True,
     )
     kent_child = synthetic.SyntheticChild(
-        record_id="", given_name="Siân", family_name="O'Shaughnessy", date_of_birth=date(today.year - 4, 6, 30),
+        record_id="", given_name="Siân", family_name="O'Shaughnessy",
+        date_of_birth=date(today.year - 4, 6, 30),
         sex="F", postcode="CT9 1XY", nhs_number=synthetic.nhs_number(rng), upn=None,
     )
     placed = {

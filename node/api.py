@@ -20,11 +20,10 @@ from typing import Any
 
 from aiohttp import web
 
-from federation import identity, metrics
+from federation import identity, logapi, metrics
 from federation.errors import FieldError, SignpostError, ValidationError
 from federation.http import json_response, problem, read_json_object
 from federation.protocol import ANSWER_LIFETIME_SECONDS, PROTOCOL_VERSION, Contact, Status
-from federation import logapi
 from node import audit as audits
 from node import outbox as outboxes
 from node import purge as purging

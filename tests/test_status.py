@@ -51,7 +51,7 @@ def test_import_prints_a_summary_table(tmp_path: Path, capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert 0 == code
     lines = out.splitlines()
-    assert ["", "accepted", "added", "updated", "unchanged", "removed", "rejected"] == [""] + lines[0].split()
+    assert ["", "accepted", "added", "updated", "unchanged", "removed", "rejected"] == ["", *lines[0].split()]
     assert ["children", "1", "1", "0", "0", "0", "1"] == lines[2].split()
     assert ["involvements", "1", "1", "0", "0", "0", "0"] == lines[3].split()
     assert "rejected rows: 1" in out and "time:" in out
