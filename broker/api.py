@@ -232,18 +232,7 @@ async def _client(app: web.Application) -> AsyncIterator[None]:
         ssl=tls.client_context(tls_files, bind=lambda: broker.trust.current)) if tls_files else None
     broker.session = aiohttp.ClientSession(connector=connector)
 
-    async def refresh() -> None:
-        while True:
-            await asyncio.sleep(broker.config.trust_refresh_seconds)
-            try:
-                before = broker.trust.current.version
-                after = (await broker.trust.refresh()).version
-                if after != before:
-                    log.info("trust list version %d accepted (was %d)", after, before)
-            except TrustError as exc:
-                log.error("trust list refresh refused: %s", exc)
-
-    task = asyncio.create_task(refresh())
+    task = asyncio.create_task(broker.trust.refresh_forever(broker.config.trust_refresh_seconds))
     yield
     task.cancel()
     await broker.session.close()

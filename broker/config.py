@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from federation.config import check_common, coerce_paths
 from trust.tls import TlsFiles
 
 
@@ -37,18 +38,9 @@ class BrokerConfig:
     demo_identity_provider: Path | None = None  # demo only: folder of <authority>-idp.pem keys
 
     def __post_init__(self) -> None:
-        for name in ("key", "trust_list", "trust_root", "audit_log", "tls_cert", "tls_key", "tls_ca",
-                     "demo_identity_provider", "audit_commitment_key"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                object.__setattr__(self, name, Path(value))
-        tls = [self.tls_cert, self.tls_key, self.tls_ca]
-        if any(v is not None for v in tls) and not all(v is not None for v in tls):
-            raise ValueError("tls_cert, tls_key, tls_ca: expected all three (mutual TLS) or none")
-        if not 0.05 <= self.trust_refresh_seconds <= 86400:
-            raise ValueError(f"trust_refresh_seconds: expected 0.05-86400, got {self.trust_refresh_seconds}")
-        if not self.id:
-            raise ValueError("id: expected the broker's member id in the trust list")
+        coerce_paths(self, ("key", "trust_list", "trust_root", "audit_log", "tls_cert", "tls_key",
+                            "tls_ca", "demo_identity_provider", "audit_commitment_key"))
+        check_common(self, "broker")
         if not 0 < self.node_deadline_seconds <= 30:
             raise ValueError("node_deadline_seconds: expected more than 0 and at most 30")
         if not 10 <= self.query_lifetime_seconds <= 300:

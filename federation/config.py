@@ -35,6 +35,25 @@ def load(cls: type[T], path: Path) -> T:
         raise ConfigError(f"{path}: {exc}") from exc
 
 
+def coerce_paths(config: Any, names: tuple[str, ...]) -> None:
+    """In a frozen dataclass's ``__post_init__``: turn string settings ``names`` into ``Path``."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, str):
+            object.__setattr__(config, name, Path(value))
+
+
+def check_common(config: Any, role: str) -> None:
+    """Rules every service's config shares: its member id, all-or-none TLS files, refresh interval."""
+    if not config.id:
+        raise ValueError(f"id: expected the {role}'s member id in the trust list")
+    tls = [config.tls_cert, config.tls_key, config.tls_ca]
+    if any(v is not None for v in tls) and not all(v is not None for v in tls):
+        raise ValueError("tls_cert, tls_key, tls_ca: expected all three (mutual TLS) or none")
+    if not 0.05 <= config.trust_refresh_seconds <= 86400:
+        raise ValueError(f"trust_refresh_seconds: expected 0.05-86400, got {config.trust_refresh_seconds}")
+
+
 def describe(cls: type[Any]) -> str:
     """One line per setting with its default, for ``--help``."""
     lines = []

@@ -297,18 +297,7 @@ async def handle_health(request: web.Request) -> web.Response:
 async def _trust_refresh(app: web.Application) -> AsyncIterator[None]:
     node = app[NODE]
 
-    async def loop() -> None:
-        while True:
-            await asyncio.sleep(node.config.trust_refresh_seconds)
-            try:
-                before = node.trust.current.version
-                after = (await node.trust.refresh()).version
-                if after != before:
-                    log.info("trust list version %d accepted (was %d)", after, before)
-            except TrustError as exc:
-                log.error("trust list refresh refused: %s", exc)
-
-    task = asyncio.create_task(loop())
+    task = asyncio.create_task(node.trust.refresh_forever(node.config.trust_refresh_seconds))
     yield
     task.cancel()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from federation.config import check_common, coerce_paths
 from trust.tls import TlsFiles
 
 
@@ -36,18 +37,9 @@ class NodeConfig:
     notify_timeout_seconds: float = 10
 
     def __post_init__(self) -> None:
-        for name in ("database", "key", "trust_list", "trust_root", "audit_log",
-                     "tls_cert", "tls_key", "tls_ca"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                object.__setattr__(self, name, Path(value))
-        tls = [self.tls_cert, self.tls_key, self.tls_ca]
-        if any(v is not None for v in tls) and not all(v is not None for v in tls):
-            raise ValueError("tls_cert, tls_key, tls_ca: expected all three (mutual TLS) or none")
-        if not 0.05 <= self.trust_refresh_seconds <= 86400:
-            raise ValueError(f"trust_refresh_seconds: expected 0.05-86400, got {self.trust_refresh_seconds}")
-        if not self.id:
-            raise ValueError("id: expected the node's member id in the trust list")
+        coerce_paths(self, ("database", "key", "trust_list", "trust_root", "audit_log",
+                            "tls_cert", "tls_key", "tls_ca"))
+        check_common(self, "node")
         if self.retention_age is not None and not 18 <= self.retention_age <= 120:
             raise ValueError(f"retention_age: expected 18-120, got {self.retention_age}")
         if not 0.05 <= self.purge_interval_seconds <= 86400:

@@ -13,7 +13,9 @@ the moment it returns.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import urllib.request
 from datetime import UTC, datetime
@@ -24,6 +26,8 @@ import aiohttp
 
 from trust.errors import TrustError
 from trust.trustlist import GovernanceRoot, TrustList, verify
+
+log = logging.getLogger("signpost.trust")
 
 
 def read_json(path: Path) -> Any:
@@ -133,3 +137,19 @@ class TrustStore:
         if self._current is None:
             raise TrustError("trust list not loaded")
         return self._current
+
+    async def refresh_forever(self, interval: float) -> None:
+        """Refresh every ``interval`` seconds until cancelled; a refused list keeps the current one.
+
+        A refused list is logged and never installed: the party keeps the list it had, and once
+        that expires every search stops (fail closed).
+        """
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                before = self.current.version
+                after = (await self.refresh()).version
+                if after != before:
+                    log.info("trust list version %d accepted (was %d)", after, before)
+            except TrustError as exc:
+                log.error("trust list refresh refused: %s", exc)
