@@ -50,6 +50,7 @@ from federation.names import (
     nickname_related,
     osa_distance,
     phonetic_key,
+    typo_cost,
     within_one_edit,
 )
 from federation.protocol import Status
@@ -748,16 +749,21 @@ class MatchIndex:
         return False
 
     def _ambiguous_typo(self, query: str, record: str) -> bool:
-        """The query's given name is also one keystroke from another real name (Jakc: Jack or
-        Jake?), so it cannot tell one twin from the other."""
+        """The query's given name is as close to another real name as to the record's (Jakc:
+        Jack or Jake?), so it cannot tell one twin from the other.
+
+        Closeness is ``typo_cost``: an edit touching the first letter counts two, so ``rily``
+        (a letter dropped from Riley) is not taken for ``lily`` (the first letter changed)."""
         record_tokens = name_tokens(record)
         for token in set(name_tokens(query)) - set(record_tokens):
+            own = min((typo_cost(token, r) for r in record_tokens), default=0)
             for near in self._near_known(token):
                 if near in record_tokens:
                     continue
                 if any(nickname_related(near, r) or is_variant(near, r) for r in record_tokens):
                     continue
-                return True
+                if typo_cost(token, near) <= own:
+                    return True
         return False
 
     def _near_known(self, token: str) -> set[str]:

@@ -22,6 +22,7 @@ from federation.names import (
     nickname_related,
     osa_distance,
     phonetic_key,
+    typo_cost,
     within_one_edit,
 )
 
@@ -236,6 +237,27 @@ def test_osa_distance_agrees_with_the_textbook_algorithm(a: str, b: str, limit: 
     reference = _reference_osa(a, b)
     expected = (reference, min(reference, limit + 1), reference <= 1)
     actual = (osa_distance(a, b), osa_distance(a, b, limit), within_one_edit(a, b))
+    assert expected == actual
+
+
+@pytest.mark.parametrize(("a", "b", "cost"), [
+    ("rily", "riley", 1), ("rily", "lily", 2), ("jakc", "jack", 1), ("jakc", "jake", 1),
+    ("ab", "axb", 1), ("ab", "xab", 2), ("abc", "bac", 2), ("joh", "john", 1), ("same", "same", 0),
+])
+def test_typo_cost_counts_an_edit_to_the_first_letter_twice(a: str, b: str, cost: int) -> None:
+    """Keystrokes between two names, where changing, adding, dropping or swapping the first
+    letter counts two and any other edit one."""
+    expected = cost
+    actual = typo_cost(a, b)
+    assert expected == actual
+
+
+@given(short_words, short_words)
+def test_typo_cost_lies_between_one_and_two_per_keystroke(a: str, b: str) -> None:
+    """The weighted cost is at least the plain distance and at most twice it."""
+    d = _reference_osa(a, b)
+    expected = True
+    actual = d <= typo_cost(a, b) <= 2 * d
     assert expected == actual
 
 

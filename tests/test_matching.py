@@ -215,6 +215,20 @@ def test_twin_with_a_similar_name_is_not_matched(held: str, asked: str) -> None:
     assert expected == actual
 
 
+@pytest.mark.parametrize(("held", "asked"), [("Riley", "Rily"), ("Amy", "Amyy"),
+                                              ("Finlay", "Finley"), ("Michaela", "Micaela")])
+def test_typo_closer_to_the_held_name_than_to_any_other_is_matched(held: str, asked: str) -> None:
+    """A typo that is nearer the held name than any other real name (an edit to the first letter
+    counts double: Rily is Riley with a letter dropped, not Lily), or a listed spelling variant,
+    still tells the child apart from a twin, so it is a ``match``."""
+    node = MatchIndex([make_child("held", held, "Okafor", "2016-02-29", "LS8 1AA", None)])
+    result = node.match(ask(given_name=asked, family_name="Okafor", date_of_birth="2016-02-29",
+                            postcode="LS8 1AA"))
+    expected = (Status.MATCH, "held")
+    actual = (result.status, result.record_id)
+    assert expected == actual
+
+
 TWIN_NAMES = st.sampled_from(sorted({normalise_name(n).split()[0] for n in
                                      synthetic.GIVEN_NAMES_F + synthetic.GIVEN_NAMES_M}))
 
