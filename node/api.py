@@ -88,9 +88,7 @@ class Node:
     def purge(self, now: datetime) -> purging.PurgeSummary:
         """Delete records past the retention age; record it (``purge_log``, and the audit log)."""
         summary = purging.purge(self.store, today=now.date(), now=now, retention_age=self.retention_age)
-        audit = getattr(self, "audit", None)
-        if audit is not None and hasattr(audit, "append_sync"):
-            audit.append_sync(summary.to_entry(self.config.id))
+        self.audit.append_sync(summary.to_entry(self.config.id))
         self.outbox.prune_delivered(now.timestamp() - self.config.notify_max_age_seconds)
         return summary
 
