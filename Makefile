@@ -21,5 +21,6 @@ demo: .venv
 bench:
 	.venv/bin/signpost bench matching
 	.venv/bin/signpost bench audit
+	.venv/bin/signpost bench trust
 
 .PHONY: install test lint demo bench

@@ -382,6 +382,13 @@ def cmd_eval_matching(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_trust(args: argparse.Namespace) -> int:
+    from trust import bench
+
+    bench.main()
+    return 0
+
+
 def cmd_bench_audit(args: argparse.Namespace) -> int:
     from trust import logbench
 
@@ -620,6 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", type=int, default=10_000, help="queries to time (default 10,000)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_bench_matching)
+    p = bench_sub.add_parser("trust", help="trust list of 150 authorities: verify, refresh, token, envelope")
+    p.set_defaults(func=cmd_bench_trust)
 
     p = sub.add_parser(
         "eval-matching", help="measure the matcher on labelled data: precision, recall, false matches",
