@@ -382,6 +382,13 @@ def cmd_eval_matching(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_search(args: argparse.Namespace) -> int:
+    from federation import searchbench
+
+    result = searchbench.run(children=args.children, searches=args.searches, concurrency=args.concurrency)
+    return 1 if result["failures"] else 0
+
+
 def cmd_bench_trust(args: argparse.Namespace) -> int:
     from trust import bench
 
@@ -629,6 +636,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench_matching)
     p = bench_sub.add_parser("trust", help="trust list of 150 authorities: verify, refresh, token, envelope")
     p.set_defaults(func=cmd_bench_trust)
+    p = bench_sub.add_parser("search", help="end to end: searches/s and latency through the demo federation")
+    p.add_argument("--children", type=int, default=20_000, help="children per authority (default 20,000)")
+    p.add_argument("--searches", type=int, default=1_000, help="searches to time (default 1,000)")
+    p.add_argument("--concurrency", type=int, default=8, help="searches in flight (default 8)")
+    p.set_defaults(func=cmd_bench_search)
 
     p = sub.add_parser(
         "eval-matching", help="measure the matcher on labelled data: precision, recall, false matches",

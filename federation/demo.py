@@ -345,6 +345,23 @@ def run_audit(folder: Path, out: Callable[[str], None] = print) -> int:
     return 0 if code == 0 else 1
 
 
+def start(folder: Path, layout: dict[str, Any], procs: Processes) -> tuple[str, dict[str, str]]:
+    """Start every node and the broker as processes; wait until all are healthy.
+
+    Returns the broker's URL and each node's URL.
+    """
+    for authority, info in layout["nodes"].items():
+        procs.start(authority, ["node", "serve", "--config", str(info["config"])])
+    procs.start("broker", ["broker", "serve", "--config", str(layout["broker"]["config"])])
+    urls = {a: f"https://127.0.0.1:{i['port']}" for a, i in layout["nodes"].items()}
+    broker_url = f"http://127.0.0.1:{layout['broker']['port']}"
+    tls_dir = folder / "tls"
+    health_tls = tls.client_context(tls.TlsFiles(tls_dir / f"{BROKER_ID}.pem",
+                                                 tls_dir / f"{BROKER_ID}.key", tls_dir / "ca.pem"))
+    asyncio.run(wait_healthy({**urls, "broker": broker_url}, procs, ssl_context=health_tls))
+    return broker_url, urls
+
+
 def run(folder: Path, *, once: bool, children: int, out: Callable[[str], None] = print) -> int:
     """Build and start the demo federation; run the samples; serve until Ctrl-C unless ``once``."""
     started = time.monotonic()
@@ -352,15 +369,7 @@ def run(folder: Path, *, once: bool, children: int, out: Callable[[str], None] =
     layout = build(folder, children=children, out=out)
     procs = Processes(folder)
     try:
-        for authority, info in layout["nodes"].items():
-            procs.start(authority, ["node", "serve", "--config", str(info["config"])])
-        procs.start("broker", ["broker", "serve", "--config", str(layout["broker"]["config"])])
-        urls = {a: f"https://127.0.0.1:{i['port']}" for a, i in layout["nodes"].items()}
-        broker_url = f"http://127.0.0.1:{layout['broker']['port']}"
-        tls_dir = folder / "tls"
-        health_tls = tls.client_context(tls.TlsFiles(tls_dir / f"{BROKER_ID}.pem",
-                                                     tls_dir / f"{BROKER_ID}.key", tls_dir / "ca.pem"))
-        asyncio.run(wait_healthy({**urls, "broker": broker_url}, procs, ssl_context=health_tls))
+        broker_url, urls = start(folder, layout, procs)
         out(f"All {len(urls)} nodes and the broker are up ({time.monotonic() - started:.1f} s); "
             "broker and nodes talk over mutual TLS.")
         failures = asyncio.run(run_samples(broker_url, folder, layout["samples"], out))
