@@ -9,12 +9,24 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from html import escape
 from importlib import resources
 from string import Template
 from typing import Any
 
 from trust.tokens import Practitioner
+
+
+def long_date(iso: str | None) -> str:
+    """A date as GOV.UK writes it: ``2025-03-14`` becomes ``14 March 2025`` (others unchanged)."""
+    if not iso:
+        return ""
+    try:
+        day = date.fromisoformat(iso)
+    except ValueError:
+        return iso
+    return f"{day.day} {day:%B %Y}"
 
 
 def esc(value: object) -> str:
@@ -276,7 +288,7 @@ def _involvements(result: dict[str, Any]) -> str:
             f'<tr><td>{esc(_service(inv["service_category"]))}<br><span class="hint">'
             f'{esc(inv["organisation"])}</span></td>'
             f'<td>{esc(inv["practitioner_name"])}{lead}<br><span class="hint">{esc(inv["practitioner_role"])}'
-            f'</span></td><td>{reach}</td><td>{esc(inv.get("since") or "")}</td></tr>')
+            f'</span></td><td>{reach}</td><td>{esc(long_date(inv.get("since")))}</td></tr>')
     table = ('<table><caption class="visually-hidden">Who is involved</caption><thead><tr>'
              '<th scope="col">Service</th><th scope="col">Practitioner</th><th scope="col">Contact</th>'
              '<th scope="col">Since</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")

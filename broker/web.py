@@ -342,7 +342,8 @@ async def handle_search(request: web.Request) -> web.Response:
     log.info("web search %s answered", answer["query_id"])
     typed = {**{k: values[k] for k in ("nhs_number", "upn", "given_name", "family_name", "postcode")},
              "date_of_birth": dob or "", "sex": dict(pages.SEX_OPTIONS).get(values["sex"], values["sex"])}
-    searched = [(LABELS[k], typed[k]) for k in LABELS if typed.get(k)]
+    searched = [(LABELS[k], pages.long_date(typed[k]) if k == "date_of_birth" else typed[k])
+                for k in LABELS if typed.get(k)]
     return html(pages.results_page(who, session.csrf, answer, searched))
 
 
