@@ -19,10 +19,12 @@ from node.matching import (
     MATCH_THRESHOLD,
     POSSIBLE_THRESHOLD,
     DateLevel,
+    IdLevel,
     MatchIndex,
     NameLevel,
     compare_dates,
     compare_names,
+    compare_nhs,
 )
 from node.store import Child
 
@@ -226,6 +228,21 @@ def test_typo_closer_to_the_held_name_than_to_any_other_is_matched(held: str, as
                             postcode="LS8 1AA"))
     expected = (Status.MATCH, "held")
     actual = (result.status, result.record_id)
+    assert expected == actual
+
+
+@pytest.mark.parametrize(("query", "record", "level"), [
+    ("1233617", "1233671", IdLevel.NEAR),  # unchecked, two digits swapped: a typing error
+    ("1233617", "1233618", IdLevel.NEAR),  # unchecked, one digit wrong: a typing error
+    ("1233617", "9805512", IdLevel.DIFFERENT),  # unchecked, wholly different: weak evidence
+    ("9434765919", "9434765870", IdLevel.CONFLICT),  # two valid NHS numbers: two children
+    ("9434765919", "9434765919", IdLevel.AGREE),
+])
+def test_identifier_levels_depend_on_the_check_digit(query: str, record: str, level: IdLevel) -> None:
+    """An identifier without a check digit one keystroke from the record's is a typing error,
+    not a conflict; only two different numbers that both pass the modulus 11 check conflict."""
+    expected = level
+    actual = compare_nhs(query, record)
     assert expected == actual
 
 
