@@ -160,7 +160,8 @@ class Broker:
         for r in results:
             if r.integrity_failure:
                 log.error("query %s: integrity failure from %s: %s", jti, r.authority, r.reason)
-        log.info("query %s: %s", jti, ", ".join(f"{r.authority}={r.status.value}" for r in results))
+        # Which authorities know the child is part of the answer: it goes to the audit log only.
+        log.info("query %s: %d node(s) asked, %d unavailable", jti, len(results), len(unavailable))
         return {
             "query_id": jti,
             "complete": not unavailable,

@@ -210,3 +210,20 @@ async def test_body_that_is_not_json_is_refused(federation: Federation) -> None:
         problem = await response.json(content_type=None)
     assert 400 == response.status
     assert "body" == problem["errors"][0]["field"]
+
+
+async def test_application_logs_carry_no_identity_token_or_answer(
+    federation: Federation, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: the broker's and nodes' logs name the query id only — never the child, the
+    token, or what any authority answered (that belongs in the audit log alone)."""
+    caplog.set_level("DEBUG")
+    token = federation.token()
+    status, answer = await federation.search(
+        {"identity": {"nhs_number": AMARA_NHS, "date_of_birth": AMARA["date_of_birth"]}, "purpose": PURPOSE},
+        token=token)
+    assert 200 == status
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert answer["query_id"] in text
+    for secret in (AMARA_NHS, AMARA["date_of_birth"], token, "Pat Jones", "=match", "answered match"):
+        assert secret not in text
