@@ -14,6 +14,7 @@ from yarl import URL
 from broker.api import BROKER
 from broker.demo_idp import DEMO_PASSWORD, DemoIdentityProvider, current_code, hotp, totp
 from broker.sessions import SessionStore
+from node.api import NODE
 from tests.conftest import AMARA, Federation
 from tests.webfed import Browser, build_web_federation, csrf_of, fresh_code, web_federation
 from trust.tokens import Practitioner
@@ -230,3 +231,24 @@ async def test_page_searches_share_the_api_rate_limit(tmp_path: Path) -> None:
     finally:
         await browser.close()
         await fed.close()
+
+
+async def test_a_page_search_the_broker_cannot_log_is_not_made(web_federation: Federation) -> None:
+    """Proves the pages fail closed like the API: when the broker's audit log cannot be written,
+    the practitioner gets a 503 page saying so, no results, and no node is asked."""
+    browser = Browser(web_federation.broker_url)
+    try:
+        csrf = await browser.sign_in()
+        broker = web_federation.runners["broker"].app[BROKER]
+        nodes = [web_federation.runners[n].app[NODE] for n in web_federation.node_configs]
+        asked_before = [sum(n.metrics.answers.values.values()) for n in nodes]
+        assert broker.audit.log is not None
+        broker.audit.log.close()
+        status, page, response = await browser.post("/search", _amara_form(csrf))
+    finally:
+        await browser.close()
+    assert asked_before == [sum(n.metrics.answers.values.values()) for n in nodes]
+    assert 503 == status
+    assert "Signpost is not available" in page
+    assert "Search results" not in page and "tel:" not in page
+    assert "no-store" == response.headers["Cache-Control"]
