@@ -11,6 +11,11 @@ every key under ``governance/``. For a real federation a change is written as a 
 adds a signature with ``sign_draft`` on their own machine; ``publish_draft`` installs the draft
 only when it verifies against the pinned root, with the threshold met (and, for a governance
 root rotation, the new root's threshold met too).
+
+Every governance root is published as ``roots/<n>.json`` (n = 1, 2, …): the trust-list version
+that brought root ``n`` into force, signed by a threshold of the previous root and of the new
+one. A party pinned to an old root walks these in order to catch up across several rotations
+(``trust.rootchain``); publish the ``roots/`` folder wherever the trust list is published.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from federation.errors import ConfigError
 from trust import keys as keyfiles
-from trust import trustlist
+from trust import rootchain, trustlist
 from trust.errors import TrustError
 from trust.store import read_json
 from trust.trustlist import DOCUMENT_TYPE, GovernanceRoot, TrustList, format_time
@@ -54,6 +59,27 @@ def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     tmp.replace(path)
+
+
+def published_roots(folder: Path) -> int:
+    """How many roots are published under ``roots/`` (1, 2, … without a gap)."""
+    count = 0
+    while (folder / rootchain.root_file(count + 1)).exists():
+        count += 1
+    return count
+
+
+def _start_root_history(folder: Path) -> None:
+    """A federation created before root history was kept starts it with the list in force."""
+    if published_roots(folder) == 0 and (folder / "trustlist.json").exists():
+        _write_json(folder / rootchain.root_file(1), read_json(folder / "trustlist.json"))
+
+
+def _publish_root(folder: Path, document: Mapping[str, Any]) -> int:
+    """Publish ``document`` (a list that names a new root) as the next ``roots/<n>.json``."""
+    index = published_roots(folder) + 1
+    _write_json(folder / rootchain.root_file(index), dict(document))
+    return index
 
 
 def governance_keys(folder: Path) -> list[Ed25519PrivateKey]:
@@ -95,6 +121,7 @@ def create(
     }
     document = trustlist.sign(signed, private)
     _write_json(folder / "trustlist.json", document)
+    _publish_root(folder, document)
     return document
 
 
@@ -164,8 +191,12 @@ def publish_draft(folder: Path, *, now: datetime | None = None) -> TrustList:
     published = int(load_signed(folder)["version"])
     accepted = trustlist.verify(document, GovernanceRoot.from_json(read_json(folder / "root.json")),
                                 moment, min_version=published + 1)
+    rotates = accepted.governance.to_json() != read_json(folder / "root.json")
+    if rotates:
+        _start_root_history(folder)
     _write_json(folder / "trustlist.json", document)
-    if accepted.governance.to_json() != read_json(folder / "root.json"):
+    if rotates:
+        _publish_root(folder, document)
         _write_json(folder / "root.json", accepted.governance.to_json())
     (folder / DRAFT).unlink()
     return accepted
@@ -311,15 +342,19 @@ def rotate_governance(
     old keys and the new ones (The Update Framework's rule), so every party can follow it.
 
     The new private keys replace ``governance/*.pem``; the old ones move to ``governance/retired/``.
-    ``root.json`` becomes the new root for members enrolling from now on.
+    ``root.json`` becomes the new root for members enrolling from now on. The new version is also
+    published as the next ``roots/<n>.json``, so a party that misses this rotation and the next
+    one can still walk from its pinned root to the newest.
     """
     moment = now or datetime.now(UTC)
     old = governance_keys(folder)
     new = [keyfiles.generate() for _ in range(keys)]
     root = GovernanceRoot(threshold, {keyfiles.key_id(k.public_key()): k.public_key() for k in new})
+    _start_root_history(folder)
     signed = load_signed(folder)
     signed["governance"] = root.to_json()
     document = publish(folder, signed, valid_days=valid_days, now=moment, signers=[*old, *new])
+    _publish_root(folder, document)
     retired = folder / "governance" / "retired"
     retired.mkdir(parents=True, exist_ok=True)
     for path in sorted((folder / "governance").glob("*.pem")):
@@ -331,5 +366,5 @@ def rotate_governance(
 
 
 __all__ = ["DRAFT", "TrustError", "add_members", "bind_certificate", "create", "publish",
-           "publish_draft", "remove_member", "revoke_key", "rotate_governance", "rotate_member_key",
-           "sign_draft", "verify_file"]
+           "publish_draft", "published_roots", "remove_member", "revoke_key", "rotate_governance",
+           "rotate_member_key", "sign_draft", "verify_file"]

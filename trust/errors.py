@@ -21,6 +21,10 @@ class RollbackError(TrustError):
     """An older trust list was offered after a newer one had been accepted."""
 
 
+class RootChainError(TrustError):
+    """A governance root cannot be reached: a published root version is missing or out of order."""
+
+
 class UnknownMemberError(TrustError):
     """The named issuer or key is not in the trust list (or lacks the needed role)."""
 

@@ -9,6 +9,12 @@ point); a list fetched and accepted is also written to the file, so a restart wi
 network still starts from the newest accepted version. ``refresh`` is what the services' refresh
 loops call once per interval: a new version (a removed member, a revoked key) is in force from
 the moment it returns.
+
+When an offered list names a governance root other than the pinned one, the store first walks
+the published roots (``roots/<n>.json`` beside the list file, or under the URL's base) from the
+pinned one forwards, verifying each step with ``trust.rootchain`` and persisting the root it
+reaches after each step, so a party that missed several root rotations catches up; a missing,
+forged or replayed step stops the walk and the list is refused (fail closed).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import asyncio
 import json
 import logging
 import os
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,10 +31,14 @@ from typing import Any
 
 import aiohttp
 
-from trust.errors import TrustError
+from trust import rootchain
+from trust.errors import SignatureError, TrustError
+from trust.rootchain import TrustedRoot, same_root
 from trust.trustlist import GovernanceRoot, TrustList, verify
 
 log = logging.getLogger("signpost.trust")
+
+MAX_ROOTS = 1000  # a bound on the published chain, so a misbehaving source cannot loop forever
 
 
 def read_json(path: Path) -> Any:
@@ -93,19 +104,108 @@ class TrustStore:
         except (OSError, ValueError) as exc:
             raise TrustError(f"{url}: cannot fetch the trust list: {exc.__class__.__name__}") from exc
 
+    def _trusted(self) -> TrustedRoot:
+        state = self._state()
+        index, since = state.get("root_index"), state.get("root_since", 0)
+        return TrustedRoot(self._root(), index if isinstance(index, int) and index > 0 else None,
+                           since if isinstance(since, int) and since > 0 else 0)
+
+    def _save_root(self, trusted: TrustedRoot) -> None:
+        state = self._state()
+        state.update(root=trusted.root.to_json(), root_index=trusted.index, root_since=trusted.since_version)
+        _write_atomic(self.state_path, json.dumps(state, indent=2))
+
+    def roots_location(self) -> str:
+        """Where the published roots are read from: ``roots/`` beside the list, or under the URL."""
+        if self.url:
+            return self.url.rsplit("/", 1)[0] + "/" + rootchain.ROOTS_FOLDER + "/"
+        return str(self.list_path.parent / rootchain.ROOTS_FOLDER) + "/"
+
+    def _published_root(self, index: int) -> Any | None:
+        """Published root ``index`` from the list's source, or None when it is not published."""
+        name = rootchain.root_file(index)
+        if self.url:
+            url = self.url.rsplit("/", 1)[0] + "/" + name
+            try:
+                with urllib.request.urlopen(url, timeout=self.fetch_timeout) as response:  # noqa: S310
+                    return json.loads(response.read())
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404:
+                    return None
+                raise TrustError(f"{url}: cannot fetch a published root: HTTP {exc.code}") from exc
+            except (OSError, ValueError) as exc:
+                raise TrustError(f"{url}: cannot fetch a published root: {exc.__class__.__name__}") from exc
+        path = self.list_path.parent / name
+        return read_json(path) if path.exists() else None
+
+    def _locate(self, trusted: TrustedRoot, moment: datetime) -> TrustedRoot | None:
+        """Find the pinned root's place in the published chain (the last root equal to it)."""
+        found: TrustedRoot | None = None
+        for index in range(1, MAX_ROOTS + 1):
+            document = self._published_root(index)
+            if document is None:
+                break
+            named = rootchain.offered_root(document)
+            if named is not None and same_root(named, trusted.root):
+                found = rootchain.verify_anchor(document, trusted, index, moment)
+        return found
+
+    def catch_up(self, document: Any, now: datetime | None = None) -> TrustedRoot:
+        """Walk the published roots towards the root ``document`` names; return the root reached.
+
+        Nothing is read when the document names the pinned root (or none at all). Each step is
+        verified with the root trusted before it (``rootchain.verify_step``) and persisted at
+        once; the walk stops at the document's root or at the first root not published.
+        """
+        moment = now or datetime.now(UTC)
+        trusted = self._trusted()
+        target = rootchain.offered_root(document)
+        if target is None or same_root(target, trusted.root):
+            return trusted
+        if trusted.index is None:
+            located = self._locate(trusted, moment)
+            if located is None:
+                return trusted
+            trusted = located
+            self._save_root(trusted)
+        floor = int(self._state().get("version", 0))
+        while trusted.index is not None and trusted.index < MAX_ROOTS:
+            step = self._published_root(trusted.index + 1)
+            if step is None:
+                break
+            trusted = rootchain.verify_step(step, trusted, floor, moment)
+            self._save_root(trusted)
+            log.info("governance root %d now trusted (published root chain)", trusted.index)
+            if same_root(trusted.root, target):
+                break
+        return trusted
+
     def accept(self, document: Any, now: datetime | None = None) -> TrustList:
-        """Verify ``document`` against the pinned root and the highest version accepted; keep it."""
+        """Verify ``document`` against the pinned root and the highest version accepted; keep it.
+
+        A document naming another governance root is verified against the root reached by
+        walking the published roots first (``catch_up``).
+        """
+        return self._accept(document, now, self.catch_up(document, now))
+
+    def _accept(self, document: Any, now: datetime | None, trusted: TrustedRoot) -> TrustList:
         moment = now or datetime.now(UTC)
         state = self._state()
-        accepted = verify(
-            document,
-            self._root(),
-            moment,
-            min_version=int(state.get("version", 0)),
-        )
-        if accepted.version != state.get("version") or accepted.governance.to_json() != state.get("root"):
-            _write_atomic(self.state_path, json.dumps(
-                {"version": accepted.version, "root": accepted.governance.to_json()}, indent=2))
+        try:
+            accepted = verify(document, trusted.root, moment, min_version=int(state.get("version", 0)))
+        except SignatureError as exc:
+            target = rootchain.offered_root(document)
+            if target is not None and not same_root(target, trusted.root) and trusted.index is not None:
+                version = document["signed"].get("version")
+                raise rootchain.unreachable(version, trusted, self.roots_location()) from exc
+            raise
+        updated = dict(state, version=accepted.version, root=accepted.governance.to_json())
+        if not same_root(accepted.governance, trusted.root):
+            # One rotation followed directly (signed by old and new): its place in the published
+            # chain is found again by the next walk.
+            updated.update(root_index=None, root_since=accepted.version)
+        if updated != state:
+            _write_atomic(self.state_path, json.dumps(updated, indent=2))
         self._current = accepted
         return accepted
 
@@ -121,7 +221,11 @@ class TrustStore:
             document = json.loads(text)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             raise TrustError(f"{url}: cannot fetch the trust list: {exc.__class__.__name__}") from exc
-        accepted = self.accept(document, now)
+        trusted = self._trusted()
+        target = rootchain.offered_root(document)
+        if target is not None and not same_root(target, trusted.root):
+            trusted = await asyncio.to_thread(self.catch_up, document, now)  # blocking fetches
+        accepted = self._accept(document, now, trusted)
         self.list_path.parent.mkdir(parents=True, exist_ok=True)
         _write_atomic(self.list_path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
         return accepted
