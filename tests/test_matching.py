@@ -14,18 +14,8 @@ from federation import synthetic
 from federation.identity import Identity, normalise_name, parse_identity
 from federation.protocol import Status
 from node import evaluation
-from node.matching import (
-    MATCH_MARGIN,
-    MATCH_THRESHOLD,
-    POSSIBLE_THRESHOLD,
-    DateLevel,
-    IdLevel,
-    MatchIndex,
-    NameLevel,
-    compare_dates,
-    compare_names,
-    compare_nhs,
-)
+from node.comparison import DateLevel, IdLevel, NameLevel, compare_dates, compare_names, compare_nhs
+from node.matching import MATCH_MARGIN, MATCH_THRESHOLD, POSSIBLE_THRESHOLD, MatchIndex
 from node.store import Child
 
 NHS_A = "9434765919"
