@@ -260,7 +260,7 @@ def create_app(config: BrokerConfig) -> web.Application:
     logapi.install(app, app[BROKER].audit)
     app.cleanup_ctx.append(_client)
     ratelimit.install(app, config.redis_url,
-                      ratelimit.limits_from(app[BROKER].trust.current.policy.rate_limits, config.rate_limits),
+                      ratelimit.FollowingLimits(lambda: app[BROKER].trust.current, config.rate_limits),
                       prefix=f"signpost:rl:{app[BROKER].trust.current.federation}",
                       timeout_seconds=config.redis_timeout_seconds)
     return app

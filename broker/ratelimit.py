@@ -11,6 +11,12 @@ Redis (so any number of brokers share one budget, on Redis's clock), ``MemoryLim
 same step in process for a single broker without Redis. If Redis is configured but cannot be
 reached, ``check`` raises ``RateLimitUnavailable`` and the broker refuses searches (503): a
 broken limiter never means unlimited searching.
+
+The budgets follow the trust list: each check is given the limits in force (``FollowingLimits``
+recomputes them from ``policy.rate_limits`` whenever a new trust-list version is accepted, the
+broker config's ``rate_limits`` still overriding), so a changed limit applies from the next
+search without a restart. A bucket's TAT is kept across a change: the searches already made
+count against the new rate (a lowered limit refuses sooner, a raised one frees budget sooner).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from aiohttp import web
 
 from federation.errors import SignpostError
 from federation.http import problem
+from trust.trustlist import TrustList
 
 log = logging.getLogger("signpost.broker")
 
@@ -73,7 +80,8 @@ class Limit:
         return max(1, self.period_ms // self.count)
 
 
-def limits_from(policy: Mapping[str, int], override: Mapping[str, int] | None = None) -> tuple[Limit, ...]:
+def limits_from(policy: Mapping[str, int], override: Mapping[str, int] | None = None
+                ) -> tuple[Limit, ...]:
     """The budgets in force: defaults, then the trust-list policy, then the broker's override."""
     merged = dict(DEFAULT_LIMITS)
     merged.update({k: v for k, v in policy.items() if k in LIMIT_PERIODS})
@@ -88,6 +96,38 @@ def limits_from(policy: Mapping[str, int], override: Mapping[str, int] | None = 
             raise ValueError(f"rate_limits.{name}: expected an integer, got {value!r}")
         out.append(Limit(name, subject, value, seconds * 1000))
     return tuple(out)
+
+
+class FollowingLimits:
+    """The budgets in force, recomputed when the trust list in force changes version.
+
+    Calling it returns the limits for the next check. The first computation happens here, so a
+    bad broker override or policy stops the broker at start. A later list whose
+    ``policy.rate_limits`` are invalid leaves the previous limits in force and is logged: budgets
+    are never dropped (fail closed), and a governance typo does not stop every search either.
+    """
+
+    def __init__(self, current: Callable[[], TrustList], override: Mapping[str, int] | None = None) -> None:
+        self._current = current
+        self._override = dict(override or {})
+        trust = current()
+        self._version = trust.version
+        self._limits = limits_from(trust.policy.rate_limits, self._override)
+
+    def __call__(self) -> tuple[Limit, ...]:
+        trust = self._current()
+        if trust.version != self._version:
+            self._version = trust.version
+            try:
+                limits = limits_from(trust.policy.rate_limits, self._override)
+            except ValueError as exc:
+                log.error("trust list version %d: rate limits not changed: %s", trust.version, exc)
+            else:
+                if limits != self._limits:
+                    log.info("trust list version %d: rate limits now %s", trust.version,
+                             ", ".join(f"{limit.name}={limit.count}" for limit in limits))
+                self._limits = limits
+        return self._limits
 
 
 @dataclass(frozen=True)
@@ -125,21 +165,32 @@ def gcra_step(tats: Sequence[int | None], limits: Sequence[Limit], now_ms: int
     return Decision(True), new
 
 
+def _budgets(limits: Sequence[Limit]) -> tuple[Limit, ...]:
+    """The budgets for one check; none at all is an error, never an unlimited search."""
+    if not limits:
+        raise RateLimitError("rate limits: expected at least one budget, got none")
+    return tuple(limits)
+
+
 def bucket_keys(prefix: str, limits: Sequence[Limit], subjects: Mapping[str, str]) -> list[str]:
     """Storage keys: one per budget and subject (``subjects`` maps 'practitioner'/'organisation')."""
     return [f"{prefix}:{limit.name}:{subjects[limit.subject]}" for limit in limits]
 
 
 class RateLimiter(Protocol):
-    async def check(self, subjects: Mapping[str, str]) -> Decision: ...
+    async def check(self, subjects: Mapping[str, str], limits: Sequence[Limit] | None = None
+                    ) -> Decision: ...
 
     async def close(self) -> None: ...
 
 
 class MemoryLimiter:
-    """The in-process store: the same GCRA step, for a single broker without Redis."""
+    """The in-process store: the same GCRA step, for a single broker without Redis.
 
-    def __init__(self, limits: Sequence[Limit], *, prefix: str = "signpost:rl",
+    ``limits`` given to the constructor are the default for checks that name none.
+    """
+
+    def __init__(self, limits: Sequence[Limit] = (), *, prefix: str = "signpost:rl",
                  clock: Callable[[], float] = time.time) -> None:
         self.limits = tuple(limits)
         self.prefix = prefix
@@ -147,13 +198,15 @@ class MemoryLimiter:
         self._tats: dict[str, int] = {}  # key -> TAT (ms); a TAT in the past is as good as none
         self._lock = asyncio.Lock()
 
-    async def check(self, subjects: Mapping[str, str]) -> Decision:
-        keys = bucket_keys(self.prefix, self.limits, subjects)
+    async def check(self, subjects: Mapping[str, str], limits: Sequence[Limit] | None = None
+                    ) -> Decision:
+        budgets = _budgets(self.limits if limits is None else limits)
+        keys = bucket_keys(self.prefix, budgets, subjects)
         async with self._lock:
             now_ms = int(self._clock() * 1000)
             if len(self._tats) > 100_000:
                 self._tats = {k: v for k, v in self._tats.items() if v > now_ms}
-            decision, new = gcra_step([self._tats.get(k) for k in keys], self.limits, now_ms)
+            decision, new = gcra_step([self._tats.get(k) for k in keys], budgets, now_ms)
             if new is not None:
                 self._tats.update(zip(keys, new, strict=True))
             return decision
@@ -194,9 +247,13 @@ return {1, 0, 0}
 
 
 class RedisLimiter:
-    """Budgets kept in Redis, checked and counted by one Lua script (atomic across replicas)."""
+    """Budgets kept in Redis, checked and counted by one Lua script (atomic across replicas).
 
-    def __init__(self, url: str, limits: Sequence[Limit], *, prefix: str = "signpost:rl",
+    The limits travel with each call (as script arguments), so replicas that have accepted a new
+    trust list apply its limits at once; ``limits`` given to the constructor are the default.
+    """
+
+    def __init__(self, url: str, limits: Sequence[Limit] = (), *, prefix: str = "signpost:rl",
                  timeout_seconds: float = 0.5) -> None:
         from redis.asyncio import Redis
         from redis.asyncio.retry import Retry
@@ -211,12 +268,14 @@ class RedisLimiter:
         self._script = self.redis.register_script(GCRA_LUA)
         self._timeout = timeout_seconds
 
-    async def check(self, subjects: Mapping[str, str]) -> Decision:
+    async def check(self, subjects: Mapping[str, str], limits: Sequence[Limit] | None = None
+                    ) -> Decision:
         from redis.exceptions import RedisError
 
-        keys = bucket_keys(self.prefix, self.limits, subjects)
+        budgets = _budgets(self.limits if limits is None else limits)
+        keys = bucket_keys(self.prefix, budgets, subjects)
         args: list[int] = []
-        for limit in self.limits:
+        for limit in budgets:
             args += [limit.interval_ms, limit.period_ms]
         try:
             async with asyncio.timeout(self._timeout * 2):
@@ -226,7 +285,7 @@ class RedisLimiter:
                 f"rate limit store: Redis did not answer ({exc.__class__.__name__})") from exc
         if int(allowed) == 1:
             return Decision(True)
-        return Decision(False, self.limits[int(worst) - 1].name, int(wait))
+        return Decision(False, budgets[int(worst) - 1].name, int(wait))
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -248,14 +307,22 @@ def subjects_for(issuer: str, sub: str, org: str) -> dict[str, str]:
 # --- aiohttp wiring -------------------------------------------------------------------------
 
 LIMITER = web.AppKey("ratelimiter", RateLimiter)
+LIMITS: web.AppKey[Callable[[], Sequence[Limit]]] = web.AppKey("ratelimits")
 
 
-def install(app: web.Application, redis_url: str | None, limits: Sequence[Limit], *,
+def install(app: web.Application, redis_url: str | None,
+            limits: Sequence[Limit] | Callable[[], Sequence[Limit]], *,
             prefix: str = "signpost:rl", timeout_seconds: float = 0.5) -> None:
-    """Open the limiter with the app and close it on shutdown."""
+    """Open the limiter with the app and close it on shutdown.
+
+    ``limits`` is either fixed, or a callable giving the limits in force for each search
+    (``FollowingLimits``, so the limits follow the trust list).
+    """
+    fixed = tuple(limits) if not callable(limits) else ()
+    app[LIMITS] = limits if callable(limits) else (lambda: fixed)
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        app[LIMITER] = create_limiter(redis_url, limits, prefix=prefix, timeout_seconds=timeout_seconds)
+        app[LIMITER] = create_limiter(redis_url, (), prefix=prefix, timeout_seconds=timeout_seconds)
         yield
         await app[LIMITER].close()
 
@@ -273,7 +340,7 @@ async def admit(app: web.Application, issuer: str, sub: str, org: str) -> web.Re
         return problem(503, "Searching unavailable", "rate limit store: not running",
                        kind="rate-limit-unavailable", headers={"Retry-After": "5"})
     try:
-        decision = await limiter.check(subjects_for(issuer, sub, org))
+        decision = await limiter.check(subjects_for(issuer, sub, org), app[LIMITS]())
     except RateLimitUnavailable as exc:
         log.error("searches refused: %s", exc)
         return problem(503, "Searching unavailable", str(exc), kind="rate-limit-unavailable",
