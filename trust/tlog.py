@@ -1,23 +1,9 @@
 """Crash-safe, append-only storage for one party's audit log, with group commit and proofs.
 
-A log is a directory of four files::
-
-    entries     b"SPALOG1\\n", then one record per entry:
-                u32 big-endian payload length | first 4 bytes of the leaf hash | payload
-    leaves      the 32-byte RFC 9162 leaf hash of each entry, in order
-    offsets     the u64 big-endian end offset (in ``entries``) of each record, in order
-    checkpoint  the last checkpoint this log signed (a C2SP signed note), if any
-
-``entries`` is the log. ``leaves`` and ``offsets`` are indexes that are rebuilt from it when
-missing or short. A batch of appends is written to ``entries`` and made durable (one
-fdatasync), then added to the indexes, and only then acknowledged. The indexes are synced
-before they would hold more than ``MAX_UNSYNCED_INDEX`` unsynced records, so their writes never
-get ahead of ``entries`` and can lag it only by a bounded amount. At a crash only the last batch
-can be half-written: on open, records that are incomplete or fail their check at the end of
-``entries`` are cut, index entries past the end of ``entries`` are dropped, the last
-``MAX_UNSYNCED_INDEX`` index entries are checked against their records, and complete records
-the indexes do not know yet are indexed. Nothing that was acknowledged is lost, and a damaged
-record that may have been acknowledged is never cut.
+The files, their format and their repair after a crash are ``trust.logfiles``. Here: a batch of
+appends is written to ``entries`` and made durable (one fdatasync), then added to the indexes,
+and only then acknowledged; the indexes are synced before they would hold more than
+``MAX_UNSYNCED_INDEX`` unsynced records. Nothing that was acknowledged is lost at a crash.
 
 In memory the log keeps the right edge of the tree and every node at level ``MEMORY_LEVEL`` and
 above (2 bytes per entry); lower nodes are hashed from at most ``2**MEMORY_LEVEL`` leaves read
@@ -31,10 +17,8 @@ to open when its entries no longer lead to that checkpoint's root.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import hashlib
 import os
-import struct
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +31,24 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from federation.canonical import canonical_json
 from trust import merkle
 from trust.checkpoint import Checkpoint, CheckpointError, parse_checkpoint, sign_checkpoint
+from trust.logfiles import (
+    CHECKPOINT,
+    END_SIZE,
+    ENTRIES,
+    LEAF_CHUNK,
+    MAGIC,
+    MAX_BATCH,
+    MAX_ENTRY_BYTES,
+    MAX_UNSYNCED_INDEX,
+    CorruptLogError,
+    LogFiles,
+    LogInUseError,
+    frame_records,
+    fsync_directory,
+    pread,
+    pwrite,
+)
+from trust.logfiles import datasync as _datasync  # a module global, so tests can count syncs
 from trust.logverify import LogReport, Problem, ProblemKind, verify_log
 from trust.merkle import HASH_SIZE, LogError, TreeRangeError
 
@@ -66,36 +68,12 @@ __all__ = [
     "canonical_entry",
 ]
 
-MAGIC = b"SPALOG1\n"
-"""First bytes of every ``entries`` file (format version 1)."""
-
-MAX_ENTRY_BYTES = 16 * 1024 * 1024
-"""Largest entry accepted, in bytes."""
-
-MAX_BATCH = 4096
-"""Most entries written (and fsynced) together."""
-
-MAX_UNSYNCED_INDEX = 4096
-"""Most index records written but not yet synced; also how far back ``open`` checks the indexes."""
-
 MEMORY_LEVEL = 5
 """Lowest tree level whose nodes are kept in memory; lower ones are hashed from ``leaves``."""
-
-_RECORD_HEADER = struct.Struct(">I4s")
-_HEADER_SIZE = _RECORD_HEADER.size
-_CHECK_SIZE = 4
-_END_SIZE = 8
-_READ_CHUNK = 4 * 1024 * 1024
-_LEAF_CHUNK = 1 << 16
-_ENTRIES, _LEAVES, _OFFSETS, _CHECKPOINT = "entries", "leaves", "offsets", "checkpoint"
 
 
 class LogClosedError(LogError):
     """The log was used after ``close``."""
-
-
-class LogInUseError(LogError):
-    """Another process (or another ``AuditLog`` in this one) has the log open."""
 
 
 class EntryError(LogError):
@@ -104,17 +82,6 @@ class EntryError(LogError):
 
 class LogWriteError(LogError):
     """Writing or syncing failed; the appends in that batch were not acknowledged."""
-
-
-class CorruptLogError(LogError):
-    """Stored data is damaged or no longer matches what the log signed."""
-
-    def __init__(self, message: str, index: int | None = None) -> None:
-        super().__init__(message)
-        self.index = index
-
-
-_datasync = os.fdatasync if hasattr(os, "fdatasync") else os.fsync  # data and size, not mtime
 
 
 def canonical_entry(entry: bytes | bytearray | memoryview | Mapping[str, Any]) -> bytes:
@@ -135,66 +102,8 @@ def canonical_entry(entry: bytes | bytearray | memoryview | Mapping[str, Any]) -
     return data
 
 
-def _pread(fd: int, size: int, offset: int) -> bytes:
-    """Up to ``size`` bytes at ``offset`` (fewer only at end of file)."""
-    parts: list[bytes] = []
-    while size > 0:
-        chunk = os.pread(fd, size, offset)
-        if not chunk:
-            break
-        parts.append(chunk)
-        size -= len(chunk)
-        offset += len(chunk)
-    return b"".join(parts)
-
-
-def _pwrite(fd: int, data: bytes | bytearray, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _check_record(index: int, record: bytes) -> tuple[bytes, bytes, str | None]:
-    """Split a stored record into (payload, leaf hash, damage description or None)."""
-    if len(record) < _HEADER_SIZE:
-        return (
-            record,
-            merkle.leaf_hash(record),
-            (f"record {index}: {len(record)} bytes, shorter than its {_HEADER_SIZE}-byte header"),
-        )
-    length, check = _RECORD_HEADER.unpack_from(record)
-    payload = record[_HEADER_SIZE:]
-    leaf = merkle.leaf_hash(payload)
-    if length != len(payload):
-        return (
-            payload,
-            leaf,
-            (f"record {index}: length field says {length} bytes, the record holds {len(payload)}"),
-        )
-    if leaf[:_CHECK_SIZE] != check:
-        return (
-            payload,
-            leaf,
-            (
-                f"record {index}: check bytes {check.hex()} do not match the payload "
-                f"(expected {leaf[:_CHECK_SIZE].hex()})"
-            ),
-        )
-    return payload, leaf, None
-
-
 class AuditLog:
-    """One append-only Merkle log on disk. See the module docstring for the format.
+    """One append-only Merkle log on disk (``trust.logfiles`` describes the format).
 
     Appends from coroutines (``await log.append(entry)``) are batched: each batch is written
     and fsynced once, from a worker thread, and every append returns its index only after its
@@ -220,26 +129,14 @@ class AuditLog:
         self._levels: list[bytearray] = []
         self._signed: Checkpoint | None = None
         self._signed_note: str | None = None
-        self._fds: list[int] = []
         self._unsynced_index = 0
 
-        created = not self._path.exists()
-        self._path.mkdir(parents=True, exist_ok=True)
+        self._files = LogFiles(self._path)
         try:
-            self._entries_fd = self._open_file(_ENTRIES)
-            try:
-                fcntl.flock(self._entries_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as exc:
-                raise LogInUseError(f"audit log {self._path} is already open elsewhere") from exc
-            self._leaves_fd = self._open_file(_LEAVES)
-            self._offsets_fd = self._open_file(_OFFSETS)
-            if created:
-                _fsync_directory(self._path)
-                _fsync_directory(self._path.parent)
             self._recover()
             self._load_signed()
         except BaseException:
-            self._close_files()
+            self._files.close()
             raise
 
     @classmethod
@@ -247,164 +144,23 @@ class AuditLog:
         """Open the log in directory ``path``, creating it if needed and recovering from a crash."""
         return cls(path, max_batch=max_batch)
 
-    def _open_file(self, name: str) -> int:
-        fd = os.open(self._path / name, os.O_RDWR | os.O_CREAT, 0o600)
-        self._fds.append(fd)
-        return fd
-
-    def _close_files(self) -> None:
-        for fd in reversed(self._fds):
-            os.close(fd)
-        self._fds.clear()
-
     def __repr__(self) -> str:
         return f"AuditLog({str(self._path)!r}, size={self._size})"
 
     # ------------------------------------------------------------------ recovery
 
     def _recover(self, *, trust_indexes: bool = True) -> None:
-        entries_size = self._check_magic()
-        known = indexed = 0
-        if trust_indexes:
-            known = min(
-                os.fstat(self._leaves_fd).st_size // HASH_SIZE,
-                os.fstat(self._offsets_fd).st_size // _END_SIZE,
-            )
-            indexed = known = self._indexed_within(known, entries_size)
-            known = self._check_index_tail(known, entries_size)
-        end = self._record_end(known - 1) if known else len(MAGIC)
-        leaves, ends, end = self._scan_records(end, entries_size)
-        if end < entries_size:
-            # Only the last batch can be unindexed after a crash, and it was never acknowledged:
-            # its torn tail is cut. A damaged record that was indexed, or one found after more
-            # than a batch of unindexed records (the indexes were lost), may have been
-            # acknowledged, and it is not ours to cut.
-            index = known + len(leaves)
-            if not trust_indexes or index < indexed or len(leaves) > MAX_BATCH + MAX_UNSYNCED_INDEX:
-                raise CorruptLogError(
-                    f"{self._path / _ENTRIES}: record {index} at byte {end} is damaged and may "
-                    f"have been acknowledged; restore the file, or cut it at byte {end} by hand",
-                    index,
-                )
-            os.ftruncate(self._entries_fd, end)
-            _datasync(self._entries_fd)
-        for fd, width, data in [
-            (self._leaves_fd, HASH_SIZE, b"".join(leaves)),
-            (self._offsets_fd, _END_SIZE, b"".join(e.to_bytes(_END_SIZE, "big") for e in ends)),
-        ]:
-            if os.fstat(fd).st_size != known * width or data:
-                os.ftruncate(fd, known * width)
-                _pwrite(fd, data, known * width)
-                _datasync(fd)
+        """Repair the files (see ``LogFiles.recover``) and rebuild the in-memory tree from them."""
+        total, end = self._files.recover(trust_indexes=trust_indexes)
         self._end = end
         self._size = 0
         self._frontier = []
         self._levels = []
-        total = known + len(leaves)
-        for first in range(0, total, _LEAF_CHUNK):
-            count = min(_LEAF_CHUNK, total - first)
-            data = _pread(self._leaves_fd, count * HASH_SIZE, first * HASH_SIZE)
-            if len(data) != count * HASH_SIZE:
-                raise CorruptLogError(f"{self._path / _LEAVES}: shorter than it was just written")
-            self._add_leaves([data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)])
-
-    def _check_magic(self) -> int:
-        size = os.fstat(self._entries_fd).st_size
-        head = _pread(self._entries_fd, min(size, len(MAGIC)), 0)
-        if head != MAGIC[: len(head)]:
-            raise CorruptLogError(
-                f"{self._path / _ENTRIES}: expected a Signpost audit log starting with "
-                f"{MAGIC!r}, got {head!r}"
-            )
-        if size < len(MAGIC):  # created, but the header never reached the disk
-            _pwrite(self._entries_fd, MAGIC, 0)
-            _datasync(self._entries_fd)
-            size = len(MAGIC)
-        return size
-
-    def _read_ends(self, first: int, count: int) -> tuple[int, ...]:
-        data = _pread(self._offsets_fd, count * _END_SIZE, first * _END_SIZE)
-        if len(data) != count * _END_SIZE:
-            raise CorruptLogError(f"{self._path / _OFFSETS}: index is shorter than the log")
-        return struct.unpack(f">{count}Q", data)
-
-    def _record_end(self, index: int) -> int:
-        return self._read_ends(index, 1)[0]
-
-    def _record_start(self, index: int) -> int:
-        return self._record_end(index - 1) if index else len(MAGIC)
-
-    def _indexed_within(self, known: int, entries_size: int) -> int:
-        """How many indexed records end within ``entries`` (the rest were cut off)."""
-        low, high = 0, known
-        while low < high:
-            middle = (low + high + 1) // 2
-            if self._record_end(middle - 1) <= entries_size:
-                low = middle
-            else:
-                high = middle - 1
-        return low
-
-    def _check_index_tail(self, known: int, entries_size: int) -> int:
-        """Check the index entries that may not have been synced before a crash.
-
-        Returns how many index entries to keep: index entries that disagree with intact records
-        are dropped (and rebuilt by the caller); a leaf hash that disagrees with its intact
-        record is rewritten. A damaged record is left alone for reads and audits to report.
-        """
-        first = max(0, known - MAX_UNSYNCED_INDEX)
-        if first == known:
-            return known
-        start = self._record_start(first)
-        ends = self._read_ends(first, known - first)
-        stored = _pread(self._leaves_fd, (known - first) * HASH_SIZE, first * HASH_SIZE)
-        repaired = False
-        for offset, end in enumerate(ends):
-            index = first + offset
-            if end - start < _HEADER_SIZE or end > entries_size:
-                return index
-            _, leaf, damage = _check_record(index, _pread(self._entries_fd, end - start, start))
-            if damage is not None:
-                own_leaves, _, _ = self._scan_records(start, entries_size, limit=1)
-                if own_leaves:  # the record is intact by its own header: the index is wrong
-                    return index
-            elif leaf != stored[offset * HASH_SIZE : (offset + 1) * HASH_SIZE]:
-                _pwrite(self._leaves_fd, leaf, index * HASH_SIZE)
-                repaired = True
-            start = end
-        if repaired:
-            _datasync(self._leaves_fd)
-        return known
-
-    def _scan_records(
-        self, position: int, entries_size: int, *, limit: int | None = None
-    ) -> tuple[list[bytes], list[int], int]:
-        """Complete, intact records from ``position`` on: their leaf hashes, ends, and where they stop."""
-        leaves: list[bytes] = []
-        ends: list[int] = []
-        chunk = _READ_CHUNK if limit is None else _HEADER_SIZE
-        buffer, buffer_at = b"", position
-        while entries_size - position >= _HEADER_SIZE and (limit is None or len(leaves) < limit):
-            if position + _HEADER_SIZE > buffer_at + len(buffer):
-                buffer, buffer_at = _pread(self._entries_fd, chunk, position), position
-            length, check = _RECORD_HEADER.unpack_from(buffer, position - buffer_at)
-            end = position + _HEADER_SIZE + length
-            if length > MAX_ENTRY_BYTES or end > entries_size:
-                break
-            if end > buffer_at + len(buffer):
-                buffer = _pread(self._entries_fd, max(chunk, end - position), position)
-                buffer_at = position
-            payload = buffer[position - buffer_at + _HEADER_SIZE : end - buffer_at]
-            leaf = merkle.leaf_hash(payload)
-            if leaf[:_CHECK_SIZE] != check:
-                break
-            leaves.append(leaf)
-            ends.append(end)
-            position = end
-        return leaves, ends, position
+        for leaves in self._files.leaf_chunks(total):
+            self._add_leaves(leaves)
 
     def _load_signed(self) -> None:
-        path = self._path / _CHECKPOINT
+        path = self._path / CHECKPOINT
         if not path.exists():
             return
         note = path.read_text(encoding="utf-8")
@@ -458,7 +214,7 @@ class AuditLog:
                     return node
             raise TreeRangeError(f"no complete subtree at level {level}, index {index}")
         count = 1 << level
-        data = _pread(self._leaves_fd, count * HASH_SIZE, (index << level) * HASH_SIZE)
+        data = pread(self._files.leaves_fd, count * HASH_SIZE, (index << level) * HASH_SIZE)
         if len(data) != count * HASH_SIZE:
             raise TreeRangeError(f"no complete subtree at level {level}, index {index}")
         nodes = [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
@@ -517,7 +273,7 @@ class AuditLog:
         """The stored leaf hashes of entries ``[start, end)``."""
         self._check_open()
         self._check_range(start, end)
-        data = _pread(self._leaves_fd, (end - start) * HASH_SIZE, start * HASH_SIZE)
+        data = pread(self._files.leaves_fd, (end - start) * HASH_SIZE, start * HASH_SIZE)
         return [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
 
     def entry(self, index: int) -> bytes:
@@ -531,7 +287,7 @@ class AuditLog:
         result: list[bytes] = []
         for index, payload, _, damage in self._records(start, end):
             if damage is not None:
-                raise CorruptLogError(f"{self._path / _ENTRIES}: {damage}", index)
+                raise CorruptLogError(f"{self._path / ENTRIES}: {damage}", index)
             result.append(payload)
         return result
 
@@ -552,19 +308,7 @@ class AuditLog:
         """(index, payload, leaf hash, damage) for entries ``[start, end)``, never raising on damage."""
         self._check_open()
         self._check_range(start, end)
-        for first in range(start, end, MAX_BATCH):
-            last = min(end, first + MAX_BATCH)
-            ends = self._read_ends(first, last - first)
-            begin = self._record_start(first)
-            data = _pread(self._entries_fd, ends[-1] - begin, begin)
-            if len(data) != ends[-1] - begin:
-                raise CorruptLogError(f"{self._path / _ENTRIES}: shorter than its index", first)
-            position = begin
-            for offset, record_end in enumerate(ends):
-                record = data[position - begin : record_end - begin]
-                payload, leaf, damage = _check_record(first + offset, record)
-                yield first + offset, payload, leaf, damage
-                position = record_end
+        yield from self._files.records(start, end)
 
     # ------------------------------------------------------------------ writing
 
@@ -585,26 +329,15 @@ class AuditLog:
         with self._write_lock:
             self._check_writable()
             first, begin = self._size, self._end
-            records = bytearray()
-            ends = bytearray()
-            leaves: list[bytes] = []
-            position = begin
-            sha256 = hashlib.sha256
-            pack = _RECORD_HEADER.pack
-            for payload in payloads:
-                leaf = sha256(b"\x00" + payload).digest()
-                records += pack(len(payload), leaf[:_CHECK_SIZE])
-                records += payload
-                position += _HEADER_SIZE + len(payload)
-                ends += position.to_bytes(8, "big")
-                leaves.append(leaf)
+            records, ends, leaves, position = frame_records(payloads, begin)
+            files = self._files
             try:
-                _pwrite(self._entries_fd, records, begin)
-                _datasync(self._entries_fd)
+                pwrite(files.entries_fd, records, begin)
+                _datasync(files.entries_fd)
                 if self._unsynced_index + len(payloads) > MAX_UNSYNCED_INDEX:
                     self._sync_index()
-                _pwrite(self._leaves_fd, b"".join(leaves), first * HASH_SIZE)
-                _pwrite(self._offsets_fd, ends, first * _END_SIZE)
+                pwrite(files.leaves_fd, b"".join(leaves), first * HASH_SIZE)
+                pwrite(files.offsets_fd, ends, first * END_SIZE)
                 self._unsynced_index += len(payloads)
             except OSError as exc:
                 self._broken = f"{type(exc).__name__}: {exc}"
@@ -617,8 +350,8 @@ class AuditLog:
             return first
 
     def _sync_index(self) -> None:
-        _datasync(self._leaves_fd)
-        _datasync(self._offsets_fd)
+        _datasync(self._files.leaves_fd)
+        _datasync(self._files.offsets_fd)
         self._unsynced_index = 0
 
     def append_sync(self, entry: bytes | Mapping[str, Any]) -> int:
@@ -693,14 +426,14 @@ class AuditLog:
                 )
             note = sign_checkpoint(current, key_name, private_key)
             if last is None or (last.size, last.root) != (current.size, current.root):
-                temporary = self._path / f"{_CHECKPOINT}.tmp"
+                temporary = self._path / f"{CHECKPOINT}.tmp"
                 descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 with open(descriptor, "w", encoding="utf-8") as handle:
                     handle.write(note)
                     handle.flush()
                     os.fsync(handle.fileno())
-                os.replace(temporary, self._path / _CHECKPOINT)
-                _fsync_directory(self._path)
+                os.replace(temporary, self._path / CHECKPOINT)
+                fsync_directory(self._path)
             self._signed, self._signed_note = current, note
             return note
 
@@ -741,8 +474,8 @@ class AuditLog:
         return report.with_problems(storage)
 
     def _stored_leaves(self, count: int) -> Iterator[bytes]:
-        for first in range(0, count, _LEAF_CHUNK):
-            yield from self.leaf_hashes(first, min(count, first + _LEAF_CHUNK))
+        for first in range(0, count, LEAF_CHUNK):
+            yield from self.leaf_hashes(first, min(count, first + LEAF_CHUNK))
 
     # ------------------------------------------------------------------ closing
 
@@ -760,7 +493,7 @@ class AuditLog:
                 if self._unsynced_index and self._broken is None:
                     self._sync_index()
             finally:
-                self._close_files()
+                self._files.close()
 
     async def aclose(self) -> None:
         """Wait for appends in flight, then close."""
