@@ -21,6 +21,7 @@ one. A party pinned to an old root walks these in order to catch up across sever
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,8 +32,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from federation.errors import ConfigError
 from trust import keys as keyfiles
 from trust import rootchain, trustlist
-from trust.errors import TrustError
-from trust.store import read_json
+from trust.errors import SignatureError, TrustError
+from trust.store import TrustStore, read_json
 from trust.trustlist import DOCUMENT_TYPE, GovernanceRoot, TrustList, format_time
 
 DRAFT = "trustlist.draft.json"
@@ -174,9 +175,24 @@ def sign_draft(folder: Path, key: Ed25519PrivateKey) -> dict[str, Any]:
 
 def verify_file(path: Path, root_path: Path, *, now: datetime | None = None,
                 allow_expired: bool = False) -> TrustList:
-    """Verify a trust-list file against a pinned root file (raises ``TrustError``)."""
-    return trustlist.verify(read_json(path), GovernanceRoot.from_json(read_json(root_path)),
-                            now or datetime.now(UTC), allow_expired=allow_expired)
+    """Verify a trust-list file against a pinned root file (raises ``TrustError``).
+
+    When the list names another root, the published roots beside it (``roots/<n>.json``) are
+    walked from the pinned root first, as a party would, without changing any party's state.
+    """
+    moment = now or datetime.now(UTC)
+    document = read_json(path)
+    with tempfile.TemporaryDirectory() as scratch:
+        walker = TrustStore(root_path, path, Path(scratch) / "state.json")
+        reached = walker.catch_up(document, moment)
+        try:
+            return trustlist.verify(document, reached.root, moment, allow_expired=allow_expired)
+        except SignatureError as exc:
+            named = rootchain.offered_root(document)
+            if named is None or rootchain.same_root(named, reached.root) or reached.index is None:
+                raise
+            raise rootchain.unreachable(document["signed"].get("version"), reached,
+                                        walker.roots_location()) from exc
 
 
 def publish_draft(folder: Path, *, now: datetime | None = None) -> TrustList:
@@ -341,7 +357,8 @@ def rotate_governance(
     """Replace the governance keys: the next version names the new root and is signed by the
     old keys and the new ones (The Update Framework's rule), so every party can follow it.
 
-    The new private keys replace ``governance/*.pem``; the old ones move to ``governance/retired/``.
+    The new private keys replace ``governance/*.pem``; the old ones move to ``governance/retired/``
+    (named with the time and the published root they belonged to, so none is overwritten).
     ``root.json`` becomes the new root for members enrolling from now on. The new version is also
     published as the next ``roots/<n>.json``, so a party that misses this rotation and the next
     one can still walk from its pinned root to the newest.
@@ -354,11 +371,11 @@ def rotate_governance(
     signed = load_signed(folder)
     signed["governance"] = root.to_json()
     document = publish(folder, signed, valid_days=valid_days, now=moment, signers=[*old, *new])
-    _publish_root(folder, document)
+    index = _publish_root(folder, document)
     retired = folder / "governance" / "retired"
     retired.mkdir(parents=True, exist_ok=True)
-    for path in sorted((folder / "governance").glob("*.pem")):
-        path.replace(retired / f"{moment:%Y%m%dT%H%M%S}-{path.name}")
+    for path in sorted((folder / "governance").glob("*.pem")):  # keys of root index - 1
+        path.replace(retired / f"{moment:%Y%m%dT%H%M%S}-root{index - 1}-{path.name}")
     for i, key in enumerate(new, start=1):
         keyfiles.save_private(key, folder / "governance" / f"governance-{i}.pem")
     _write_json(folder / "root.json", root.to_json())

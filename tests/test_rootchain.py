@@ -268,3 +268,18 @@ async def test_root_chain_walk_over_http(tmp_path: Path) -> None:
         assert newest["governance"] == pinned(store)
     finally:
         await runner.cleanup()
+
+
+def test_verify_file_walks_the_published_roots_without_changing_state(tmp_path: Path) -> None:
+    """``federation verify --root OLD`` answers what a party pinned to OLD would: the newest list
+    verifies across two rotations, and not once a needed root is missing."""
+    folder = tmp_path / "fed"
+    provision.create(folder, "test", governance=3, threshold=2)
+    old_root = tmp_path / "old-root.json"
+    shutil.copy(folder / "root.json", old_root)
+    rotate(folder, 2)
+    newest = provision.verify_file(folder / "trustlist.json", old_root)
+    assert (5, []) == (newest.version, sorted(p.name for p in tmp_path.glob("*.state.json")))
+    (folder / "roots" / "3.json").unlink()
+    with pytest.raises(RootChainError, match="root 3 is missing"):
+        provision.verify_file(folder / "trustlist.json", old_root)
