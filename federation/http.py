@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -63,3 +65,17 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     merged = {"Cache-Control": "no-store"}
     merged.update(headers or {})
     return web.json_response(data, status=status, headers=merged)
+
+
+def setup_logging(verbose: bool) -> None:
+    """Logging for a service process (``signpost node serve``, ``signpost broker serve``)."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def serve(app: web.Application, host: str, port: int, context: ssl.SSLContext | None) -> None:
+    """Serve ``app`` until the process is stopped: no start-up banner, no access log."""
+    web.run_app(app, host=host, port=port, print=None, access_log=None, ssl_context=context)

@@ -1,0 +1,61 @@
+"""``signpost broker serve``, and ``signpost search``: a search through a broker from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from federation import config as configfile
+from federation.errors import SignpostError
+
+
+def cmd_broker_serve(args: argparse.Namespace) -> int:
+    from broker.api import create_app
+    from broker.config import BrokerConfig
+    from federation.http import serve, setup_logging
+
+    setup_logging(args.verbose)
+    from trust import tls
+
+    config = configfile.load(BrokerConfig, Path(args.config))
+    serve_tls = config.tls is not None and config.serve_tls
+    context = tls.server_context(config.tls, require_client=False) if config.tls and serve_tls else None
+    serve(create_app(config), config.host, config.port, context)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import aiohttp
+
+    from federation.render import answer_text
+
+    token = args.token or os.environ.get("SIGNPOST_TOKEN")
+    if not token:
+        raise SignpostError("give --token or set SIGNPOST_TOKEN")
+    ident = {k: getattr(args, k) for k in ("nhs_number", "upn", "given_name", "family_name",
+                                             "date_of_birth", "sex", "postcode") if getattr(args, k)}
+    body: dict[str, Any] = {"identity": ident, "purpose": args.purpose}
+    if args.on_behalf_of:
+        name, org, role, phone = ([*args.on_behalf_of.split("|"), "", "", "", ""])[:4]
+        body["on_behalf_of"] = {"name": name, "organisation": org, "role": role, "phone": phone}
+
+    async def go() -> tuple[int, Any]:
+        from trust import tls
+
+        connector = aiohttp.TCPConnector(ssl=tls.plain_client_context(Path(args.ca))) if args.ca else None
+        async with aiohttp.ClientSession(connector=connector) as session, session.post(
+            args.broker.rstrip("/") + "/v1/search", json=body,
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response:
+            return response.status, await response.json(content_type=None)
+
+    status, answer = asyncio.run(go())
+    if args.json or status != 200:
+        print(json.dumps(answer, indent=2))
+        return 0 if status == 200 else 1
+    print(answer_text(answer))
+    return 0
