@@ -172,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="pinned root.json (default: FEDERATION/root.json)")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per member (default 3)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--tls-ca", help="federation CA for HTTPS members (default: FEDERATION/tls/ca.pem)")
+    p.add_argument("--tls-cert", help="client certificate for nodes that require one "
+                   "(default: FEDERATION/tls/auditor.pem)")
+    p.add_argument("--tls-key", help="its key (default: the certificate's name with .key)")
     p.set_defaults(func=federation_cli.cmd_status)
 
     from federation import audit_cli

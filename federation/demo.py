@@ -345,6 +345,14 @@ def run_audit(folder: Path, out: Callable[[str], None] = print) -> int:
     return 0 if code == 0 else 1
 
 
+def run_status(folder: Path, out: Callable[[str], None] = print) -> int:
+    """Show the federation at a glance, as an operator would; 1 if a member is unreachable."""
+    from federation.cli import main
+
+    out("\nStatus: signpost status")
+    return 0 if main(["status", "--federation", str(folder)]) == 0 else 1
+
+
 def start(folder: Path, layout: dict[str, Any], procs: Processes) -> tuple[str, dict[str, str]]:
     """Start every node and the broker as processes; wait until all are healthy.
 
@@ -374,6 +382,7 @@ def run(folder: Path, *, once: bool, children: int, out: Callable[[str], None] =
             "broker and nodes talk over mutual TLS.")
         failures = asyncio.run(run_samples(broker_url, folder, layout["samples"], out))
         failures += run_audit(folder, out)
+        failures += run_status(folder, out)
         out("")
         if failures:
             out(f"{failures} sample search(es) did not answer as expected.")

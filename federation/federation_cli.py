@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import ssl
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from federation.errors import SignpostError
 
 
 def cmd_federation_create(args: argparse.Namespace) -> int:
@@ -167,6 +170,26 @@ def cmd_federation_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status_tls(args: argparse.Namespace, folder: Path) -> ssl.SSLContext | None:
+    """TLS for probing HTTPS members: the given files, else the federation folder's CA and
+    auditor certificate (as the demo creates them), else the system's defaults."""
+    from trust import tls
+
+    tls_dir = folder / "tls"
+    ca = Path(args.tls_ca) if args.tls_ca else tls_dir / "ca.pem"
+    if not ca.exists():
+        if args.tls_ca:
+            raise SignpostError(f"--tls-ca: {ca} does not exist")
+        return None
+    cert = Path(args.tls_cert) if args.tls_cert else tls_dir / "auditor.pem"
+    key = Path(args.tls_key) if args.tls_key else cert.with_suffix(".key")
+    if cert.exists() and key.exists():
+        return tls.client_context(tls.TlsFiles(cert, key, ca))
+    if args.tls_cert:
+        raise SignpostError(f"--tls-cert/--tls-key: expected both files, {cert} or {key} is missing")
+    return tls.plain_client_context(ca)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from federation import status
     from trust.store import read_json
@@ -178,7 +201,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     trust = verify(read_json(trust_path), GovernanceRoot.from_json(read_json(root_path)), now,
                    allow_expired=True)
-    statuses = asyncio.run(status.collect(trust, timeout=args.timeout, now=now))
+    statuses = asyncio.run(status.collect(trust, timeout=args.timeout, now=now,
+                                          ssl=_status_tls(args, folder)))
     if args.json:
         print(json.dumps([s.__dict__ for s in statuses], indent=2))
     else:
