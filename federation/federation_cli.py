@@ -91,7 +91,8 @@ def cmd_federation_verify(args: argparse.Namespace) -> int:
     path = Path(args.file) if args.file else folder / "trustlist.json"
     trust = provision.verify_file(path, Path(args.root) if args.root else folder / "root.json")
     print(f"OK: {path} is trust list version {trust.version} of {trust.federation!r}, signed by a "
-          f"threshold of the pinned governance keys, expires {trust.expires:%Y-%m-%d %H:%M}Z.")
+          f"threshold of the governance keys trusted from the pinned root (through any published "
+          f"root rotations), expires {trust.expires:%Y-%m-%d %H:%M}Z.")
     return 0
 
 
@@ -120,8 +121,11 @@ def cmd_federation_rotate_governance(args: argparse.Namespace) -> int:
 
     document = provision.rotate_governance(Path(args.dir), keys=args.governance_keys,
                                            threshold=args.threshold, valid_days=args.valid_days)
+    folder = Path(args.dir)
     print(f"Governance keys rotated ({args.governance_keys} key(s), threshold {args.threshold}); "
-          f"trust list version {document['signed']['version']} is signed by the old and new keys.")
+          f"trust list version {document['signed']['version']} is signed by the old and new keys. "
+          f"The new root is published as {folder / 'roots' / f'{provision.published_roots(folder)}.json'}: "
+          "publish the roots/ folder beside the trust list.")
     return 0
 
 
