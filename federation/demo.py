@@ -301,7 +301,7 @@ async def wait_healthy(urls: dict[str, str], procs: Processes, timeout: float = 
                         if r.status == 200:
                             del pending[name]
                 except (aiohttp.ClientError, OSError, TimeoutError):
-                    pass
+                    pass  # not listening yet: asked again on the next round
             if pending and time.monotonic() > deadline:
                 raise RuntimeError(f"not healthy after {timeout:.0f} s: {', '.join(pending)}")
             if pending:

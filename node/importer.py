@@ -205,6 +205,39 @@ def _upsert(
     return "updated"
 
 
+def _import_table(
+    conn: Any,
+    path: Path,
+    required: tuple[str, ...],
+    table: str,
+    columns: tuple[str, ...],
+    parse: Callable[[dict[str, str]], dict[str, Any]],
+    summary: ImportSummary,
+    tick: Callable[[], None],
+) -> set[str]:
+    """Upsert every valid row of one file into ``table``; reject the rest into ``summary``.
+
+    Returns the record ids accepted from the file.
+    """
+    seen: set[str] = set()
+    for line, row in _rows(path, required):
+        tick()
+        record_id = row.get("record_id", "").strip()
+        try:
+            if "__extra__" in row:
+                raise FieldError("row", "has more fields than the header")
+            if record_id in seen:
+                raise FieldError("record_id", f"duplicate of an earlier row ({record_id!r})")
+            values = parse(row)
+        except FieldError as exc:
+            summary.rejects.append(Reject(path.name, line, record_id, exc.field, exc.message))
+            continue
+        seen.add(record_id)
+        counter = f"{table}_{_upsert(conn, table, columns, values)}"
+        setattr(summary, counter, getattr(summary, counter) + 1)
+    return seen
+
+
 def import_files(
     store: Store,
     children_csv: Path,
@@ -230,49 +263,22 @@ def import_files(
         if progress is not None and (done % 1000 == 0 or done == total):
             progress(done, total)
 
-    seen_children: set[str] = set()
-    seen_involvements: set[str] = set()
     with store.transaction() as conn:
-        for line, row in _rows(children_csv, CHILD_REQUIRED):
-            tick()
-            record_id = row.get("record_id", "").strip()
-            try:
-                if "__extra__" in row:
-                    raise FieldError("row", "has more fields than the header")
-                if record_id in seen_children:
-                    raise FieldError("record_id", f"duplicate of an earlier row ({record_id!r})")
-                values = _parse_child(row)
-            except FieldError as exc:
-                summary.rejects.append(
-                    Reject(children_csv.name, line, record_id, exc.field, exc.message))
-                continue
-            seen_children.add(record_id)
-            outcome = _upsert(conn, "children", CHILD_COLUMNS, values)
-            setattr(summary, f"children_{outcome}",
-                    getattr(summary, f"children_{outcome}") + 1)
+        seen_children = _import_table(
+            conn, children_csv, CHILD_REQUIRED, "children", CHILD_COLUMNS, _parse_child, summary, tick)
 
-        for line, row in _rows(involvements_csv, INVOLVEMENT_REQUIRED):
-            tick()
-            record_id = row.get("record_id", "").strip()
-            try:
-                if "__extra__" in row:
-                    raise FieldError("row", "has more fields than the header")
-                if record_id in seen_involvements:
-                    raise FieldError("record_id", f"duplicate of an earlier row ({record_id!r})")
-                values = _parse_involvement(row)
-                child_id = values["child_record_id"]
-                known = child_id in seen_children or (not full and conn.execute(
-                    "SELECT 1 FROM children WHERE record_id=?", (child_id,)).fetchone())
-                if not known:
-                    raise FieldError("child_record_id", f"no accepted child with record_id {child_id!r}")
-            except FieldError as exc:
-                summary.rejects.append(
-                    Reject(involvements_csv.name, line, record_id, exc.field, exc.message))
-                continue
-            seen_involvements.add(record_id)
-            outcome = _upsert(conn, "involvements", INVOLVEMENT_COLUMNS, values)
-            setattr(summary, f"involvements_{outcome}",
-                    getattr(summary, f"involvements_{outcome}") + 1)
+        def parse_involvement(row: dict[str, str]) -> dict[str, Any]:
+            values = _parse_involvement(row)
+            child_id = values["child_record_id"]
+            known = child_id in seen_children or (not full and conn.execute(
+                "SELECT 1 FROM children WHERE record_id=?", (child_id,)).fetchone())
+            if not known:
+                raise FieldError("child_record_id", f"no accepted child with record_id {child_id!r}")
+            return values
+
+        seen_involvements = _import_table(
+            conn, involvements_csv, INVOLVEMENT_REQUIRED, "involvements", INVOLVEMENT_COLUMNS,
+            parse_involvement, summary, tick)
 
         if full:
             rejected_children = {r.record_id for r in summary.rejects if r.file == children_csv.name}
