@@ -26,13 +26,40 @@ def load(cls: type[T], path: Path) -> T:
         raise ConfigError(f"{path}: unknown setting(s) {sorted(unknown)}")
     values: dict[str, Any] = {}
     for name, value in data.items():
-        if fields[name].type in ("Path", "Path | None") and value is not None:
+        declared = str(fields[name].type)
+        _check_type(path, name, declared, value)
+        if declared in ("Path", "Path | None") and value is not None:
             value = (path.parent / value).resolve()
         values[name] = value
     try:
         return cls(**values)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+# The JSON types a setting of each simple declared type accepts (other types are checked by the
+# dataclass itself).
+_JSON_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "int": ((int,), "an integer"),
+    "float": ((int, float), "a number"),
+    "str": ((str,), "a string"),
+    "bool": ((bool,), "true or false"),
+    "Path": ((str,), "a file path"),
+}
+
+
+def _check_type(path: Path, name: str, declared: str, value: Any) -> None:
+    optional = declared.endswith(" | None")
+    base = declared.removesuffix(" | None")
+    if value is None:
+        if not optional:
+            raise ConfigError(f"{path}: {name}: expected a value, got null")
+        return
+    if base not in _JSON_TYPES:
+        return
+    accepted, wanted = _JSON_TYPES[base]
+    if not isinstance(value, accepted) or (base != "bool" and isinstance(value, bool)):
+        raise ConfigError(f"{path}: {name}: expected {wanted}, got {json.dumps(value)}")
 
 
 def coerce_paths(config: Any, names: tuple[str, ...]) -> None:

@@ -1,0 +1,54 @@
+"""Service config files: every mistake is named by its setting, never a traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker.config import BrokerConfig
+from federation import config as configfile
+from federation.errors import ConfigError
+from node.config import NodeConfig
+
+NODE = {"id": "leeds", "database": "node.sqlite3", "key": "leeds.pem", "trust_list": "trustlist.json",
+        "trust_root": "root.json"}
+BROKER = {"id": "broker", "key": "broker.pem", "trust_list": "trustlist.json", "trust_root": "root.json"}
+
+CASES: dict[str, tuple[type[Any], dict[str, Any], str]] = {
+    "empty id": (NodeConfig, {**NODE, "id": ""}, "id: expected the node's member id"),
+    "port as text": (NodeConfig, {**NODE, "port": "8701"}, 'port: expected an integer, got "8701"'),
+    "port out of range": (NodeConfig, {**NODE, "port": 70000}, "port: expected 0-65535, got 70000"),
+    "flag as number": (NodeConfig, {**NODE, "retention_age": True}, "retention_age: expected an integer"),
+    "missing required": (NodeConfig, {k: v for k, v in NODE.items() if k != "key"}, "key"),
+    "unknown setting": (NodeConfig, {**NODE, "prot": 1}, "unknown setting(s) ['prot']"),
+    "null required path": (NodeConfig, {**NODE, "database": None}, "database: expected a value, got null"),
+    "one TLS file only": (NodeConfig, {**NODE, "tls_cert": "c.pem"},
+                          "tls_cert, tls_key, tls_ca: expected all three"),
+    "deadline as text": (BrokerConfig, {**BROKER, "node_deadline_seconds": "3"},
+                         'node_deadline_seconds: expected a number, got "3"'),
+    "deadline too long": (BrokerConfig, {**BROKER, "node_deadline_seconds": 60},
+                          "node_deadline_seconds: expected more than 0 and at most 30"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_config_mistakes_are_named(tmp_path: Path, case: str) -> None:
+    """Each mistake in a config file is a ConfigError naming the file and the setting."""
+    cls, data, expected = CASES[case]
+    path = tmp_path / "service.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError) as caught:
+        configfile.load(cls, path)
+    assert str(caught.value).startswith(f"{path}: ")
+    assert expected in str(caught.value)
+
+
+def test_a_good_config_resolves_paths_beside_the_file(tmp_path: Path) -> None:
+    """Relative paths in a config file resolve against the file's folder."""
+    path = tmp_path / "node.json"
+    path.write_text(json.dumps({**NODE, "port": 9000}))
+    config = configfile.load(NodeConfig, path)
+    assert (tmp_path / "node.sqlite3", 9000) == (config.database, config.port)
