@@ -53,7 +53,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         ) as response:
             return response.status, await response.json(content_type=None)
 
-    status, answer = asyncio.run(go())
+    try:
+        status, answer = asyncio.run(go())
+    except (aiohttp.ClientError, OSError) as exc:
+        raise SignpostError(
+            f"--broker: cannot reach {args.broker} ({exc.__class__.__name__}: {exc})") from exc
+    except ValueError as exc:
+        raise SignpostError(f"--broker: {args.broker} did not answer with JSON") from exc
     if args.json or status != 200:
         print(json.dumps(answer, indent=2))
         return 0 if status == 200 else 1
