@@ -248,6 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SignpostError as exc:
         print(f"signpost: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a port in use, a folder that cannot be written, a disk full
+        print(f"signpost: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

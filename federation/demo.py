@@ -252,12 +252,21 @@ def demo_token(folder: Path, role: str = "practitioner", authority: str = "leeds
                         org=org, role=role, now=datetime.now(UTC), lifetime_seconds=minutes * 60)
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 class Processes:
     """The demo's child processes: started together, stopped together."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        # The children run in their own sessions (so Ctrl-C reaches only this process, which then
+        # stops them in order). A SIGTERM or SIGHUP must stop them too, not orphan them: turn
+        # those into SystemExit so the caller's ``finally: stop()`` runs.
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _exit_on_signal)
 
     def start(self, name: str, args: list[str]) -> None:
         logs = self.folder / "logs"

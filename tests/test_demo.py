@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +45,40 @@ def test_every_command_has_help() -> None:
             build_parser().parse_args([*command, "--help"])
         assert 0 == done.value.code, command
         assert out.getvalue().startswith("usage: signpost"), command
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_demo_stopped_by_sigterm_leaves_no_processes(tmp_path: Path) -> None:
+    """Regression: a demo stopped with SIGTERM (a service manager, `timeout`) used to leave its
+    node and broker processes running; now it stops them before it exits."""
+    folder = tmp_path / "demo"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "federation.cli", "demo", "--children", "200", "--dir", str(folder)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            if "Press Ctrl-C to stop." in line:
+                break
+        children = [p for p in _processes_mentioning(str(folder)) if p != demo.pid]
+        assert 6 == len(children)  # five nodes and the broker
+        demo.send_signal(signal.SIGTERM)
+        demo.wait(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        assert demo.stdout is not None
+        demo.stdout.close()
+    assert [] == [p for p in _processes_mentioning(str(folder)) if p != demo.pid]
