@@ -86,16 +86,22 @@ class Node:
         return self.config.retention_age or self.trust.current.policy.retention_age
 
     def purge(self, now: datetime) -> purging.PurgeSummary:
-        """Delete records past the retention age; record it (``purge_log``, and the audit log)."""
-        summary = purging.purge(self.store, today=now.date(), now=now, retention_age=self.retention_age)
-        self.audit.append_sync(summary.to_entry(self.config.id))
-        self.outbox.prune_delivered(now.timestamp() - self.config.notify_max_age_seconds)
+        """Delete records past the retention age; record it (``purge_log``, and the audit log).
+
+        Runs on a worker thread, on a connection of its own.
+        """
+        with self.store.separate() as store:
+            summary = purging.purge(store, today=now.date(), now=now, retention_age=self.retention_age)
+            self.audit.append_sync(summary.to_entry(self.config.id))
+            outboxes.Outbox(store).prune_delivered(now.timestamp() - self.config.notify_max_age_seconds)
         return summary
 
     def _build(self, today: date) -> IndexHolder:
-        generation = self.store.generation()
-        children = (c for c in self.store.children() if not is_archived(c, today))
-        return IndexHolder(MatchIndex(children), generation, today)
+        """Build the match index on a worker thread, reading through a connection of its own."""
+        with self.store.separate() as store:
+            generation = store.generation()
+            children = (c for c in store.children() if not is_archived(c, today))
+            return IndexHolder(MatchIndex(children), generation, today)
 
     async def index(self, today: date) -> MatchIndex:
         """The current index, rebuilt (off the event loop) after an import or at midnight."""
@@ -310,10 +316,14 @@ async def _purge(app: web.Application) -> AsyncIterator[None]:
     """Delete records past the retention age at start and every ``purge_interval_seconds``."""
     node = app[NODE]
 
+    running: asyncio.Future[purging.PurgeSummary] | None = None
+
     async def loop() -> None:
+        nonlocal running
         while True:
+            running = asyncio.ensure_future(asyncio.to_thread(node.purge, datetime.now(UTC)))
             try:
-                summary = await asyncio.to_thread(node.purge, datetime.now(UTC))
+                summary = await asyncio.shield(running)
                 if summary.children:
                     log.info("purge: %d record(s) past retention age %d deleted",
                              summary.children, summary.retention_age)
@@ -326,6 +336,11 @@ async def _purge(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    if running is not None:
+        # A thread cannot be cancelled: let a purge under way finish and log itself before the
+        # audit log and the store close behind it.
+        with contextlib.suppress(Exception):
+            await running
 
 
 def create_app(config: NodeConfig) -> web.Application:

@@ -206,7 +206,7 @@ class DeliveryWorker:
         """Attempt every message due now; return how many were delivered."""
         delivered = 0
         while True:
-            due = await asyncio.to_thread(self.outbox.due, self.clock())
+            due = self.outbox.due(self.clock())  # an indexed LIMIT query, on the loop's connection
             if not due:
                 return delivered
             results = await asyncio.gather(*(self.deliver(session, item) for item in due))

@@ -237,6 +237,21 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    @contextmanager
+    def separate(self) -> Iterator[Store]:
+        """A second connection to the same file, for work on another thread.
+
+        One connection serves the event loop; background jobs (the purge, index builds) open
+        their own, so their transactions never interleave with the loop's on one connection and
+        closing the node never pulls a connection out from under a running job. SQLite's own
+        locking (WAL, ``busy_timeout``) orders the writers.
+        """
+        other = Store(self.path)
+        try:
+            yield other
+        finally:
+            other.close()
+
     # --- reading ----------------------------------------------------------------------------
 
     def generation(self) -> int:
