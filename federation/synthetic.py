@@ -190,5 +190,6 @@ def involvements(
             consent=sensitive and rng.random() < 0.3,
             assessment=category == "early_help",
         ))
-    out[0].lead = True
+    # The lead practitioner is never from a sensitive service (those are hidden without consent).
+    next((inv for inv in out if not inv.sensitive), out[0]).lead = True
     return out
