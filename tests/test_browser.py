@@ -125,3 +125,87 @@ async def test_a_practitioner_signs_in_searches_and_signs_out(web_federation: Fe
     children = ("amara", "okafor", "jordan", "whitfield", "leo", "smith", "n17")
     assert [] == [u for u in visited if any(c in u.lower() for c in children) or "?" in u]
     assert [] == [m for m in console if "Content Security Policy" in m]
+
+
+# Run in the page: every WCAG 2.2 AA basic this test checks, as a list of problems (empty = good).
+A11Y_CHECK = """
+() => {
+  const problems = [];
+  const lum = (rgb) => {
+    const [r, g, b] = rgb.map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const parse = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const background = (el) => {
+    for (let e = el; e; e = e.parentElement) {
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] > 0)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  if (!document.documentElement.lang) problems.push('html has no lang');
+  if (document.querySelectorAll('h1').length !== 1) problems.push('expected exactly one h1');
+  for (const sel of ['header', 'main', 'footer']) {
+    if (!document.querySelector(sel)) problems.push('no ' + sel + ' landmark');
+  }
+  for (const input of document.querySelectorAll('input, select, textarea')) {
+    if (['hidden', 'submit', 'button'].includes(input.type)) continue;
+    const labelled = (input.id && document.querySelector('label[for="' + input.id + '"]'))
+      || input.closest('label') || input.getAttribute('aria-labelledby') || input.getAttribute('aria-label');
+    if (!labelled) problems.push('unlabelled ' + input.tagName + ' ' + (input.name || input.id));
+  }
+  for (const img of document.querySelectorAll('img')) {
+    if (!img.hasAttribute('alt')) problems.push('img without alt');
+  }
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const el = node.parentElement;
+    if (!node.textContent.trim() || !el || !el.offsetParent) continue;
+    const style = getComputedStyle(el);
+    const fg = parse(style.color).slice(0, 3);
+    const [l1, l2] = [lum(fg), lum(background(el))].sort((a, b) => b - a);
+    const ratio = (l1 + 0.05) / (l2 + 0.05);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+    if (ratio < (large ? 3 : 4.5)) {
+      problems.push('contrast ' + ratio.toFixed(2) + ' for "' + node.textContent.trim().slice(0, 30) + '"');
+    }
+  }
+  return problems;
+}
+"""
+
+
+async def test_pages_meet_the_wcag_basics(web_federation: Federation) -> None:
+    """Proves each page a practitioner sees — sign-in, search form with errors, results — has a
+    language, one h1, header/main/footer landmarks, a label for every field, text contrast of at
+    least 4.5:1 (3:1 for large text), and that the first Tab reaches the skip link."""
+    fed = web_federation
+    async with playwright_api.async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1024, "height": 900})
+            found: dict[str, list[str]] = {}
+            await page.goto(fed.broker_url + "/")
+            found["sign-in"] = await page.evaluate(A11Y_CHECK)
+            await page.keyboard.press("Tab")
+            first_focus = await page.evaluate("document.activeElement.textContent.trim()")
+            await page.fill("#username", "sam.patel")
+            await page.fill("#password", DEMO_PASSWORD)
+            await page.fill("#code", fresh_code())
+            await page.click("button[type=submit]")
+            found["search form"] = await page.evaluate(A11Y_CHECK)
+            await page.click("button[type=submit]:has-text('Search')")
+            found["search form with errors"] = await page.evaluate(A11Y_CHECK)
+            await page.fill("#given_name", "Amara")
+            await page.fill("#family_name", "Okafor")
+            await fill_date(page, AMARA["date_of_birth"])
+            await page.check("#sex")
+            await page.check("input[name=purpose][value=early_help]")
+            await page.click("button[type=submit]:has-text('Search')")
+            assert "Search results" == await page.text_content("h1")
+            found["results"] = await page.evaluate(A11Y_CHECK)
+        finally:
+            await browser.close()
+    assert "Skip to main content" == first_focus
+    assert {name: [] for name in found} == found
