@@ -138,6 +138,12 @@ class Federation:
     async def start_broker(self) -> None:
         await self._serve("broker", create_broker(self.broker_config), self.broker_config.port)
 
+    async def start(self) -> None:
+        """Start every node, then the broker."""
+        for node_id in self.node_configs:
+            await self.start_node(node_id)
+        await self.start_broker()
+
     async def stop(self, name: str) -> None:
         runner = self.runners.pop(name)
         await runner.cleanup()
@@ -212,9 +218,7 @@ def build_federation(folder: Path, records: dict[str, tuple[list[dict[str, str]]
 async def federation(tmp_path: Path) -> AsyncIterator[Federation]:
     """Three nodes (alpha, beta, gamma) and a broker, all running on loopback."""
     fed = build_federation(tmp_path / "federation", default_records())
-    for node_id in fed.node_configs:
-        await fed.start_node(node_id)
-    await fed.start_broker()
+    await fed.start()
     try:
         yield fed
     finally:

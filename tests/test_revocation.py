@@ -35,9 +35,7 @@ async def live(tmp_path: Path) -> AsyncIterator[Federation]:
     fed.node_configs = {k: dataclasses.replace(c, trust_refresh_seconds=REFRESH)
                         for k, c in fed.node_configs.items()}
     fed.broker_config = dataclasses.replace(fed.broker_config, trust_refresh_seconds=REFRESH)
-    for node_id in fed.node_configs:
-        await fed.start_node(node_id)
-    await fed.start_broker()
+    await fed.start()
     try:
         yield fed
     finally:

@@ -218,9 +218,7 @@ async def test_page_searches_share_the_api_rate_limit(tmp_path: Path) -> None:
     with a small budget, later searches are refused with 429 and nothing is searched."""
     fed = build_web_federation(tmp_path / "federation")
     fed.broker_config = dataclasses.replace(fed.broker_config, rate_limits={"practitioner_per_minute": 2})
-    for node_id in fed.node_configs:
-        await fed.start_node(node_id)
-    await fed.start_broker()
+    await fed.start()
     browser = Browser(fed.broker_url)
     try:
         csrf = await browser.sign_in()

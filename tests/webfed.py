@@ -75,9 +75,7 @@ def build_web_federation(folder: Path) -> Federation:
 async def web_federation(tmp_path: Path) -> AsyncIterator[Federation]:
     """Four nodes and a broker serving the practitioner pages, with the demo identity provider."""
     fed = build_web_federation(tmp_path / "federation")
-    for node_id in fed.node_configs:
-        await fed.start_node(node_id)
-    await fed.start_broker()
+    await fed.start()
     try:
         yield fed
     finally:
