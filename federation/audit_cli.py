@@ -243,7 +243,7 @@ def _trust(args: argparse.Namespace, now: datetime) -> TrustList:
     trust_path = Path(args.trust_list) if args.trust_list else folder / "trustlist.json"
     root_path = Path(args.root) if args.root else folder / "root.json"
     return verify(read_json(trust_path), GovernanceRoot.from_json(read_json(root_path)), now,
-                  allow_expired=True)
+                  unsafe_allow_expired=True)
 
 
 def _pairs(values: Sequence[str] | None, what: str) -> dict[str, str]:

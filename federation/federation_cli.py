@@ -156,7 +156,7 @@ def cmd_federation_show(args: argparse.Namespace) -> int:
 
     folder = Path(args.dir)
     root = GovernanceRoot.from_json(read_json(Path(args.root) if args.root else folder / "root.json"))
-    trust = verify(read_json(folder / "trustlist.json"), root, datetime.now(UTC), allow_expired=True)
+    trust = verify(read_json(folder / "trustlist.json"), root, datetime.now(UTC), unsafe_allow_expired=True)
     expired = " (EXPIRED)" if trust.expires < datetime.now(UTC) else ""
     print(f"federation {trust.federation}  version {trust.version}  expires "
           f"{trust.expires:%Y-%m-%d %H:%M}Z{expired}")
@@ -204,7 +204,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     root_path = Path(args.root) if args.root else folder / "root.json"
     now = datetime.now(UTC)
     trust = verify(read_json(trust_path), GovernanceRoot.from_json(read_json(root_path)), now,
-                   allow_expired=True)
+                   unsafe_allow_expired=True)
     statuses = asyncio.run(status.collect(trust, timeout=args.timeout, now=now,
                                           ssl=_status_tls(args, folder)))
     if args.json:

@@ -95,7 +95,7 @@ def cmd_node_purge(args: argparse.Namespace) -> int:
     retention_age = args.retention_age or config.retention_age
     if retention_age is None:
         trust = verify(read_json(config.trust_list), GovernanceRoot.from_json(read_json(config.trust_root)),
-                       now, allow_expired=True)
+                       now, unsafe_allow_expired=True)
         retention_age = trust.policy.retention_age
     store = Store(config.database)
     try:

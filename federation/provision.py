@@ -174,7 +174,7 @@ def sign_draft(folder: Path, key: Ed25519PrivateKey) -> dict[str, Any]:
 
 
 def verify_file(path: Path, root_path: Path, *, now: datetime | None = None,
-                allow_expired: bool = False) -> TrustList:
+                unsafe_allow_expired: bool = False) -> TrustList:
     """Verify a trust-list file against a pinned root file (raises ``TrustError``).
 
     When the list names another root, the published roots beside it (``roots/<n>.json``) are
@@ -186,7 +186,7 @@ def verify_file(path: Path, root_path: Path, *, now: datetime | None = None,
         walker = TrustStore(root_path, path, Path(scratch) / "state.json")
         reached = walker.catch_up(document, moment)
         try:
-            return trustlist.verify(document, reached.root, moment, allow_expired=allow_expired)
+            return trustlist.verify(document, reached.root, moment, unsafe_allow_expired=unsafe_allow_expired)
         except SignatureError as exc:
             named = rootchain.offered_root(document)
             if named is None or rootchain.same_root(named, reached.root) or reached.index is None:

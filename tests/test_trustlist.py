@@ -100,9 +100,9 @@ def test_tampered_list_is_refused() -> None:
 
 
 def test_expired_list_can_be_shown_but_not_served() -> None:
-    """``allow_expired`` is for display only; the served check still refuses an expired list."""
+    """``unsafe_allow_expired`` is for display only; the served check still refuses an expired list."""
     document = trustlist.sign(signed_part(expires_in=timedelta(seconds=-1)), GOV)
-    shown = trustlist.verify(document, root_of(GOV, 2), NOW, allow_expired=True)
+    shown = trustlist.verify(document, root_of(GOV, 2), NOW, unsafe_allow_expired=True)
     with pytest.raises(ExpiredError, match="searches are stopped"):
         shown.check_current(NOW)
 

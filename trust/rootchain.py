@@ -79,7 +79,7 @@ def verify_anchor(document: Any, trusted: TrustedRoot, index: int, now: datetime
 
     The document must name exactly the pinned root and carry a threshold of its signatures.
     """
-    listed = verify(document, trusted.root, now, allow_expired=True)
+    listed = verify(document, trusted.root, now, unsafe_allow_expired=True)
     if not same_root(listed.governance, trusted.root):
         raise RootChainError(f"{root_file(index)}: names a different root than the pinned one")
     return TrustedRoot(trusted.root, index, max(trusted.since_version, listed.version))
@@ -99,7 +99,7 @@ def verify_step(document: Any, trusted: TrustedRoot, floor: int, now: datetime) 
     index = trusted.index + 1
     where = root_file(index)
     try:
-        listed: TrustList = verify(document, trusted.root, now, allow_expired=True)
+        listed: TrustList = verify(document, trusted.root, now, unsafe_allow_expired=True)
     except TrustError as exc:
         raise type(exc)(f"{where}: {exc}") from exc
     bound = max(floor, trusted.since_version)

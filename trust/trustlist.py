@@ -362,13 +362,13 @@ def verify(
     now: datetime,
     *,
     min_version: int = 0,
-    allow_expired: bool = False,
+    unsafe_allow_expired: bool = False,
 ) -> TrustList:
     """Verify a trust list against the pinned governance root and return it parsed.
 
     Refuses: a threshold not met (of the pinned root and, when the list rotates the root, of the
     new root too), a version below ``min_version`` (rollback), and an expired list unless
-    ``allow_expired`` (for display only, never for serving).
+    ``unsafe_allow_expired`` (for display only, never for serving).
     """
     if not isinstance(document, dict) or not isinstance(document.get("signed"), dict):
         raise TrustError("trust list: expected an object with 'signed' and 'signatures'")
@@ -394,6 +394,6 @@ def verify(
         raise RollbackError(
             f"version: {trusted.version} is older than version {min_version} already accepted"
         )
-    if not allow_expired:
+    if not unsafe_allow_expired:
         trusted.check_current(now)
     return trusted
