@@ -254,10 +254,11 @@ def mail_link(address: str | None) -> str:
     return f'<a href="mailto:{esc(address)}">{esc(address)}</a>'
 
 
-def _contact(c: dict[str, Any] | None) -> str:
+def _contact(c: dict[str, Any] | None, who: str = "Team") -> str:
+    """A contact as a summary list; ``who`` labels the name (a team, or a lead practitioner)."""
     if not c:
         return ""
-    rows = [("Team", esc(c.get("name", "")))]
+    rows = [(who, esc(c.get("name", "")))]
     if c.get("organisation"):
         rows.append(("Organisation", esc(c["organisation"])))
     if c.get("phone"):
@@ -295,7 +296,7 @@ def _involvements(result: dict[str, Any]) -> str:
     assessment = ""
     if result.get("assessment"):
         assessment = ('<h3>An early help assessment exists</h3><p>Ask its lead for it:</p>'
-                      + _contact(result["assessment"]))
+                      + _contact(result["assessment"], "Lead practitioner"))
     return table + assessment
 
 
