@@ -51,10 +51,10 @@ def load_or_create_key(path: Path) -> bytes:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            descriptor: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
-            pass
-        else:
+            descriptor = None  # another broker process created it first: read that one below
+        if descriptor is not None:
             with open(descriptor, "wb") as handle:
                 handle.write(secrets.token_bytes(KEY_BYTES))
                 handle.flush()
