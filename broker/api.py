@@ -26,7 +26,7 @@ from broker.fanout import NodeResult, fan_out
 from broker.metrics import BrokerMetrics
 from federation import identity, logapi
 from federation.errors import FieldError, ValidationError
-from federation.http import json_response, problem, read_json_object
+from federation.http import health, json_response, problem, read_json_object
 from federation.protocol import PROTOCOL_VERSION, Status
 from trust import envelope, tls, tokens
 from trust.errors import ExpiredError, TrustError
@@ -215,15 +215,8 @@ async def handle_search(request: web.Request) -> web.Response:
 async def handle_health(request: web.Request) -> web.Response:
     broker = request.app[BROKER]
     trust = broker.trust.current
-    return json_response({
-        "status": "ok",
-        "id": broker.config.id,
-        "role": "broker",
-        "trust_list_version": trust.version,
-        "trust_list_expires": trust.expires.isoformat(),
-        "nodes": [m.id for m in trust.with_role("node")],
-        **broker.audit.health(),
-    })
+    return health(broker.config.id, "broker", trust, nodes=[m.id for m in trust.with_role("node")],
+                  **broker.audit.health())
 
 
 async def _client(app: web.Application) -> AsyncIterator[None]:

@@ -60,6 +60,18 @@ async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
     return data
 
 
+def health(member_id: str, role: str, trust: Any, **extra: Any) -> web.Response:
+    """``GET /healthz``: who this is, and which trust list it runs on (``trust`` a ``TrustList``)."""
+    return json_response({
+        "status": "ok",
+        "id": member_id,
+        "role": role,
+        "trust_list_version": trust.version,
+        "trust_list_expires": trust.expires.isoformat(),
+        **extra,
+    })
+
+
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     """A JSON response that is never cached (answers concern children)."""
     merged = {"Cache-Control": "no-store"}

@@ -210,8 +210,7 @@ async def handle_entries(request: web.Request) -> web.StreamResponse:
         return problem(500, "Audit log damaged", str(exc), kind="audit-damaged",
                        index=getattr(exc, "index", None))
     return json_response({"start": start, "end": end, "size": size,
-                          "entries": [e.decode("utf-8", errors="replace") for e in entries]},
-                         headers={"Cache-Control": "no-store"})
+                          "entries": [e.decode("utf-8", errors="replace") for e in entries]})
 
 
 async def handle_inclusion(request: web.Request) -> web.StreamResponse:
@@ -228,8 +227,7 @@ async def handle_inclusion(request: web.Request) -> web.StreamResponse:
         root = audit.root(size)
     except (ValueError, LogError) as exc:
         return _bad(str(exc))
-    return json_response({"index": index, "size": size, "root": b64(root), "proof": [b64(p) for p in proof]},
-                         headers={"Cache-Control": "no-store"})
+    return json_response({"index": index, "size": size, "root": b64(root), "proof": [b64(p) for p in proof]})
 
 
 async def handle_consistency(request: web.Request) -> web.StreamResponse:
@@ -245,8 +243,7 @@ async def handle_consistency(request: web.Request) -> web.StreamResponse:
         proof = audit.consistency_proof(first, second)
     except (ValueError, LogError) as exc:
         return _bad(str(exc))
-    return json_response({"from": first, "to": second, "proof": [b64(p) for p in proof]},
-                         headers={"Cache-Control": "no-store"})
+    return json_response({"from": first, "to": second, "proof": [b64(p) for p in proof]})
 
 
 def install(app: web.Application, service: LogService) -> None:

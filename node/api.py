@@ -22,7 +22,7 @@ from aiohttp import web
 
 from federation import identity, logapi, metrics
 from federation.errors import FieldError, SignpostError, ValidationError
-from federation.http import json_response, problem, read_json_object
+from federation.http import health, json_response, problem, read_json_object
 from federation.protocol import ANSWER_LIFETIME_SECONDS, PROTOCOL_VERSION, Contact, Status
 from node import audit as audits
 from node import outbox as outboxes
@@ -287,15 +287,7 @@ async def _handle_query(request: web.Request, info: dict[str, Any]) -> web.Respo
 
 async def handle_health(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    trust = node.trust.current
-    return json_response({
-        "status": "ok",
-        "id": node.config.id,
-        "role": "node",
-        "trust_list_version": trust.version,
-        "trust_list_expires": trust.expires.isoformat(),
-        **node.audit.health(),
-    })
+    return health(node.config.id, "node", node.trust.current, **node.audit.health())
 
 
 async def _trust_refresh(app: web.Application) -> AsyncIterator[None]:
