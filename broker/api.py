@@ -8,10 +8,8 @@ broker keeps no copy of any answer.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,11 +22,11 @@ from broker import ratelimit
 from broker.config import BrokerConfig
 from broker.fanout import NodeResult, fan_out
 from broker.metrics import BrokerMetrics
-from federation import identity, logapi
+from federation import identity, rules
 from federation.errors import FieldError, ValidationError
 from federation.http import health, json_response, problem, read_json_object
 from federation.protocol import PROTOCOL_VERSION, Status
-from trust import envelope, tls, tokens
+from trust import envelope, logapi, tokens
 from trust.errors import ExpiredError, TrustError
 from trust.keys import load_private
 from trust.store import TrustStore
@@ -36,8 +34,6 @@ from trust.tokens import Practitioner
 
 log = logging.getLogger("signpost.broker")
 
-SEARCHING_ROLES = frozenset({"practitioner", "mediator", "signposting_officer"})
-MEDIATED_FIELDS = ("name", "organisation", "role", "phone")
 
 
 @dataclass(frozen=True)
@@ -91,22 +87,8 @@ class Broker:
         elif policy.purpose(purpose) is None:
             errors.append(FieldError("purpose", f"expected one of "
                                      f"{', '.join(p.code for p in policy.purposes)}, got {purpose!r}"))
-        mediated = body.get("on_behalf_of")
-        on_behalf_of: dict[str, str] | None = None
-        if who.role == "mediator":
-            if not isinstance(mediated, dict):
-                errors.append(FieldError("on_behalf_of", "a mediator must name the professional "
-                                         "(name, organisation, role, phone)"))
-            else:
-                on_behalf_of = {}
-                for name in MEDIATED_FIELDS:
-                    value = mediated.get(name)
-                    if not isinstance(value, str) or len(value.strip()) < 2:
-                        errors.append(FieldError(f"on_behalf_of.{name}", "is required"))
-                    else:
-                        on_behalf_of[name] = value.strip()
-        elif mediated is not None:
-            errors.append(FieldError("on_behalf_of", "only a mediator may search on behalf of someone"))
+        on_behalf_of, mediation_errors = rules.check_mediation(who.role, body.get("on_behalf_of"))
+        errors.extend(mediation_errors)
         unknown = set(body) - {"identity", "purpose", "on_behalf_of"}
         if unknown:
             errors.append(FieldError(sorted(unknown)[0], "is not a search field"))
@@ -189,8 +171,9 @@ async def handle_search(request: web.Request) -> web.Response:
         who = broker.authenticate(request, now)
     except TrustError as exc:
         return _unauthorised(str(exc))
-    if who.role not in SEARCHING_ROLES:
-        return problem(403, "Forbidden", f"role: {who.role!r} may not search", kind="forbidden-role")
+    role_error = rules.check_role(who.role)
+    if role_error is not None:
+        return problem(403, "Forbidden", str(role_error), kind="forbidden-role")
     if not who.has_mfa:
         return problem(403, "Forbidden", "amr: searching needs multi-factor authentication",
                        kind="mfa-required")
@@ -217,43 +200,3 @@ async def handle_health(request: web.Request) -> web.Response:
     trust = broker.trust.current
     return health(broker.config.id, "broker", trust, nodes=[m.id for m in trust.with_role("node")],
                   **broker.audit.health())
-
-
-async def _client(app: web.Application) -> AsyncIterator[None]:
-    broker = app[BROKER]
-    tls_files = broker.config.tls
-    connector = aiohttp.TCPConnector(
-        ssl=tls.client_context(tls_files, bind=lambda: broker.trust.current)) if tls_files else None
-    broker.session = aiohttp.ClientSession(connector=connector)
-
-    task = asyncio.create_task(broker.trust.refresh_forever(broker.config.trust_refresh_seconds))
-    yield
-    task.cancel()
-    await broker.session.close()
-
-
-def _add_pages_and_metrics(app: web.Application, broker: Broker) -> None:
-    from broker import web as pages
-    from broker.demo_idp import DemoIdentityProvider
-    from federation import metrics
-
-    folder = broker.config.demo_identity_provider
-    idp = DemoIdentityProvider(folder, broker.config.audience) if folder is not None else None
-    pages.add_routes(app, broker.config.session_idle_seconds, idp)
-    metrics.install(app, broker.metrics)
-
-
-def create_app(config: BrokerConfig) -> web.Application:
-    """The broker's aiohttp application."""
-    app = web.Application(client_max_size=config.body_limit)
-    app[BROKER] = Broker(config)
-    app.router.add_post("/v1/search", handle_search)
-    app.router.add_get("/healthz", handle_health)
-    _add_pages_and_metrics(app, app[BROKER])
-    logapi.install(app, app[BROKER].audit)
-    app.cleanup_ctx.append(_client)
-    ratelimit.install(app, config.redis_url,
-                      ratelimit.FollowingLimits(lambda: app[BROKER].trust.current, config.rate_limits),
-                      prefix=f"signpost:rl:{app[BROKER].trust.current.federation}",
-                      timeout_seconds=config.redis_timeout_seconds)
-    return app

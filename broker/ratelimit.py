@@ -30,9 +30,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from aiohttp import web
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from federation.errors import SignpostError
 from federation.http import problem
+from federation.rules import DEFAULT_RATE_LIMITS
 from trust.trustlist import TrustList
 
 log = logging.getLogger("signpost.broker")
@@ -43,12 +48,6 @@ LIMIT_PERIODS = {
     "practitioner_per_day": ("practitioner", 86400),
     "organisation_per_minute": ("organisation", 60),
     "organisation_per_day": ("organisation", 86400),
-}
-DEFAULT_LIMITS = {
-    "practitioner_per_minute": 30,
-    "practitioner_per_day": 300,
-    "organisation_per_minute": 600,
-    "organisation_per_day": 20000,
 }
 
 
@@ -83,7 +82,7 @@ class Limit:
 def limits_from(policy: Mapping[str, int], override: Mapping[str, int] | None = None
                 ) -> tuple[Limit, ...]:
     """The budgets in force: defaults, then the trust-list policy, then the broker's override."""
-    merged = dict(DEFAULT_LIMITS)
+    merged = dict(DEFAULT_RATE_LIMITS)
     merged.update({k: v for k, v in policy.items() if k in LIMIT_PERIODS})
     for name, value in (override or {}).items():
         if name not in LIMIT_PERIODS:
@@ -255,10 +254,6 @@ class RedisLimiter:
 
     def __init__(self, url: str, limits: Sequence[Limit] = (), *, prefix: str = "signpost:rl",
                  timeout_seconds: float = 0.5) -> None:
-        from redis.asyncio import Redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
         self.limits = tuple(limits)
         self.prefix = prefix
         self.redis = Redis.from_url(
@@ -270,8 +265,6 @@ class RedisLimiter:
 
     async def check(self, subjects: Mapping[str, str], limits: Sequence[Limit] | None = None
                     ) -> Decision:
-        from redis.exceptions import RedisError
-
         budgets = _budgets(self.limits if limits is None else limits)
         keys = bucket_keys(self.prefix, budgets, subjects)
         args: list[int] = []

@@ -25,14 +25,15 @@ from typing import Any
 from aiohttp import web
 
 from broker import pages, ratelimit
-from broker.api import BROKER, SEARCHING_ROLES
+from broker.api import BROKER
 from broker.demo_idp import DemoIdentityProvider
 from broker.pages import FormError
 from broker.sessions import Session, SessionStore
 from federation.errors import ValidationError
-from federation.logapi import AuditUnavailable
+from federation.rules import SEARCHING_ROLES
 from trust import tokens
 from trust.errors import ExpiredError, TrustError
+from trust.logapi import AuditUnavailable
 
 log = logging.getLogger("signpost.broker.web")
 

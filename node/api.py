@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from federation import identity, logapi, metrics
+from federation import identity, metrics
 from federation.errors import FieldError, SignpostError, ValidationError
 from federation.http import health, json_response, problem, read_json_object
 from federation.protocol import ANSWER_LIFETIME_SECONDS, PROTOCOL_VERSION, Contact, Status
@@ -32,7 +32,7 @@ from node.matching import MatchIndex
 from node.metrics import NodeMetrics
 from node.policy import PolicyRefusal, check_query, decide, is_archived, notifications
 from node.store import Store
-from trust import envelope, tls
+from trust import envelope, logapi, tls
 from trust.errors import ExpiredError, TrustError
 from trust.keys import load_private
 from trust.store import TrustStore

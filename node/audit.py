@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from federation.canonical import canonical_json
-from federation.logapi import LogService
 from node.store import Store
 from trust.envelope import envelope_hash
+from trust.logapi import LogService
 from trust.tlog import AuditLog, LogInUseError
 
 log = logging.getLogger("signpost.node.audit")

@@ -29,7 +29,7 @@ class NodeConfig:
     signposting_contact: dict[str, str] = field(default_factory=dict)
     audit_log: Path | None = None
     audit_audience: str = "signpost-broker"  # auditor tokens for /v1/log/* (the broker's audience)
-    retention_age: int | None = None  # default: the trust-list policy's (24)
+    retention_age: int | None = None  # default: the trust-list policy's
     purge_interval_seconds: float = 3600
     notify_retry_base_seconds: float = 5
     notify_retry_cap_seconds: float = 3600

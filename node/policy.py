@@ -32,13 +32,9 @@ from typing import Any
 from federation.errors import SignpostError
 from federation.identity import age_on
 from federation.protocol import Contact, Disclosed, Status
+from federation.rules import ARCHIVE_AGE, SEARCHING_ROLES, check_mediation, check_role
 from node.store import Child, Involvement
 from trust.tokens import MFA_METHODS
-
-ARCHIVE_AGE = 18
-DEFAULT_RETENTION_AGE = 24
-SEARCHING_ROLES = frozenset({"practitioner", "mediator", "signposting_officer"})
-MEDIATED_FIELDS = ("name", "organisation", "role", "phone")
 
 
 class PolicyRefusal(SignpostError):
@@ -92,9 +88,9 @@ def check_query(claims: Mapping[str, Any], purposes: Iterable[str]) -> QueryCont
     if not isinstance(practitioner, dict):
         raise PolicyRefusal("practitioner", "practitioner: expected an object in the signed query")
     requester = Requester.from_claims(practitioner)
-    if requester.role not in SEARCHING_ROLES:
-        raise PolicyRefusal("role", f"role: {requester.role!r} may not search "
-                            f"(expected one of {', '.join(sorted(SEARCHING_ROLES))})")
+    role_error = check_role(requester.role)
+    if role_error is not None:
+        raise PolicyRefusal("role", str(role_error))
     if not requester.sub or not requester.org:
         raise PolicyRefusal("practitioner", "practitioner: sub and org are required")
     amr = practitioner.get("amr")
@@ -105,20 +101,9 @@ def check_query(claims: Mapping[str, Any], purposes: Iterable[str]) -> QueryCont
     if not isinstance(purpose, str) or purpose not in known:
         raise PolicyRefusal("purpose", f"purpose: expected one of {', '.join(known) or '(none published)'}, "
                             f"got {purpose!r}")
-    mediated = claims.get("on_behalf_of")
-    on_behalf_of: dict[str, str] | None = None
-    if requester.role == "mediator":
-        if not isinstance(mediated, dict):
-            raise PolicyRefusal("mediation", "on_behalf_of: a mediator must name the professional "
-                                "(name, organisation, role, phone)")
-        on_behalf_of = {}
-        for name in MEDIATED_FIELDS:
-            value = mediated.get(name)
-            if not isinstance(value, str) or len(value.strip()) < 2:
-                raise PolicyRefusal("mediation", f"on_behalf_of.{name}: is required for a mediator")
-            on_behalf_of[name] = value.strip()
-    elif mediated is not None:
-        raise PolicyRefusal("mediation", "on_behalf_of: only a mediator may search on behalf of someone")
+    on_behalf_of, mediation_errors = check_mediation(requester.role, claims.get("on_behalf_of"))
+    if mediation_errors:
+        raise PolicyRefusal("mediation", str(mediation_errors[0]))
     return QueryContext(requester, purpose, on_behalf_of)
 
 

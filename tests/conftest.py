@@ -17,10 +17,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from broker.api import create_app as create_broker
+from broker.app import create_app as create_broker
 from broker.config import BrokerConfig
-from federation import provision
-from federation.demo import free_port
+from federation.tools import provision
+from federation.tools.demo import free_port
 from node.api import create_app as create_node
 from node.config import NodeConfig
 from node.importer import import_files

@@ -19,7 +19,7 @@ import pytest
 from broker import audit as broker_audit
 from broker.api import BROKER
 from federation import config as configfile
-from federation.cli import main
+from federation.commands.main import main
 from node.api import NODE
 from node.store import Store
 from tests.conftest import AMARA, AMARA_NHS, JORDAN, LEO_NHS, Federation, years_ago

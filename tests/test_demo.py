@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from federation.cli import build_parser
+from federation.commands.main import build_parser
 
 
 def test_demo_once_exits_zero(tmp_path: Path) -> None:
     """`signpost demo --once` builds a federation, starts every process, and all samples pass."""
     result = subprocess.run(
-        [sys.executable, "-m", "federation.cli", "demo", "--once", "--children", "300",
+        [sys.executable, "-m", "federation.commands.main", "demo", "--once", "--children", "300",
          "--dir", str(tmp_path / "demo")],
         capture_output=True, text=True, timeout=240, check=False,
     )
@@ -64,7 +64,7 @@ def test_demo_stopped_by_sigterm_leaves_no_processes(tmp_path: Path) -> None:
     node and broker processes running; now it stops them before it exits."""
     folder = tmp_path / "demo"
     demo = subprocess.Popen(
-        [sys.executable, "-m", "federation.cli", "demo", "--children", "200", "--dir", str(folder)],
+        [sys.executable, "-m", "federation.commands.main", "demo", "--children", "200", "--dir", str(folder)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert demo.stdout is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.evaluation import EvaluationError, eval_matching, list_datasets, synthetic_set
+from federation.tools.evaluation import EvaluationError, eval_matching, list_datasets, synthetic_set
 
 
 def test_febrl4_sample_has_no_false_match() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from federation.cli import main
+from federation.commands.main import main
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:

@@ -10,10 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from federation import synthetic
 from federation.identity import Identity, normalise_name, parse_identity
 from federation.protocol import Status
-from node import evaluation
+from federation.tools import evaluation, synthetic
 from node.comparison import DateLevel, IdLevel, NameLevel, compare_dates, compare_names, compare_nhs
 from node.matching import MATCH_MARGIN, MATCH_THRESHOLD, POSSIBLE_THRESHOLD, MatchIndex
 from node.store import Child

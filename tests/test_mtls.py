@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from federation import provision
+from federation.tools import provision
 from tests.conftest import AMARA, Federation, build_federation, default_records
 from tests.test_revocation import broker_query
 from trust import keys as keyfiles
@@ -232,8 +232,8 @@ async def test_cli_search_reaches_an_https_broker_trusting_the_federation_ca(
 ) -> None:
     """A broker serving practitioners over HTTPS with its member certificate answers
     `signpost search --ca`, and the search itself runs over mutual TLS to the nodes."""
-    from broker.api import create_app
-    from federation.cli import main
+    from broker.app import create_app
+    from federation.commands.main import main
 
     fed = tls_federation.fed
     config = dataclasses.replace(fed.broker_config, audit_log=fed.folder / "broker" / "https-audit.log")

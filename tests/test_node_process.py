@@ -28,7 +28,7 @@ def test_a_node_that_cannot_bind_its_port_says_so_and_exits(tmp_path: Path) -> N
         assert port == json.loads(path.read_text())["port"]
         for _ in range(3):  # the crash was a race: try it a few times
             result = subprocess.run(
-                [sys.executable, "-X", "faulthandler", "-m", "federation.cli", "node", "serve",
+                [sys.executable, "-X", "faulthandler", "-m", "federation.commands.main", "node", "serve",
                  "--config", str(path)],
                 capture_output=True, text=True, timeout=60, check=False)
             assert 2 == result.returncode, result.stderr[-2000:]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from federation.demo import free_port
+from federation.tools.demo import free_port
 from node.outbox import NOTIFICATION_TYPE, Outbox
 from node.store import Store
 from tests.conftest import AMARA, Federation, build_federation, child_row, involvement_row

@@ -105,7 +105,7 @@ def test_signpost_node_purge_command(fed: Federation, tmp_path: Path) -> None:
     config_path = tmp_path / "node.json"
     configfile.dump(fed.node_configs["alpha"], config_path)
     result = subprocess.run(
-        [sys.executable, "-m", "federation.cli", "node", "purge", "--config", str(config_path)],
+        [sys.executable, "-m", "federation.commands.main", "node", "purge", "--config", str(config_path)],
         cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert 0 == result.returncode, result.stderr
     assert "deleted: 2 children, 2 involvements, 0 pending notifications" in result.stdout

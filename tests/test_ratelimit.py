@@ -25,7 +25,7 @@ from broker.ratelimit import (
     subjects_for,
 )
 from federation import config as configfile
-from federation.demo import free_port
+from federation.tools.demo import free_port
 from tests.conftest import AMARA, Federation
 from tests.conftest_redis import RedisServer, redis_server  # noqa: F401  (fixture)
 
@@ -187,7 +187,7 @@ def two_brokers(
             path = tmp_path / f"broker-{i}.json"
             configfile.dump(config, path)
             processes.append(subprocess.Popen(
-                [sys.executable, "-m", "federation.cli", "broker", "serve", "--config", str(path)],
+                [sys.executable, "-m", "federation.commands.main", "broker", "serve", "--config", str(path)],
                 cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             urls.append(f"http://127.0.0.1:{port}")
         for url in urls:

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from broker.ratelimit import FollowingLimits
-from federation import provision
+from federation.tools import provision
 from tests.conftest import AMARA, Federation, build_federation, default_records
 from tests.conftest_redis import RedisServer, redis_server  # noqa: F401  (fixture)
 from trust.trustlist import Policy, TrustList

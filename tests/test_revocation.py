@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from federation import provision
+from federation.tools import provision
 from tests.conftest import AMARA, Federation, build_federation, default_records
 from trust import envelope
 from trust import keys as keyfiles

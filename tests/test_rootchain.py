@@ -1,7 +1,7 @@
 """Catching up across several governance root rotations (TUF's root chain walk).
 
 The step rules are a table over the pure ``trust.rootchain.verify_step``; the walk is a table of
-scenarios over real federation folders made by ``federation.provision`` and a party's real
+scenarios over real federation folders made by ``federation.tools.provision`` and a party's real
 ``TrustStore`` (file source), plus one walk over HTTP from a real server on loopback.
 """
 
@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from federation import provision
+from federation.tools import provision
 from trust import keys as keyfiles
 from trust import rootchain, trustlist
 from trust.errors import RollbackError, RootChainError, SignatureError, TrustError

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from broker.api import BROKER
-from federation.cli import main
-from federation.progress import ProgressBar, table
-from federation.status import collect, render
+from federation.commands.main import main
+from federation.commands.progress import ProgressBar, table
+from federation.tools.status import collect, render
 from tests.conftest import (
     CHILD_HEADER,
     INVOLVEMENT_HEADER,

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from trust import logbench, merkle, tlog
+from federation.tools import logbench
+from trust import merkle, tlog
 from trust.checkpoint import parse_checkpoint, verify_checkpoint
 from trust.merkle import MemoryTree, TreeRangeError, leaf_hash, verify_consistency, verify_inclusion
 from trust.tlog import (

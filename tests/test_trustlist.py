@@ -16,7 +16,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from federation import provision
+from federation.tools import provision
 from trust import envelope, trustlist
 from trust import keys as keyfiles
 from trust.errors import ExpiredError, RollbackError, SignatureError, TrustError, UnknownMemberError

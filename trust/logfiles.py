@@ -29,6 +29,7 @@ import struct
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from federation.files import fsync_directory
 from trust import merkle
 from trust.merkle import HASH_SIZE, LogError
 
@@ -91,12 +92,6 @@ def pwrite(fd: int, data: bytes | bytearray, offset: int) -> None:
         offset += written
 
 
-def fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _check_record(index: int, record: bytes) -> tuple[bytes, bytes, str | None]:

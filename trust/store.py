@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
@@ -31,6 +30,7 @@ from typing import Any
 
 import aiohttp
 
+from federation.files import write_atomic
 from trust import rootchain
 from trust.errors import SignatureError, TrustError
 from trust.rootchain import TrustedRoot, same_root
@@ -48,13 +48,8 @@ def read_json(path: Path) -> Any:
         raise TrustError(f"{path}: cannot read: {exc}") from exc
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def _list_text(document: Any) -> str:
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
 class TrustStore:
@@ -91,7 +86,7 @@ class TrustStore:
             document = self._download_blocking(self.url)
             accepted = self.accept(document, now)
             self.list_path.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomic(self.list_path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+            write_atomic(self.list_path, _list_text(document), mode=0o644)
             return accepted
         return self.accept(read_json(self.list_path), now)
 
@@ -113,7 +108,7 @@ class TrustStore:
     def _save_root(self, trusted: TrustedRoot) -> None:
         state = self._state()
         state.update(root=trusted.root.to_json(), root_index=trusted.index, root_since=trusted.since_version)
-        _write_atomic(self.state_path, json.dumps(state, indent=2))
+        write_atomic(self.state_path, json.dumps(state, indent=2))
 
     def roots_location(self) -> str:
         """Where the published roots are read from: ``roots/`` beside the list, or under the URL."""
@@ -205,7 +200,7 @@ class TrustStore:
             # chain is found again by the next walk.
             updated.update(root_index=None, root_since=accepted.version)
         if updated != state:
-            _write_atomic(self.state_path, json.dumps(updated, indent=2))
+            write_atomic(self.state_path, json.dumps(updated, indent=2))
         self._current = accepted
         return accepted
 
@@ -227,7 +222,7 @@ class TrustStore:
             trusted = await asyncio.to_thread(self.catch_up, document, now)  # blocking fetches
         accepted = self._accept(document, now, trusted)
         self.list_path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.list_path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        write_atomic(self.list_path, _list_text(document), mode=0o644)
         return accepted
 
     async def refresh(self, now: datetime | None = None) -> TrustList:

@@ -29,6 +29,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from federation.canonical import canonical_json
+from federation.files import write_atomic
 from trust import merkle
 from trust.checkpoint import Checkpoint, CheckpointError, parse_checkpoint, sign_checkpoint
 from trust.logfiles import (
@@ -44,7 +45,6 @@ from trust.logfiles import (
     LogFiles,
     LogInUseError,
     frame_records,
-    fsync_directory,
     pread,
     pwrite,
 )
@@ -426,14 +426,7 @@ class AuditLog:
                 )
             note = sign_checkpoint(current, key_name, private_key)
             if last is None or (last.size, last.root) != (current.size, current.root):
-                temporary = self._path / f"{CHECKPOINT}.tmp"
-                descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with open(descriptor, "w", encoding="utf-8") as handle:
-                    handle.write(note)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(temporary, self._path / CHECKPOINT)
-                fsync_directory(self._path)
+                write_atomic(self._path / CHECKPOINT, note)
             self._signed, self._signed_note = current, note
             return note
 

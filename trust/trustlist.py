@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from federation.canonical import canonical_json
+from federation.rules import DEFAULT_RETENTION_AGE
 from trust.errors import (
     ExpiredError,
     RollbackError,
@@ -153,7 +154,7 @@ class Policy:
     purposes: tuple[Purpose, ...] = ()
     sensitive_categories: frozenset[str] = frozenset()
     rate_limits: Mapping[str, int] = field(default_factory=dict)
-    retention_age: int = 24
+    retention_age: int = DEFAULT_RETENTION_AGE
 
     def purpose(self, code: str) -> Purpose | None:
         return next((p for p in self.purposes if p.code == code), None)

@@ -1,0 +1,57 @@
+"""The broker's aiohttp application: the search API, the practitioners' pages, logs and metrics.
+
+``create_app`` wires the parts together; ``broker.api`` (the JSON API) and ``broker.web`` (the
+pages, which call the API's search) never import this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from broker import ratelimit
+from broker import web as pages
+from broker.api import BROKER, Broker, handle_health, handle_search
+from broker.config import BrokerConfig
+from broker.demo_idp import DemoIdentityProvider
+from federation import metrics
+from trust import logapi, tls
+
+
+async def _client(app: web.Application) -> AsyncIterator[None]:
+    broker = app[BROKER]
+    tls_files = broker.config.tls
+    connector = aiohttp.TCPConnector(
+        ssl=tls.client_context(tls_files, bind=lambda: broker.trust.current)) if tls_files else None
+    broker.session = aiohttp.ClientSession(connector=connector)
+
+    task = asyncio.create_task(broker.trust.refresh_forever(broker.config.trust_refresh_seconds))
+    yield
+    task.cancel()
+    await broker.session.close()
+
+
+def _add_pages_and_metrics(app: web.Application, broker: Broker) -> None:
+    folder = broker.config.demo_identity_provider
+    idp = DemoIdentityProvider(folder, broker.config.audience) if folder is not None else None
+    pages.add_routes(app, broker.config.session_idle_seconds, idp)
+    metrics.install(app, broker.metrics)
+
+
+def create_app(config: BrokerConfig) -> web.Application:
+    """The broker's aiohttp application."""
+    app = web.Application(client_max_size=config.body_limit)
+    app[BROKER] = Broker(config)
+    app.router.add_post("/v1/search", handle_search)
+    app.router.add_get("/healthz", handle_health)
+    _add_pages_and_metrics(app, app[BROKER])
+    logapi.install(app, app[BROKER].audit)
+    app.cleanup_ctx.append(_client)
+    ratelimit.install(app, config.redis_url,
+                      ratelimit.FollowingLimits(lambda: app[BROKER].trust.current, config.rate_limits),
+                      prefix=f"signpost:rl:{app[BROKER].trust.current.federation}",
+                      timeout_seconds=config.redis_timeout_seconds)
+    return app

@@ -1,0 +1,42 @@
+"""``signpost bench ...`` and ``signpost eval-matching``: the numbers, printed (never asserted)."""
+
+from __future__ import annotations
+
+import argparse
+
+from federation.tools import logbench, searchbench
+from federation.tools import trustbench as bench
+from federation.tools.evaluation import eval_matching, list_datasets
+from federation.tools.matchbench import bench_matching
+
+
+def cmd_bench_audit(args: argparse.Namespace) -> int:
+    logbench.run(args.entries, appends=args.appends, appenders=args.appenders, proofs=args.proofs,
+                 directory=args.dir)
+    return 0
+
+
+def cmd_bench_matching(args: argparse.Namespace) -> int:
+    bench_matching(args.children, args.queries, seed=args.seed)
+    return 0
+
+
+def cmd_bench_trust(args: argparse.Namespace) -> int:
+    bench.main()
+    return 0
+
+
+def cmd_bench_search(args: argparse.Namespace) -> int:
+    result = searchbench.run(children=args.children, searches=args.searches, concurrency=args.concurrency)
+    return 1 if result["failures"] else 0
+
+
+def cmd_eval_matching(args: argparse.Namespace) -> int:
+    datasets = list_datasets() if args.dataset == "all" else (args.dataset,)
+    for dataset in datasets:
+        for with_identifier in ((False, True) if args.both else (args.with_identifier,)):
+            for open_set in ((False, True) if args.both else (args.open_set,)):
+                eval_matching(dataset, with_identifier=with_identifier, open_set=open_set,
+                              sample=args.sample, seed=args.seed)
+                print()
+    return 0

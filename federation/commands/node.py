@@ -1,0 +1,117 @@
+"""``signpost node ...``: serve an authority's node, import its records, purge old ones."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from federation import config as configfile
+from federation.commands.progress import ProgressBar, table
+from federation.errors import SignpostError
+from federation.http import serve, setup_logging
+from node import audit
+from node.api import create_app
+from node.config import NodeConfig
+from node.importer import import_files
+from node.purge import purge
+from node.store import Store
+from trust import tls
+from trust.store import read_json
+from trust.trustlist import GovernanceRoot, verify
+
+
+def cmd_node_serve(args: argparse.Namespace) -> int:
+    setup_logging(args.verbose)
+
+    config = configfile.load(NodeConfig, Path(args.config))
+    context = tls.server_context(config.tls) if config.tls else None
+    serve(create_app(config), config.host, config.port, context)
+    return 0
+
+
+def cmd_node_import(args: argparse.Namespace) -> int:
+    if args.config:
+        database = configfile.load(NodeConfig, Path(args.config)).database
+    elif args.database:
+        database = Path(args.database)
+    else:
+        raise SignpostError("give --config or --database")
+    rejects = Path(args.rejects) if args.rejects else Path(args.children).with_name("rejects.csv")
+    node_config = configfile.load(NodeConfig, Path(args.config)) if args.config else None
+    store = Store(database)
+
+
+    bar = ProgressBar("importing")
+    try:
+        summary = import_files(store, Path(args.children), Path(args.involvements), full=args.full,
+                               rejects_path=rejects, progress=bar.update)
+        logged = _audit_import(store, node_config, args, summary)
+    finally:
+        store.close()
+        bar.finish()
+    s = summary
+
+    def rejected(name: str) -> int:
+        return sum(1 for r in s.rejects if r.file == name)
+
+    print(table(
+        ("", "accepted", "added", "updated", "unchanged", "removed", "rejected"),
+        [("children", s.children_added + s.children_updated + s.children_unchanged, s.children_added,
+          s.children_updated, s.children_unchanged, s.children_removed, rejected(Path(args.children).name)),
+         ("involvements", s.involvements_added + s.involvements_updated + s.involvements_unchanged,
+          s.involvements_added, s.involvements_updated, s.involvements_unchanged, s.involvements_removed,
+          rejected(Path(args.involvements).name))],
+    ))
+    where = f" (see {rejects})" if s.rejected else ""
+    print(f"\nrejected rows: {s.rejected}{where}   time: {s.seconds:.2f} s")
+    if logged:
+        print(f"import summary: {logged}")
+    return 0
+
+
+def _audit_import(store: Any, config: Any, args: argparse.Namespace, summary: Any) -> str:
+    """Write the import summary (counts only) to the node's audit log, or queue it for the node."""
+    if config is None or config.audit_log is None:
+        return ""
+
+    entry = audit.import_entry(config.id, datetime.now(UTC), summary.to_json(), full=args.full,
+                               children_file=Path(args.children).name,
+                               involvements_file=Path(args.involvements).name)
+    return str(audit.record(store, config.audit_log, entry))
+
+
+def cmd_node_purge(args: argparse.Namespace) -> int:
+    config = configfile.load(NodeConfig, Path(args.config))
+    now = datetime.now(UTC)
+    today = datetime.strptime(args.today, "%Y-%m-%d").date() if args.today else now.date()
+    retention_age = args.retention_age or config.retention_age
+    if retention_age is None:
+        trust = verify(read_json(config.trust_list), GovernanceRoot.from_json(read_json(config.trust_root)),
+                       now, unsafe_allow_expired=True)
+        retention_age = trust.policy.retention_age
+    store = Store(config.database)
+    try:
+        summary = purge(store, today=today, now=now, retention_age=retention_age, dry_run=args.dry_run)
+    finally:
+        store.close()
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"retention age {summary.retention_age}: born on or before {summary.cutoff}")
+    print(f"{verb}: {summary.children} children, {summary.involvements} involvements, "
+          f"{summary.notifications} pending notifications")
+    if not args.dry_run:
+        print(f"recorded in {config.database} (purge_log){_audit_purge(config, summary)}")
+    return 0
+
+
+def _audit_purge(config: Any, summary: Any) -> str:
+    """Also write the purge to the node's audit log (queued for the node while it runs)."""
+    if config.audit_log is None:
+        return ""
+
+    store = Store(config.database)
+    try:
+        return f"; {audit.record(store, config.audit_log, summary.to_entry(config.id))}"
+    finally:
+        store.close()
