@@ -191,12 +191,11 @@ class ReplayedQuery(SignpostError):
 class QueryOutcome:
     """What one ``POST /v1/query`` did, gathered as it goes, for its audit entry.
 
-    ``token`` is set once a query envelope was read; ``context`` once its signature verified;
-    ``answer_hash`` and ``status`` once an answer was signed.
+    ``context`` is set once the envelope's signature verified; ``answer_hash`` and ``status``
+    once an answer was signed; ``refusal`` when the query was refused.
     """
 
-    response: web.Response | None = None
-    token: str | None = None
+    token: str
     context: audits.QueryContext | None = None
     pseudonym: str | None = None
     candidates: tuple[str, ...] = ()
@@ -243,17 +242,31 @@ def refuse_early(node: Node, request: web.Request, now: datetime) -> web.Respons
 
 
 async def handle_query(request: web.Request) -> web.Response:
-    """Answer a query, then log it (answered or refused) before the response leaves.
-
-    The answer is signed first, because the log entry carries its hash; if the entry cannot be
-    made durable the node answers 503 and the signed answer is thrown away.
-    """
+    """``POST /v1/query``: refuse early what needs no body, read the envelope, then ``process_query``."""
     node = request.app[NODE]
-    outcome = QueryOutcome()
-    response = await _handle_query(request, outcome)
-    token = outcome.token
-    if token is None:
-        return response  # no query to speak of (bad body, expired trust list, wrong client)
+    refused = refuse_early(node, request, datetime.now(UTC))
+    if refused is not None:
+        return refused  # no query to speak of (expired trust list, wrong client): nothing to log
+    try:
+        body = await read_json_object(request, node.config.body_limit)
+        token = body.get("query")
+        if not isinstance(token, str):
+            raise FieldError("query", "expected a compact JWS string")
+    except FieldError as exc:
+        return problem(400, "Bad request", str(exc), errors=[exc])
+    return await process_query(node, token, request.get(TLS_PEER))
+
+
+async def process_query(node: Node, token: str, peer: str | None) -> web.Response:
+    """Answer one query envelope, then log it (answered or refused) before the reply leaves.
+
+    Every transport that carries queries calls this, so each query is verified, answered and
+    logged the same way. ``peer`` is the broker that mutual TLS authenticated, if any. The answer
+    is signed first, because the log entry carries its hash; if the entry cannot be made durable
+    the node answers 503 and the signed answer is thrown away.
+    """
+    outcome = QueryOutcome(token=token)
+    response = await _answer(node, token, peer, outcome)
     now = datetime.now(UTC)
     entry: Mapping[str, Any]
     if outcome.answer_hash is not None and outcome.context is not None and outcome.status is not None:
@@ -275,20 +288,7 @@ async def handle_query(request: web.Request) -> web.Response:
     return response
 
 
-async def _handle_query(request: web.Request, outcome: QueryOutcome) -> web.Response:
-    node = request.app[NODE]
-    refused = refuse_early(node, request, datetime.now(UTC))
-    if refused is not None:
-        return refused
-    try:
-        body = await read_json_object(request, node.config.body_limit)
-        token = body.get("query")
-        if not isinstance(token, str):
-            raise FieldError("query", "expected a compact JWS string")
-    except FieldError as exc:
-        return problem(400, "Bad request", str(exc), errors=[exc])
-    outcome.token = token
-    peer = request.get(TLS_PEER)
+async def _answer(node: Node, token: str, peer: str | None, outcome: QueryOutcome) -> web.Response:
     if peer is not None and envelope.unverified_issuer(token) != peer:
         # Only a further restriction: the signature is still verified against the trust list.
         return outcome.refuse(403, "Client certificate refused", f"TLS: the query's issuer is not {peer!r}, "
