@@ -96,7 +96,7 @@ class Broker:
         errors: list[FieldError] = []
         found: identity.Identity | None = None
         try:
-            found = identity.parse_identity(body.get("identity"))
+            found = identity.parse_identity(body.get("identity"), strict=True)
             identity.check_searchable(found, now.date())
         except ValidationError as exc:
             errors.extend(exc.errors)
