@@ -208,5 +208,8 @@ async def handle_search(request: web.Request) -> web.Response:
 async def handle_health(request: web.Request) -> web.Response:
     broker = request.app[BROKER]
     trust = broker.trust.current
-    return health(broker.config.id, "broker", trust, nodes=[m.id for m in trust.with_role("node")],
+    reasons = [*broker.trust.health_reasons(), *broker.audit.health_reasons(),
+               *await ratelimit.health_reasons(request.app)]
+    return health(broker.config.id, "broker", trust, reasons,
+                  nodes=[m.id for m in trust.with_role("node")], trust_refresh=broker.trust.status.to_wire(),
                   **broker.audit.health())

@@ -6,7 +6,6 @@ pages, which call the API's search) never import this module.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -28,10 +27,11 @@ async def _client(app: web.Application) -> AsyncIterator[None]:
         ssl=tls.client_context(tls_files, bind=lambda: broker.trust.current)) if tls_files else None
     broker.session = aiohttp.ClientSession(connector=connector)
 
-    task = asyncio.create_task(broker.trust.refresh_forever(broker.config.trust_refresh_seconds))
-    yield
-    task.cancel()
-    await broker.session.close()
+    try:
+        async with broker.trust.refreshing(broker.config.trust_refresh_seconds):
+            yield
+    finally:
+        await broker.session.close()
 
 
 def _add_pages_and_metrics(app: web.Application, broker: Broker) -> None:

@@ -321,15 +321,16 @@ async def _answer(node: Node, token: str, peer: str | None, outcome: QueryOutcom
 
 async def handle_health(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    return health(node.config.id, "node", node.trust.current, **node.audit.health())
+    reasons = [*node.trust.health_reasons(), *node.audit.health_reasons()]
+    return health(node.config.id, "node", node.trust.current, reasons,
+                  trust_refresh=node.trust.status.to_wire(), **node.audit.health())
 
 
 async def _trust_refresh(app: web.Application) -> AsyncIterator[None]:
     node = app[NODE]
 
-    task = asyncio.create_task(node.trust.refresh_forever(node.config.trust_refresh_seconds))
-    yield
-    task.cancel()
+    async with node.trust.refreshing(node.config.trust_refresh_seconds):
+        yield
 
 
 async def _notifications(app: web.Application) -> AsyncIterator[None]:

@@ -35,3 +35,15 @@ class TokenError(TrustError):
 
 class ReplayError(TrustError):
     """A message identifier was seen before within its lifetime."""
+
+
+class DownloadError(TrustError):
+    """The other party did not answer (connection refused, timeout, HTTP 5xx): nothing was judged.
+
+    Kept apart from the other ``TrustError`` subclasses, which mean it answered and the answer is
+    wrong (bad signature, rollback, malformed document, too large).
+    """
+
+
+class NotPublishedError(DownloadError):
+    """The publication point answered 404: the document is not published (yet)."""

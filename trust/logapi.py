@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +31,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from federation.errors import SignpostError
-from federation.http import json_response, problem
+from federation.http import HealthReason, json_response, problem
 from trust import tokens
 from trust.errors import TrustError
 from trust.merkle import LogError
@@ -124,6 +125,20 @@ class LogService:
         note = await asyncio.to_thread(self.log.checkpoint, self.origin, self.member_id, self.key)
         self.checkpoint_time = datetime.now(UTC)
         return note
+
+    def health_reasons(self) -> list[HealthReason]:
+        """``audit-log-not-writable`` when entries cannot be logged (so nothing is answered)."""
+        if self.path is None:
+            return []
+        if self.log is None:
+            return [HealthReason("audit-log-not-writable", "the audit log is not open")]
+        broken = self.log.broken
+        if broken is not None:
+            return [HealthReason("audit-log-not-writable",
+                                 f"the audit log stopped accepting entries: {broken}")]
+        if not os.access(self.path / "entries", os.W_OK):
+            return [HealthReason("audit-log-not-writable", f"{self.path / 'entries'} is not writable")]
+        return []
 
     def health(self) -> dict[str, Any]:
         """What ``/healthz`` says about the log (size and when it last signed)."""
