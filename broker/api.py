@@ -77,8 +77,10 @@ class Broker:
         self.key = load_private(config.key)
         self.session: aiohttp.ClientSession | None = None
         self.metrics = BrokerMetrics()
-        self.audit = logapi.LogService(config.audit_log, config.id, self.key, lambda: self.trust.current,
-                                       config.audience)
+        self.audit = logapi.LogService(
+            config.audit_log, config.id, self.key, lambda: self.trust.current, config.audience,
+            checkpoint_interval=config.checkpoint_interval_seconds,
+            accept_reset=config.unsafe_accept_audit_log_reset)
         self.commitment_key = b""
         if config.audit_log is not None:
             self.commitment_key = audits.load_or_create_key(

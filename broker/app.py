@@ -35,7 +35,7 @@ async def _client(app: web.Application) -> AsyncIterator[None]:
 
 
 def _add_pages_and_metrics(app: web.Application, broker: Broker) -> None:
-    folder = broker.config.demo_identity_provider
+    folder = broker.config.unsafe_demo_identity_provider
     idp = DemoIdentityProvider(folder, broker.config.audience) if folder is not None else None
     pages.add_routes(app, broker.config.session_idle_seconds, idp)
     metrics.install(app, broker.metrics)
