@@ -32,9 +32,10 @@ from federation.errors import SignpostError
 from federation.files import write_atomic
 from trust import auditor
 from trust.checkpoint import Checkpoint, CheckpointError, parse_checkpoint, verify_checkpoint
+from trust.logfiles import read_evidence
 from trust.logverify import LogReport, Problem, ProblemKind, verify_log
 from trust.merkle import HASH_SIZE, leaf_hash
-from trust.tlog import AuditLog, CorruptLogError, LogError, LogInUseError
+from trust.tlog import CorruptLogError, LogError, LogInUseError
 from trust.trustlist import Member
 
 PAGE = 1000
@@ -57,6 +58,10 @@ class Fetched:
     report: LogReport | None = None
     error: str | None = None
     extra: list[Problem] = field(default_factory=list)
+    unchecked: int = 0
+    """Entries after the last signed checkpoint: present, but nothing signed vouches for them."""
+    torn_tail: str | None = None
+    """A write cut short after the last whole record (reported, never repaired)."""
 
     @property
     def ok(self) -> bool:
@@ -191,39 +196,43 @@ async def fetch_http(session: aiohttp.ClientSession, member: Member, base: str, 
 
 
 def read_disk(member: Member, path: Path, state: StateFolder, now: datetime) -> Fetched:
-    """Read a stopped service's log folder; damaged records are named by index."""
+    """Verify a log folder (a stopped service's, or a copy) without changing a byte of it.
+
+    Each entry is compared with the leaf hash this auditor recorded before (else with the log's
+    own leaf index), so an edited entry is named by index before the tree is checked against the
+    signed checkpoint. Entries after the last signed checkpoint are counted as unchecked, and a
+    write cut short at the end is reported as a torn tail; neither is repaired.
+    """
     try:
-        log = AuditLog.open(path)
+        evidence = read_evidence(path)
     except LogInUseError as exc:
         return Fetched(member.id, None, [], error=f"{exc} (stop the service or audit a copy of the folder)")
     except CorruptLogError as exc:
-        return Fetched(member.id, None, [], error=f"{path}: {exc}"
-                       + ("" if exc.index is None else f" (entry {exc.index})"))
+        return Fetched(member.id, None, [], error=f"{path}: {exc}")
     except (LogError, OSError) as exc:
         return Fetched(member.id, None, [], error=f"{path}: {exc}")
-    with log:
-        note = log.latest_checkpoint
-        if note is None:
-            return Fetched(member.id, None, [], error=f"{path}: the log has never signed a checkpoint")
-        try:
-            size = min(parse_checkpoint(note).size, log.size)
-        except CheckpointError as exc:
-            return Fetched(member.id, note, [], error=f"{path}: checkpoint: {exc}")
-        previous = state.previous(member.id)
-        key = pick_key(note, member, now)
-        # Every record is checked on its own and against the log's leaf index, so each damaged
-        # entry is named; the leaf index itself is checked against what this auditor saw before.
-        report = log.audit(note, member.id, key, previous=previous[1] if previous else None)
-        stored = log.leaf_hashes(0, size)
-        known = state.leaves(member.id)
-        changed = [Problem(ProblemKind.ENTRY_MISMATCH, f"entry {i} has leaf hash {new.hex()}, this "
-                           f"auditor recorded {old.hex()}", i)
-                   for i, (old, new) in enumerate(zip(known, stored, strict=False)) if old != new]
-        report = report.with_problems(changed)
-        entries = list(log.iter_entries(0, size)) if report.ok else []
-    fetched = Fetched(member.id, note, entries, report=report)
+    note = evidence.note
+    if note is None:
+        return Fetched(member.id, None, [], error=f"{path}: the log has no signed checkpoint "
+                       f"({len(evidence.records)} entries): nothing can be verified")
+    try:
+        size = parse_checkpoint(note).size
+    except CheckpointError as exc:
+        return Fetched(member.id, note, [], error=f"{path}: checkpoint: {exc}")
+    covered = evidence.records[:size]
+    entries = [payload for payload, _ in covered]
+    damaged = [Problem(ProblemKind.DAMAGED_RECORD, damage, i)
+               for i, (_, damage) in enumerate(covered) if damage is not None]
+    known = state.leaves(member.id)[:size]
+    reference = [*known, *evidence.leaves[len(known):size]]
+    previous = state.previous(member.id)
+    key = pick_key(note, member, now)
+    report = verify_log(entries, note, member.id, key, previous=previous[1] if previous else None,
+                        leaf_hashes=reference).with_problems(damaged)
+    fetched = Fetched(member.id, note, entries if report.ok else [], report=report,
+                      unchecked=max(0, len(evidence.records) - size), torn_tail=evidence.torn_tail)
     if report.ok:
-        state.accept(member.id, note, stored)
+        state.accept(member.id, note, [leaf_hash(e) for e in entries])
     return fetched
 
 
