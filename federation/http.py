@@ -13,6 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from federation import safejson
+from federation.canonical import JsonObject
 from federation.errors import FieldError
 from federation.safejson import JsonError, JsonLimits
 
@@ -30,7 +31,7 @@ def problem(
     **extra: Any,
 ) -> web.Response:
     """An RFC 9457 ``application/problem+json`` response; field errors go in ``errors``."""
-    body: dict[str, Any] = {
+    body: JsonObject = {
         "type": kind if kind == "about:blank" else PROBLEM_TYPE_BASE + kind,
         "title": title,
         "status": status,
@@ -48,7 +49,7 @@ def problem(
     )
 
 
-async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
+async def read_json_object(request: web.Request, limit: int) -> JsonObject:
     """Read a JSON object body of at most ``limit`` bytes through ``federation.safejson``.
 
     Raises ``FieldError('body', ...)`` (a ``JsonError``) for anything else: too long, nested too

@@ -33,10 +33,6 @@ class TokenError(TrustError):
     """A practitioner token is malformed or breaks a rule (claims, lifetime, audience)."""
 
 
-class ReplayError(TrustError):
-    """A message identifier was seen before within its lifetime."""
-
-
 class DownloadError(TrustError):
     """The other party did not answer (connection refused, timeout, HTTP 5xx): nothing was judged.
 

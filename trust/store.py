@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from federation.canonical import JsonObject
 from federation.files import write_atomic
 from federation.http import HealthReason
 from trust import rootchain
@@ -99,7 +100,7 @@ class TrustStore:
         self.state_path = state_path or root_path.with_name(root_path.stem + ".state.json")
         self._current: TrustList | None = None
 
-    def _state(self) -> dict[str, Any]:
+    def _state(self) -> JsonObject:
         if not self.state_path.exists():
             return {}
         data = read_json(self.state_path)
