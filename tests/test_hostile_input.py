@@ -23,7 +23,7 @@ from federation import safejson
 from federation.errors import ValidationError
 from federation.identity import parse_identity
 from federation.protocol import AnswerClaims, MessageError, QueryClaims
-from federation.tools import provision
+from federation.tools import fuzzbench, provision
 from tests.conftest import AMARA, Federation
 from trust import envelope, keys, trustlist
 from trust.checkpoint import CheckpointError, parse_checkpoint
@@ -246,3 +246,11 @@ def test_trust_document_door_raises_only_trust_error(raw: bytes) -> None:
                          datetime.now(UTC) + timedelta(days=1))
     except TrustError:
         pass
+
+
+def test_fuzz_command_finds_no_crash_on_a_small_budget() -> None:
+    """Proves `signpost bench fuzz` drives every parser and, on a small fixed budget, finds no crash
+    (the release run uses 100,000 inputs per parser; see docs/performance.md)."""
+    tallies = fuzzbench.run(150, seed=7, out=lambda _: None)
+    assert 8 == len(tallies)
+    assert [(t.name, 150, 0) for t in tallies] == [(t.name, t.inputs, t.crashes) for t in tallies]
