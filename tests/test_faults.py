@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,7 +19,10 @@ import pytest
 from aiohttp import web
 
 from broker.api import BROKER
-from tests.conftest import AMARA, Federation
+from federation.errors import ConfigError
+from node.api import NODE
+from node.api import create_app as create_node
+from tests.conftest import AMARA, Federation, build_federation, child_row, involvement_row, years_ago
 from tests.conftest_redis import RedisServer, redis_server  # noqa: F401  (fixture)
 from trust import envelope
 from trust import keys as keyfiles
@@ -136,3 +140,15 @@ def test_clock_skew_beyond_the_leeway_refuses_the_query(federation: Federation, 
     expected: type[TrustError] = ExpiredError if skew > timedelta(0) else SignatureError
     with pytest.raises(expected):
         envelope.verify(token, current, role="broker", typ=envelope.QUERY_TYPE, now=judge)
+
+
+def test_a_node_whose_records_name_a_plain_http_webhook_refuses_to_start(tmp_path: Path) -> None:
+    """Proves a node holding an involvement that asks for notifications at an http:// URL refuses
+    to start, naming unsafe_http_webhooks, and starts once that setting is given."""
+    records = {"alpha": ([child_row("A-1", "Amara", "Okafor", years_ago(7), sex="F")],
+                         [involvement_row("A-I1", "A-1", lead="true", notify_on_access="true",
+                                          notify_url="http://127.0.0.1:9/hook")])}
+    fed = build_federation(tmp_path / "federation", records)
+    with pytest.raises(ConfigError, match="unsafe_http_webhooks: 1 involvement"):
+        create_node(fed.node_configs["alpha"])
+    create_node(dataclasses.replace(fed.node_configs["alpha"], unsafe_http_webhooks=True))[NODE].close()
