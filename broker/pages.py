@@ -101,8 +101,10 @@ def _render(template: str, *, title: str, who: Practitioner | None = None, csrf:
 # --- pages ----------------------------------------------------------------------------------
 
 
-def sign_in_page(csrf: str, values: Mapping[str, str], errors: Sequence[FormError], users: Sequence[str]) -> str:
-    return _render("sign_in.html", title="Sign in", csrf=csrf, errors=errors, values=values, users=list(users))
+def sign_in_page(csrf: str, values: Mapping[str, str], errors: Sequence[FormError],
+                 users: Sequence[str]) -> str:
+    return _render("sign_in.html", title="Sign in", csrf=csrf, errors=errors, values=values,
+                   users=list(users))
 
 
 def no_identity_provider_page() -> str:

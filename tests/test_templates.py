@@ -73,7 +73,8 @@ def answer(value: str, email: str) -> dict[str, object]:
             {"status": "match", "authority": authority, "involvements": [involvement, linked],
              "assessment": contact(value)},
             {"status": "possible_match", "authority": authority, "contact": contact(value)},
-            {"status": "shielded", "authority": authority, "contact": {**contact(value), "secure_email": email}},
+            {"status": "shielded", "authority": authority,
+             "contact": {**contact(value), "secure_email": email}},
             {"status": "no_match", "authority": authority},
         ],
     }

@@ -318,8 +318,8 @@ def access_csv(rows: Sequence[dict[str, str]]) -> str:
 
 
 # The access report is HTML: autoescape on, so no value from a log entry is ever markup.
-_TEMPLATES = Environment(loader=PackageLoader("trust", "templates"), autoescape=True, undefined=StrictUndefined,
-                         trim_blocks=True, lstrip_blocks=True)
+_TEMPLATES = Environment(loader=PackageLoader("trust", "templates"), autoescape=True,
+                         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 HEADINGS = {"time": "When", "query_id": "Query id", "log_index": "Log entry", "practitioner": "Who",
             "practitioner_id": "User id", "organisation": "Organisation", "role": "Role",
