@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ import pytest
 from broker.demo_idp import DEMO_PASSWORD
 from tests.conftest import AMARA, JORDAN, Federation
 from tests.webfed import LEO_DOB, fresh_code, web_federation
+from trust import auditor
+from trust.auditclient import access_html
+from trust.checkpoint import Checkpoint
 
 __all__ = ["web_federation"]
 
@@ -325,3 +329,33 @@ async def test_keyboard_focus_looks_as_gov_uk_specifies(web_federation: Federati
             "border": f"4px {BLACK}"} == radio
     assert {"wide": {"oneLine": True, "belowTagline": False},
             "320": {"oneLine": True, "belowTagline": True}} == sign_out
+
+
+async def test_the_access_report_has_no_axe_violations() -> None:
+    """Proves the auditor's access report (an HTML file an authority sends with its reply to a
+    subject access request) has no axe-core violation, and that at 320 px only its table's own
+    region scrolls sideways, never the page."""
+    rows = [dict.fromkeys(auditor.ACCESS_COLUMNS, "sam.patel@leeds-children.example.gov.uk")] * 3
+    report = access_html(rows, node="leeds", node_name="Leeds", record_id="L-1",
+                         checkpoint=Checkpoint("leeds.example/log", 3, bytes(32)),
+                         generated=datetime(2026, 1, 2, tzinfo=UTC))
+    found: dict[str, list[str]] = {}
+    overflow: dict[str, int] = {}
+    async with playwright_api.async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport=WIDE)
+            await page.set_content(report)
+            for label, viewport in (("wide", WIDE), ("320", NARROW)):
+                await page.set_viewport_size(viewport)
+                results = await axe_playwright.Axe().run(page, options={
+                    "runOnly": {"type": "tag", "values": AXE_TAGS}, "resultTypes": ["violations"]})
+                found[label] = [f"{v['id']} at {n['target']}" for v in results.response["violations"]
+                                for n in v["nodes"]]
+                overflow[label] = await page.evaluate(
+                    "document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            await page.screenshot(path=str(SHOTS / "access-report-320.png"), full_page=True)
+        finally:
+            await browser.close()
+    assert {"wide": [], "320": []} == found
+    assert {"wide": 0, "320": 0} == overflow
