@@ -111,6 +111,16 @@ def no_identity_provider_page() -> str:
     return _render("no_identity_provider.html", title="Sign in", environment="Live")
 
 
+def choose_provider_page(providers: Sequence[tuple[str, str]]) -> str:
+    """Sign in: one link per identity provider (member id, name) the federation lists."""
+    return _render("choose_provider.html", title="Sign in", environment="Live", providers=list(providers))
+
+
+def signed_in_page() -> str:
+    """After an OpenID sign-in: on to the search page by a same-site navigation."""
+    return _render("signed_in.html", title="Signed in", environment="Live")
+
+
 def signed_out_page(reason: str) -> str:
     return _render("signed_out.html", title=reason)
 

@@ -98,6 +98,7 @@ def access_rows(value: str) -> list[dict[str, str]]:
 PAGES: dict[str, Callable[[str, str], str]] = {
     "sign-in": lambda v, e: pages.sign_in_page(v, form_values(v), errors(v), [v]),
     "no identity provider": lambda v, e: pages.no_identity_provider_page(),
+    "choose a provider": lambda v, e: pages.choose_provider_page([(v, v)]),
     "signed out": lambda v, e: pages.signed_out_page(v),
     "message": lambda v, e: pages.message_page(v, v, who=who(v), csrf=v),
     "search": lambda v, e: pages.search_page(who(v), v, [(v, v)], form_values(v), errors(v), False),
