@@ -25,7 +25,7 @@ from federation.identity import parse_identity
 from federation.protocol import AnswerClaims, MessageError, QueryClaims
 from federation.tools import fuzzbench, provision
 from tests.conftest import AMARA, Federation
-from trust import envelope, keys, trustlist
+from trust import auditor, envelope, keys, trustlist
 from trust.checkpoint import CheckpointError, parse_checkpoint
 from trust.errors import TrustError
 from trust.jws import check_compact
@@ -254,3 +254,15 @@ def test_fuzz_command_finds_no_crash_on_a_small_budget() -> None:
     tallies = fuzzbench.run(150, seed=7, out=lambda _: None)
     assert 8 == len(tallies)
     assert [(t.name, 150, 0) for t in tallies] == [(t.name, t.inputs, t.crashes) for t in tallies]
+
+
+@PROPERTY
+@given(st.lists(st.binary(max_size=200), max_size=5), st.integers(min_value=1000, max_value=3000))
+def test_auditor_reads_any_fetched_entry_as_an_object_or_a_discrepancy(
+        entries: list[bytes], depth: int) -> None:
+    """Entries served by an audited service (any bytes, or JSON nested far too deep) are parsed into
+    objects or reported as unreadable entries; the auditor never crashes on them."""
+    served = [*entries, nested(depth).encode()]
+    parsed, problems = auditor.parse_entries(list(enumerate(served)), node="alpha")
+    assert len(served) == len(parsed) + len(problems)
+    assert problems[-1].kind is auditor.DiscrepancyKind.UNREADABLE_ENTRY

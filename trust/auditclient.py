@@ -28,6 +28,7 @@ import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from federation import safejson
 from federation.errors import SignpostError
 from federation.files import write_atomic
 from trust import auditor
@@ -39,6 +40,8 @@ from trust.tlog import CorruptLogError, LogError, LogInUseError
 from trust.trustlist import Member
 
 PAGE = 1000
+PAGE_LIMITS = safejson.JsonLimits(max_bytes=64 * 1024 * 1024, max_depth=8)
+"""Bounds on one page of entries or one proof as served by an audited service."""
 
 
 class AuditCommandError(SignpostError):
@@ -95,7 +98,7 @@ class HttpLog:
             first = start + len(out)
             async with await self._get("/v1/log/entries", {"start": first, "end": min(end, first + PAGE)}
                                        ) as response:
-                body = await response.json()
+                body = safejson.parse(await response.read(), "entries", PAGE_LIMITS)
             page = body.get("entries") if isinstance(body, dict) else None
             if not isinstance(page, list) or not page or not all(isinstance(e, str) for e in page):
                 raise AuditCommandError(f"{self.base}/v1/log/entries: expected a list of entries at {first}")
@@ -104,8 +107,11 @@ class HttpLog:
 
     async def consistency(self, first: int, second: int) -> list[bytes]:
         async with await self._get("/v1/log/proof/consistency", {"from": first, "to": second}) as response:
-            body = await response.json()
-        return [base64.b64decode(p) for p in body.get("proof", [])]
+            body = safejson.parse(await response.read(), "proof", PAGE_LIMITS)
+        proof = body.get("proof") if isinstance(body, dict) else None
+        if not isinstance(proof, list) or not all(isinstance(p, str) for p in proof):
+            raise AuditCommandError(f"{self.base}/v1/log/proof/consistency: expected a list of base64 hashes")
+        return [base64.b64decode(p) for p in proof]
 
 
 class StateFolder:
@@ -186,7 +192,8 @@ async def fetch_http(session: aiohttp.ClientSession, member: Member, base: str, 
         proof = None
         if previous is not None and 0 < previous[1].size < size:
             proof = await source.consistency(previous[1].size, size)
-    except (aiohttp.ClientError, OSError, TimeoutError, ValueError, CheckpointError) as exc:
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError, CheckpointError,
+            safejson.JsonError) as exc:
         return Fetched(member.id, None, [], error=f"{base}: {exc.__class__.__name__}: {exc}")
     except AuditCommandError as exc:
         return Fetched(member.id, None, [], error=str(exc))
