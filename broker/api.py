@@ -77,8 +77,10 @@ class Broker:
         self.key = load_private(config.key)
         self.session: aiohttp.ClientSession | None = None
         self.metrics = BrokerMetrics()
-        self.audit = logapi.LogService(config.audit_log, config.id, self.key, lambda: self.trust.current,
-                                       config.audience)
+        self.audit = logapi.LogService(
+            config.audit_log, config.id, self.key, lambda: self.trust.current, config.audience,
+            checkpoint_interval=config.checkpoint_interval_seconds,
+            accept_reset=config.unsafe_accept_audit_log_reset)
         self.commitment_key = b""
         if config.audit_log is not None:
             self.commitment_key = audits.load_or_create_key(
@@ -96,7 +98,7 @@ class Broker:
         errors: list[FieldError] = []
         found: identity.Identity | None = None
         try:
-            found = identity.parse_identity(body.get("identity"))
+            found = identity.parse_identity(body.get("identity"), strict=True)
             identity.check_searchable(found, now.date())
         except ValidationError as exc:
             errors.extend(exc.errors)
@@ -208,5 +210,8 @@ async def handle_search(request: web.Request) -> web.Response:
 async def handle_health(request: web.Request) -> web.Response:
     broker = request.app[BROKER]
     trust = broker.trust.current
-    return health(broker.config.id, "broker", trust, nodes=[m.id for m in trust.with_role("node")],
+    reasons = [*broker.trust.health_reasons(), *broker.audit.health_reasons(),
+               *await ratelimit.health_reasons(request.app)]
+    return health(broker.config.id, "broker", trust, reasons,
+                  nodes=[m.id for m in trust.with_role("node")], trust_refresh=broker.trust.status.to_wire(),
                   **broker.audit.health())

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from federation import safejson
 from federation.canonical import JsonObject
 from federation.protocol import AnswerClaims, Contact, Disclosed, MessageError, Status
 from trust import envelope, tls
@@ -23,6 +24,9 @@ from trust.errors import TrustError
 from trust.trustlist import Member, TrustList
 
 log = logging.getLogger("signpost.broker")
+
+ANSWER_LIMITS = safejson.JsonLimits(max_bytes=256 * 1024, max_depth=16)
+"""Bounds on one node's answer body (a signed answer is a few kilobytes)."""
 
 
 @dataclass(frozen=True)
@@ -129,7 +133,7 @@ async def ask(
                     log.warning("node %s answered HTTP %d", node.id, response.status)
                     return _unavailable(
                         node, f"node refused the query (HTTP {response.status})", started)
-                body = await response.json(content_type=None)
+                raw = await response.content.read(ANSWER_LIMITS.max_bytes + 1)
     except TimeoutError:
         return _unavailable(node, f"no answer within {deadline:g} s", started)
     except aiohttp.ClientConnectorCertificateError as exc:
@@ -138,6 +142,11 @@ async def ask(
                             integrity=True)
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         return _unavailable(node, f"not reachable ({exc.__class__.__name__})", started)
+    try:
+        body = safejson.parse(raw, "answer", ANSWER_LIMITS)  # the one door for a node's answer body
+    except safejson.JsonError as exc:
+        log.warning("node %s answered garbage: %s", node.id, exc.message)
+        return _unavailable(node, "answer is not a signed envelope", started, integrity=True)
     return judge(node, body, query_token, query_jti, trust, broker_id, started)
 
 

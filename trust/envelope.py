@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from federation.canonical import JsonObject, sha256_hex
 from trust.errors import ExpiredError, SignatureError, UnknownMemberError
+from trust.jws import check_compact
 from trust.keys import key_id
 from trust.trustlist import Member, TrustList
 
@@ -35,8 +36,9 @@ def sign(claims: Mapping[str, Any], key: Ed25519PrivateKey, typ: str) -> str:
 def unverified_issuer(token: str) -> str | None:
     """The ``iss`` an envelope *claims*, before any verification: only for narrowing, never trust."""
     try:
+        check_compact(token, "envelope", SignatureError)
         claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
+    except (jwt.PyJWTError, SignatureError):
         return None
     issuer = claims.get("iss")
     return issuer if isinstance(issuer, str) else None
@@ -73,6 +75,7 @@ def verify(
     Raises ``SignatureError`` (bad or foreign signature, wrong type or algorithm),
     ``UnknownMemberError`` (issuer not a member with that role) or ``ExpiredError``.
     """
+    check_compact(token, "envelope", SignatureError)
     try:
         header = jwt.get_unverified_header(token)
         unverified = jwt.decode(token, options={"verify_signature": False})
