@@ -26,7 +26,13 @@ async def _client(app: web.Application) -> AsyncIterator[None]:
     tls_files = broker.config.tls
     connector = aiohttp.TCPConnector(
         ssl=tls.client_context(tls_files, bind=lambda: broker.trust.current)) if tls_files else None
-    broker.session = aiohttp.ClientSession(connector=connector)
+    tracing = aiohttp.TraceConfig()
+
+    async def opened(*_: object) -> None:
+        broker.metrics.connections.inc()
+
+    tracing.on_connection_create_end.append(opened)
+    broker.session = aiohttp.ClientSession(connector=connector, trace_configs=[tracing])
 
     task = asyncio.create_task(broker.trust.refresh_forever(broker.config.trust_refresh_seconds))
     yield

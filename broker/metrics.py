@@ -34,6 +34,9 @@ class BrokerMetrics(Registry):
         self.node_latency = self.histogram(
             "signpost_broker_node_latency_seconds", "Time each node took to answer (or to fail).",
             ("authority",))
+        self.connections = self.counter(
+            "signpost_broker_node_connections_total",
+            "New connections the broker opened to nodes (each one a TLS handshake under mutual TLS).")
         self.sessions = self.counter(
             "signpost_web_sign_ins_total", "Practitioner web sign-ins, by outcome.", ("outcome",))
 
