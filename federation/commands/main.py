@@ -214,8 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
         "print broker CPU per search, node CPU per answer, p50/p99, searches/s, incomplete searches, "
         "new TLS handshakes and the federated/central ratios.")
     p.add_argument("--nodes", type=int, required=True, help="authorities, each its own node process")
-    p.add_argument("--children-per-node", type=int, default=1000, help="children per authority (default 1000)")
-    p.add_argument("--concurrency", type=int, default=8, help="searches in flight in the second phase (default 8)")
+    p.add_argument("--children-per-node", type=int, default=1000,
+                   help="children per authority (default 1000)")
+    p.add_argument("--concurrency", type=int, default=8,
+                   help="searches in flight in the second phase (default 8)")
     p.add_argument("--searches", type=int, default=48, help="searches per phase (default 48)")
     p.add_argument("--idle", type=float, default=0,
                    help="also time one search after this many seconds idle (default: skip)")

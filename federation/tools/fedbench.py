@@ -170,13 +170,13 @@ def _build_side(folder: Path, name: str, holdings: dict[str, list[synthetic.Synt
     home = folder / "broker"
     home.mkdir(exist_ok=True)
     shutil.copy(folder / "root.json", home / "root.json")
-    config = BrokerConfig(
+    broker_config = BrokerConfig(
         id=BROKER_ID, key=folder / "keys" / f"{BROKER_ID}.pem", trust_list=folder / "trustlist.json",
         trust_root=home / "root.json", port=broker_port, audience=AUDIENCE, audit_log=home / "audit.log",
         tls_cert=tls_dir / f"{BROKER_ID}.pem", tls_key=tls_dir / f"{BROKER_ID}.key",
         tls_ca=tls_dir / "ca.pem", serve_tls=False, rate_limits=UNLIMITED,
     )
-    configfile.dump(config, home / "broker.json")
+    configfile.dump(broker_config, home / "broker.json")
     out(f"  {name}: {len(ids)} node(s), {sum(len(k) for k in holdings.values()):,} children")
     return Side(folder, nodes, home / "broker.json", broker_port)
 
@@ -440,5 +440,6 @@ def render(report: dict[str, Any]) -> str:
     if "ratios" in report:
         r = report["ratios"]
         lines.append(f"\nfederated / central, one at a time: broker CPU "
-                     f"{r['broker_cpu_federated_over_central']:.1f}x, p50 {r['p50_federated_over_central']:.1f}x")
+                     f"{r['broker_cpu_federated_over_central']:.1f}x, "
+                     f"p50 {r['p50_federated_over_central']:.1f}x")
     return "\n".join(lines)
