@@ -266,7 +266,7 @@ class Channels:
 
     def _judge(self, node: Member, future: asyncio.Future[frames.Frame], query: Query, trust: TrustList,
                deadline: float, started: float) -> NodeResult:
-        if not future.done():
+        if not future.done() or future.cancelled():
             self.channel(node).forget(query.jti)
             future.cancel()
             return unavailable(node, f"no answer within {deadline:g} s", started, abandoned=True)
@@ -300,9 +300,14 @@ class Channels:
         future = channel.send(query)
         if future is None:
             return unavailable(node, "not reachable (channel closed)", started)
-        with contextlib.suppress(TimeoutError, ChannelLost):
-            left = max(0.001, deadline - (time.monotonic() - started))
-            await asyncio.wait_for(asyncio.shield(future), left)
+        try:
+            with contextlib.suppress(TimeoutError, ChannelLost):
+                left = max(0.001, deadline - (time.monotonic() - started))
+                await asyncio.wait_for(asyncio.shield(future), left)
+        finally:
+            if not future.done():  # cancelled at the search's deadline: a later answer is dropped
+                channel.forget(query.jti)
+                future.cancel()
         return self._judge(node, future, query, trust, deadline, started)
 
     async def close(self) -> None:
