@@ -19,7 +19,7 @@ import jwt
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from federation.canonical import sha256_hex
+from federation.canonical import JsonObject, sha256_hex
 from trust.errors import ExpiredError, SignatureError, UnknownMemberError
 from trust.keys import key_id
 from trust.trustlist import Member, TrustList
@@ -70,7 +70,7 @@ def _b64decode(part: str, what: str) -> bytes:
         raise SignatureError(f"envelope: {what} is not base64url") from exc
 
 
-def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+def _json_object(raw: bytes, what: str) -> JsonObject:
     try:
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -88,7 +88,7 @@ def verify(
     typ: str,
     now: datetime,
     audience: str | None = None,
-) -> tuple[dict[str, Any], Member]:
+) -> tuple[JsonObject, Member]:
     """Verify an envelope signed by a member with ``role``; return its claims and the signer.
 
     The compact JWS is split and decoded once; the Ed25519 signature over its first two parts is

@@ -222,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle", type=float, default=0,
                    help="also time one search after this many seconds idle (default: skip)")
     p.add_argument("--no-central", action="store_true", help="skip the central baseline")
+    p.add_argument("--http", action="store_true",
+                   help="the broker asks nodes over POST /v1/query, not the channel")
     p.add_argument("--dir", help="where the federation is built and cached "
                    "(default ~/.cache/signpost/bench/federation-NxM)")
     p.add_argument("--json", action="store_true", help="print every figure as one JSON object")

@@ -339,25 +339,25 @@ class Running:
                      nodes1 - nodes0, searches * len(self.side.nodes), shakes)
 
 
-def _start(side: Side, out: Callable[[str], None]) -> Running:
+def _start(side: Side, procs: demo.Processes, out: Callable[[str], None], *, http: bool = False) -> Running:
     busy = [p for p in [side.broker_port, *(configfile.load(NodeConfig, c).port for c in side.nodes.values())]
             if not _port_free(p)]
     if busy:
         raise RuntimeError(f"port(s) already in use: {busy[:5]}; stop what holds them or pass a new --dir")
-    procs = demo.Processes(side.folder)
     started = time.monotonic()
-    try:
-        for node_id, config in side.nodes.items():
-            procs.start(node_id, ["node", "serve", "--config", str(config)])
-        procs.start("broker", ["broker", "serve", "--config", str(side.broker)])
-        tls_dir = side.folder / "tls"
-        health_tls = tls.client_context(tls.TlsFiles(tls_dir / f"{BROKER_ID}.pem",
-                                                     tls_dir / f"{BROKER_ID}.key", tls_dir / "ca.pem"))
-        asyncio.run(demo.wait_healthy({**side.node_urls(), "broker": side.broker_url}, procs,
-                                      timeout=600, ssl_context=health_tls))
-    except BaseException:
-        procs.stop()
-        raise
+    for node_id, config in side.nodes.items():
+        procs.start(node_id, ["node", "serve", "--config", str(config)])
+    broker_config = side.broker
+    if http:  # the same broker asking every node over POST /v1/query
+        settings = json.loads(side.broker.read_text())
+        broker_config = side.broker.with_name("broker.http.json")
+        broker_config.write_text(json.dumps({**settings, "node_channel": False}, indent=2))
+    procs.start("broker", ["broker", "serve", "--config", str(broker_config)])
+    tls_dir = side.folder / "tls"
+    health_tls = tls.client_context(tls.TlsFiles(tls_dir / f"{BROKER_ID}.pem",
+                                                 tls_dir / f"{BROKER_ID}.key", tls_dir / "ca.pem"))
+    asyncio.run(demo.wait_healthy({**side.node_urls(), "broker": side.broker_url}, procs,
+                                  timeout=600, ssl_context=health_tls))
     out(f"  {len(side.nodes)} node process(es) and the broker up in {time.monotonic() - started:.0f} s")
     return Running(side, procs)
 
@@ -367,10 +367,10 @@ def _load() -> str:
 
 
 def measure(side: Side, bodies: list[dict[str, Any]], *, searches: int, concurrency: int, idle: float,
-            out: Callable[[str], None]) -> dict[str, Any]:
+            out: Callable[[str], None], http: bool = False) -> dict[str, Any]:
     """Start one side, warm it up, then: one at a time, ``concurrency`` at a time, after ``idle`` s."""
-    running = _start(side, out)
-    try:
+    with demo.Processes(side.folder) as procs:
+        running = _start(side, procs, out, http=http)
         asyncio.run(running.phase(bodies, 10, 2))  # warm up: connections, indexes, caches
         result: dict[str, Any] = {"load_before": _load()}
         result["one_at_a_time"] = asyncio.run(running.phase(bodies, searches, 1)).summary()
@@ -384,12 +384,10 @@ def measure(side: Side, bodies: list[dict[str, Any]], *, searches: int, concurre
                                     "cold_new_tls_handshakes": cold["new_tls_handshakes"]}
         result["load_after"] = _load()
         return result
-    finally:
-        running.procs.stop()
 
 
 def run(*, nodes: int, children: int = 1000, concurrency: int = 8, searches: int = 48, idle: float = 0,
-        folder: Path | None = None, central: bool = True,
+        folder: Path | None = None, central: bool = True, http: bool = False,
         out: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure the federated side and the central baseline; return every figure as one object."""
     where = folder or Path.home() / ".cache" / "signpost" / "bench" / f"federation-{nodes}x{children}"
@@ -397,14 +395,14 @@ def run(*, nodes: int, children: int = 1000, concurrency: int = 8, searches: int
     out(f"federated: {nodes} node processes ...")
     report: dict[str, Any] = {
         "nodes": nodes, "children_per_node": children, "concurrency": concurrency, "searches": searches,
-        "cpus": os.cpu_count(), "folder": str(where),
+        "cpus": os.cpu_count(), "folder": str(where), "transport": "http" if http else "channel",
         "federated": measure(layout.federated, layout.bodies, searches=searches, concurrency=concurrency,
-                             idle=idle, out=out),
+                             idle=idle, out=out, http=http),
     }
     if central:
         out("central baseline: one node with every child ...")
         report["central"] = measure(layout.central, layout.bodies, searches=searches,
-                                    concurrency=concurrency, idle=0, out=out)
+                                    concurrency=concurrency, idle=0, out=out, http=http)
         fed, cen = report["federated"]["one_at_a_time"], report["central"]["one_at_a_time"]
         report["ratios"] = {
             "broker_cpu_federated_over_central": fed["broker_cpu_ms_per_search"]
@@ -417,7 +415,8 @@ def run(*, nodes: int, children: int = 1000, concurrency: int = 8, searches: int
 def render(report: dict[str, Any]) -> str:
     """The report as a table a person reads."""
     lines = [f"{report['nodes']} authorities x {report['children_per_node']:,} children, "
-             f"{report['searches']} searches per phase, {report['cpus']} CPU(s)"]
+             f"{report['searches']} searches per phase, {report['cpus']} CPU(s), "
+             f"broker to nodes over {report.get('transport', 'http')}"]
     header = (f"{'':<24}{'p50 ms':>8}{'p99 ms':>8}{'search/s':>9}{'broker CPU':>11}{'node CPU':>10}"
               f"{'incompl.':>9}{'failed':>7}{'new TLS':>8}")
     for label in ("federated", "central"):
