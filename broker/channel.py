@@ -30,7 +30,7 @@ import aiohttp
 
 from broker.fanout import NodeResult, Query, ask_http, judge, unavailable
 from federation import frames
-from federation.protocol import MessageError, Status
+from federation.protocol import MessageError, QueryId, Status
 from trust import tls
 from trust.trustlist import Member, TrustList
 
@@ -161,14 +161,17 @@ class NodeChannel:
             with contextlib.suppress(Exception):  # any failure: try again after the next pause
                 await self.ensure_open()
 
-    def send(self, query: Query) -> asyncio.Future[frames.Frame] | None:
-        """Write ``query`` to the open channel; the future gets the node's frame. None if not open."""
+    def send(self, query: Query, text: str | None = None) -> asyncio.Future[frames.Frame] | None:
+        """Write ``query`` (its frame ``text``, made once per search) to the open channel; the future
+        gets the node's frame. None if the channel is not open."""
         ws = self.ws
         if ws is None or ws.closed:
             return None
         waiting: asyncio.Future[frames.Frame] = asyncio.get_running_loop().create_future()
         self.pending[query.jti] = waiting
-        writing = asyncio.ensure_future(ws.send_str(frames.QueryFrame(query.jti, query.token).to_text()))  # type: ignore[arg-type]
+        text = text or frames.QueryFrame(QueryId(query.jti), query.token).to_text()
+        # One small task per node, so that a node that stops reading never holds up the others.
+        writing = asyncio.ensure_future(ws.send_str(text))
         writing.add_done_callback(lambda done: self._written(done, query.jti))
         return waiting
 
@@ -231,6 +234,7 @@ class Channels:
         (channel to open, or HTTP) get a task each.
         """
         started = time.monotonic()
+        text = frames.QueryFrame(QueryId(query.jti), query.token).to_text()  # the same frame for every node
         results: list[NodeResult | None] = [None] * len(nodes)
         waiting: dict[asyncio.Future[frames.Frame], int] = {}
         others: dict[asyncio.Task[NodeResult], int] = {}
@@ -243,7 +247,7 @@ class Channels:
                 results[i] = unavailable(node, "node certificate is not bound to it in the trust list",
                                          started, integrity=True)
                 continue
-            sent = channel.send(query) if channel.open else None
+            sent = channel.send(query, text) if channel.open else None
             if sent is not None:
                 waiting[sent] = i
             else:
