@@ -4,9 +4,9 @@ A search admitted into a broker that is behind would wait in its own event loop 
 node's deadline runs, and come back incomplete; or its rate-limit check would time out and
 blame Redis. Two signals say the broker is saturated: more searches in flight than
 ``max_searches_in_flight``, or an event loop running more than ``max_loop_lag_seconds`` late
-(measured by a ticker that asks to wake every ``TICK_SECONDS``). Either way the search is
-refused before anything is counted or logged: 503, ``Retry-After``, problem type
-``broker-overloaded``.
+(a moving average of how late a ticker that asks to wake every ``TICK_SECONDS`` wakes). Either
+way the search is refused before anything is counted or logged: 503, ``Retry-After``, problem
+type ``broker-overloaded``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from aiohttp import web
 from federation.http import problem
 
 TICK_SECONDS = 0.05
+LAG_WEIGHT = 0.2  # the weight of the newest tick in the moving average of lateness
 RETRY_AFTER_SECONDS = 1
 
 
@@ -61,9 +62,10 @@ class Admission:
         while True:
             started = time.monotonic()
             await asyncio.sleep(TICK_SECONDS)
-            late = time.monotonic() - started - TICK_SECONDS
-            # A single late tick counts in full; lateness decays as on-time ticks follow.
-            self.lag_seconds = max(late, self.lag_seconds * 0.5)
+            late = max(0.0, time.monotonic() - started - TICK_SECONDS)
+            # A moving average: one long stall (a trust-list refresh, a garbage collection) does not
+            # refuse searches; a loop that stays late does.
+            self.lag_seconds += LAG_WEIGHT * (late - self.lag_seconds)
 
 
 def overloaded(why: str) -> web.Response:

@@ -23,7 +23,7 @@ class BrokerConfig:
     node_deadline_seconds: float = 3.0
     node_channel: bool = True  # one WebSocket per node (GET /v1/channel); false: POST /v1/query only
     max_searches_in_flight: int = 32  # beyond this a search is refused at once (503, broker-overloaded)
-    max_loop_lag_seconds: float = 0.5  # ... and while the event loop runs this late
+    max_loop_lag_seconds: float = 1.0  # ... and while the event loop runs this late (moving average)
     query_lifetime_seconds: int = 60
     body_limit: int = 16 * 1024
     trust_refresh_seconds: float = 60
