@@ -260,22 +260,26 @@ class Phase:
     seconds: float
     latencies: list[float]
     incomplete: int
-    failed: int
+    failed: int  # not answered with 200 (``refused`` of them with 503: the broker was saturated)
+    refused: int
     broker_cpu: float
     nodes_cpu: float
-    answers: int
+    nodes: int
     handshakes: int
 
     def summary(self) -> dict[str, float]:
+        # CPU is shared out over the searches that ran (a search refused with 503 costs next to nothing).
+        ran = max(1, self.searches - self.failed)
         ordered = sorted(self.latencies)
         return {
             "searches": self.searches, "concurrency": self.concurrency,
             "p50_ms": 1000 * statistics.median(ordered) if ordered else 0.0,
             "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else 0.0,
             "searches_per_s": self.searches / self.seconds if self.seconds else 0.0,
-            "broker_cpu_ms_per_search": 1000 * self.broker_cpu / max(1, self.searches),
-            "nodes_cpu_ms_per_answer": 1000 * self.nodes_cpu / max(1, self.answers),
-            "incomplete": self.incomplete, "failed": self.failed, "new_tls_handshakes": self.handshakes,
+            "broker_cpu_ms_per_search": 1000 * self.broker_cpu / ran,
+            "nodes_cpu_ms_per_answer": 1000 * self.nodes_cpu / (ran * max(1, self.nodes)),
+            "incomplete": self.incomplete, "failed": self.failed, "refused_503": self.refused,
+            "new_tls_handshakes": self.handshakes,
         }
 
 
@@ -308,13 +312,13 @@ class Running:
 
     async def phase(self, bodies: list[dict[str, Any]], searches: int, concurrency: int) -> Phase:
         latencies: list[float] = []
-        incomplete = failed = 0
+        incomplete = failed = refused = 0
         counter = iter(range(searches))
         headers = {"Authorization": f"Bearer {self.token}"}
         url = self.side.broker_url
 
         async def client(session: aiohttp.ClientSession) -> None:
-            nonlocal incomplete, failed
+            nonlocal incomplete, failed, refused
             for i in counter:
                 started = time.perf_counter()
                 async with session.post(f"{url}/v1/search", json=bodies[i % len(bodies)],
@@ -323,6 +327,7 @@ class Running:
                 latencies.append(time.perf_counter() - started)
                 if response.status != 200:
                     failed += 1
+                    refused += response.status == 503
                 elif not answer.get("complete"):
                     incomplete += 1
 
@@ -335,8 +340,8 @@ class Running:
             elapsed = time.perf_counter() - started
             broker1, nodes1 = self.cpu()
             shakes = await _handshakes(session, url) - shakes
-        return Phase(searches, concurrency, elapsed, latencies, incomplete, failed, broker1 - broker0,
-                     nodes1 - nodes0, searches * len(self.side.nodes), shakes)
+        return Phase(searches, concurrency, elapsed, latencies, incomplete, failed, refused,
+                     broker1 - broker0, nodes1 - nodes0, len(self.side.nodes), shakes)
 
 
 def _start(side: Side, procs: demo.Processes, out: Callable[[str], None], *, http: bool = False) -> Running:
@@ -418,7 +423,7 @@ def render(report: dict[str, Any]) -> str:
              f"{report['searches']} searches per phase, {report['cpus']} CPU(s), "
              f"broker to nodes over {report.get('transport', 'http')}"]
     header = (f"{'':<24}{'p50 ms':>8}{'p99 ms':>8}{'search/s':>9}{'broker CPU':>11}{'node CPU':>10}"
-              f"{'incompl.':>9}{'failed':>7}{'new TLS':>8}")
+              f"{'incompl.':>9}{'failed':>7}{'503':>5}{'new TLS':>8}")
     for label in ("federated", "central"):
         if label not in report:
             continue
@@ -431,7 +436,7 @@ def render(report: dict[str, Any]) -> str:
             name = "1 at a time" if phase == "one_at_a_time" else f"{p['concurrency']} in flight"
             lines.append(f"  {name:<22}{p['p50_ms']:>8.1f}{p['p99_ms']:>8.1f}{p['searches_per_s']:>9.1f}"
                          f"{p['broker_cpu_ms_per_search']:>11.2f}{p['nodes_cpu_ms_per_answer']:>10.2f}"
-                         f"{p['incomplete']:>9}{p['failed']:>7}{p['new_tls_handshakes']:>8}")
+                         f"{p['incomplete']:>9}{p['failed']:>7}{p['refused_503']:>5}{p['new_tls_handshakes']:>8}")
         if "after_idle" in side:
             a = side["after_idle"]
             lines.append(f"  after {a['idle_s']:g} s idle: broker CPU {a['cold_broker_cpu_ms']:.2f} ms "
