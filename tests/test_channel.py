@@ -30,6 +30,31 @@ from trust import keys as keyfiles
 PURPOSE = "child_protection_enquiry"
 
 
+async def running(folder: Path, **broker: Any) -> AsyncIterator[Federation]:
+    fed = build_federation(folder, default_records())
+    fed.broker_config = dataclasses.replace(fed.broker_config, **broker)
+    await fed.start()
+    try:
+        yield fed
+    finally:
+        await fed.close()
+
+
+@pytest.fixture
+async def patient(tmp_path: Path) -> AsyncIterator[Federation]:
+    """The test federation with a node deadline long enough that only what a test does to a node
+    (not a busy machine) can make it late."""
+    async for fed in running(tmp_path / "federation", node_deadline_seconds=20):
+        yield fed
+
+
+@pytest.fixture
+async def one_at_a_time(tmp_path: Path) -> AsyncIterator[Federation]:
+    """The patient test federation with a broker that takes one search at a time."""
+    async for fed in running(tmp_path / "federation", node_deadline_seconds=20, max_searches_in_flight=1):
+        yield fed
+
+
 def statuses(answer: dict[str, Any]) -> dict[str, str]:
     return {r["authority"]["id"]: r["status"] for r in answer["results"]}
 
@@ -112,9 +137,10 @@ async def broker_metric(federation: Federation, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
-async def test_an_answer_on_the_channel_is_bound_to_its_query(federation: Federation) -> None:
+async def test_an_answer_on_the_channel_is_bound_to_its_query(patient: Federation) -> None:
     """Proves a node's answer frame carries the query's id and a signed answer bound to that query's
     jti and exact hash, and that searches through the broker travel over the channels."""
+    federation = patient
     jti, token = broker_query(federation)
     [reply] = await channel_exchange(federation.node_url("alpha"),
                                      [frames.QueryFrame(QueryId(jti), token).to_text()])
@@ -195,10 +221,11 @@ async def test_the_broker_refuses_hostile_answer_frames(federation: Federation, 
     assert (0 if case == "late" else 1) == integrity
 
 
-async def test_a_connection_broken_mid_search_is_unavailable_then_reopened(federation: Federation) -> None:
+async def test_a_connection_broken_mid_search_is_unavailable_then_reopened(patient: Federation) -> None:
     """Proves that when the channel to a node breaks (its TCP connection shut down) while a search
     waits on it, that node is `unavailable` for that search, and the next search finds the
     channel open again and complete."""
+    federation = patient
     node = federation.runners["gamma"].app[NODE]
     entered = asyncio.Event()
     original = node.index
@@ -223,9 +250,10 @@ async def test_a_connection_broken_mid_search_is_unavailable_then_reopened(feder
     assert (200, True) == (status, answer["complete"])
 
 
-async def test_a_node_that_restarts_is_reconnected_without_a_failed_search(federation: Federation) -> None:
+async def test_a_node_that_restarts_is_reconnected_without_a_failed_search(patient: Federation) -> None:
     """Proves a node process that stops and starts again (closing its channel) is asked over a new
     channel by the next search, which is complete."""
+    federation = patient
     status, answer = await federation.search({"identity": AMARA, "purpose": PURPOSE})
     assert (200, True) == (status, answer["complete"])
     await federation.stop("gamma")
@@ -258,9 +286,10 @@ def lying_node(node: Node) -> web.Application:
 
 
 async def test_reconcile_catches_a_node_that_logs_one_answer_and_sends_another(
-        federation: Federation, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        patient: Federation, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Proves `signpost audit reconcile` reports a node whose log holds the hash of one answer while
     the broker received (and logged the hash of) another over the channel."""
+    federation = patient
     await federation.stop("alpha")
     node = Node(federation.node_configs["alpha"])
     await node.index(datetime.now(UTC).date())  # built before it serves, as a running node's would be
@@ -278,18 +307,6 @@ async def test_reconcile_catches_a_node_that_logs_one_answer_and_sends_another(
         node.close()
     assert 1 == code
     assert ["alpha"] == [d["node"] for d in json.loads(out)["discrepancies"]]
-
-
-@pytest.fixture
-async def one_at_a_time(tmp_path: Path) -> AsyncIterator[Federation]:
-    """The test federation with a broker that takes one search at a time."""
-    fed = build_federation(tmp_path / "federation", default_records())
-    fed.broker_config = dataclasses.replace(fed.broker_config, max_searches_in_flight=1)
-    await fed.start()
-    try:
-        yield fed
-    finally:
-        await fed.close()
 
 
 async def test_an_overloaded_broker_refuses_early_naming_itself(one_at_a_time: Federation) -> None:
