@@ -209,14 +209,24 @@ class Channels:
         self.max_frame = max_frame
         self._by_node: dict[str, NodeChannel] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._version: int | None = None
 
     def channel(self, node: Member) -> NodeChannel:
         found = self._by_node.get(node.id)
         if found is None or found.endpoint != (node.endpoint or ""):
             if found is not None:
-                self._closing.add(asyncio.create_task(found.close()))  # the node moved: the old one goes
+                task = asyncio.create_task(found.close())  # the node moved: the old channel goes
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
             found = self._by_node[node.id] = NodeChannel(node, self.session, self.counters, self.max_frame)
         return found
+
+    def _prune(self, current: set[str]) -> None:
+        """Close the channels of nodes the trust list in force no longer names."""
+        for node_id in [n for n in self._by_node if n not in current]:
+            task = asyncio.create_task(self._by_node.pop(node_id).close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     def warm(self, nodes: list[Member]) -> None:
         """Open every node's channel in the background (at start, and after a trust-list change)."""
@@ -234,6 +244,9 @@ class Channels:
         (channel to open, or HTTP) get a task each.
         """
         started = time.monotonic()
+        if trust.version != self._version:
+            self._prune({n.id for n in nodes})
+            self._version = trust.version
         text = frames.QueryFrame(QueryId(query.jti), query.token).to_text()  # the same frame for every node
         results: list[NodeResult | None] = [None] * len(nodes)
         waiting: dict[asyncio.Future[frames.Frame], int] = {}
