@@ -80,8 +80,10 @@ class Broker:
         self.session: aiohttp.ClientSession | None = None
         self.channels: Channels | None = None  # None: every node is asked over POST /v1/query
         self.metrics = BrokerMetrics()
-        self.audit = logapi.LogService(config.audit_log, config.id, self.key, lambda: self.trust.current,
-                                       config.audience)
+        self.audit = logapi.LogService(
+            config.audit_log, config.id, self.key, lambda: self.trust.current, config.audience,
+            checkpoint_interval=config.checkpoint_interval_seconds,
+            accept_reset=config.unsafe_accept_audit_log_reset)
         self.commitment_key = b""
         if config.audit_log is not None:
             self.commitment_key = audits.load_or_create_key(
@@ -99,7 +101,7 @@ class Broker:
         errors: list[FieldError] = []
         found: identity.Identity | None = None
         try:
-            found = identity.parse_identity(body.get("identity"))
+            found = identity.parse_identity(body.get("identity"), strict=True)
             identity.check_searchable(found, now.date())
         except ValidationError as exc:
             errors.extend(exc.errors)
@@ -224,5 +226,8 @@ async def _admitted_search(request: web.Request, broker: Broker, who: Practition
 async def handle_health(request: web.Request) -> web.Response:
     broker = request.app[BROKER]
     trust = broker.trust.current
-    return health(broker.config.id, "broker", trust, nodes=[m.id for m in trust.with_role("node")],
+    reasons = [*broker.trust.health_reasons(), *broker.audit.health_reasons(),
+               *await ratelimit.health_reasons(request.app)]
+    return health(broker.config.id, "broker", trust, reasons,
+                  nodes=[m.id for m in trust.with_role("node")], trust_refresh=broker.trust.status.to_wire(),
                   **broker.audit.health())

@@ -6,7 +6,6 @@ pages, which call the API's search) never import this module.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -45,16 +44,17 @@ async def _client(app: web.Application) -> AsyncIterator[None]:
             dropped=lambda node: broker.metrics.dropped.inc(node)))
         broker.channels.warm(broker.trust.current.with_role("node"))
 
-    task = asyncio.create_task(broker.trust.refresh_forever(broker.config.trust_refresh_seconds))
-    yield
-    task.cancel()
-    if broker.channels is not None:
-        await broker.channels.close()
-    await broker.session.close()
+    try:
+        async with broker.trust.refreshing(broker.config.trust_refresh_seconds):
+            yield
+    finally:
+        if broker.channels is not None:
+            await broker.channels.close()
+        await broker.session.close()
 
 
 def _add_pages_and_metrics(app: web.Application, broker: Broker) -> None:
-    folder = broker.config.demo_identity_provider
+    folder = broker.config.unsafe_demo_identity_provider
     idp = DemoIdentityProvider(folder, broker.config.audience) if folder is not None else None
     pages.add_routes(app, broker.config.session_idle_seconds, idp)
     metrics.install(app, broker.metrics)

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from federation import safejson
 from federation.canonical import JsonObject
 from federation.protocol import AnswerClaims, Contact, Disclosed, MessageError, Status
 from trust import envelope, tls
@@ -23,6 +24,9 @@ from trust.errors import TrustError
 from trust.trustlist import Member, TrustList
 
 log = logging.getLogger("signpost.broker")
+
+ANSWER_LIMITS = safejson.JsonLimits(max_bytes=256 * 1024, max_depth=16)
+"""Bounds on one node's answer body (a signed answer is a few kilobytes)."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,7 @@ async def ask_http(
                     log.warning("node %s answered HTTP %d", node.id, response.status)
                     return unavailable(
                         node, f"node refused the query (HTTP {response.status})", started)
-                body = await response.json(content_type=None)
+                raw = await response.content.read(ANSWER_LIMITS.max_bytes + 1)
     except TimeoutError:
         return unavailable(node, f"no answer within {deadline:g} s", started, abandoned=sent)
     except aiohttp.ClientConnectorCertificateError as exc:
@@ -155,6 +159,11 @@ async def ask_http(
                             integrity=True)
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         return unavailable(node, f"not reachable ({exc.__class__.__name__})", started)
+    try:
+        body = safejson.parse(raw, "answer", ANSWER_LIMITS)  # the one door for a node's answer body
+    except safejson.JsonError as exc:
+        log.warning("node %s answered garbage: %s", node.id, exc.message)
+        return unavailable(node, "answer is not a signed envelope", started, integrity=True)
     if not isinstance(body, dict):
         return unavailable(node, "answer is not a signed envelope", started, integrity=True)
     return judge(node, body.get("answer"), query, trust, broker_id, started)

@@ -8,9 +8,7 @@ member's own keys, and the algorithm is fixed to EdDSA.
 
 from __future__ import annotations
 
-import base64
 import binascii
-import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -20,8 +18,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from federation.canonical import JsonObject, sha256_hex
+from federation.safejson import JsonError, parse_object
 from trust.errors import ExpiredError, SignatureError, UnknownMemberError
-from trust.keys import key_id
+from trust.jws import CLAIMS_LIMITS, MAX_TOKEN_BYTES, check_compact
+from trust.keys import b64url_decode, key_id
 from trust.trustlist import Member, TrustList
 
 ALGORITHM = "EdDSA"
@@ -39,8 +39,9 @@ def sign(claims: Mapping[str, Any], key: Ed25519PrivateKey, typ: str) -> str:
 def unverified_issuer(token: str) -> str | None:
     """The ``iss`` an envelope *claims*, before any verification: only for narrowing, never trust."""
     try:
+        check_compact(token, "envelope", SignatureError)
         claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
+    except (jwt.PyJWTError, SignatureError):
         return None
     issuer = claims.get("iss")
     return issuer if isinstance(issuer, str) else None
@@ -65,19 +66,17 @@ def envelope_hash(token: str) -> str:
 
 def _b64decode(part: str, what: str) -> bytes:
     try:
-        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        return b64url_decode(part)
     except (ValueError, binascii.Error) as exc:
         raise SignatureError(f"envelope: {what} is not base64url") from exc
 
 
 def _json_object(raw: bytes, what: str) -> JsonObject:
+    """The one parse of a header or claims: bounded, duplicate-free JSON (as ``trust.jws`` checks)."""
     try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SignatureError(f"envelope: {what} is not JSON") from exc
-    if not isinstance(value, dict):
-        raise SignatureError(f"envelope: {what} is not a JSON object")
-    return value
+        return parse_object(raw, what, CLAIMS_LIMITS)
+    except JsonError as exc:
+        raise SignatureError(f"envelope: {exc}") from None
 
 
 def verify(
@@ -99,6 +98,8 @@ def verify(
     Raises ``SignatureError`` (bad or foreign signature, wrong type or algorithm),
     ``UnknownMemberError`` (issuer not a member with that role) or ``ExpiredError``.
     """
+    if len(token) > MAX_TOKEN_BYTES:
+        raise SignatureError(f"envelope: expected at most {MAX_TOKEN_BYTES} characters, got {len(token)}")
     parts = token.split(".")
     if len(parts) != 3:
         raise SignatureError(f"envelope: not a compact JWS (expected 3 parts, got {len(parts)})")

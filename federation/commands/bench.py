@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from federation.tools import fedbench, logbench, searchbench
+from federation.tools import fedbench, fuzzbench, logbench, searchbench, soak
 from federation.tools import trustbench as bench
 from federation.tools.evaluation import eval_matching, list_datasets
 from federation.tools.matchbench import bench_matching
@@ -16,6 +16,16 @@ def cmd_bench_audit(args: argparse.Namespace) -> int:
     logbench.run(args.entries, appends=args.appends, appenders=args.appenders, proofs=args.proofs,
                  directory=args.dir)
     return 0
+
+
+def cmd_bench_fuzz(args: argparse.Namespace) -> int:
+    tallies = fuzzbench.run(args.inputs, seed=args.seed)
+    return 1 if any(t.crashes for t in tallies) else 0
+
+
+def cmd_bench_soak(args: argparse.Namespace) -> int:
+    result = soak.run(minutes=args.minutes, rate=args.rate, children=args.children)
+    return 0 if not result["errors"] and result["verified"] and not result["discrepancies"] else 1
 
 
 def cmd_bench_matching(args: argparse.Namespace) -> int:

@@ -228,6 +228,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default ~/.cache/signpost/bench/federation-NxM)")
     p.add_argument("--json", action="store_true", help="print every figure as one JSON object")
     p.set_defaults(func=bench_cli.cmd_bench_federation)
+    p = bench_sub.add_parser("fuzz", help="every parser of untrusted input on hostile inputs "
+                             "(crashes must be 0)")
+    p.add_argument("--inputs", type=int, default=100_000, help="inputs per parser (default 100,000)")
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=bench_cli.cmd_bench_fuzz)
+    p = bench_sub.add_parser("soak", help="the demo federation under steady load: errors, latency and "
+                             "memory per minute, reconcile at the end")
+    p.add_argument("--minutes", type=float, default=30, help="how long (default 30)")
+    p.add_argument("--rate", type=float, default=5, help="searches per second (default 5)")
+    p.add_argument("--children", type=int, default=5_000, help="children per authority (default 5,000)")
+    p.set_defaults(func=bench_cli.cmd_bench_soak)
 
     p = sub.add_parser(
         "eval-matching", help="measure the matcher on labelled data: precision, recall, false matches",
