@@ -21,6 +21,9 @@ class BrokerConfig:
     host: str = "127.0.0.1"
     port: int = 8700
     node_deadline_seconds: float = 3.0
+    node_channel: bool = True  # one WebSocket per node (GET /v1/channel); false: POST /v1/query only
+    max_searches_in_flight: int = 32  # beyond this a search is refused at once (503, broker-overloaded)
+    max_loop_lag_seconds: float = 1.0  # ... and while the event loop runs this late (moving average)
     query_lifetime_seconds: int = 60
     body_limit: int = 16 * 1024
     trust_refresh_seconds: float = 60
@@ -52,6 +55,10 @@ class BrokerConfig:
                              f"got {self.checkpoint_interval_seconds}")
         if not 0 < self.node_deadline_seconds <= 30:
             raise ValueError("node_deadline_seconds: expected more than 0 and at most 30")
+        if self.max_searches_in_flight < 1:
+            raise ValueError("max_searches_in_flight: expected at least 1")
+        if not 0 < self.max_loop_lag_seconds <= 10:
+            raise ValueError("max_loop_lag_seconds: expected more than 0 and at most 10")
         if not 10 <= self.query_lifetime_seconds <= 300:
             raise ValueError("query_lifetime_seconds: expected 10-300")
         if not 60 <= self.session_idle_seconds <= 3600:

@@ -35,6 +35,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from broker.admission import ADMISSION, overloaded
 from federation.errors import SignpostError
 from federation.http import HealthReason, problem
 from federation.rules import DEFAULT_RATE_LIMITS
@@ -359,6 +360,11 @@ async def admit(app: web.Application, issuer: str, sub: str, org: str) -> web.Re
     try:
         decision = await limiter.check(subjects_for(issuer, sub, org), app[LIMITS]())
     except RateLimitUnavailable as exc:
+        admission = app.get(ADMISSION)
+        if admission is not None and admission.behind():
+            # Redis was asked, but this broker's own event loop was too late to hear the answer.
+            log.warning("search refused: the broker is overloaded (%s)", exc)
+            return overloaded(f"its event loop is {1000 * admission.lag_seconds:.0f} ms behind")
         log.error("searches refused: %s", exc)
         return problem(503, "Searching unavailable", str(exc), kind="rate-limit-unavailable",
                        headers={"Retry-After": "5"})

@@ -33,6 +33,7 @@ from federation.protocol import (
     Status,
 )
 from node import audit as audits
+from node import channel
 from node import outbox as outboxes
 from node import purge as purging
 from node.config import NodeConfig
@@ -384,6 +385,7 @@ def create_app(config: NodeConfig) -> web.Application:
     node = Node(config)
     app[NODE] = node
     app.router.add_post("/v1/query", handle_query)
+    channel.add_route(app, node, process=process_query, refuse_early=refuse_early, tls_peer=TLS_PEER)
     app.router.add_get("/healthz", handle_health)
     metrics.install(app, node.metrics)
     logapi.install(app, node.audit)  # first: the purge job below logs into it

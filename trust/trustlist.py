@@ -11,6 +11,7 @@ pinned root must be signed by a threshold of the old keys *and* a threshold of t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -225,7 +226,13 @@ class TrustList:
         return found
 
     def with_role(self, role: str) -> list[Member]:
-        return sorted((m for m in self.members.values() if role in m.roles), key=lambda m: m.id)
+        """Members with ``role``, by id (sorted once per trust-list version, not per call)."""
+        return list(self._by_role.get(role, ()))
+
+    @functools.cached_property
+    def _by_role(self) -> Mapping[str, tuple[Member, ...]]:
+        ordered = sorted(self.members.values(), key=lambda m: m.id)
+        return {role: tuple(m for m in ordered if role in m.roles) for role in ROLES}
 
     def check_current(self, moment: datetime) -> None:
         """Raise ``ExpiredError`` when the list has expired: every search must stop."""
