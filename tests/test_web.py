@@ -13,11 +13,9 @@ from yarl import URL
 
 from broker.api import BROKER
 from broker.demo_idp import DEMO_PASSWORD, DemoIdentityProvider, current_code, hotp, totp
-from broker.sessions import SessionStore
 from node.api import NODE
 from tests.conftest import AMARA, Federation
 from tests.webfed import Browser, build_web_federation, csrf_of, fresh_code, web_federation
-from trust.tokens import Practitioner
 
 __all__ = ["web_federation"]
 
@@ -51,32 +49,6 @@ def test_a_one_time_code_works_once_and_only_near_its_time(tmp_path: object) -> 
     assert idp.check("sam.patel", DEMO_PASSWORD, current_code(now - 120), now) is None
     assert "sam.patel" == getattr(idp.check("sam.patel", DEMO_PASSWORD, code, now), "username", None)
     assert idp.check("sam.patel", DEMO_PASSWORD, code, now) is None
-
-
-def _who(expires: int) -> Practitioner:
-    return Practitioner("leeds-idp", "sam", "Sam", "Leeds", "practitioner", ("pwd", "otp"), "leeds", "j",
-                        expires)
-
-
-@pytest.mark.parametrize(("case", "age", "token_expires", "alive"), [
-    ("fresh", 10, 10_000, True),
-    ("idle too long", 901, 10_000, False),
-    ("token expired", 10, 1_005, False),
-])
-def test_sessions_end_when_idle_or_when_the_token_expires(case: str, age: int, token_expires: int,
-                                                           alive: bool) -> None:
-    """Proves the session store's two timeouts (idle, and the practitioner's token lifetime)."""
-    store = SessionStore(idle_seconds=900)
-    session = store.sign_in(store.new(1_000), _who(token_expires), 1_000)
-    assert alive == (store.get(session.id, 1_000 + age) is not None), case
-
-
-def test_signing_in_gives_a_new_session_id() -> None:
-    """Proves a session id known before sign-in is worthless afterwards (no session fixation)."""
-    store = SessionStore(idle_seconds=900)
-    before = store.new(0)
-    after = store.sign_in(before, _who(10_000), 1)
-    assert (None, True) == (store.get(before.id, 2), store.get(after.id, 2) is not None)
 
 
 def _amara_form(csrf: str) -> dict[str, str]:
