@@ -172,6 +172,23 @@ def no_identity_provider_page() -> str:
     return layout("Sign in", content, environment="Live")
 
 
+def choose_provider_page(providers: Sequence[tuple[str, str]]) -> str:
+    """Sign in: one link per identity provider (member id, name) the federation lists."""
+    links = "".join(f'<li><a class="button" href="/sign-in/oidc/{esc(pid)}">{esc(name)}</a></li>'
+                    for pid, name in providers)
+    content = ("<h1>Sign in</h1><p>Choose your organisation to sign in with its single sign-on.</p>"
+               f'<ul class="providers">{links}</ul>')
+    return layout("Sign in", content, environment="Live")
+
+
+def signed_in_page() -> str:
+    """After an OpenID sign-in: on to the search page by a same-site navigation."""
+    content = ('<h1>You are signed in</h1>'
+               '<p><a class="button" href="/search">Continue to search</a></p>')
+    page = layout("Signed in", content, environment="Live")
+    return page.replace("<head>", '<head><meta http-equiv="refresh" content="0;url=/search">', 1)
+
+
 def signed_out_page(reason: str) -> str:
     content = (f'<h1>{esc(reason)}</h1>'
                '<p>Nothing you searched for is kept in this browser or on the server.</p>'

@@ -40,7 +40,8 @@ def _serves(actions: argparse._SubParsersAction[argparse.ArgumentParser], servic
 
 def _publishes(p: argparse.ArgumentParser) -> None:
     """The options of a command that publishes the next trust list version (or a draft of it)."""
-    p.add_argument("--valid-days", type=int, default=30)
+    p.add_argument("--valid-days", type=int, default=None,
+                   help="lifetime of the new version (default: the current version's lifetime)")
     p.add_argument("--draft", action="store_true", help="write an unsigned draft for multi-party signing")
 
 
@@ -114,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.add_argument("--governance-keys", type=int, required=True)
     p.add_argument("--threshold", type=int, required=True)
-    p.add_argument("--valid-days", type=int, default=30)
+    p.add_argument("--valid-days", type=int, default=None,
+                   help="lifetime of the new version (default: the current version's lifetime)")
     p.set_defaults(func=federation_cli.cmd_federation_rotate_governance)
     p = fsub.add_parser("tls", help="create the federation CA; issue (and bind) a member certificate")
     p.add_argument("dir")
