@@ -9,6 +9,7 @@ and ``audit_cli``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -127,6 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--federation-name", help="name in the CA certificate (default: the folder name)")
     _publishes(p)
     p.set_defaults(func=federation_cli.cmd_federation_tls)
+    p = fsub.add_parser("set-oidc", help="name a token issuer's OpenID provider and claim mapping "
+                        "(or remove it); publish the next version")
+    p.add_argument("dir")
+    p.add_argument("--id", required=True, help="the token issuer's member id")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--file", help="JSON file with the oidc entry (see docs/operator-guide.md)")
+    group.add_argument("--remove", action="store_true", help="remove the issuer's oidc entry")
+    _publishes(p)
+    p.set_defaults(func=federation_cli.cmd_federation_set_oidc)
     p = fsub.add_parser("show", help="verify and print the trust list")
     p.add_argument("dir")
     p.add_argument("--root", help="pinned root.json (default: DIR/root.json)")
@@ -253,6 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SignpostError as exc:
         print(f"signpost: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`signpost … | head`): stop quietly
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as exc:  # a port in use, a folder that cannot be written, a disk full
         print(f"signpost: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),
               file=sys.stderr)
