@@ -73,6 +73,7 @@ def create_app(config: BrokerConfig) -> web.Application:
     app.cleanup_ctx.append(_client)
     ratelimit.install(app, config.redis_url,
                       ratelimit.FollowingLimits(lambda: app[BROKER].trust.current, config.rate_limits),
+                      key=ratelimit.pseudonym_key(app[BROKER].key),
                       prefix=f"signpost:rl:{app[BROKER].trust.current.federation}",
                       timeout_seconds=config.redis_timeout_seconds)
     return app
