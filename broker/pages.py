@@ -322,7 +322,7 @@ def results_page(who: Practitioner, csrf: str, answer: dict[str, Any],
     results = answer["results"]
     parts: list[str] = ['<h1>Search results</h1>']
     if not answer["complete"]:
-        names = ", ".join(answer["unavailable"])
+        names = ", ".join(a["name"] for a in answer["unavailable"])
         parts.append(
             '<div class="warning" role="alert"><span class="warning-icon" aria-hidden="true">!</span>'
             f'<div>Results may be incomplete. No answer came from: {esc(names)}. '

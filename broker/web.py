@@ -244,8 +244,8 @@ def _issuer(request: web.Request, member_id: str) -> Any:
 async def handle_oidc_start(request: web.Request) -> web.Response:
     """Send the browser to the practitioner's OpenID provider (state, nonce and PKCE kept here)."""
     state = request.app[WEB]
-    if state.oidc is None:
-        raise web.HTTPNotFound()
+    if state.oidc is None:  # no OpenID sign-in on this broker: the sign-in page says what there is
+        return redirect("/sign-in")
     member = _issuer(request, request.match_info["issuer"])
     try:
         url, pending = await state.oidc.start(member)
@@ -270,7 +270,7 @@ async def handle_oidc_callback(request: web.Request) -> web.Response:
     state = request.app[WEB]
     broker = request.app[BROKER]
     if state.oidc is None:
-        raise web.HTTPNotFound()
+        return redirect("/sign-in")
     transaction = request.cookies.get(_sign_in_cookie_name(request), "")
     record = await state.sessions.take_pending(transaction) if transaction else None
     if record is None:
