@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="exit after the sample searches (non-zero on failure)")
     p.add_argument("--dir", help="folder for the federation (default: a new temporary folder)")
     p.add_argument("--children", type=int, default=3000, help="children per authority (default 3000)")
+    p.add_argument("--redis", metavar="URL", help="keep the broker's rate limits and sessions in this Redis "
+                   "(e.g. redis://127.0.0.1:6379/0)")
+    p.add_argument("--independent", action="store_true",
+                   help="keep serving when one process exits (fault drills); default: stop them all")
     p.set_defaults(func=lambda args: demo_cli.cmd_demo(args, main))
 
     fed = sub.add_parser("federation", help="create a federation and manage its trust list")
@@ -236,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=bench_cli.cmd_eval_matching)
 
     p = sub.add_parser("demo-code", help="print the demo identity provider's current one-time code")
+    p.add_argument("--json", action="store_true",
+                   help='print {"code", "valid_seconds", "step_seconds", "secret"} as JSON')
     p.set_defaults(func=demo_cli.cmd_demo_code)
 
     p = sub.add_parser("search", help="search for a child through a broker")
