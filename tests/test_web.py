@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
 from broker.api import BROKER
@@ -164,8 +165,15 @@ async def test_sign_out_ends_the_session(web_federation: Federation) -> None:
         await browser.close()
 
 
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of an exposition, as read by prometheus_client's own parser."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
 async def test_metrics_count_answers_without_identities(web_federation: Federation) -> None:
-    """Proves /metrics on broker and node count searches and answers, and carry no identity."""
+    """Proves /metrics on broker and node parse with prometheus_client's parser, count searches
+    and answers, and carry no identity."""
     browser = Browser(web_federation.broker_url)
     try:
         csrf = await browser.sign_in()
@@ -176,11 +184,13 @@ async def test_metrics_count_answers_without_identities(web_federation: Federati
         await node.close()
     finally:
         await browser.close()
-    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    assert "signpost_broker_searches_total 1" in broker_text
-    assert 'signpost_broker_answers_total{authority="leeds",status="match"} 1' in broker_text
-    assert 'signpost_broker_node_latency_seconds_count{authority="kent"} 1' in broker_text
-    assert 'signpost_node_answers_total{status="match"} 1' in node_text
+    assert response.headers["Content-Type"].startswith("text/plain; version=")
+    broker_samples, node_samples = _samples(broker_text), _samples(node_text)
+    assert 1.0 == broker_samples[("signpost_broker_searches_total", ())]
+    leeds_match = (("authority", "leeds"), ("status", "match"))
+    assert 1.0 == broker_samples[("signpost_broker_answers_total", leeds_match)]
+    assert 1.0 == broker_samples[("signpost_broker_node_latency_seconds_count", (("authority", "kent"),))]
+    assert 1.0 == node_samples[("signpost_node_answers_total", (("status", "match"),))]
     everything = (broker_text + node_text).lower()
     assert [] == [w for w in ("amara", "okafor", "sam.patel", AMARA["date_of_birth"]) if w in everything]
 
