@@ -33,7 +33,9 @@ def _serves(actions: argparse._SubParsersAction[argparse.ArgumentParser], servic
     """The ``serve`` command of a service, whose ``--help`` lists the settings of its config file."""
     p = actions.add_parser("serve", help=f"serve the {service}'s HTTP API",
                            formatter_class=argparse.RawDescriptionHelpFormatter,
-                           epilog="settings (JSON config file):\n" + configfile.describe(config_class))
+                           epilog="settings (JSON config file; each also from the environment as "
+                           "SIGNPOST_<SETTING>, e.g. SIGNPOST_PORT, which wins over the file):\n"
+                           + configfile.describe(config_class))
     p.add_argument("--config", required=True)
     p.add_argument("--verbose", action="store_true")
     p.set_defaults(func=func)
