@@ -6,6 +6,7 @@ can keep one file and change what differs per deployment. Each value is checked 
 setting's declared type (integers, numbers, strings, true/false, paths, and maps or lists of
 those) and every mistake is a ``ConfigError`` naming where it came from and the setting.
 Relative paths resolve against the file's folder (from the environment: the working folder).
+Files may carry whole-line ``//`` comments (``signpost node init`` writes them).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def env_name(setting: str) -> str:
 def load(cls: type[T], path: Path, environ: Mapping[str, str] | None = None) -> T:
     """Build ``cls`` (a dataclass) from a JSON file, then ``SIGNPOST_…`` variables over it."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(strip_comments(path.read_text()))
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from exc
     if not isinstance(data, dict):
@@ -56,6 +57,11 @@ def load(cls: type[T], path: Path, environ: Mapping[str, str] | None = None) -> 
         return cls(**values)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+def strip_comments(text: str) -> str:
+    """JSON with whole-line ``//`` comments as plain JSON (line numbers kept for error messages)."""
+    return "\n".join("" if line.lstrip().startswith("//") else line for line in text.splitlines())
 
 
 def _optional(declared: Any) -> tuple[Any, bool]:

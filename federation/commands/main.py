@@ -41,6 +41,18 @@ def _serves(actions: argparse._SubParsersAction[argparse.ArgumentParser], servic
     p.set_defaults(func=func)
 
 
+def _inits(p: argparse.ArgumentParser, port: int) -> None:
+    """The options of ``node init`` and ``broker init``."""
+    p.add_argument("dir", help="the service's folder (created if needed)")
+    p.add_argument("--id", required=True, help="the member id in the trust list")
+    p.add_argument("--federation", help="the governance folder the member's key, trust list, root and TLS "
+                   "files come from (the root is copied into DIR)")
+    p.add_argument("--port", type=int, default=port, help=f"port to listen on (default {port})")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--trust-list-url", help="the federation's publication point for the trust list")
+    p.add_argument("--force", action="store_true", help="overwrite an existing config")
+
+
 def _publishes(p: argparse.ArgumentParser) -> None:
     """The options of a command that publishes the next trust list version (or a draft of it)."""
     p.add_argument("--valid-days", type=int, default=None,
@@ -167,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     node = sub.add_parser("node", help="run and feed an authority's node")
     nsub = node.add_subparsers(dest="action", required=True, metavar="ACTION")
     _serves(nsub, "node", NodeConfig, node_cli.cmd_node_serve)
+    p = nsub.add_parser("init", help="write a complete, commented node config (DIR/node.json)")
+    _inits(p, 8701)
+    p.set_defaults(func=node_cli.cmd_node_init)
     p = nsub.add_parser("import", help="import children and involvements CSV files")
     p.add_argument("--config", help="node config (for the database path)")
     p.add_argument("--database", help="SQLite file (instead of --config)")
@@ -185,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     brk = sub.add_parser("broker", help="run the broker")
     bsub = brk.add_subparsers(dest="action", required=True, metavar="ACTION")
     _serves(bsub, "broker", BrokerConfig, broker_cli.cmd_broker_serve)
+    p = bsub.add_parser("init", help="write a complete, commented broker config (DIR/broker.json)")
+    _inits(p, 8700)
+    p.add_argument("--redis-url", help="Redis for rate limits and sessions shared by broker replicas")
+    p.add_argument("--public-url", help="how practitioners reach the broker (https://…)")
+    p.set_defaults(func=broker_cli.cmd_broker_init)
 
     p = sub.add_parser("status", help="show every member of the federation: reachable, trust list, audit log",
                        description="Probe /healthz (and the audit log checkpoint) of every member in the "

@@ -11,6 +11,7 @@ from federation import config as configfile
 from federation.commands.progress import ProgressBar, table
 from federation.errors import SignpostError
 from federation.http import serve, setup_logging
+from federation.tools import memberconfig
 from node import audit
 from node.api import create_app
 from node.config import NodeConfig
@@ -28,6 +29,14 @@ def cmd_node_serve(args: argparse.Namespace) -> int:
     config = configfile.load(NodeConfig, Path(args.config))
     context = tls.server_context(config.tls) if config.tls else None
     serve(create_app(config), config.host, config.port, context)
+    return 0
+
+
+def cmd_node_init(args: argparse.Namespace) -> int:
+    path = memberconfig.node_config(Path(args.dir), args.id, federation=Path(args.federation)
+                                    if args.federation else None, port=args.port, host=args.host,
+                                    trust_list_url=args.trust_list_url, force=args.force)
+    print(f"Wrote {path}; read it through, then: signpost node serve --config {path}")
     return 0
 
 
