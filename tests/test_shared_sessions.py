@@ -6,6 +6,8 @@ import dataclasses
 import os
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,10 +18,25 @@ from federation import config as configfile
 from federation.tools.demo import free_port
 from tests.conftest import AMARA, Federation
 from tests.conftest_redis import RedisServer, redis_server
-from tests.test_ratelimit import REPO, _wait_healthy
 from tests.webfed import Browser, build_web_federation, csrf_of, fresh_code
 
 __all__ = ["redis_server"]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], seconds: float = 90) -> None:
+    """Wait for the broker's /healthz (generous: the machine may be busy); fail if it exits."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"broker at {url} exited with {process.returncode}"
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:  # noqa: S310
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"broker at {url} did not start")
 
 
 @pytest.fixture
@@ -43,8 +60,8 @@ async def two_web_brokers(tmp_path: Path,
                 [sys.executable, "-m", "federation.commands.main", "broker", "serve", "--config", str(path)],
                 cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             urls.append(f"http://127.0.0.1:{port}")
-        for url in urls:
-            _wait_healthy(url)
+        for url, process in zip(urls, processes, strict=True):
+            _wait_healthy(url, process)
         yield fed, urls
     finally:
         for process in processes:
