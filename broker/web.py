@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -159,7 +160,7 @@ async def handle_sign_in(request: web.Request) -> web.Response:
         return redirect("/demo-idp/sign-in")
     providers = _providers(request)
     if len(providers) == 1:
-        return redirect(f"/sign-in/oidc/{providers[0][0]}")
+        return redirect(f"/sign-in/oidc/{quote(providers[0][0], safe='')}")
     if providers:
         return html(pages.choose_provider_page(providers))
     return html(pages.no_identity_provider_page())
