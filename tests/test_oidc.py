@@ -40,7 +40,7 @@ async def oidc_federation(tmp_path: Path, provider: Provider,
     fed = build_web_federation(tmp_path / "federation")
     provision.set_oidc(fed.folder, "leeds-idp", provider.mapping())
     fed.broker_config = dataclasses.replace(
-        fed.broker_config, demo_identity_provider=None,
+        fed.broker_config, unsafe_demo_identity_provider=None,
         public_url=f"http://127.0.0.1:{fed.broker_config.port}",
         oidc_clients={"leeds-idp": {"client_id": CLIENT_ID,
                                     "client_secret_env": "SIGNPOST_TEST_OIDC_SECRET"}})

@@ -43,6 +43,11 @@ COMMON: dict[str, str] = {
               "(plain HTTP: development only).",
     "audit_log": "The append-only audit log (Merkle tree, signed checkpoints). Every query is logged here "
                  "before it is answered.",
+    "checkpoint_interval_seconds": "How often a signed checkpoint of the audit log is written when it grew.",
+    "unsafe_no_audit_log": "Development only: run with nothing logged. Leave false.",
+    "unsafe_plain_http": "Development only: no mutual TLS between broker and nodes. Leave false.",
+    "unsafe_accept_audit_log_reset": "Start on a non-empty audit log whose checkpoint is gone (after a "
+                                     "restore you have investigated). Leave false.",
 }
 
 NODE: dict[str, str] = {
@@ -57,6 +62,7 @@ NODE: dict[str, str] = {
     "notify_retry_cap_seconds": "Longest delay between retries.",
     "notify_max_age_seconds": "A notification still undelivered after this long is given up (and logged).",
     "notify_timeout_seconds": "Deadline of one notification delivery.",
+    "unsafe_http_webhooks": "Development only: deliver notifications to http:// URLs. Leave false.",
 }
 
 BROKER: dict[str, str] = {
@@ -82,8 +88,8 @@ BROKER: dict[str, str] = {
     "oidc_clients": "This broker's registration with each authority's OpenID provider: "
                     '{"<token issuer id>": {"client_id": "…", "client_secret_env": "SIGNPOST_OIDC_<NAME>"}}; '
                     "the secret is read from that environment variable.",
-    "demo_identity_provider": "Demo only: a folder of <authority>-idp.pem keys enabling the public demo "
-                              "sign-in. Never set it in production.",
+    "unsafe_demo_identity_provider": "Demo only: a folder of <authority>-idp.pem keys enabling the public "
+                                     "demo sign-in. Never set it in production.",
 }
 
 
