@@ -197,4 +197,5 @@ def test_broker_config_needs_its_public_url_for_openid() -> None:
     """Proves a broker registered with a provider but without its own public address is refused."""
     with pytest.raises(ValueError, match="public_url"):
         BrokerConfig(id="b", key=Path("k"), trust_list=Path("t"), trust_root=Path("r"),
+                     audit_log=Path("audit.log"), unsafe_plain_http=True,
                      oidc_clients={"leeds-idp": {"client_id": "x"}})
