@@ -200,7 +200,12 @@ def two_brokers(
     finally:
         for process in processes:
             process.terminate()
-            process.wait(timeout=10)
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # a busy machine: do not leave it running
+                process.kill()
+                process.wait(timeout=10)
 
 
 def _wait_healthy(url: str) -> None:

@@ -66,7 +66,12 @@ async def two_web_brokers(tmp_path: Path,
     finally:
         for process in processes:
             process.terminate()
-            process.wait(timeout=10)
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # a busy machine: do not leave it running
+                process.kill()
+                process.wait(timeout=10)
         await fed.close()
 
 
