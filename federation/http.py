@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -60,16 +60,24 @@ async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
     return data
 
 
-def health(member_id: str, role: str, trust: Any, **extra: Any) -> web.Response:
-    """``GET /healthz``: who this is, and which trust list it runs on (``trust`` a ``TrustList``)."""
+def health(member_id: str, role: str, trust: Any, *, not_ready: Sequence[str] = (),
+           **extra: Any) -> web.Response:
+    """``GET /healthz``: who this is, and which trust list it runs on (``trust`` a ``TrustList``).
+
+    A service that answers is live; it is ready when ``not_ready`` (the reasons it cannot do its
+    work yet) is empty. Not ready is HTTP 503, so a load balancer or the demo waits for it.
+    """
     return json_response({
-        "status": "ok",
+        "status": "not-ready" if not_ready else "ok",
+        "live": True,
+        "ready": not not_ready,
+        "not_ready": list(not_ready),
         "id": member_id,
         "role": role,
         "trust_list_version": trust.version,
         "trust_list_expires": trust.expires.isoformat(),
         **extra,
-    })
+    }, status=503 if not_ready else 200)
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

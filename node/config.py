@@ -35,6 +35,8 @@ class NodeConfig:
     notify_retry_cap_seconds: float = 3600
     notify_max_age_seconds: float = 3 * 86400
     notify_timeout_seconds: float = 10
+    busy_timeout_seconds: float = 2.0  # a store locked longer than this: 503 node-busy
+    index_poll_seconds: float = 1.0  # how often the node looks for a new import (or a new day)
 
     def __post_init__(self) -> None:
         coerce_paths(self, ("database", "key", "trust_list", "trust_root", "audit_log",
@@ -48,6 +50,10 @@ class NodeConfig:
         if not 0 < self.notify_retry_base_seconds <= self.notify_retry_cap_seconds:
             raise ValueError("notify_retry_base_seconds: expected more than 0 and at most "
                              f"notify_retry_cap_seconds, got {self.notify_retry_base_seconds}")
+        if not 0.01 <= self.busy_timeout_seconds <= 60:
+            raise ValueError(f"busy_timeout_seconds: expected 0.01-60, got {self.busy_timeout_seconds}")
+        if not 0.01 <= self.index_poll_seconds <= 3600:
+            raise ValueError(f"index_poll_seconds: expected 0.01-3600, got {self.index_poll_seconds}")
         if not 0 <= self.port < 65536:
             raise ValueError(f"port: expected 0-65535, got {self.port}")
 
