@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from federation import identity
+from federation.canonical import JsonObject
 from federation.errors import FieldError, SignpostError
 from federation.rules import ARCHIVE_AGE
 from node.policy import retention_cutoff
 from node.store import CHILD_COLUMNS, INVOLVEMENT_COLUMNS, Store
 
 
-class ImportError_(SignpostError):
+class ImportFileError(SignpostError):
     """A file cannot be imported at all (missing, unreadable, wrong header)."""
 
 
@@ -86,7 +87,7 @@ class ImportSummary:
         return (self.children_added + self.children_updated + self.children_removed
                 + self.involvements_added + self.involvements_updated + self.involvements_removed)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "children": {"added": self.children_added, "updated": self.children_updated,
                          "unchanged": self.children_unchanged, "removed": self.children_removed},
@@ -154,7 +155,7 @@ def _parse_involvement(row: dict[str, str]) -> dict[str, Any]:
     for name in INVOLVEMENT_REQUIRED:
         if not row.get(name, "").strip():
             raise FieldError(name, "is required")
-    out: dict[str, Any] = {name: row[name].strip() for name in INVOLVEMENT_REQUIRED}
+    out: JsonObject = {name: row[name].strip() for name in INVOLVEMENT_REQUIRED}
     out["service_category"] = out["service_category"].casefold().replace(" ", "_")
     phone = _optional(row.get("phone", ""))
     if phone is not None and not all(c.isdigit() or c in " +()-" for c in phone):
@@ -204,7 +205,7 @@ def _count_rows(path: Path) -> int:
         with open(path, "rb") as fh:
             lines = sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b""))
     except OSError as exc:
-        raise ImportError_(f"{path}: cannot open: {exc}") from exc
+        raise ImportFileError(f"{path}: cannot open: {exc}") from exc
     return max(lines - 1, 0)
 
 
@@ -216,13 +217,13 @@ def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[list[str], Ro
     try:
         fh = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
-        raise ImportError_(f"{path}: cannot open: {exc}") from exc
+        raise ImportFileError(f"{path}: cannot open: {exc}") from exc
     with fh:
         reader = csv.reader(fh)
         header = next(reader, [])
         missing = [c for c in required if c not in header]
         if missing:
-            raise ImportError_(f"{path}: missing column(s) {', '.join(missing)}")
+            raise ImportFileError(f"{path}: missing column(s) {', '.join(missing)}")
 
         def rows() -> Rows:
             for fields in reader:
