@@ -326,7 +326,7 @@ async def handle_health(request: web.Request) -> web.Response:
     """Live whenever it answers; ready (200) once it can answer queries, else 503 with reasons."""
     node = request.app[NODE]
     return health(node.config.id, "node", node.trust.current, not_ready=node.not_ready(),
-                  **node.audit.health())
+                  index=node.indexes.describe(), **node.audit.health())
 
 
 async def _trust_refresh(app: web.Application) -> AsyncIterator[None]:

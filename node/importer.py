@@ -246,8 +246,8 @@ class _Staging:
         for table in tables:
             extra = ", pseudonym TEXT" if table.name == "children" else ""
             conn.execute(f"CREATE TABLE stage.{table.name} ({', '.join(table.columns)}{extra}, "
-                         "row_hash INTEGER, PRIMARY KEY (record_id))")
-            conn.execute(f"CREATE TABLE stage.ok_{table.name} (record_id TEXT PRIMARY KEY)")
+                         "row_hash INTEGER, PRIMARY KEY (record_id)) WITHOUT ROWID")
+            conn.execute(f"CREATE TABLE stage.ok_{table.name} (record_id TEXT PRIMARY KEY) WITHOUT ROWID")
 
     def close(self) -> None:
         self.conn.execute("DETACH DATABASE stage")
@@ -303,7 +303,9 @@ def _stage_batch(
         staged_child = "EXISTS (SELECT 1 FROM stage.ok_children k WHERE k.record_id = b.child_record_id)"
         held_child = "EXISTS (SELECT 1 FROM main.children c WHERE c.record_id = b.child_record_id)"
         known_child = f"({staged_child})" if full else f"({staged_child} OR {held_child})"
-    looked_up = conn.execute(
+    cursor = conn.cursor()
+    cursor.row_factory = None  # plain tuples: this runs once per row of the file
+    looked_up = cursor.execute(
         f"SELECT m.record_id IS NOT NULL, m.row_hash, o.record_id IS NOT NULL, {known_child} "  # noqa: S608
         f"FROM stage.batch b LEFT JOIN main.{name} m ON m.record_id = b.record_id "
         f"LEFT JOIN stage.ok_{name} o ON o.record_id = b.record_id ORDER BY b.pos").fetchall()
@@ -311,7 +313,7 @@ def _stage_batch(
     accepted: list[tuple[str]] = []
     staged: list[tuple[Any, ...]] = []
     in_batch: set[str] = set()
-    counter = "children" if name == "children" else "involvements"
+    unchanged = added = 0
     for (line, fields), (_, record_id, row_hash, _child), (exists, stored_hash, seen, child_known) in zip(
             batch, keyed, looked_up, strict=True):
         try:
@@ -320,7 +322,7 @@ def _stage_batch(
             if seen or record_id in in_batch:
                 raise FieldError("record_id", f"duplicate of an earlier row ({record_id!r})")
             if exists and stored_hash == row_hash:
-                setattr(summary, f"{counter}_unchanged", getattr(summary, f"{counter}_unchanged") + 1)
+                unchanged += 1
                 in_batch.add(record_id)
                 accepted.append((record_id,))
                 continue
@@ -338,8 +340,9 @@ def _stage_batch(
         accepted.append((record_id,))
         extra = (secrets.token_hex(16),) if name == "children" else ()
         staged.append((*(values[c] for c in table.columns), *extra, row_hash))
-        if not exists:
-            setattr(summary, f"{counter}_added", getattr(summary, f"{counter}_added") + 1)
+        added += not exists
+    setattr(summary, f"{name}_unchanged", getattr(summary, f"{name}_unchanged") + unchanged)
+    setattr(summary, f"{name}_added", getattr(summary, f"{name}_added") + added)
     if staged:
         marks = ", ".join("?" * len(staged[0]))
         conn.executemany(f"INSERT INTO stage.{name} VALUES ({marks})", staged)  # noqa: S608

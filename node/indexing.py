@@ -55,6 +55,7 @@ class IndexKeeper:
         self.builds = 0
         self.patches = 0
         self.error: str | None = None
+        self.full_build_seconds: float | None = None
         self.ready = asyncio.Event()
         self._store: Store | None = None
 
@@ -89,6 +90,7 @@ class IndexKeeper:
             else:
                 index = self.build(c for c in store.children() if not is_archived(c, today))
                 holder = IndexHolder(index, generation, today, 0, time.monotonic() - started)
+                self.full_build_seconds = holder.seconds
                 self.builds += 1
                 log.info("index built: %d children, generation %d, %.2f s",
                          len(index), generation, holder.seconds)
@@ -111,6 +113,15 @@ class IndexKeeper:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+    def describe(self) -> dict[str, object] | None:
+        """What ``/healthz`` says about the index: its size, generation and how it was made."""
+        holder = self.current
+        if holder is None:
+            return None
+        return {"children": len(holder.index), "generation": holder.generation,
+                "built_on": holder.built_on.isoformat(), "builds": self.builds, "patches": self.patches,
+                "full_build_seconds": round(self.full_build_seconds or 0.0, 3)}
 
     def not_ready(self) -> list[str]:
         """Why the node cannot answer yet, as far as the index goes (empty when it can)."""

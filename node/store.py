@@ -107,8 +107,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE changes (generation INTEGER NOT NULL, record_id TEXT NOT NULL);
     CREATE INDEX changes_generation ON changes(generation);
     INSERT INTO meta SELECT 'changes_from', value FROM meta WHERE key = 'generation';
-    ALTER TABLE children ADD COLUMN row_hash TEXT;
-    ALTER TABLE involvements ADD COLUMN row_hash TEXT;
+    ALTER TABLE children ADD COLUMN row_hash INTEGER;
+    ALTER TABLE involvements ADD COLUMN row_hash INTEGER;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

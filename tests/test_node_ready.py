@@ -250,8 +250,10 @@ def test_the_import_summary_counts_rows_archived_and_past_retention(tmp_path: Pa
 
 
 def test_an_unchanged_reimport_parses_nothing_and_a_changed_byte_is_noticed(tmp_path: Path) -> None:
-    """Re-importing identical files leaves every row unchanged and the generation alone; a row
-    whose text changes but whose meaning does not (case, spacing) is still unchanged."""
+    """Re-importing identical files leaves every row unchanged and the generation alone, without
+    reading the rows again (their content hashes match: a value changed behind the importer's
+    back stays changed); a row whose text changes but whose meaning does not (case, spacing) is
+    parsed, and still unchanged."""
     children = [child_row("C-1", "Amara", "Okafor", years_ago(6), postcode="LS8 2QR"),
                 child_row("C-2", "Leo", "Smith", years_ago(9))]
     database = tmp_path / "node.sqlite3"
@@ -260,9 +262,11 @@ def test_an_unchanged_reimport_parses_nothing_and_a_changed_byte_is_noticed(tmp_
                  write_rows(tmp_path / "i.csv", INVOLVEMENT_HEADER, [involvement_row("I-1", "C-1")]))
         import_files(store, *files)
         generation = store.generation()
+        store.db.execute("UPDATE children SET sex = 'X' WHERE record_id = 'C-2'")
         again = import_files(store, *files)
         assert (0, 0, 2, generation) == (again.children_added, again.children_updated,
                                          again.children_unchanged, store.generation())
+        assert "X" == store.child("C-2").sex  # type: ignore[union-attr]
         recased = [dict(children[0], postcode="ls8 2qr"), children[1]]
         summary = import_files(store, write_rows(tmp_path / "c.csv", CHILD_HEADER, recased), files[1])
         assert (0, 0, 2, generation) == (summary.children_added, summary.children_updated,

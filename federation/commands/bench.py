@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
-from federation.tools import logbench, searchbench
+from federation.tools import logbench, nodebench, searchbench
 from federation.tools import trustbench as bench
 from federation.tools.evaluation import eval_matching, list_datasets
 from federation.tools.matchbench import bench_matching
@@ -23,6 +25,15 @@ def cmd_bench_matching(args: argparse.Namespace) -> int:
 
 def cmd_bench_trust(args: argparse.Namespace) -> int:
     bench.main()
+    return 0
+
+
+def cmd_bench_node(args: argparse.Namespace) -> int:
+    result = nodebench.run(args.children, queries=args.queries,
+                           source=Path(args.baseline_source) if args.baseline_source else None,
+                           out=(lambda _: None) if args.json else print)
+    if args.json:
+        print(json.dumps(result, indent=2))
     return 0
 
 
