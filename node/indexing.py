@@ -76,7 +76,8 @@ class IndexKeeper:
                 return holder
             started = time.monotonic()
             changed = None
-            if holder is not None and holder.built_on == today:
+            if holder is not None and holder.built_on == today and generation > holder.generation:
+                # (a generation going backwards means another file was put in place: rebuild)
                 changed = store.changed_since(holder.generation, PATCH_LIMIT - holder.patched)
             if holder is not None and changed is not None:
                 records = store.children_by_id(changed)
