@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from federation.http import HealthReason
 from node.matching import MatchIndex
 from node.policy import is_archived
 from node.store import Child, Store
@@ -123,6 +124,16 @@ class IndexKeeper:
         return {"children": len(holder.index), "generation": holder.generation,
                 "built_on": holder.built_on.isoformat(), "builds": self.builds, "patches": self.patches,
                 "full_build_seconds": round(self.full_build_seconds or 0.0, 3)}
+
+    def health_reasons(self) -> list[HealthReason]:
+        """``/healthz`` reasons while the node cannot answer for want of an index."""
+        if self.current is not None:
+            return []
+        if self.error is not None:
+            return [HealthReason("index-build-failed", f"the match index could not be built ({self.error}); "
+                                 "retried every index_poll_seconds")]
+        return [HealthReason("index-building", "the match index is being built; queries get 503 "
+                             "node-not-ready until it is")]
 
     def not_ready(self) -> list[str]:
         """Why the node cannot answer yet, as far as the index goes (empty when it can)."""

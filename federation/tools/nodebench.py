@@ -107,8 +107,11 @@ class Node:
         return f"http://127.0.0.1:{self.port}"
 
 
-def provision_node(folder: Path) -> Node:
-    """Keys, a signed trust list with one broker and one node, and the node's config file."""
+def provision_node(folder: Path, *, say_plain_http: bool = True) -> Node:
+    """Keys, a signed trust list with one broker and one node, and the node's config file.
+
+    The node serves plain HTTP on loopback (``unsafe_plain_http``; a checkout from before that
+    setting existed is not told, as it would refuse a setting it does not know)."""
     provision.create(folder, FEDERATION)
     port = free_port()
     broker_key, node_key = keyfiles.generate(), keyfiles.generate()
@@ -122,6 +125,8 @@ def provision_node(folder: Path) -> Node:
     settings = {"id": "leeds", "database": str(home / "node.sqlite3"),
                 "key": str(folder / "keys" / "leeds.pem"), "trust_list": str(folder / "trustlist.json"),
                 "trust_root": str(home / "root.json"), "port": port, "audit_log": str(home / "audit.log")}
+    if say_plain_http:
+        settings["unsafe_plain_http"] = True
     (home / "node.json").write_text(json.dumps(settings, indent=2))
     return Node(folder, home / "node.json", port, keyfiles.load_private(folder / "keys" / "broker.pem"))
 
@@ -307,7 +312,7 @@ def run(children: int = 50_000, *, queries: int = 2_000, source: Path | None = N
         out(f"writing {children:,} synthetic children ...")
         files = write_records(folder, children)
         result["involvements"] = files.involvement_rows
-        node = provision_node(folder / "federation")
+        node = provision_node(folder / "federation", say_plain_http=source is None)
 
         fresh = run_import(node, files, source)
         result["fresh_import"] = {**fresh, "children_per_s": children / fresh["seconds"],
@@ -350,7 +355,7 @@ def run(children: int = 50_000, *, queries: int = 2_000, source: Path | None = N
         small = folder / "small"
         small.mkdir()
         small_files = write_records(small, 1_000)
-        small_node = provision_node(small / "federation")
+        small_node = provision_node(small / "federation", say_plain_http=source is None)
         run_import(small_node, small_files, source)
         small_client = Client(small_node, small_files.samples)
         serving = Serving(small_node, source)
