@@ -277,6 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=5, help="searches per second (default 5)")
     p.add_argument("--children", type=int, default=5_000, help="children per authority (default 5,000)")
     p.set_defaults(func=bench_cli.cmd_bench_soak)
+    p = bench_sub.add_parser(
+        "node", help="one node at size: import rates, time to ready, CPU per query, queries during a "
+                     "re-import, memory, index build")
+    p.add_argument("--children", type=int, default=350_000, help="children in the node (default 350,000)")
+    p.add_argument("--queries", type=int, default=2_000, help="queries to time (default 2,000)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--baseline-source", metavar="DIR",
+                   help="run the same steps with another Signpost checkout (a baseline in the same run)")
+    p.set_defaults(func=bench_cli.cmd_bench_node)
 
     p = sub.add_parser(
         "eval-matching", help="measure the matcher on labelled data: precision, recall, false matches",
