@@ -56,7 +56,7 @@ class SearchResponse:
     def to_wire(self) -> JsonObject:
         return {"query_id": self.query_id, "complete": self.complete,
                 "results": [r.to_wire() for r in self.results],
-                "unavailable": [r.name for r in self.unavailable]}
+                "unavailable": [{"id": r.authority, "name": r.name} for r in self.unavailable]}
 
 
 @dataclass(frozen=True)

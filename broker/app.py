@@ -6,18 +6,20 @@ pages, which call the API's search) never import this module.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
-from broker import admission, ratelimit
+from broker import admission, oidc, ratelimit, sessions
 from broker import web as pages
 from broker.api import BROKER, Broker, handle_health, handle_search
 from broker.channel import Channels, Counters
 from broker.config import BrokerConfig
 from broker.demo_idp import DemoIdentityProvider
 from federation import metrics
+from federation.errors import ConfigError
 from trust import logapi, tls
 
 KEEPALIVE_SECONDS = 120.0  # pooled HTTP connections to nodes (the fallback path) survive idle minutes
@@ -53,10 +55,29 @@ async def _client(app: web.Application) -> AsyncIterator[None]:
         await broker.session.close()
 
 
+def _oidc(config: BrokerConfig) -> oidc.OpenIdSignIn | None:
+    """OpenID sign-in when the config registers the broker with providers (secrets from the environment)."""
+    if not config.oidc_clients:
+        return None
+    clients = {}
+    for issuer, entry in config.oidc_clients.items():
+        secret_env = entry.get("client_secret_env")
+        secret = os.environ.get(secret_env) if secret_env else None
+        if secret_env and not secret:
+            raise ConfigError(f"oidc_clients.{issuer}.client_secret_env: variable {secret_env} is not set")
+        clients[issuer] = oidc.OidcClient(entry["client_id"], secret)
+    return oidc.OpenIdSignIn(clients, (config.public_url or "").rstrip("/") + oidc.CALLBACK_PATH,
+                             session_seconds=config.session_max_seconds)
+
+
 def _add_pages_and_metrics(app: web.Application, broker: Broker) -> None:
-    folder = broker.config.unsafe_demo_identity_provider
-    idp = DemoIdentityProvider(folder, broker.config.audience) if folder is not None else None
-    pages.add_routes(app, broker.config.session_idle_seconds, idp)
+    config = broker.config
+    folder = config.unsafe_demo_identity_provider
+    idp = DemoIdentityProvider(folder, config.audience) if folder is not None else None
+    store = sessions.create_store(config.redis_url, config.session_idle_seconds,
+                                  prefix=f"signpost:session:{broker.trust.current.federation}",
+                                  timeout_seconds=config.redis_timeout_seconds)
+    pages.add_routes(app, store, idp, _oidc(config))
     metrics.install(app, broker.metrics)
 
 
@@ -72,6 +93,7 @@ def create_app(config: BrokerConfig) -> web.Application:
     admission.install(app, config.max_searches_in_flight, config.max_loop_lag_seconds)
     ratelimit.install(app, config.redis_url,
                       ratelimit.FollowingLimits(lambda: app[BROKER].trust.current, config.rate_limits),
+                      key=ratelimit.pseudonym_key(app[BROKER].key),
                       prefix=f"signpost:rl:{app[BROKER].trust.current.federation}",
                       timeout_seconds=config.redis_timeout_seconds)
     return app

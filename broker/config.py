@@ -38,6 +38,10 @@ class BrokerConfig:
     audit_log: Path | None = None
     audit_commitment_key: Path | None = None  # default: audit-commitment.key beside audit_log
     session_idle_seconds: int = 900
+    session_max_seconds: int = 8 * 3600  # a sign-in through an OpenID provider lasts at most this
+    public_url: str | None = None  # how practitioners reach the broker; OpenID redirects come back here
+    # token issuer id -> {"client_id": ..., "client_secret_env": NAME of the variable with its secret}
+    oidc_clients: dict[str, dict[str, str]] = field(default_factory=dict)
     checkpoint_interval_seconds: float = 10  # sign a checkpoint this often when the log grew
     # Closed by default: each of these opens a door and says so in its name.
     unsafe_demo_identity_provider: Path | None = None  # demo sign-in: folder of <authority>-idp.pem keys
@@ -63,6 +67,20 @@ class BrokerConfig:
             raise ValueError("query_lifetime_seconds: expected 10-300")
         if not 60 <= self.session_idle_seconds <= 3600:
             raise ValueError(f"session_idle_seconds: expected 60-3600, got {self.session_idle_seconds}")
+        if not 900 <= self.session_max_seconds <= 12 * 3600:
+            raise ValueError(f"session_max_seconds: expected 900-43200, got {self.session_max_seconds}")
+        if self.oidc_clients and not self.public_url:
+            raise ValueError("public_url: expected the broker's address (https://…) when oidc_clients is set")
+        if self.public_url is not None and not self.public_url.startswith(("https://", "http://127.0.0.1",
+                                                                              "http://localhost")):
+            raise ValueError("public_url: expected an https URL (http on loopback only), "
+                             f"got {self.public_url!r}")
+        for issuer, client in self.oidc_clients.items():
+            if not isinstance(client, dict) or not isinstance(client.get("client_id"), str):
+                raise ValueError(f"oidc_clients.{issuer}.client_id: expected a string")
+            unknown = set(client) - {"client_id", "client_secret_env"}
+            if unknown:
+                raise ValueError(f"oidc_clients.{issuer}: unknown setting(s) {sorted(unknown)}")
 
     @property
     def tls(self) -> TlsFiles | None:

@@ -146,6 +146,10 @@ async def ask_http(
                         log.warning("node %s: %s", node.id, exc)
                         return unavailable(node, "node certificate is not bound to it in the trust list",
                                             started, integrity=True)
+                if response.status == 503 and response.headers.get("Retry-After") is not None:
+                    # Not ready (index building) or busy: unavailable now, not after the deadline.
+                    log.warning("node %s not ready or busy (HTTP 503)", node.id)
+                    return unavailable(node, "node not ready or busy (HTTP 503)", started)
                 if response.status != 200:
                     log.warning("node %s answered HTTP %d", node.id, response.status)
                     return unavailable(

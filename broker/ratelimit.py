@@ -22,6 +22,8 @@ count against the new rate (a lowered limit refuses sooner, a raised one frees b
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import math
 import time
@@ -30,6 +32,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from aiohttp import web
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -308,25 +313,53 @@ def create_limiter(redis_url: str | None, limits: Sequence[Limit], *, prefix: st
     return MemoryLimiter(limits, prefix=prefix)
 
 
-def subjects_for(issuer: str, sub: str, org: str) -> dict[str, str]:
-    """Budget subjects for one signed-in person: the person, and their organisation."""
-    return {"practitioner": f"{issuer}|{sub}", "organisation": f"{issuer}|{org}"}
+PSEUDONYM_INFO = b"signpost rate-limit pseudonyms v1"
+
+
+def pseudonym_key(broker_key: Ed25519PrivateKey) -> bytes:
+    """The key of the budget pseudonyms: HKDF-SHA256 of the broker's signing key.
+
+    Every replica of one broker holds the same signing key, so all derive the same pseudonyms and
+    share budgets; nobody without the broker's key can tell whose budget a Redis key is.
+    """
+    raw = broker_key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                   serialization.NoEncryption())
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=PSEUDONYM_INFO).derive(raw)
+
+
+def pseudonym(key: bytes, value: str) -> str:
+    """A keyed hash (HMAC-SHA256, 128 bits in hex) standing in for an identifier in storage keys."""
+    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def subjects_for(issuer: str, sub: str, org: str, key: bytes) -> dict[str, str]:
+    """Budget subjects for one signed-in person, as pseudonyms: the person, and their organisation.
+
+    Redis keys therefore never carry a practitioner id (or an organisation name) in clear.
+    """
+    return {"practitioner": pseudonym(key, f"{issuer}|{sub}"),
+            "organisation": pseudonym(key, f"{issuer}|{org}")}
 
 
 # --- aiohttp wiring -------------------------------------------------------------------------
 
 LIMITER = web.AppKey("ratelimiter", RateLimiter)
+PSEUDONYMS = web.AppKey("ratelimit_pseudonym_key", bytes)
 LIMITS: web.AppKey[Callable[[], Sequence[Limit]]] = web.AppKey("ratelimits")
 
 
 def install(app: web.Application, redis_url: str | None,
-            limits: Sequence[Limit] | Callable[[], Sequence[Limit]], *,
+            limits: Sequence[Limit] | Callable[[], Sequence[Limit]], *, key: bytes,
             prefix: str = "signpost:rl", timeout_seconds: float = 0.5) -> None:
     """Open the limiter with the app and close it on shutdown.
 
     ``limits`` is either fixed, or a callable giving the limits in force for each search
-    (``FollowingLimits``, so the limits follow the trust list).
+    (``FollowingLimits``, so the limits follow the trust list); ``key`` keys the pseudonyms of
+    the budgets' subjects (``pseudonym_key``).
     """
+    if len(key) < 16:
+        raise ValueError("key: expected at least 16 bytes for the budget pseudonyms")
+    app[PSEUDONYMS] = key
     fixed = tuple(limits) if not callable(limits) else ()
     app[LIMITS] = limits if callable(limits) else (lambda: fixed)
 
@@ -358,7 +391,7 @@ async def admit(app: web.Application, issuer: str, sub: str, org: str) -> web.Re
         return problem(503, "Searching unavailable", "rate limit store: not running",
                        kind="rate-limit-unavailable", headers={"Retry-After": "5"})
     try:
-        decision = await limiter.check(subjects_for(issuer, sub, org), app[LIMITS]())
+        decision = await limiter.check(subjects_for(issuer, sub, org, app[PSEUDONYMS]), app[LIMITS]())
     except RateLimitUnavailable as exc:
         admission = app.get(ADMISSION)
         if admission is not None and admission.behind():

@@ -5,10 +5,16 @@ The pages are a thin skin over the API: a search goes through ``Broker.validate`
 
 * Results are rendered straight into the ``POST /search`` response with ``Cache-Control:
   no-store``; nothing about a child ever appears in a URL, a redirect, a cookie or a log line.
-* Sessions are server-side (``broker.sessions``); the cookie is ``HttpOnly``, ``SameSite=Strict``
-  and, over HTTPS, ``Secure`` with the ``__Host-`` prefix. Only when the browser reached the
-  broker at a loopback address over plain HTTP (the demo, the tests) is the cookie sent without
-  ``Secure``, because browsers would not return it otherwise.
+* Sessions are server-side (``broker.sessions``, in Redis when the broker has a Redis URL); the
+  cookie is ``HttpOnly``, ``SameSite=Strict`` and, over HTTPS, ``Secure`` with the ``__Host-``
+  prefix. Only when the browser reached the broker at a loopback address over plain HTTP (the
+  demo, the tests) is the cookie sent without ``Secure``, because browsers would not return it
+  otherwise.
+* Sign-in is through the practitioner's own OpenID Connect provider (``broker.oidc``): the
+  sign-in in progress is named by a second, short-lived ``SameSite=Lax`` cookie (the provider's
+  redirect back is a cross-site navigation, which a Strict cookie would not survive) and is
+  taken from the store exactly once, so a replayed callback is refused. The demo keeps its own
+  identity provider.
 * Every form carries the session's CSRF token; every page a strict Content-Security-Policy
   (``'self'`` only, no scripts at all).
 """
@@ -17,28 +23,31 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
-from broker import pages, ratelimit
+from broker import oidc, pages, ratelimit
 from broker.api import BROKER
 from broker.demo_idp import DemoIdentityProvider
 from broker.pages import FormError
-from broker.sessions import Session, SessionStore
+from broker.sessions import Session, SessionStore, SessionStoreUnavailable
 from federation.errors import ValidationError
 from federation.rules import SEARCHING_ROLES
 from trust import tokens
-from trust.errors import ExpiredError, TrustError
+from trust.errors import ExpiredError, TrustError, UnknownMemberError
 from trust.logapi import AuditUnavailable
 
 log = logging.getLogger("signpost.broker.web")
 
 SECURE_COOKIE = "__Host-signpost-session"
 LOOPBACK_COOKIE = "signpost-session"
+SECURE_SIGN_IN_COOKIE = "__Host-signpost-sign-in"
+LOOPBACK_SIGN_IN_COOKIE = "signpost-sign-in"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 FIELD_LIMIT = 200
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -63,11 +72,13 @@ LABELS = {
 
 
 class WebState:
-    """The pages' own state: sessions and, in the demo only, the demo identity provider."""
+    """The pages' own state: sessions, OpenID sign-in and, in the demo only, the demo identity provider."""
 
-    def __init__(self, idle_seconds: int, idp: DemoIdentityProvider | None) -> None:
-        self.sessions = SessionStore(idle_seconds)
+    def __init__(self, sessions: SessionStore, idp: DemoIdentityProvider | None,
+                 sign_in: oidc.OpenIdSignIn | None = None) -> None:
+        self.sessions = sessions
         self.idp = idp
+        self.oidc = sign_in
 
 
 WEB = web.AppKey("web", WebState)
@@ -79,8 +90,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Strict headers on every response; nothing the broker serves may be cached."""
-    response = await handler(request)
+    """Strict headers on every response; nothing the broker serves may be cached.
+
+    A session store that cannot be asked stops the pages (503), never lets a request through.
+    """
+    try:
+        response = await handler(request)
+    except SessionStoreUnavailable as exc:
+        log.error("pages refused: %s", exc)
+        response = html(pages.message_page("Signpost is not available", "Sign-in cannot be checked just "
+                                           "now. Try again in a minute."), status=503)
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     response.headers["Cache-Control"] = "no-store"
@@ -116,8 +135,8 @@ def clear_cookie(request: web.Request, response: web.Response) -> None:
                         httponly=True, samesite="Strict")
 
 
-def current_session(request: web.Request) -> Session | None:
-    return request.app[WEB].sessions.get(request.cookies.get(_cookie_name(request)), time.time())
+async def current_session(request: web.Request) -> Session | None:
+    return await request.app[WEB].sessions.get(request.cookies.get(_cookie_name(request)), time.time())
 
 
 # --- sign in and out ------------------------------------------------------------------------
@@ -127,9 +146,23 @@ async def handle_root(request: web.Request) -> web.Response:
     return redirect("/search")
 
 
+def _providers(request: web.Request) -> list[tuple[str, str]]:
+    """Token issuers with an OpenID provider in the trust list that this broker is registered with."""
+    state = request.app[WEB]
+    if state.oidc is None:
+        return []
+    issuers = request.app[BROKER].trust.current.with_role("token_issuer")
+    return [(m.id, m.name) for m in issuers if m.oidc is not None and m.id in state.oidc.clients]
+
+
 async def handle_sign_in(request: web.Request) -> web.Response:
     if request.app[WEB].idp is not None:
         return redirect("/demo-idp/sign-in")
+    providers = _providers(request)
+    if len(providers) == 1:
+        return redirect(f"/sign-in/oidc/{quote(providers[0][0], safe='')}")
+    if providers:
+        return html(pages.choose_provider_page(providers))
     return html(pages.no_identity_provider_page())
 
 
@@ -137,7 +170,7 @@ async def handle_demo_sign_in_form(request: web.Request) -> web.Response:
     state = request.app[WEB]
     if state.idp is None:
         raise web.HTTPNotFound()
-    session = current_session(request) or state.sessions.new(time.time())
+    session = await current_session(request) or await state.sessions.new(time.time())
     response = html(pages.sign_in_page(session.csrf, {}, [], sorted(state.idp.users)))
     set_cookie(request, response, session)
     return response
@@ -154,7 +187,7 @@ async def handle_demo_sign_in(request: web.Request) -> web.Response:
     broker = request.app[BROKER]
     if state.idp is None:
         raise web.HTTPNotFound()
-    session = current_session(request)
+    session = await current_session(request)
     form = await request.post()
     if session is None or not session.csrf_ok(_text(form.get("csrf_token"))):
         return _expired_form(request)
@@ -184,21 +217,115 @@ async def handle_demo_sign_in(request: web.Request) -> web.Response:
         log.error("demo identity provider token refused: %s", exc)
         return html(pages.message_page("Sign-in failed", "Your identity provider is not trusted by the "
                                        "federation. Contact the Signpost team."), status=403)
-    fresh = state.sessions.sign_in(session, who, time.time())
+    fresh = await state.sessions.sign_in(session, who, time.time())
     broker.metrics.sessions.inc("signed_in")
     response = redirect("/search")
     set_cookie(request, response, fresh)
     return response
 
 
+def _sign_in_cookie_name(request: web.Request) -> str:
+    return LOOPBACK_SIGN_IN_COOKIE if _loopback_http(request) else SECURE_SIGN_IN_COOKIE
+
+
+def _sign_in_failed(request: web.Request, status: int, text: str) -> web.Response:
+    request.app[BROKER].metrics.sessions.inc("refused")
+    response = html(pages.message_page("Sign-in failed", text), status=status)
+    response.del_cookie(_sign_in_cookie_name(request), path="/", secure=not _loopback_http(request),
+                        httponly=True, samesite="Lax")
+    return response
+
+
+def _issuer(request: web.Request, member_id: str) -> Any:
+    try:
+        return request.app[BROKER].trust.current.member(member_id, "token_issuer")
+    except UnknownMemberError:
+        raise web.HTTPNotFound() from None
+
+
+async def handle_oidc_start(request: web.Request) -> web.Response:
+    """Send the browser to the practitioner's OpenID provider (state, nonce and PKCE kept here)."""
+    state = request.app[WEB]
+    if state.oidc is None:  # no OpenID sign-in on this broker: the sign-in page says what there is
+        return redirect("/sign-in")
+    member = _issuer(request, request.match_info["issuer"])
+    try:
+        url, pending = await state.oidc.start(member)
+    except oidc.ProviderUnavailable as exc:
+        log.warning("sign-in with %s: provider unavailable: %s", member.id, exc)
+        return _sign_in_failed(request, 503, "Your organisation's sign-in service did not answer. "
+                                             "Try again in a minute.")
+    except oidc.OidcError as exc:
+        log.error("sign-in with %s refused: %s", member.id, exc)
+        return _sign_in_failed(request, 403, "Your organisation's sign-in is not set up for Signpost. "
+                                             "Contact the Signpost team.")
+    transaction = oidc.new_transaction_id()
+    await state.sessions.put_pending(transaction, pending.to_record(), oidc.PENDING_SECONDS)
+    response = redirect(url)
+    response.set_cookie(_sign_in_cookie_name(request), transaction, path="/", httponly=True,
+                        secure=not _loopback_http(request), samesite="Lax", max_age=oidc.PENDING_SECONDS)
+    return response
+
+
+async def handle_oidc_callback(request: web.Request) -> web.Response:
+    """The provider's redirect back: exchange the code, verify the ID token, start a session."""
+    state = request.app[WEB]
+    broker = request.app[BROKER]
+    if state.oidc is None:
+        return redirect("/sign-in")
+    transaction = request.cookies.get(_sign_in_cookie_name(request), "")
+    record = await state.sessions.take_pending(transaction) if transaction else None
+    if record is None:
+        return _sign_in_failed(request, 400, "This sign-in has already been used or has timed out. "
+                                             "Sign in again.")
+    pending = oidc.PendingSignIn.from_record(record)
+    if "error" in request.query:
+        return _sign_in_failed(request, 403, "Your organisation's sign-in did not complete. Sign in again.")
+    code, returned_state = request.query.get("code", ""), request.query.get("state", "")
+    if not code or not returned_state:
+        return _sign_in_failed(request, 400, "The sign-in answer was incomplete. Sign in again.")
+    member = _issuer(request, pending.issuer_member)
+    try:
+        who = await state.oidc.finish(member, pending, returned_state, code, time.time())
+    except oidc.MfaRequired as exc:
+        log.warning("sign-in refused: %s", exc)
+        return _sign_in_failed(request, 403, "Signpost needs a sign-in with a second factor (a code, an app "
+                                             "or a security key). Sign in again with one.")
+    except oidc.ProviderUnavailable as exc:
+        log.warning("sign-in with %s: provider unavailable: %s", member.id, exc)
+        return _sign_in_failed(request, 503, "Your organisation's sign-in service did not answer. "
+                                             "Try again in a minute.")
+    except oidc.OidcError as exc:
+        log.error("sign-in refused: %s", exc)
+        return _sign_in_failed(request, 403, "Your sign-in could not be accepted. Sign in again, or "
+                                             "contact the Signpost team if this keeps happening.")
+    old = await current_session(request)
+    fresh = await state.sessions.sign_in(old, who, time.time(), provider=member.id)
+    broker.metrics.sessions.inc("signed_in")
+    # A page rather than a redirect: browsers send no SameSite=Strict cookie on a redirect chain
+    # that began at another site, so the next page is reached by a same-site navigation.
+    response = html(pages.signed_in_page())
+    set_cookie(request, response, fresh)
+    response.del_cookie(_sign_in_cookie_name(request), path="/", secure=not _loopback_http(request),
+                        httponly=True, samesite="Lax")
+    return response
+
+
 async def handle_sign_out(request: web.Request) -> web.Response:
-    session = current_session(request)
+    state = request.app[WEB]
+    session = await current_session(request)
+    location = "/signed-out"
     if session is not None:
         form = await request.post()
         if not session.csrf_ok(_text(form.get("csrf_token"))):
             return html(pages.message_page("Sign-out failed", "Reload the page and try again."), status=403)
-        request.app[WEB].sessions.drop(session.id)
-    response = redirect("/signed-out")
+        await state.sessions.drop(session.id)
+        if session.provider is not None and state.oidc is not None:
+            member = request.app[BROKER].trust.current.members.get(session.provider)
+            base = request.app[BROKER].config.public_url or ""
+            if member is not None and member.oidc is not None and member.id in state.oidc.clients:
+                location = await state.oidc.sign_out_url(member, base + "/signed-out") or location
+    response = redirect(location)
     clear_cookie(request, response)
     return response
 
@@ -277,8 +404,8 @@ def _message(error_field: str, message: str) -> str:
     return f"{label} {message}" if message.startswith("must") else f"{label}: {message}"
 
 
-def _signed_in(request: web.Request) -> tuple[Session, tokens.Practitioner] | None:
-    session = current_session(request)
+async def _signed_in(request: web.Request) -> tuple[Session, tokens.Practitioner] | None:
+    session = await current_session(request)
     if session is None or session.practitioner is None:
         return None
     return session, session.practitioner
@@ -295,7 +422,7 @@ def _refusal(request: web.Request, session: Session, who: tokens.Practitioner) -
 
 
 async def handle_search_form(request: web.Request) -> web.Response:
-    signed_in = _signed_in(request)
+    signed_in = await _signed_in(request)
     if signed_in is None:
         return redirect("/sign-in")
     session, who = signed_in
@@ -308,7 +435,7 @@ async def handle_search_form(request: web.Request) -> web.Response:
 async def handle_search(request: web.Request) -> web.Response:
     broker = request.app[BROKER]
     form = await request.post()
-    signed_in = _signed_in(request)
+    signed_in = await _signed_in(request)
     if signed_in is None:
         return _expired_form(request)
     session, who = signed_in
@@ -376,12 +503,25 @@ async def handle_static(request: web.Request) -> web.Response:
     return web.Response(body=css, content_type="text/css", charset="utf-8")
 
 
-def add_routes(app: web.Application, idle_seconds: int, idp: DemoIdentityProvider | None) -> None:
-    """Register the practitioner pages on the broker's app."""
-    app[WEB] = WebState(idle_seconds, idp)
+def add_routes(app: web.Application, sessions: SessionStore, idp: DemoIdentityProvider | None,
+               sign_in: oidc.OpenIdSignIn | None = None) -> None:
+    """Register the practitioner pages on the broker's app; the stores open and close with it."""
+    app[WEB] = WebState(sessions, idp, sign_in)
     app.middlewares.append(security_headers)
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        if sign_in is not None:
+            await sign_in.open()
+        yield
+        if sign_in is not None:
+            await sign_in.close()
+        await sessions.close()
+
+    app.cleanup_ctx.append(lifetime)
     app.router.add_get("/", handle_root)
     app.router.add_get("/sign-in", handle_sign_in)
+    app.router.add_get(oidc.CALLBACK_PATH, handle_oidc_callback)
+    app.router.add_get("/sign-in/oidc/{issuer}", handle_oidc_start)
     app.router.add_get("/demo-idp/sign-in", handle_demo_sign_in_form)
     app.router.add_post("/demo-idp/sign-in", handle_demo_sign_in)
     app.router.add_post("/sign-out", handle_sign_out)

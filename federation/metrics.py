@@ -1,116 +1,72 @@
-"""Prometheus metrics without a client library: counters, histograms and the text exposition.
+"""Prometheus metrics for every service, through the official client library (prometheus_client).
 
-Labels name services, routes, statuses and authorities only -- never a person, a child, a token
-or a query id. ``Registry.render`` writes the text format version 0.0.4
-(https://prometheus.io/docs/instrumenting/exposition_formats/).
+Each service keeps its own ``CollectorRegistry`` (never the process-wide default), so several
+apps in one process — the tests, a benchmark — do not mix their numbers. Labels name services,
+routes, statuses and authorities only -- never a person, a child, a token or a query id.
+``GET /metrics`` serves the text exposition format (version 0.0.4) that ``generate_latest``
+writes.
 """
 
 from __future__ import annotations
 
-import math
-import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 
+import prometheus_client
 from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LabelValues = tuple[str, ...]
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
-    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
-
-
-def _number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value)) if not float(value).is_integer() else str(int(value))
-
-
-@dataclass
 class Counter:
-    """A monotonically increasing count per label set."""
+    """A monotonically increasing count per label set (a ``prometheus_client.Counter``)."""
 
-    name: str
-    help: str
-    labels: tuple[str, ...] = ()
-    values: dict[LabelValues, float] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not _NAME.match(self.name) or not self.name.endswith("_total"):
-            raise ValueError(f"counter name: expected [a-zA-Z_:][a-zA-Z0-9_:]*_total, got {self.name!r}")
+    def __init__(self, registry: CollectorRegistry, name: str, help: str, labels: tuple[str, ...]) -> None:
+        if not name.endswith("_total"):
+            raise ValueError(f"counter name: expected a name ending in _total, got {name!r}")
+        self.name = name
+        self.labels = labels
+        self._metric = prometheus_client.Counter(name, help, labels, registry=registry)
 
     def inc(self, *label_values: str, amount: float = 1.0) -> None:
         if len(label_values) != len(self.labels):
             raise ValueError(f"{self.name}: expected labels {self.labels}, got {label_values}")
-        if amount < 0:
-            raise ValueError(f"{self.name}: a counter cannot decrease")
-        self.values[label_values] = self.values.get(label_values, 0.0) + amount
+        (self._metric.labels(*label_values) if self.labels else self._metric).inc(amount)
 
-    def render(self) -> Iterable[str]:
-        yield f"# HELP {self.name} {self.help}"
-        yield f"# TYPE {self.name} counter"
-        for values, count in sorted(self.values.items()):
-            yield f"{self.name}{_labels(self.labels, values)} {_number(count)}"
+    @property
+    def values(self) -> dict[LabelValues, float]:
+        """The current count of each label set (for tests and the status tools)."""
+        found: dict[LabelValues, float] = {}
+        for family in self._metric.collect():
+            for sample in family.samples:
+                if sample.name == self.name:
+                    found[tuple(sample.labels[n] for n in self.labels)] = sample.value
+        return found
 
 
-@dataclass
 class Histogram:
-    """Observations counted into cumulative buckets per label set."""
+    """Observations counted into cumulative buckets per label set (a ``prometheus_client.Histogram``)."""
 
-    name: str
-    help: str
-    labels: tuple[str, ...] = ()
-    buckets: tuple[float, ...] = LATENCY_BUCKETS
-    counts: dict[LabelValues, list[int]] = field(default_factory=dict)
-    sums: dict[LabelValues, float] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
-            raise ValueError(f"histogram name: expected [a-zA-Z_:][a-zA-Z0-9_:]*, got {self.name!r}")
-        if list(self.buckets) != sorted(set(self.buckets)):
-            raise ValueError(f"{self.name}: buckets must increase strictly")
+    def __init__(self, registry: CollectorRegistry, name: str, help: str, labels: tuple[str, ...],
+                 buckets: tuple[float, ...]) -> None:
+        self.name = name
+        self.labels = labels
+        self._metric = prometheus_client.Histogram(name, help, labels, registry=registry, buckets=buckets)
 
     def observe(self, value: float, *label_values: str) -> None:
         if len(label_values) != len(self.labels):
             raise ValueError(f"{self.name}: expected labels {self.labels}, got {label_values}")
-        counts = self.counts.setdefault(label_values, [0] * (len(self.buckets) + 1))
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                counts[i] += 1
-        counts[-1] += 1
-        self.sums[label_values] = self.sums.get(label_values, 0.0) + value
-
-    def render(self) -> Iterable[str]:
-        yield f"# HELP {self.name} {self.help}"
-        yield f"# TYPE {self.name} histogram"
-        for values, counts in sorted(self.counts.items()):
-            for bound, count in zip((*self.buckets, math.inf), counts, strict=True):
-                le = f'le="{_number(bound)}"'
-                yield f"{self.name}_bucket{_labels(self.labels, values, le)} {count}"
-            yield f"{self.name}_sum{_labels(self.labels, values)} {_number(self.sums[values])}"
-            yield f"{self.name}_count{_labels(self.labels, values)} {counts[-1]}"
-
-
-Metric = Counter | Histogram
+        (self._metric.labels(*label_values) if self.labels else self._metric).observe(value)
 
 
 class Registry:
-    """The metrics of one service."""
+    """The metrics of one service, in a registry of its own."""
 
     def __init__(self) -> None:
-        self.metrics: list[Metric] = []
+        self.registry = CollectorRegistry(auto_describe=True)
         self.http_responses = self.counter(
             "signpost_http_responses_total", "HTTP responses by route and status code.",
             ("route", "code"))
@@ -118,18 +74,15 @@ class Registry:
             "signpost_http_request_seconds", "Time to answer HTTP requests, by route.", ("route",))
 
     def counter(self, name: str, help: str, labels: tuple[str, ...] = ()) -> Counter:
-        metric = Counter(name, help, labels)
-        self.metrics.append(metric)
-        return metric
+        return Counter(self.registry, name, help, labels)
 
     def histogram(self, name: str, help: str, labels: tuple[str, ...] = (),
                   buckets: tuple[float, ...] = LATENCY_BUCKETS) -> Histogram:
-        metric = Histogram(name, help, labels, buckets)
-        self.metrics.append(metric)
-        return metric
+        return Histogram(self.registry, name, help, labels, buckets)
 
-    def render(self) -> str:
-        return "\n".join(line for m in self.metrics for line in m.render()) + "\n"
+    def render(self) -> bytes:
+        """The text exposition of every metric."""
+        return generate_latest(self.registry)
 
 
 METRICS = web.AppKey("metrics", Registry)
@@ -161,9 +114,8 @@ async def count_responses(request: web.Request, handler: Handler) -> web.StreamR
 
 
 async def handle_metrics(request: web.Request) -> web.Response:
-    body = request.app[METRICS].render()
-    return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE,
-                                                      "Cache-Control": "no-store"})
+    return web.Response(body=request.app[METRICS].render(),
+                        headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})
 
 
 def install(app: web.Application, registry: Registry) -> None:

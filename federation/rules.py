@@ -15,6 +15,10 @@ from federation.errors import FieldError
 SEARCHING_ROLES: Final = frozenset({"practitioner", "mediator", "signposting_officer"})
 """Roles that may search. Auditors read logs; they never search."""
 
+PRACTITIONER_ROLES: Final = frozenset(
+    {"practitioner", "mediator", "signposting_officer", "auditor", "operator"})
+"""Every role a practitioner token (or a mapped OpenID Connect sign-in) may carry."""
+
 MEDIATOR_ROLE: Final = "mediator"
 
 MEDIATED_FIELDS: Final = ("name", "organisation", "role", "phone")

@@ -1,6 +1,7 @@
 """The node's HTTP API: ``POST /v1/query`` takes a signed query and returns a signed answer.
 
-Order of work for one query: verify the broker's signature against the trust list (fixed
+Order of work for one query (on the thread that owns the store, see ``node.worker``): verify
+the broker's signature against the trust list (fixed
 algorithm, issuer must be a broker, ``kid`` only a hint), check expiry, refuse a ``jti`` seen
 before, match, apply the disclosure policy, sign an answer bound to the query's ``jti`` and hash.
 """
@@ -14,7 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -37,10 +38,12 @@ from node import channel
 from node import outbox as outboxes
 from node import purge as purging
 from node.config import NodeConfig
+from node.indexing import IndexKeeper
 from node.matching import MatchIndex
 from node.metrics import NodeMetrics
-from node.policy import PolicyRefusal, check_query, decide, is_archived, notifications
+from node.policy import PolicyRefusal, check_query, decide, notifications
 from node.store import Store
+from node.worker import StoreBusy, StoreWorker
 from trust import envelope, logapi, tls
 from trust.errors import ExpiredError, TrustError
 from trust.keys import load_private
@@ -49,21 +52,14 @@ from trust.store import TrustStore
 log = logging.getLogger("signpost.node")
 
 
-@dataclass
-class IndexHolder:
-    """The matcher's index and what it was built from; rebuilt when the store changes."""
-
-    index: MatchIndex
-    generation: int
-    built_on: date
-
-
 class Node:
     """A running node's state (one per app)."""
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self.store = Store(config.database)
+        self.worker = StoreWorker(config.database, busy_timeout_seconds=config.busy_timeout_seconds)
+        self.indexes = IndexKeeper(config.database, busy_timeout_seconds=config.busy_timeout_seconds,
+                                   today=lambda: datetime.now(UTC).date())
         self.trust = TrustStore(config.trust_root, config.trust_list, url=config.trust_list_url)
         self.trust.load()
         self.key = load_private(config.key)
@@ -77,18 +73,16 @@ class Node:
             secure_email=contact.get("secure_email"),
             organisation=contact.get("organisation", me.name),
         )
-        self._holder: IndexHolder | None = None
-        self._lock = asyncio.Lock()
-        self.outbox = outboxes.Outbox(self.store)
+        self.outbox = outboxes.Outbox(self.worker.store)
         self.notifier = outboxes.DeliveryWorker(
             self.outbox, self.key, config.id,
             outboxes.RetryPolicy(config.notify_retry_base_seconds, config.notify_retry_cap_seconds,
                                  config.notify_max_age_seconds, config.notify_timeout_seconds),
-            clock=time.time, unsafe_http=config.unsafe_http_webhooks,
+            clock=time.time, worker=self.worker, unsafe_http=config.unsafe_http_webhooks,
         )
-        plain = self.store.plain_http_webhooks()
+        plain = self.worker.store.plain_http_webhooks()  # before any job runs on the store's thread
         if plain and not config.unsafe_http_webhooks:
-            self.store.close()
+            self.worker.close()
             raise ConfigError(f"unsafe_http_webhooks: {plain} involvement(s) ask for notifications at a "
                               "plain http:// URL; re-import them with https:// URLs, or set "
                               "unsafe_http_webhooks (development only)")
@@ -102,37 +96,31 @@ class Node:
         """The node's own setting, else the federation policy's (the 24th birthday)."""
         return self.config.retention_age or self.trust.current.policy.retention_age
 
+    def not_ready(self) -> list[str]:
+        """Why the node does not answer queries yet (empty when it does)."""
+        return self.indexes.not_ready()
+
     def purge(self, now: datetime) -> purging.PurgeSummary:
         """Delete records past the retention age; record it (``purge_log``, and the audit log).
 
-        Runs on a worker thread, on a connection of its own.
+        Runs on a worker thread, on a connection of its own, in one short transaction.
         """
-        with self.store.separate() as store:
+        with Store(self.config.database, busy_timeout_seconds=self.config.busy_timeout_seconds) as store:
             summary = purging.purge(store, today=now.date(), now=now, retention_age=self.retention_age)
             self.audit.append_sync(summary.to_entry(self.config.id))
             outboxes.Outbox(store).prune_delivered(now.timestamp() - self.config.notify_max_age_seconds)
         return summary
 
-    def _build(self, today: date) -> IndexHolder:
-        """Build the match index on a worker thread, reading through a connection of its own."""
-        with self.store.separate() as store:
-            generation = store.generation()
-            children = (c for c in store.children() if not is_archived(c, today))
-            return IndexHolder(MatchIndex(children), generation, today)
+    def respond(self, store: Store, query_token: str, now: datetime, index: MatchIndex,
+                outcome: QueryOutcome) -> tuple[AnswerClaims, str]:
+        """The whole of one query on the store's thread, in one transaction: verify, remember the
+        query id, match, decide, keep any notification; then sign. Returns the claims and the
+        signed answer (raises on a bad query)."""
+        with store.unit():
+            claims = self.answer(store, query_token, now, index, outcome)
+        return claims, envelope.sign(claims.to_wire(), self.key, envelope.ANSWER_TYPE)
 
-    async def index(self, today: date) -> MatchIndex:
-        """The current index, rebuilt (off the event loop) after an import or at midnight."""
-        holder = self._holder
-        if holder is not None and holder.generation == self.store.generation() and holder.built_on == today:
-            return holder.index
-        async with self._lock:
-            holder = self._holder
-            if holder is None or holder.generation != self.store.generation() or holder.built_on != today:
-                self._holder = holder = await asyncio.to_thread(self._build, today)
-                log.info("index built: %d children, generation %d", len(holder.index), holder.generation)
-        return holder.index
-
-    def answer(self, query_token: str, now: datetime, index: MatchIndex,
+    def answer(self, store: Store, query_token: str, now: datetime, index: MatchIndex,
                outcome: QueryOutcome) -> AnswerClaims:
         """Verify, match, decide; return the answer claims (raises on a bad query).
 
@@ -145,7 +133,7 @@ class Node:
         )
         claims = QueryClaims.from_wire(verified)
         outcome.context = audits.query_context(claims, query_token)
-        if not self.store.remember_query(claims.jti, claims.exp + 120, int(now.timestamp())):
+        if not store.remember_query(claims.jti, claims.exp + 120, int(now.timestamp())):
             raise ReplayedQuery(f"query {claims.jti} was already answered")
         context = check_query(claims, (p.code for p in self.trust.current.policy.purposes))
         query_identity = identity.parse_identity(claims.identity)
@@ -153,7 +141,7 @@ class Node:
         identity.check_searchable(query_identity, today)
         result = index.match(query_identity)
         child = index.children.get(result.record_id) if result.record_id else None
-        involvements = self.store.involvements(child.record_id) if child else []
+        involvements = store.involvements(child.record_id) if child else []
         candidates = [index.children[c] for c in getattr(result, "candidate_ids", ())
                       if c in index.children]
         outcome.pseudonym = child.pseudonym if child is not None else None
@@ -175,8 +163,8 @@ class Node:
                                      query_jti=claims.query_id, authority_id=self.config.id,
                                      searched_at=now, today=today)
             if messages:
-                self.outbox.enqueue(messages, now.timestamp())
-                self.notifier.wake()
+                outboxes.Outbox(store).enqueue(messages, now.timestamp())
+                outcome.notified = True
         iat = int(now.timestamp())
         return AnswerClaims(
             iss=MemberId(self.config.id), aud=broker.id, iat=iat, exp=iat + ANSWER_LIFETIME_SECONDS,
@@ -189,7 +177,8 @@ class Node:
         )
 
     def close(self) -> None:
-        self.store.close()
+        self.indexes.close()
+        self.worker.close()
 
 
 class ReplayedQuery(SignpostError):
@@ -211,12 +200,14 @@ class QueryOutcome:
     status: str | None = None
     answer_hash: str | None = None
     refusal: Refusal | None = None
+    notified: bool = False
 
     def refuse(self, status: int, title: str, detail: str, *, kind: str,
-               errors: Iterable[FieldError] = ()) -> web.Response:
+               errors: Iterable[FieldError] = (), retry_after: int | None = None) -> web.Response:
         """The problem response for a refused query, remembering why for the audit entry."""
         self.refusal = Refusal(kind, detail)
-        return problem(status, title, detail, kind=kind, errors=errors)
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        return problem(status, title, detail, kind=kind, errors=errors, headers=headers)
 
 
 @dataclass(frozen=True)
@@ -228,6 +219,9 @@ class Refusal:
 
 
 NODE = web.AppKey("node", Node)
+
+RETRY_AFTER_SECONDS = 1
+"""What a refusal for a busy or not yet ready node asks the broker to wait before trying again."""
 
 
 TLS_PEER = web.RequestKey("tls_peer", str)
@@ -303,10 +297,18 @@ async def _answer(node: Node, token: str, peer: str | None, outcome: QueryOutcom
         return outcome.refuse(403, "Client certificate refused", f"TLS: the query's issuer is not {peer!r}, "
                               "the broker whose certificate sent it", kind="client-certificate")
     now = datetime.now(UTC)
+    holder = node.indexes.current
+    if holder is None:
+        return outcome.refuse(503, "Node not ready", f"the node is not ready to answer: "
+                              f"{', '.join(node.not_ready())}", kind="node-not-ready",
+                              retry_after=RETRY_AFTER_SECONDS)
+    index = holder.index
     try:
         node.trust.current.check_current(now)
-        index = await node.index(now.date())
-        claims = node.answer(token, now, index, outcome)
+        claims, signed = await node.worker.run(lambda store: node.respond(store, token, now, index, outcome))
+    except StoreBusy as exc:
+        log.warning("query refused: store busy")
+        return outcome.refuse(503, "Node busy", str(exc), kind="node-busy", retry_after=RETRY_AFTER_SECONDS)
     except ExpiredError as exc:
         return outcome.refuse(401, "Expired", str(exc), kind="expired")
     except TrustError as exc:
@@ -323,15 +325,18 @@ async def _answer(node: Node, token: str, peer: str | None, outcome: QueryOutcom
         return outcome.refuse(400, "Invalid query", str(exc), errors=[exc], kind="invalid-query")
     log.info("query %s answered", claims.query_jti)  # the outcome goes to the audit log only
     node.metrics.answers.inc(claims.status.value)
-    signed = envelope.sign(claims.to_wire(), node.key, envelope.ANSWER_TYPE)
+    if outcome.notified:
+        node.notifier.wake()
     outcome.status, outcome.answer_hash = claims.status.value, envelope.envelope_hash(signed)
     return json_response({"v": PROTOCOL_VERSION, "answer": signed})
 
 
 async def handle_health(request: web.Request) -> web.Response:
+    """Live whenever it answers; ready (200) once it can answer queries, else 503 with reasons."""
     node = request.app[NODE]
-    reasons = [*node.trust.health_reasons(), *node.audit.health_reasons()]
-    return health(node.config.id, "node", node.trust.current, reasons,
+    reasons = [*node.trust.health_reasons(), *node.audit.health_reasons(),
+               *node.indexes.health_reasons()]
+    return health(node.config.id, "node", node.trust.current, reasons, index=node.indexes.describe(),
                   trust_refresh=node.trust.status.to_wire(), **node.audit.health())
 
 
@@ -340,6 +345,16 @@ async def _trust_refresh(app: web.Application) -> AsyncIterator[None]:
 
     async with node.trust.refreshing(node.config.trust_refresh_seconds):
         yield
+
+
+async def _index(app: web.Application) -> AsyncIterator[None]:
+    """Build the match index (the node is ready once it exists), then keep it current."""
+    node = app[NODE]
+    task = asyncio.create_task(node.indexes.keep_current(node.config.index_poll_seconds))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _notifications(app: web.Application) -> AsyncIterator[None]:
@@ -360,9 +375,9 @@ async def _purge(app: web.Application) -> AsyncIterator[None]:
             running = asyncio.ensure_future(asyncio.to_thread(node.purge, datetime.now(UTC)))
             try:
                 summary = await asyncio.shield(running)
-                if summary.children:
-                    log.info("purge: %d record(s) past retention age %d deleted",
-                             summary.children, summary.retention_age)
+                if summary.children:  # counted at import too, so this comes as no surprise
+                    log.warning("purge: %d record(s) past retention age %d deleted",
+                                summary.children, summary.retention_age)
             except Exception:  # a failed purge is retried next interval, never stops the node
                 log.exception("purge failed")
             await asyncio.sleep(node.config.purge_interval_seconds)
@@ -389,7 +404,8 @@ def create_app(config: NodeConfig) -> web.Application:
     app.router.add_get("/healthz", handle_health)
     metrics.install(app, node.metrics)
     logapi.install(app, node.audit)  # first: the purge job below logs into it
-    app.cleanup_ctx.append(audits.pending_worker(node.store, node.audit))
+    app.cleanup_ctx.append(_index)
+    app.cleanup_ctx.append(audits.pending_worker(node.worker, node.audit))
     app.cleanup_ctx.append(_trust_refresh)
     app.cleanup_ctx.append(_notifications)
     app.cleanup_ctx.append(_purge)

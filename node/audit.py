@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -26,6 +27,7 @@ from typing import Any
 from federation.canonical import JsonObject, canonical_json
 from federation.protocol import QueryClaims, QueryId
 from node.store import Store
+from node.worker import StoreWorker
 from trust.envelope import envelope_hash
 from trust.logapi import LogService
 from trust.tlog import AuditLog, LogInUseError
@@ -167,23 +169,32 @@ PENDING_INTERVAL_SECONDS = 2.0
 """How often a running node moves entries from ``audit_pending`` into its log."""
 
 
-async def drain_pending(store: Store, append: Callable[[Mapping[str, Any]], Awaitable[int]]) -> int:
-    """Append every waiting entry in order, deleting each once it is durable; return how many."""
-    rows = store.db.execute("SELECT id, entry FROM audit_pending ORDER BY id LIMIT 1000").fetchall()
+def _delete_pending(store: Store, *, entry_id: int) -> None:
+    store.db.execute("DELETE FROM audit_pending WHERE id = ?", (entry_id,))
+
+
+async def drain_pending(worker: StoreWorker,
+                        append: Callable[[Mapping[str, Any]], Awaitable[int]]) -> int:
+    """Append every waiting entry in order, deleting each once it is durable; return how many.
+
+    The store is read and written on its own thread (``worker``), one short statement at a time.
+    """
+    rows = await worker.run(lambda store: store.db.execute(
+        "SELECT id, entry FROM audit_pending ORDER BY id LIMIT 1000").fetchall())
     for row in rows:
         await append(json.loads(row["entry"]))
-        store.db.execute("DELETE FROM audit_pending WHERE id = ?", (row["id"],))
+        await worker.run(functools.partial(_delete_pending, entry_id=row["id"]))
     return len(rows)
 
 
-def pending_worker(store: Store, service: LogService) -> Callable[[Any], AsyncIterator[None]]:
+def pending_worker(worker: StoreWorker, service: LogService) -> Callable[[Any], AsyncIterator[None]]:
     """A ``cleanup_ctx`` that logs queued entries at start and every ``PENDING_INTERVAL_SECONDS``."""
 
     async def context(_: Any) -> AsyncIterator[None]:
         async def loop() -> None:
             while True:
                 try:
-                    await drain_pending(store, service.append)
+                    await drain_pending(worker, service.append)
                 except Exception:  # retried next round; the rows stay queued
                     log.exception("queued audit entries not logged yet")
                 await asyncio.sleep(PENDING_INTERVAL_SECONDS)

@@ -180,3 +180,22 @@ class CandidateIndex:
         mask = (1 << _IDX_BITS) - 1
         packed = self._packed
         return {packed[i] & mask for block in positions for i in block}
+
+
+class CandidateOverlay:
+    """Candidates from a base index, less the positions ``hidden``, plus those of a small index
+    over records appended after ``offset`` (see ``MatchIndex.updated``).
+
+    Caps apply to each part on its own, so a block the base skips stays skipped."""
+
+    def __init__(self, base: CandidateIndex | CandidateOverlay, hidden: set[int],
+                 extra: CandidateIndex, offset: int) -> None:
+        self._base = base
+        self._hidden = hidden
+        self._extra = extra
+        self._offset = offset
+
+    def candidates(self, query: Identity) -> set[int]:
+        found = self._base.candidates(query) - self._hidden
+        found.update(self._offset + i for i in self._extra.candidates(query))
+        return found

@@ -35,6 +35,8 @@ class NodeConfig:
     notify_retry_cap_seconds: float = 3600
     notify_max_age_seconds: float = 3 * 86400
     notify_timeout_seconds: float = 10
+    busy_timeout_seconds: float = 2.0  # a store locked longer than this: 503 node-busy
+    index_poll_seconds: float = 1.0  # how often the node looks for a new import (or a new day)
     checkpoint_interval_seconds: float = 10  # sign a checkpoint this often when the log grew
     # Closed by default: each of these opens a door and says so in its name.
     unsafe_no_audit_log: bool = False  # answer with nothing logged (development only)
@@ -58,6 +60,10 @@ class NodeConfig:
         if not 0 < self.notify_retry_base_seconds <= self.notify_retry_cap_seconds:
             raise ValueError("notify_retry_base_seconds: expected more than 0 and at most "
                              f"notify_retry_cap_seconds, got {self.notify_retry_base_seconds}")
+        if not 0.01 <= self.busy_timeout_seconds <= 60:
+            raise ValueError(f"busy_timeout_seconds: expected 0.01-60, got {self.busy_timeout_seconds}")
+        if not 0.01 <= self.index_poll_seconds <= 3600:
+            raise ValueError(f"index_poll_seconds: expected 0.01-3600, got {self.index_poll_seconds}")
         if not 0 <= self.port < 65536:
             raise ValueError(f"port: expected 0-65535, got {self.port}")
 

@@ -32,6 +32,7 @@ decides. See ``docs/matching.md`` for the weights, thresholds and measured resul
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import Counter
 from collections.abc import Iterable
@@ -48,7 +49,7 @@ from federation.names import (
     typo_cost,
 )
 from federation.protocol import Status
-from node.candidates import MAX_RECORDS, CandidateIndex
+from node.candidates import MAX_RECORDS, CandidateIndex, CandidateOverlay
 from node.comparison import (
     AGREEING,
     DEFAULT_U,
@@ -145,7 +146,8 @@ class MatchIndex:
                 dob_counts[dob] += 1
             if child.postcode:
                 postcode_counts[child.postcode] += 1
-        self._candidates = CandidateIndex(self._records)
+        self._candidates: CandidateIndex | CandidateOverlay = CandidateIndex(self._records)
+        self._position_map: dict[str, int] | None = None
         n = len(self._records)
         self._n = n
         self._given_counts = given_counts
@@ -176,6 +178,39 @@ class MatchIndex:
 
     def __len__(self) -> int:
         return len(self.children)
+
+    def updated(self, changed: Iterable[Child], removed: Iterable[str] = ()) -> MatchIndex:
+        """A new index with ``changed`` children added or replaced and ``removed`` ids taken out.
+
+        For small imports: the keys of the changed children are built alone and laid over this
+        index's (``CandidateOverlay``), and the name and date statistics are this index's, so
+        the next full build (after a large import, and every day) brings them up to date. This
+        index is left as it was: queries using it meanwhile are unaffected.
+        """
+        patched = copy.copy(self)
+        patched.children = dict(self.children)
+        fresh = list(changed)
+        gone = set(removed) | {c.record_id for c in fresh}
+        positions = self._positions()
+        hidden = {positions[r] for r in gone if r in positions}
+        for record_id in gone:
+            patched.children.pop(record_id, None)
+        for child in fresh:
+            patched.children[child.record_id] = child
+        offset = len(self._records)
+        patched._records = self._records + fresh
+        patched._candidates = CandidateOverlay(self._candidates, hidden, CandidateIndex(fresh), offset)
+        patched._position_map = None
+        return patched
+
+    def _positions(self) -> dict[str, int]:
+        """Where each live record sits in ``_records`` (made once per index, for ``updated``)."""
+        found = self._position_map
+        if found is None:
+            live = self.children
+            found = {c.record_id: i for i, c in enumerate(self._records) if live.get(c.record_id) is c}
+            self._position_map = found
+        return found
 
     # --- scoring ------------------------------------------------------------------------------
 

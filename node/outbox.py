@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import uuid
@@ -26,6 +27,7 @@ import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from node.store import Store
+from node.worker import StoreBusy, StoreWorker
 from trust import envelope
 
 log = logging.getLogger("signpost.node.outbox")
@@ -166,9 +168,10 @@ class DeliveryWorker:
     """Sends due outbox messages until cancelled; woken at once by ``wake`` after an enqueue."""
 
     def __init__(self, outbox: Outbox, key: Ed25519PrivateKey, node_id: str, retry: RetryPolicy,
-                 *, clock: Callable[[], float], poll_seconds: float = 30.0,
+                 *, clock: Callable[[], float], worker: StoreWorker, poll_seconds: float = 30.0,
                  ssl: Any = None, unsafe_http: bool = False) -> None:
         self.outbox = outbox
+        self.worker = worker
         self.key = key
         self.node_id = node_id
         self.retry = retry
@@ -197,7 +200,8 @@ class DeliveryWorker:
             ) as response:
                 await response.read()
                 if 200 <= response.status < 300:
-                    self.outbox.mark_delivered(item.id, self.clock())
+                    now = self.clock()
+                    await self.worker.run(lambda _: self.outbox.mark_delivered(item.id, now))
                     log.info("notification %s delivered (query %s)", item.id, item.payload.get("query_id"))
                     return True
                 error = f"HTTP {response.status}"
@@ -205,15 +209,20 @@ class DeliveryWorker:
             error = "timed out"
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             error = exc.__class__.__name__
-        self.outbox.mark_attempt_failed(item, self.clock(), error, self.retry)
+        now = self.clock()
+        await self.worker.run(lambda _: self.outbox.mark_attempt_failed(item, now, error, self.retry))
         log.warning("notification %s not delivered (%s); attempt %d", item.id, error, item.attempts + 1)
         return False
+
+    def _due(self, _: Store, *, now: float) -> list[OutboxItem]:
+        return self.outbox.due(now)
 
     async def run_once(self, session: aiohttp.ClientSession) -> int:
         """Attempt every message due now; return how many were delivered."""
         delivered = 0
         while True:
-            due = self.outbox.due(self.clock())  # an indexed LIMIT query, on the loop's connection
+            now = self.clock()
+            due = await self.worker.run(functools.partial(self._due, now=now))
             if not due:
                 return delivered
             results = await asyncio.gather(*(self.deliver(session, item) for item in due))
@@ -229,7 +238,10 @@ class DeliveryWorker:
                     await self.run_once(session)
                 except Exception:  # keep the worker alive; the message stays in the outbox
                     log.exception("notification worker: delivery round failed")
-                next_due = self.outbox.next_due()
+                try:
+                    next_due = await self.worker.run(lambda _: self.outbox.next_due())
+                except StoreBusy:
+                    next_due = None
                 wait = self.poll_seconds
                 if next_due is not None:
                     wait = min(wait, max(0.0, next_due - self.clock()))

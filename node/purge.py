@@ -66,9 +66,11 @@ def purge(store: Store, *, today: date, now: datetime, retention_age: int,
                          "(SELECT record_id FROM children WHERE date_of_birth <= ?)", (cutoff,))
             conn.execute("DELETE FROM involvements WHERE child_record_id IN "
                          "(SELECT record_id FROM children WHERE date_of_birth <= ?)", (cutoff,))
+            gone = [r[0] for r in conn.execute("SELECT record_id FROM children WHERE date_of_birth <= ?",
+                                                (cutoff,))]
             conn.execute("DELETE FROM children WHERE date_of_birth <= ?", (cutoff,))
             if children:
-                store.bump_generation(conn)
+                store.bump_generation(conn, gone)
             conn.execute(
                 "INSERT INTO purge_log (ran_at, cutoff, retention_age, children, involvements, notifications)"
                 " VALUES (?, ?, ?, ?, ?, ?)",

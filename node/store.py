@@ -7,9 +7,10 @@ applied in order; ``PRAGMA user_version`` records how far a file has come.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -99,8 +100,23 @@ MIGRATIONS: tuple[str, ...] = (
         entry TEXT NOT NULL
     );
     """,
+    # 5: which children each generation changed, so a running node patches its index instead of
+    # rebuilding it; complete from generation ``changes_from`` on. And a content hash per row,
+    # so that re-importing an unchanged row costs a comparison of hashes only.
+    """
+    CREATE TABLE changes (generation INTEGER NOT NULL, record_id TEXT NOT NULL);
+    CREATE INDEX changes_generation ON changes(generation);
+    INSERT INTO meta SELECT 'changes_from', value FROM meta WHERE key = 'generation';
+    ALTER TABLE children ADD COLUMN row_hash INTEGER;
+    ALTER TABLE involvements ADD COLUMN row_hash INTEGER;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+
+CHANGE_LOG_LIMIT = 50_000
+"""A generation that changed more children than this is not itemised (the index is rebuilt)."""
+CHANGE_LOG_GENERATIONS = 100
+"""How many generations of itemised changes the store keeps."""
 
 CHILD_COLUMNS = (
     "record_id", "nhs_number", "upn", "given_name", "family_name", "other_names",
@@ -195,15 +211,17 @@ def _involvement(row: sqlite3.Row) -> Involvement:
 class Store:
     """A connection to one node's SQLite file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_timeout_seconds: float = 10.0) -> None:
         self.path = path
+        self.busy_timeout_seconds = busy_timeout_seconds
+        self._swept = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.execute("PRAGMA busy_timeout=10000")
+        self.db.execute(f"PRAGMA busy_timeout={int(busy_timeout_seconds * 1000)}")
         self._migrate()
 
     def _migrate(self) -> None:
@@ -225,7 +243,13 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: everything inside commits together or not at all."""
+        """One write transaction: everything inside commits together or not at all.
+
+        Inside a transaction already open on this connection (``unit``) it joins that one.
+        """
+        if self.db.in_transaction:
+            yield self.db
+            return
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
@@ -234,8 +258,32 @@ class Store:
             raise
         self.db.execute("COMMIT")
 
+    @contextmanager
+    def unit(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction for one piece of work that may end in a refusal.
+
+        A refusal (any exception but SQLite's own) still commits what was written before it,
+        such as a query id remembered before the query was refused; a database error rolls back.
+        """
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except sqlite3.Error:
+            self.db.execute("ROLLBACK")
+            raise
+        except BaseException:
+            self.db.execute("COMMIT")
+            raise
+        self.db.execute("COMMIT")
+
     def close(self) -> None:
         self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     @contextmanager
     def separate(self) -> Iterator[Store]:
@@ -246,7 +294,7 @@ class Store:
         closing the node never pulls a connection out from under a running job. SQLite's own
         locking (WAL, ``busy_timeout``) orders the writers.
         """
-        other = Store(self.path)
+        other = Store(self.path, busy_timeout_seconds=self.busy_timeout_seconds)
         try:
             yield other
         finally:
@@ -259,8 +307,53 @@ class Store:
         row = self.db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
         return int(row[0])
 
-    def bump_generation(self, conn: sqlite3.Connection) -> None:
+    def bump_generation(self, conn: sqlite3.Connection, changed: Iterable[str] | None = None) -> int:
+        """Start a new generation; ``changed`` are the children it changed (``None``: unknown).
+
+        Inside the caller's write transaction. Returns the new generation.
+        """
         conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
+        generation = int(conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+        ids = None if changed is None else list(itertools.islice(changed, CHANGE_LOG_LIMIT + 1))
+        if ids is None or len(ids) > CHANGE_LOG_LIMIT:
+            conn.execute("DELETE FROM changes")
+            conn.execute("UPDATE meta SET value = ? WHERE key='changes_from'", (str(generation),))
+        else:
+            conn.executemany("INSERT INTO changes VALUES (?, ?)", ((generation, r) for r in ids))
+            oldest = generation - CHANGE_LOG_GENERATIONS
+            conn.execute("DELETE FROM changes WHERE generation <= ?", (oldest,))
+            conn.execute("UPDATE meta SET value = max(CAST(value AS INTEGER), ?) WHERE key='changes_from'",
+                         (oldest,))
+        return generation
+
+    def changed_since(self, generation: int, limit: int) -> list[str] | None:
+        """The children changed after ``generation``; ``None`` if unknown or more than ``limit``."""
+        row = self.db.execute("SELECT value FROM meta WHERE key='changes_from'").fetchone()
+        if row is None or generation < int(row[0]):
+            return None
+        ids = [r[0] for r in self.db.execute(
+            "SELECT DISTINCT record_id FROM changes WHERE generation > ? LIMIT ?", (generation, limit + 1))]
+        return ids if len(ids) <= limit else None
+
+    def children_by_id(self, record_ids: Iterable[str]) -> list[Child]:
+        """The children with these record ids that exist (missing ids are skipped)."""
+        found: list[Child] = []
+        ids = list(record_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = self.db.execute(f"SELECT * FROM children WHERE record_id IN ({marks})", chunk)  # noqa: S608
+            found.extend(_child(r) for r in rows)
+        return found
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """One read transaction: every read inside sees the same committed state."""
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.db.execute("COMMIT")
 
     def children(self) -> Iterator[Child]:
         for row in self.db.execute("SELECT * FROM children"):
@@ -288,7 +381,9 @@ class Store:
     def remember_query(self, jti: str, expires: int, now: int) -> bool:
         """Record a query id; ``False`` if it was already seen and has not yet expired."""
         with self.transaction() as conn:
-            conn.execute("DELETE FROM seen_queries WHERE expires < ?", (now,))
+            if now - self._swept >= 60:  # expired ids go once a minute, not on every query
+                conn.execute("DELETE FROM seen_queries WHERE expires < ?", (now,))
+                self._swept = now
             try:
                 conn.execute("INSERT INTO seen_queries VALUES (?, ?)", (jti, expires))
             except sqlite3.IntegrityError:

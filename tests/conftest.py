@@ -21,6 +21,7 @@ from broker.app import create_app as create_broker
 from broker.config import BrokerConfig
 from federation.tools import provision
 from federation.tools.demo import free_port
+from node.api import NODE
 from node.api import create_app as create_node
 from node.config import NodeConfig
 from node.importer import import_files
@@ -132,8 +133,14 @@ class Federation:
         await web.TCPSite(runner, "127.0.0.1", port).start()
         self.runners[name] = runner
 
-    async def start_node(self, node_id: str) -> None:
-        await self._serve(node_id, create_node(self.node_configs[node_id]), self.node_configs[node_id].port)
+    async def start_node(self, node_id: str, *, ready: bool = True,
+                         app: web.Application | None = None) -> None:
+        """Serve one node (``app``, if already made); with ``ready``, return once it has built
+        its index and answers."""
+        app = app or create_node(self.node_configs[node_id])
+        await self._serve(node_id, app, self.node_configs[node_id].port)
+        if ready:
+            await app[NODE].indexes.ready.wait()
 
     async def start_broker(self) -> None:
         await self._serve("broker", create_broker(self.broker_config), self.broker_config.port)

@@ -33,6 +33,10 @@ CASES: dict[str, tuple[type[Any], dict[str, Any], str]] = {
                          'node_deadline_seconds: expected a number, got "3"'),
     "deadline too long": (BrokerConfig, {**BROKER, "node_deadline_seconds": 60},
                           "node_deadline_seconds: expected more than 0 and at most 30"),
+    "rate limit as text": (BrokerConfig, {**BROKER, "rate_limits": {"practitioner_per_minute": "5"}},
+                           'rate_limits.practitioner_per_minute: expected an integer, got "5"'),
+    "client as a string": (BrokerConfig, {**BROKER, "oidc_clients": {"leeds-idp": "x"}},
+                           "oidc_clients.leeds-idp: expected an object of strings"),
     # Closed by default: each open door needs its unsafe_ setting, and the refusal names both.
     "node without an audit log": (NodeConfig, {k: v for k, v in NODE.items() if k != "audit_log"},
                                   "audit_log: expected the node's audit log folder"),
@@ -84,3 +88,37 @@ def test_a_good_config_resolves_paths_beside_the_file(tmp_path: Path) -> None:
     path.write_text(json.dumps({**NODE, "port": 9000}))
     config = configfile.load(NodeConfig, path)
     assert (tmp_path / "node.sqlite3", 9000) == (config.database, config.port)
+
+
+ENV_CASES: dict[str, tuple[dict[str, str], str]] = {
+    "port not a number": ({"SIGNPOST_PORT": "eighty"},
+                          "port (from SIGNPOST_PORT): expected an integer, got 'eighty'"),
+    "flag not a flag": ({"SIGNPOST_SERVE_TLS": "maybe"},
+                        "serve_tls (from SIGNPOST_SERVE_TLS): expected true or false"),
+    "limits not an object": ({"SIGNPOST_RATE_LIMITS": "[1]"},
+                             "rate_limits (from SIGNPOST_RATE_LIMITS): expected an object"),
+    "rule still applies": ({"SIGNPOST_SESSION_IDLE_SECONDS": "5"},
+                           "session_idle_seconds: expected 60-3600, got 5"),
+}
+
+
+@pytest.mark.parametrize("case", ENV_CASES)
+def test_environment_mistakes_are_named(tmp_path: Path, case: str) -> None:
+    """Each mistake in a SIGNPOST_ variable is a ConfigError naming the setting and the variable."""
+    environ, expected = ENV_CASES[case]
+    path = tmp_path / "broker.json"
+    path.write_text(json.dumps(BROKER))
+    with pytest.raises(ConfigError) as caught:
+        configfile.load(BrokerConfig, path, environ)
+    assert expected in str(caught.value)
+
+
+def test_the_environment_overrides_the_file(tmp_path: Path) -> None:
+    """Proves SIGNPOST_<SETTING> variables override the file, typed: numbers, flags, null, maps."""
+    path = tmp_path / "broker.json"
+    path.write_text(json.dumps({**BROKER, "port": 9000, "redis_url": "redis://a"}))
+    config = configfile.load(BrokerConfig, path, {
+        "SIGNPOST_PORT": "9100", "SIGNPOST_SERVE_TLS": "false", "SIGNPOST_REDIS_URL": "",
+        "SIGNPOST_RATE_LIMITS": '{"practitioner_per_minute": 5}', "SIGNPOST_NODE_DEADLINE_SECONDS": "2.5"})
+    assert (9100, False, None, {"practitioner_per_minute": 5}, 2.5) == (
+        config.port, config.serve_tls, config.redis_url, config.rate_limits, config.node_deadline_seconds)

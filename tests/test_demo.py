@@ -5,14 +5,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
+import os
+import re
 import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+from redis import Redis
 
-from federation.commands.main import build_parser
+from broker.demo_idp import current_code
+from federation.commands.main import build_parser, main
+from tests.conftest_redis import RedisServer, redis_server
+
+__all__ = ["redis_server"]
 
 
 def test_demo_once_exits_zero(tmp_path: Path) -> None:
@@ -82,3 +92,53 @@ def test_demo_stopped_by_sigterm_leaves_no_processes(tmp_path: Path) -> None:
         assert demo.stdout is not None
         demo.stdout.close()
     assert [] == [p for p in _processes_mentioning(str(folder)) if p != demo.pid]
+
+
+def test_demo_code_json(capsys: pytest.CaptureFixture[str]) -> None:
+    """Proves `signpost demo-code --json` prints the current code as JSON a script can read."""
+    assert 0 == main(["demo-code", "--json"])
+    printed = json.loads(capsys.readouterr().out)
+    assert (current_code(time.time()), True) == (printed["code"], 0 < printed["valid_seconds"] <= 30)
+
+
+def test_demo_independent_with_redis_keeps_the_others_running(tmp_path: Path,
+                                                              redis_server: RedisServer) -> None:
+    """Proves `signpost demo --independent --redis URL`: the broker uses that Redis (its rate-limit
+    keys appear there), and when one node is killed for a fault drill the demo says so and the
+    broker keeps serving, with the node reported unavailable."""
+    folder = tmp_path / "demo"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "federation.commands.main", "demo", "--children", "100", "--dir", str(folder),
+         "--independent", "--redis", redis_server.url],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert demo.stdout is not None
+        pids: dict[str, int] = {}
+        for line in demo.stdout:
+            found = re.match(r"\s+(\w+)\s+(\d+)\s+signpost ", line)
+            if found:
+                pids[found.group(1)] = int(found.group(2))
+            if "Press Ctrl-C to stop." in line:
+                break
+        broker_port = json.loads((folder / "broker" / "broker.json").read_text())["port"]
+        assert redis_server.url == json.loads((folder / "broker" / "broker.json").read_text())["redis_url"]
+        os.kill(pids["kent"], signal.SIGTERM)
+        for line in demo.stdout:
+            if "kent exited; the others keep running" in line:
+                break
+        with urllib.request.urlopen(f"http://127.0.0.1:{broker_port}/healthz", timeout=5) as answer:
+            assert 200 == answer.status
+        assert None is demo.poll()
+        client = Redis.from_url(redis_server.url)
+        try:
+            keys = [k.decode() for k in client.keys("*")]
+        finally:
+            client.close()
+        assert any(":rl:" in k for k in keys)
+        demo.send_signal(signal.SIGTERM)
+        demo.wait(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+        if demo.stdout is not None:
+            demo.stdout.close()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -74,3 +77,45 @@ def test_rotate_governance_keeps_verifying_against_the_new_root(
     (tmp_path / "old-root.json").write_text(old_root)
     assert 0 == run(capsys, "federation", "verify", str(fed))[0]
     assert 0 == run(capsys, "federation", "verify", str(fed), "--root", str(tmp_path / "old-root.json"))[0]
+
+
+@pytest.mark.parametrize(("case", "command"), [
+    ("remove-member", ["remove-member", "--id", "alpha"]),
+    ("rotate-key", ["rotate-key", "--id", "alpha"]),
+    ("tls --bind", ["tls", "--id", "alpha", "--bind"]),
+])
+def test_list_changes_keep_the_lifetime_unless_told(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    case: str, command: list[str]) -> None:
+    """Proves a list change keeps the current version's lifetime (7 days here, not a default 30),
+    and that --valid-days still sets it when given."""
+    fed = str(tmp_path / "fed")
+    assert 0 == run(capsys, "federation", "create", fed, "--name", "t", "--valid-days", "7")[0]
+    assert 0 == run(capsys, "federation", "add-member", fed, "--id", "alpha", "--role", "node")[0]
+    assert 0 == run(capsys, "federation", command[0], fed, *command[1:])[0], case
+    assert 7 == round(_lifetime_days(Path(fed))), case
+    assert 0 == run(capsys, "federation", "add-member", fed, "--id", "beta", "--role", "node",
+                    "--valid-days", "3")[0]
+    assert 3 == round(_lifetime_days(Path(fed))), case
+
+
+def _lifetime_days(fed: Path) -> float:
+    signed = json.loads((fed / "trustlist.json").read_text())["signed"]
+    issued, expires = (datetime.fromisoformat(signed[k].replace("Z", "+00:00"))
+                       for k in ("issued", "expires"))
+    return (expires - issued).total_seconds() / 86400
+
+
+def test_show_stops_quietly_when_its_reader_goes_away(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Proves `signpost federation show fed | head -1` ends without a 'Broken pipe' message: the
+    reading end is closed before the command writes anything."""
+    fed = str(tmp_path / "fed")
+    assert 0 == run(capsys, "federation", "create", fed, "--name", "t")[0]
+    script = ("import sys; from federation.commands.main import main; "
+              f"sys.exit(main(['federation', 'show', {fed!r}]))")
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as shown:
+        assert shown.stdout is not None and shown.stderr is not None
+        shown.stdout.close()
+        errors = shown.stderr.read().decode()
+        assert ("", 1) == (errors, shown.wait(timeout=60))

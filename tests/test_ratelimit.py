@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from redis.asyncio import Redis
 
 from broker.ratelimit import (
     Limit,
@@ -32,6 +34,7 @@ from tests.conftest_redis import RedisServer, redis_server  # noqa: F401  (fixtu
 PURPOSE = "child_protection_enquiry"
 REPO = Path(__file__).resolve().parent.parent
 MINUTE = 60_000
+KEY = b"pseudonym key for the tests 0123"
 
 
 def test_gcra_lets_a_burst_through_then_one_per_interval() -> None:
@@ -93,7 +96,7 @@ SMALL = [Limit("practitioner_per_minute", "practitioner", 3, MINUTE),
 async def _run(limiter: Any) -> list[tuple[bool, str | None]]:
     out = []
     for person in ("a", "a", "a", "a", "b", "b", "b"):
-        decision = await limiter.check(subjects_for("idp", person, "org"))
+        decision = await limiter.check(subjects_for("idp", person, "org", KEY))
         out.append((decision.allowed, decision.limit))
     return out
 
@@ -121,7 +124,7 @@ async def test_redis_unreachable_raises_not_allows(tmp_path: Path) -> None:
     limiter = RedisLimiter(f"redis://127.0.0.1:{free_port()}/0", SMALL, timeout_seconds=0.2)
     try:
         with pytest.raises(RateLimitUnavailable, match="Redis did not answer"):
-            await limiter.check(subjects_for("idp", "a", "org"))
+            await limiter.check(subjects_for("idp", "a", "org", KEY))
     finally:
         await limiter.close()
 
@@ -197,7 +200,12 @@ def two_brokers(
     finally:
         for process in processes:
             process.terminate()
-            process.wait(timeout=10)
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # a busy machine: do not leave it running
+                process.kill()
+                process.wait(timeout=10)
 
 
 def _wait_healthy(url: str) -> None:
@@ -220,3 +228,21 @@ async def test_two_broker_processes_share_one_budget(federation: Federation, two
     results = [await _search(two_brokers[i % 2], token) for i in range(6)]
     assert [200, 200, 200, 200, 429, 429] == [s for s, _, _ in results]
     assert int(results[4][2]["Retry-After"]) >= 1
+
+
+async def test_redis_keys_carry_no_practitioner_id(federation: Federation, two_brokers: list[str],
+                                                   redis_server: RedisServer) -> None:  # noqa: F811
+    """Proves budgets are kept under keyed pseudonyms: after searches, no Redis key names the
+    practitioner or their organisation, and both brokers used the same keys."""
+    token = federation.token()
+    for i in range(2):
+        assert 200 == (await _search(two_brokers[i], token))[0]
+    client = Redis.from_url(redis_server.url)
+    try:
+        keys = [k.decode() for k in await client.keys("*")]
+    finally:
+        await client.aclose()
+    subjects = {k.rsplit(":", 1)[1] for k in keys if ":rl:" in k}
+    assert (2, True, False, False) == (
+        len(subjects), all(re.fullmatch("[0-9a-f]{32}", s) for s in subjects),
+        any("practitioner@alpha" in k for k in keys), any("children" in k for k in keys))

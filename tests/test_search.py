@@ -116,7 +116,7 @@ async def test_node_down_is_unavailable_and_others_still_answer(federation: Fede
     assert 200 == status
     assert {"alpha": "match", "beta": "unavailable", "gamma": "no_match"} == statuses(answer)
     assert answer["complete"] is False
-    assert ["Beta"] == answer["unavailable"]
+    assert [{"id": "beta", "name": "Beta"}] == answer["unavailable"]
 
 
 async def test_node_slower_than_its_deadline_is_unavailable(federation: Federation) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,3 +91,15 @@ def test_progress_bar_shows_percentage_rate_and_eta() -> None:
 def test_table_aligns_numbers_right() -> None:
     """Proves the summary table's layout."""
     assert "x      n\n-  -----\na  1,234" == table(("x", "n"), [("a", 1234)])
+
+
+async def test_status_without_an_auditor_certificate_says_which_file_and_command(
+        federation: Federation, capsys: pytest.CaptureFixture[str]) -> None:
+    """Proves that with a federation CA but no auditor certificate, status still runs, and when a
+    member cannot be reached it names the missing file and the command that creates it."""
+    assert 0 == await asyncio.to_thread(main, ["federation", "tls", str(federation.folder)])
+    await federation.stop("beta")
+    code = await asyncio.to_thread(main, ["status", "--federation", str(federation.folder), "--timeout", "2"])
+    err = capsys.readouterr().err
+    assert (1, True, True) == (code, "auditor.pem is missing" in err,
+                               f"signpost federation tls {federation.folder} --id auditor" in err)

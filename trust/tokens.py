@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from federation.canonical import JsonObject
+from federation.rules import PRACTITIONER_ROLES
 from trust.errors import ExpiredError, TokenError, TrustError
 from trust.jws import check_compact
 from trust.keys import key_id
@@ -30,9 +31,6 @@ ALGORITHMS = ("EdDSA", "ES256")
 MAX_LIFETIME_SECONDS = 15 * 60
 LEEWAY_SECONDS = 60
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti", "role", "org", "amr")
-PRACTITIONER_ROLES = frozenset(
-    {"practitioner", "mediator", "signposting_officer", "auditor", "operator"}
-)
 MFA_METHODS = frozenset({"mfa", "otp", "hwk", "swk", "sms", "fido", "totp"})
 
 
@@ -158,5 +156,5 @@ def verify(token: str, trust_list: TrustList, *, audience: str, now: datetime) -
     )
 
 
-__all__ = ["ALGORITHMS", "LEEWAY_SECONDS", "MAX_LIFETIME_SECONDS", "REQUIRED_CLAIMS", "ExpiredError",
-           "Practitioner", "TokenError", "issue", "verify"]
+__all__ = ["ALGORITHMS", "LEEWAY_SECONDS", "MAX_LIFETIME_SECONDS", "PRACTITIONER_ROLES", "REQUIRED_CLAIMS",
+           "ExpiredError", "Practitioner", "TokenError", "issue", "verify"]

@@ -24,8 +24,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from federation.canonical import JsonObject, canonical_json
-from federation.rules import DEFAULT_RETENTION_AGE
+from federation.rules import DEFAULT_RETENTION_AGE, PRACTITIONER_ROLES
 from federation.safejson import JsonError, JsonLimits, parse_object
+from trust import oidc_mapping
 from trust.errors import (
     ExpiredError,
     RollbackError,
@@ -34,6 +35,7 @@ from trust.errors import (
     UnknownMemberError,
 )
 from trust.keys import b64url, b64url_decode, key_id, public_b64, public_from_b64
+from trust.oidc_mapping import OidcMapping
 
 DOCUMENT_TYPE = "signpost-trust-list"
 ROLES = frozenset({"node", "broker", "token_issuer", "auditor"})
@@ -123,11 +125,14 @@ class Member:
     authority: str | None = None
     contact: Mapping[str, str] | None = None
     tls_fingerprint: str | None = None
+    oidc: OidcMapping | None = None  # token issuers only: their OpenID Connect provider's claims
 
     def __post_init__(self) -> None:
         unknown = self.roles - ROLES
         if unknown:
             raise TrustError(f"members[{self.id}].roles: unknown role(s) {sorted(unknown)}")
+        if self.oidc is not None and "token_issuer" not in self.roles:
+            raise TrustError(f"members[{self.id}].oidc: only a token_issuer may name an OpenID provider")
 
     def key(self, kid: str | None, moment: datetime, alg: str = "EdDSA") -> list[MemberKey]:
         """Keys of this member for ``alg`` valid at ``moment``; the ``kid`` hint, if given, goes first.
@@ -332,6 +337,7 @@ def _parse_member(data: Any, index: int) -> Member:
         authority=_optional_text(data.get("authority"), f"{where}.authority"),
         contact=contact,
         tls_fingerprint=_optional_text(data.get("tls_fingerprint"), f"{where}.tls_fingerprint"),
+        oidc=oidc_mapping.parse(data.get("oidc"), f"{where}.oidc", PRACTITIONER_ROLES),
     )
 
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from federation.tools import fedbench, fuzzbench, logbench, searchbench, soak
+from federation.tools import fedbench, fuzzbench, logbench, nodebench, searchbench, soak
 from federation.tools import trustbench as bench
 from federation.tools.evaluation import eval_matching, list_datasets
 from federation.tools.matchbench import bench_matching
@@ -35,6 +35,15 @@ def cmd_bench_matching(args: argparse.Namespace) -> int:
 
 def cmd_bench_trust(args: argparse.Namespace) -> int:
     bench.main()
+    return 0
+
+
+def cmd_bench_node(args: argparse.Namespace) -> int:
+    result = nodebench.run(args.children, queries=args.queries,
+                           source=Path(args.baseline_source) if args.baseline_source else None,
+                           out=(lambda _: None) if args.json else print)
+    if args.json:
+        print(json.dumps(result, indent=2))
     return 0
 
 

@@ -16,6 +16,7 @@ from broker.config import BrokerConfig
 from federation import config as configfile
 from federation.errors import SignpostError
 from federation.http import serve, setup_logging
+from federation.tools import memberconfig
 from federation.tools.render import answer_text
 from trust import tls
 
@@ -27,6 +28,15 @@ def cmd_broker_serve(args: argparse.Namespace) -> int:
     serve_tls = config.tls is not None and config.serve_tls
     context = tls.server_context(config.tls, require_client=False) if config.tls and serve_tls else None
     serve(create_app(config), config.host, config.port, context)
+    return 0
+
+
+def cmd_broker_init(args: argparse.Namespace) -> int:
+    path = memberconfig.broker_config(Path(args.dir), args.id, federation=Path(args.federation)
+                                      if args.federation else None, port=args.port, host=args.host,
+                                      trust_list_url=args.trust_list_url, redis_url=args.redis_url,
+                                      public_url=args.public_url, force=args.force)
+    print(f"Wrote {path}; read it through, then: signpost broker serve --config {path}")
     return 0
 
 

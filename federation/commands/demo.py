@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -19,7 +20,8 @@ def cmd_demo(args: argparse.Namespace, run_command: Callable[[list[str]], int]) 
     """``signpost demo``; ``run_command`` runs another ``signpost`` command (the audit and status)."""
     folder = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="signpost-demo-"))
     return demo.run(folder, once=args.once, children=args.children,
-                    checks=lambda built: _audit_and_status(built, run_command))
+                    checks=lambda built: _audit_and_status(built, run_command), redis_url=args.redis,
+                    independent=args.independent)
 
 
 def _audit_and_status(folder: Path, run_command: Callable[[list[str]], int]) -> int:
@@ -46,5 +48,9 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_demo_code(args: argparse.Namespace) -> int:
     now = time.time()
     left = TOTP_STEP_SECONDS - int(now) % TOTP_STEP_SECONDS
+    if args.json:
+        print(json.dumps({"code": current_code(now), "valid_seconds": left, "step_seconds": TOTP_STEP_SECONDS,
+                          "secret": DEMO_TOTP_SECRET}))
+        return 0
     print(f"{current_code(now)}  (demo one-time code, valid for {left} more s; secret {DEMO_TOTP_SECRET})")
     return 0

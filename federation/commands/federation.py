@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import ssl
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,17 @@ def cmd_federation_tls(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_federation_set_oidc(args: argparse.Namespace) -> int:
+    entry = None if args.remove else read_json(Path(args.file))
+    if entry is not None and not isinstance(entry, dict):
+        raise SignpostError(f"--file: {args.file}: expected a JSON object")
+    document = provision.set_oidc(Path(args.dir), args.id, entry, valid_days=args.valid_days,
+                                  draft=args.draft)
+    done = "Removed the OpenID provider of" if args.remove else "Set the OpenID provider of"
+    print(f"{done} {args.id}; {_published(args, document)}.")
+    return 0
+
+
 def cmd_federation_show(args: argparse.Namespace) -> int:
     folder = Path(args.dir)
     root = GovernanceRoot.from_json(read_json(Path(args.root) if args.root else folder / "root.json"))
@@ -141,6 +153,8 @@ def cmd_federation_show(args: argparse.Namespace) -> int:
     print(f"governance: {trust.governance.threshold} of {len(trust.governance.keys)} keys")
     for m in sorted(trust.members.values(), key=lambda m: m.id):
         print(f"  {m.id:<20} {','.join(sorted(m.roles)):<14} {m.endpoint or '':<28} {m.name}")
+        if m.oidc is not None:
+            print(f"      openid provider {m.oidc.issuer}")
         if args.keys:
             for k in m.keys:
                 window = (f"{k.not_before:%Y-%m-%d %H:%M}Z" if k.not_before else "…") + " to " + \
@@ -152,23 +166,26 @@ def cmd_federation_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status_tls(args: argparse.Namespace, folder: Path) -> ssl.SSLContext | None:
+def _status_tls(args: argparse.Namespace, folder: Path) -> tuple[ssl.SSLContext | None, str | None]:
     """TLS for probing HTTPS members: the given files, else the federation folder's CA and
-    auditor certificate (as the demo creates them), else the system's defaults."""
+    auditor certificate, else the system's defaults; and a note when the client certificate is
+    missing (nodes that require mutual TLS then close the connection)."""
 
     tls_dir = folder / "tls"
     ca = Path(args.tls_ca) if args.tls_ca else tls_dir / "ca.pem"
     if not ca.exists():
         if args.tls_ca:
             raise SignpostError(f"--tls-ca: {ca} does not exist")
-        return None
+        return None, None
     cert = Path(args.tls_cert) if args.tls_cert else tls_dir / "auditor.pem"
     key = Path(args.tls_key) if args.tls_key else cert.with_suffix(".key")
     if cert.exists() and key.exists():
-        return tls.client_context(tls.TlsFiles(cert, key, ca))
+        return tls.client_context(tls.TlsFiles(cert, key, ca)), None
     if args.tls_cert:
         raise SignpostError(f"--tls-cert/--tls-key: expected both files, {cert} or {key} is missing")
-    return tls.plain_client_context(ca)
+    note = (f"no client certificate ({cert} is missing), so nodes that require mutual TLS close the "
+            f"connection; create it with: signpost federation tls {folder} --id auditor")
+    return tls.plain_client_context(ca), note
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -178,10 +195,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     trust = verify(read_json(trust_path), GovernanceRoot.from_json(read_json(root_path)), now,
                    unsafe_allow_expired=True)
-    statuses = asyncio.run(status.collect(trust, timeout=args.timeout, now=now,
-                                          ssl=_status_tls(args, folder)))
+    context, note = _status_tls(args, folder)
+    statuses = asyncio.run(status.collect(trust, timeout=args.timeout, now=now, ssl=context))
     if args.json:
         print(json.dumps([s.__dict__ for s in statuses], indent=2))
     else:
         print(status.render(trust, statuses, now))
+    if note is not None and any(s.reachable is False for s in statuses):
+        print(f"signpost status: {note}", file=sys.stderr)
     return 0 if all(s.reachable is not False for s in statuses) else 1

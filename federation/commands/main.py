@@ -9,6 +9,7 @@ and ``audit_cli``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,15 +33,30 @@ def _serves(actions: argparse._SubParsersAction[argparse.ArgumentParser], servic
     """The ``serve`` command of a service, whose ``--help`` lists the settings of its config file."""
     p = actions.add_parser("serve", help=f"serve the {service}'s HTTP API",
                            formatter_class=argparse.RawDescriptionHelpFormatter,
-                           epilog="settings (JSON config file):\n" + configfile.describe(config_class))
+                           epilog="settings (JSON config file; each also from the environment as "
+                           "SIGNPOST_<SETTING>, e.g. SIGNPOST_PORT, which wins over the file):\n"
+                           + configfile.describe(config_class))
     p.add_argument("--config", required=True)
     p.add_argument("--verbose", action="store_true")
     p.set_defaults(func=func)
 
 
+def _inits(p: argparse.ArgumentParser, port: int) -> None:
+    """The options of ``node init`` and ``broker init``."""
+    p.add_argument("dir", help="the service's folder (created if needed)")
+    p.add_argument("--id", required=True, help="the member id in the trust list")
+    p.add_argument("--federation", help="the governance folder the member's key, trust list, root and TLS "
+                   "files come from (the root is copied into DIR)")
+    p.add_argument("--port", type=int, default=port, help=f"port to listen on (default {port})")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--trust-list-url", help="the federation's publication point for the trust list")
+    p.add_argument("--force", action="store_true", help="overwrite an existing config")
+
+
 def _publishes(p: argparse.ArgumentParser) -> None:
     """The options of a command that publishes the next trust list version (or a draft of it)."""
-    p.add_argument("--valid-days", type=int, default=30)
+    p.add_argument("--valid-days", type=int, default=None,
+                   help="lifetime of the new version (default: the current version's lifetime)")
     p.add_argument("--draft", action="store_true", help="write an unsigned draft for multi-party signing")
 
 
@@ -57,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="exit after the sample searches (non-zero on failure)")
     p.add_argument("--dir", help="folder for the federation (default: a new temporary folder)")
     p.add_argument("--children", type=int, default=3000, help="children per authority (default 3000)")
+    p.add_argument("--redis", metavar="URL", help="keep the broker's rate limits and sessions in this Redis "
+                   "(e.g. redis://127.0.0.1:6379/0)")
+    p.add_argument("--independent", action="store_true",
+                   help="keep serving when one process exits (fault drills); default: stop them all")
     p.set_defaults(func=lambda args: demo_cli.cmd_demo(args, main))
 
     fed = sub.add_parser("federation", help="create a federation and manage its trust list")
@@ -114,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.add_argument("--governance-keys", type=int, required=True)
     p.add_argument("--threshold", type=int, required=True)
-    p.add_argument("--valid-days", type=int, default=30)
+    p.add_argument("--valid-days", type=int, default=None,
+                   help="lifetime of the new version (default: the current version's lifetime)")
     p.set_defaults(func=federation_cli.cmd_federation_rotate_governance)
     p = fsub.add_parser("tls", help="create the federation CA; issue (and bind) a member certificate")
     p.add_argument("dir")
@@ -125,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--federation-name", help="name in the CA certificate (default: the folder name)")
     _publishes(p)
     p.set_defaults(func=federation_cli.cmd_federation_tls)
+    p = fsub.add_parser("set-oidc", help="name a token issuer's OpenID provider and claim mapping "
+                        "(or remove it); publish the next version")
+    p.add_argument("dir")
+    p.add_argument("--id", required=True, help="the token issuer's member id")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--file", help="JSON file with the oidc entry (see docs/operator-guide.md)")
+    group.add_argument("--remove", action="store_true", help="remove the issuer's oidc entry")
+    _publishes(p)
+    p.set_defaults(func=federation_cli.cmd_federation_set_oidc)
     p = fsub.add_parser("show", help="verify and print the trust list")
     p.add_argument("dir")
     p.add_argument("--root", help="pinned root.json (default: DIR/root.json)")
@@ -149,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     node = sub.add_parser("node", help="run and feed an authority's node")
     nsub = node.add_subparsers(dest="action", required=True, metavar="ACTION")
     _serves(nsub, "node", NodeConfig, node_cli.cmd_node_serve)
+    p = nsub.add_parser("init", help="write a complete, commented node config (DIR/node.json)")
+    _inits(p, 8701)
+    p.set_defaults(func=node_cli.cmd_node_init)
     p = nsub.add_parser("import", help="import children and involvements CSV files")
     p.add_argument("--config", help="node config (for the database path)")
     p.add_argument("--database", help="SQLite file (instead of --config)")
@@ -167,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     brk = sub.add_parser("broker", help="run the broker")
     bsub = brk.add_subparsers(dest="action", required=True, metavar="ACTION")
     _serves(bsub, "broker", BrokerConfig, broker_cli.cmd_broker_serve)
+    p = bsub.add_parser("init", help="write a complete, commented broker config (DIR/broker.json)")
+    _inits(p, 8700)
+    p.add_argument("--redis-url", help="Redis for rate limits and sessions shared by broker replicas")
+    p.add_argument("--public-url", help="how practitioners reach the broker (https://…)")
+    p.set_defaults(func=broker_cli.cmd_broker_init)
 
     p = sub.add_parser("status", help="show every member of the federation: reachable, trust list, audit log",
                        description="Probe /healthz (and the audit log checkpoint) of every member in the "
@@ -239,6 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=5, help="searches per second (default 5)")
     p.add_argument("--children", type=int, default=5_000, help="children per authority (default 5,000)")
     p.set_defaults(func=bench_cli.cmd_bench_soak)
+    p = bench_sub.add_parser(
+        "node", help="one node at size: import rates, time to ready, CPU per query, queries during a "
+                     "re-import, memory, index build")
+    p.add_argument("--children", type=int, default=350_000, help="children in the node (default 350,000)")
+    p.add_argument("--queries", type=int, default=2_000, help="queries to time (default 2,000)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--baseline-source", metavar="DIR",
+                   help="run the same steps with another Signpost checkout (a baseline in the same run)")
+    p.set_defaults(func=bench_cli.cmd_bench_node)
 
     p = sub.add_parser(
         "eval-matching", help="measure the matcher on labelled data: precision, recall, false matches",
@@ -256,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=bench_cli.cmd_eval_matching)
 
     p = sub.add_parser("demo-code", help="print the demo identity provider's current one-time code")
+    p.add_argument("--json", action="store_true",
+                   help='print {"code", "valid_seconds", "step_seconds", "secret"} as JSON')
     p.set_defaults(func=demo_cli.cmd_demo_code)
 
     p = sub.add_parser("search", help="search for a child through a broker")
@@ -283,6 +332,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SignpostError as exc:
         print(f"signpost: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`signpost … | head`): stop quietly
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as exc:  # a port in use, a folder that cannot be written, a disk full
         print(f"signpost: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),
               file=sys.stderr)

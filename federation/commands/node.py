@@ -11,10 +11,11 @@ from federation import config as configfile
 from federation.commands.progress import ProgressBar, table
 from federation.errors import SignpostError
 from federation.http import serve, setup_logging
+from federation.tools import memberconfig
 from node import audit
 from node.api import create_app
 from node.config import NodeConfig
-from node.importer import import_files
+from node.importer import DEFAULT_RETENTION_AGE, import_files
 from node.purge import purge
 from node.store import Store
 from trust import tls
@@ -31,6 +32,14 @@ def cmd_node_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_node_init(args: argparse.Namespace) -> int:
+    path = memberconfig.node_config(Path(args.dir), args.id, federation=Path(args.federation)
+                                    if args.federation else None, port=args.port, host=args.host,
+                                    trust_list_url=args.trust_list_url, force=args.force)
+    print(f"Wrote {path}; read it through, then: signpost node serve --config {path}")
+    return 0
+
+
 def cmd_node_import(args: argparse.Namespace) -> int:
     if args.config:
         database = configfile.load(NodeConfig, Path(args.config)).database
@@ -41,12 +50,12 @@ def cmd_node_import(args: argparse.Namespace) -> int:
     rejects = Path(args.rejects) if args.rejects else Path(args.children).with_name("rejects.csv")
     node_config = configfile.load(NodeConfig, Path(args.config)) if args.config else None
     store = Store(database)
-
+    retention_age = _retention_age(node_config) if node_config is not None else DEFAULT_RETENTION_AGE
 
     bar = ProgressBar("importing")
     try:
         summary = import_files(store, Path(args.children), Path(args.involvements), full=args.full,
-                               rejects_path=rejects, progress=bar.update)
+                               rejects_path=rejects, progress=bar.update, retention_age=retention_age)
         logged = _audit_import(store, node_config, args, summary)
     finally:
         store.close()
@@ -66,6 +75,9 @@ def cmd_node_import(args: argparse.Namespace) -> int:
     ))
     where = f" (see {rejects})" if s.rejected else ""
     print(f"\nrejected rows: {s.rejected}{where}   time: {s.seconds:.2f} s")
+    print(f"archived (aged 18 or over, never returned): {s.children_archived}   "
+          f"past retention age {s.retention_age} (deleted by the node's next purge): "
+          f"{s.children_past_retention}")
     if logged:
         print(f"import summary: {logged}")
     return 0
@@ -82,15 +94,20 @@ def _audit_import(store: Any, config: Any, args: argparse.Namespace, summary: An
     return str(audit.record(store, config.audit_log, entry))
 
 
+def _retention_age(config: NodeConfig) -> int:
+    """The node's own retention age, else the one in its trust list's policy."""
+    if config.retention_age is not None:
+        return config.retention_age
+    trust = verify(read_json(config.trust_list), GovernanceRoot.from_json(read_json(config.trust_root)),
+                   datetime.now(UTC), unsafe_allow_expired=True)
+    return trust.policy.retention_age
+
+
 def cmd_node_purge(args: argparse.Namespace) -> int:
     config = configfile.load(NodeConfig, Path(args.config))
     now = datetime.now(UTC)
     today = datetime.strptime(args.today, "%Y-%m-%d").date() if args.today else now.date()
-    retention_age = args.retention_age or config.retention_age
-    if retention_age is None:
-        trust = verify(read_json(config.trust_list), GovernanceRoot.from_json(read_json(config.trust_root)),
-                       now, unsafe_allow_expired=True)
-        retention_age = trust.policy.retention_age
+    retention_age = args.retention_age or _retention_age(config)
     store = Store(config.database)
     try:
         summary = purge(store, today=today, now=now, retention_age=retention_age, dry_run=args.dry_run)

@@ -160,8 +160,11 @@ def _special_children(today: date) -> tuple[dict[str, list[Any]], list[Sample]]:
 
 
 def build(folder: Path, *, children: int = 3000, seed: int = 7, today: date | None = None,
-          out: Callable[[str], None] = print) -> dict[str, Any]:
-    """Write a complete demo federation into ``folder`` and return its layout."""
+          out: Callable[[str], None] = print, redis_url: str | None = None) -> dict[str, Any]:
+    """Write a complete demo federation into ``folder`` and return its layout.
+
+    With ``redis_url`` the broker keeps its rate limits and sessions in that Redis.
+    """
     day = today or datetime.now(UTC).date()
     folder.mkdir(parents=True, exist_ok=True)
     provision.create(folder, "signpost-demo", valid_days=7)
@@ -233,7 +236,7 @@ def build(folder: Path, *, children: int = 3000, seed: int = 7, today: date | No
         trust_root=broker_home / "root.json", port=broker_port, audience=AUDIENCE,
         audit_log=broker_home / "audit.log", unsafe_demo_identity_provider=folder / "keys",
         tls_cert=tls_dir / f"{BROKER_ID}.pem", tls_key=tls_dir / f"{BROKER_ID}.key",
-        tls_ca=tls_dir / "ca.pem", serve_tls=False,
+        tls_ca=tls_dir / "ca.pem", serve_tls=False, redis_url=redis_url,
     )
     configfile.dump(broker_config, broker_home / "broker.json")
     layout["broker"] = {"config": broker_home / "broker.json", "port": broker_port}
@@ -269,6 +272,7 @@ class Processes:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.commands: dict[str, list[str]] = {}
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> Processes:
@@ -294,6 +298,7 @@ class Processes:
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         self.procs.append((name, proc))
+        self.commands[name] = list(args)
 
     def stop(self) -> None:
         for _, proc in self.procs:
@@ -376,15 +381,18 @@ def start(folder: Path, layout: dict[str, Any], procs: Processes) -> tuple[str, 
 
 
 def run(folder: Path, *, once: bool, children: int, out: Callable[[str], None] = print,
-        checks: Callable[[Path], int] | None = None) -> int:
+        checks: Callable[[Path], int] | None = None, redis_url: str | None = None,
+        independent: bool = False) -> int:
     """Build and start the demo federation; run the samples; serve until Ctrl-C unless ``once``.
 
     ``checks`` runs after the samples (the command line passes the audit reconcile and status
-    commands) and returns how many of them failed.
+    commands) and returns how many of them failed. With ``independent`` a process that exits
+    (or is killed in a fault drill) is reported and the others keep serving; otherwise the demo
+    stops when any one exits.
     """
     started = time.monotonic()
     out(f"Building a demo federation of {len(AUTHORITIES)} authorities in {folder}")
-    layout = build(folder, children=children, out=out)
+    layout = build(folder, children=children, out=out, redis_url=redis_url)
     with Processes(folder) as procs:
         broker_url, urls = start(folder, layout, procs)
         out(f"All {len(urls)} nodes and the broker are up ({time.monotonic() - started:.1f} s); "
@@ -414,12 +422,36 @@ def run(folder: Path, *, once: bool, children: int, out: Callable[[str], None] =
         out(f"\nPractitioner pages: {broker_url}/  (demo sign-in: username sam.patel, lee.hughes or "
             f"jo.clarke; password {DEMO_PASSWORD}; one-time code now {current_code(time.time())}; "
             f"TOTP secret {DEMO_TOTP_SECRET}; new code: signpost demo-code)")
+        if redis_url:
+            out(f"\nThe broker keeps rate limits and sessions in Redis at {redis_url}.")
+        out("\nProcesses (pid, command):")
+        for name, proc in procs.procs:
+            out(f"  {name:<10} {proc.pid:>7}  signpost {' '.join(procs.commands[name])}")
+        if independent:
+            out("Each keeps running if another exits: stop one with 'kill <pid>' for a fault drill and "
+                "start it again with its command.")
         out("\nPress Ctrl-C to stop.")
         try:
-            while not procs.dead():
-                time.sleep(1)
-            out(f"stopped: {', '.join(procs.dead())} exited (see {folder / 'logs'})")
-            return 1
+            return _serve_until_stopped(procs, folder, independent, out)
         except KeyboardInterrupt:
             out("\nStopping.")
             return 0
+
+
+def _serve_until_stopped(procs: Processes, folder: Path, independent: bool,
+                         out: Callable[[str], None]) -> int:
+    """Wait for Ctrl-C; report each process that exits; without ``independent`` stop at the first."""
+    reported: set[str] = set()
+    while True:
+        dead = procs.dead()
+        if dead and not independent:
+            out(f"stopped: {', '.join(dead)} exited (see {folder / 'logs'})")
+            return 1
+        for name in dead:
+            if name not in reported:
+                reported.add(name)
+                out(f"{name} exited; the others keep running (log: {folder / 'logs' / (name + '.log')})")
+        if len(reported) == len(procs.procs):
+            out("every process has exited")
+            return 1
+        time.sleep(1)

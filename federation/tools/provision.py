@@ -30,12 +30,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from federation.errors import ConfigError
-from federation.rules import DEFAULT_RATE_LIMITS, DEFAULT_RETENTION_AGE
+from federation.rules import DEFAULT_RATE_LIMITS, DEFAULT_RETENTION_AGE, PRACTITIONER_ROLES
 from trust import keys as keyfiles
-from trust import rootchain, trustlist
+from trust import oidc_mapping, rootchain, trustlist
 from trust.errors import SignatureError, TrustError
 from trust.store import TrustStore, read_json
-from trust.trustlist import DOCUMENT_TYPE, GovernanceRoot, TrustList, format_time
+from trust.trustlist import DOCUMENT_TYPE, GovernanceRoot, TrustList, format_time, parse_time
 
 DRAFT = "trustlist.draft.json"
 
@@ -126,11 +126,19 @@ def load_signed(folder: Path) -> dict[str, Any]:
     return dict(data["signed"])
 
 
+def lifetime(signed: Mapping[str, Any]) -> timedelta:
+    """How long a list lasts from issue to expiry (what the next version keeps unless told)."""
+    return parse_time(signed["expires"], "expires") - parse_time(signed["issued"], "issued")
+
+
 def publish(
-    folder: Path, signed: Mapping[str, Any], *, valid_days: float = 30, now: datetime | None = None,
+    folder: Path, signed: Mapping[str, Any], *, valid_days: float | None = None, now: datetime | None = None,
     signers: Iterable[Ed25519PrivateKey] | None = None, draft: bool = False,
 ) -> dict[str, Any]:
     """Publish the next version: bump the version, renew the dates, sign, write.
+
+    The new version lasts ``valid_days`` from now, or, when not given, as long as the current
+    version did from its issue (a list change never shortens or stretches the lifetime silently).
 
     With ``draft`` the next version is written unsigned to ``trustlist.draft.json`` for the
     governance key holders to sign in turn (``sign_draft``, then ``publish_draft``).
@@ -139,7 +147,8 @@ def publish(
     updated = dict(signed)
     updated["version"] = int(signed["version"]) + 1
     updated["issued"] = format_time(moment)
-    updated["expires"] = format_time(moment + timedelta(days=valid_days))
+    span = timedelta(days=valid_days) if valid_days is not None else lifetime(signed)
+    updated["expires"] = format_time(moment + span)
     if draft:
         if (folder / DRAFT).exists():
             raise ConfigError(f"{folder / DRAFT}: a draft is already waiting for signatures; "
@@ -243,7 +252,7 @@ def member_entry(
 
 
 def add_members(folder: Path, entries: Iterable[tuple[dict[str, Any], Ed25519PrivateKey]],
-                *, valid_days: int = 30, draft: bool = False) -> dict[str, Any]:
+                *, valid_days: int | None = None, draft: bool = False) -> dict[str, Any]:
     """Add members (entry, private key) in one new version; keys saved under ``keys/``."""
     signed = load_signed(folder)
     members = list(signed.get("members", []))
@@ -258,7 +267,7 @@ def add_members(folder: Path, entries: Iterable[tuple[dict[str, Any], Ed25519Pri
     return publish(folder, signed, valid_days=valid_days, draft=draft)
 
 
-def remove_member(folder: Path, member_id: str, *, valid_days: int = 30,
+def remove_member(folder: Path, member_id: str, *, valid_days: int | None = None,
                   draft: bool = False) -> dict[str, Any]:
     signed = load_signed(folder)
     members = [m for m in signed.get("members", []) if m["id"] != member_id]
@@ -280,7 +289,7 @@ def _replace(signed: dict[str, Any], entry: dict[str, Any]) -> None:
 
 
 def rotate_member_key(
-    folder: Path, member_id: str, *, overlap_hours: float = 24, valid_days: int = 30,
+    folder: Path, member_id: str, *, overlap_hours: float = 24, valid_days: int | None = None,
     now: datetime | None = None, draft: bool = False,
 ) -> tuple[str, dict[str, Any]]:
     """Give a member a new key, keeping its current keys valid for ``overlap_hours`` more.
@@ -320,7 +329,7 @@ def rotate_member_key(
     return kid, document
 
 
-def revoke_key(folder: Path, member_id: str, kid: str, *, valid_days: int = 30,
+def revoke_key(folder: Path, member_id: str, kid: str, *, valid_days: int | None = None,
                draft: bool = False) -> dict[str, Any]:
     """Remove one key of a member at once (a lost or stolen key): no overlap."""
     signed = load_signed(folder)
@@ -334,7 +343,7 @@ def revoke_key(folder: Path, member_id: str, kid: str, *, valid_days: int = 30,
 
 
 def bind_certificate(folder: Path, member_id: str, tls_fingerprint: str | None, *,
-                     valid_days: int = 30, draft: bool = False) -> dict[str, Any]:
+                     valid_days: int | None = None, draft: bool = False) -> dict[str, Any]:
     """Pin (or, with None, unpin) a member's TLS certificate fingerprint in the next version."""
     signed = load_signed(folder)
     entry = _find(signed, member_id)
@@ -346,8 +355,27 @@ def bind_certificate(folder: Path, member_id: str, tls_fingerprint: str | None, 
     return publish(folder, signed, valid_days=valid_days, draft=draft)
 
 
+def set_oidc(folder: Path, member_id: str, oidc: Mapping[str, Any] | None, *,
+             valid_days: int | None = None, draft: bool = False) -> dict[str, Any]:
+    """Name (or, with None, remove) a token issuer's OpenID provider and claim mapping in the next version."""
+    signed = load_signed(folder)
+    entry = _find(signed, member_id)
+    if "token_issuer" not in entry.get("roles", []):
+        raise ConfigError(f"member {member_id!r} is not a token_issuer")
+    if oidc is None:
+        entry.pop("oidc", None)
+    else:
+        try:
+            oidc_mapping.parse(oidc, "oidc", PRACTITIONER_ROLES)
+        except TrustError as exc:
+            raise ConfigError(str(exc)) from exc
+        entry["oidc"] = dict(oidc)
+    _replace(signed, entry)
+    return publish(folder, signed, valid_days=valid_days, draft=draft)
+
+
 def rotate_governance(
-    folder: Path, *, keys: int, threshold: int, valid_days: int = 30, now: datetime | None = None,
+    folder: Path, *, keys: int, threshold: int, valid_days: int | None = None, now: datetime | None = None,
 ) -> dict[str, Any]:
     """Replace the governance keys: the next version names the new root and is signed by the
     old keys and the new ones (The Update Framework's rule), so every party can follow it.
@@ -379,4 +407,4 @@ def rotate_governance(
 
 __all__ = ["DRAFT", "TrustError", "add_members", "bind_certificate", "create", "publish",
            "publish_draft", "published_roots", "remove_member", "revoke_key", "rotate_governance",
-           "rotate_member_key", "sign_draft", "verify_file"]
+           "rotate_member_key", "set_oidc", "sign_draft", "verify_file"]

@@ -25,7 +25,8 @@ def answer_text(answer: dict[str, Any]) -> str:
     """A readable rendering of a ``/v1/search`` answer (no identity is printed)."""
     lines = [f"query {answer['query_id']}  complete: {'yes' if answer['complete'] else 'NO'}"]
     if not answer["complete"]:
-        lines.append("  ! results may be incomplete: no answer from " + ", ".join(answer["unavailable"]))
+        names = ", ".join(a["name"] for a in answer["unavailable"])
+        lines.append("  ! results may be incomplete: no answer from " + names)
     for r in answer["results"]:
         status = r["status"]
         lines.append(f"  {r['authority']['name']:<28} {_STATUS_TEXT.get(status, status)}")
