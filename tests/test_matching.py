@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from datetime import date
 from typing import Any
 
@@ -340,4 +343,20 @@ def test_date_levels(a: str, b: str, level: DateLevel) -> None:
     """Dates compare exactly, swapped, one digit (or adjacent swap) apart, or different."""
     expected = level
     actual = compare_dates(date.fromisoformat(a), date.fromisoformat(b))
+    assert expected == actual
+
+
+def test_candidate_keys_are_the_same_in_every_process() -> None:
+    """Candidate keys come from a stable digest, not Python's per-process salted ``hash()``, so
+    two processes with different hash seeds build identical keys (and identical answers)."""
+    script = ("from node.candidates import CandidateIndex, _K_DOB_NAME\n"
+              "print(CandidateIndex._key(_K_DOB_NAME, 737000, 'k:2451'))\n")
+    outputs = set()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                              text=True, check=True)
+        outputs.add(done.stdout.strip())
+    expected = 1
+    actual = len(outputs)
     assert expected == actual
