@@ -165,8 +165,11 @@ def normalise_sex(raw: str, field_name: str = "sex") -> str:
 # --- The identity a search carries ----------------------------------------------------------
 
 IDENTITY_FIELDS = (
-    "nhs_number", "upn", "given_name", "family_name", "date_of_birth", "sex", "postcode",
+    "nhs_number", "upn", "given_name", "middle_names", "family_name", "date_of_birth", "sex",
+    "postcode",
 )
+MIDDLE_NAME_ALIASES = ("middle_names", "middle_name")
+"""Both spellings are accepted in a search identity; the normalised identity says ``middle_names``."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,7 @@ class Identity:
     nhs_number: str | None = None
     upn: str | None = None
     given_name: str | None = None
+    middle_names: str | None = None  # never without a given name
     family_name: str | None = None
     date_of_birth: date | None = None
     sex: str | None = None
@@ -200,7 +204,8 @@ def parse_identity(data: Any, prefix: str = "identity") -> Identity:
     """Validate and normalise an identity object, collecting every field error.
 
     Unknown fields are kept aside (``extra``) rather than refused, so that a newer broker's
-    query still reaches an older node.
+    query still reaches an older node. A middle name may be sent as ``middle_names`` or
+    ``middle_name`` (one of them, and only with a given name); it is kept as ``middle_names``.
     """
     if not isinstance(data, dict):
         raise ValidationError([FieldError(prefix, "expected an object")])
@@ -233,9 +238,23 @@ def parse_identity(data: Any, prefix: str = "identity") -> Identity:
             values[name] = check(raw, f"{prefix}.{name}")
         except FieldError as exc:
             errors.append(exc)
+    middle = {name: raw for name in MIDDLE_NAME_ALIASES if (raw := take(name)) is not None}
+    if len(middle) > 1:
+        errors.append(FieldError(f"{prefix}.middle_name",
+                                 "expected middle_name or middle_names, got both"))
+    for name, raw in middle.items():
+        field_name = f"{prefix}.{name}"
+        if data.get("given_name") in (None, ""):
+            errors.append(FieldError(field_name, "expected only together with given_name"))
+            continue
+        try:
+            values["middle_names"] = validate_name(raw, field_name)
+        except FieldError as exc:
+            errors.append(exc)
     if errors:
         raise ValidationError(errors)
-    extra = {k: v for k, v in data.items() if k not in IDENTITY_FIELDS}
+    known = set(IDENTITY_FIELDS) | set(MIDDLE_NAME_ALIASES)
+    extra = {k: v for k, v in data.items() if k not in known}
     return Identity(**values, extra=extra)
 
 

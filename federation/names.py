@@ -55,6 +55,13 @@ def _nicknames() -> tuple[dict[str, frozenset[str]], frozenset[str]]:
 
 
 @functools.cache
+def registered_given_names() -> frozenset[str]:
+    """Canonical given names registered in their own right (the curated list only: a short
+    form such as Alfie or Freddie is here when children are registered under it)."""
+    return frozenset(canonical_token(line.strip()) for line in _data_lines("given_names.txt"))
+
+
+@functools.cache
 def known_given_names() -> frozenset[str]:
     """Canonical given names known to be real names (curated list, variants and nicknames)."""
     names = {canonical_token(line.strip()) for line in _data_lines("given_names.txt")}

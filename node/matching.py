@@ -43,14 +43,17 @@ from federation.names import (
     is_variant,
     known_given_names,
     name_tokens,
+    nickname_formals,
     nickname_related,
     osa_distance,
+    registered_given_names,
     typo_cost,
 )
 from federation.protocol import Status
 from node.candidates import MAX_RECORDS, CandidateIndex
 from node.comparison import (
     AGREEING,
+    COMPATIBLE,
     DEFAULT_U,
     FIXED_NAME_WEIGHTS,
     NHS_WEIGHTS,
@@ -65,12 +68,14 @@ from node.comparison import (
     PostcodeLevel,
     bits,
     compare_dates,
+    compare_given,
     compare_names,
     compare_nhs,
     compare_postcodes,
     compare_upn,
     name_variants,
     pair_rate,
+    split_given,
     value_rate,
 )
 from node.store import Child
@@ -128,6 +133,7 @@ class MatchIndex:
         self.children: dict[str, Child] = {}
         self._records: list[Child] = []
         given_counts: Counter[str] = Counter()
+        first_counts: Counter[str] = Counter()
         family_counts: Counter[str] = Counter()
         dob_counts: Counter[date] = Counter()
         postcode_counts: Counter[str] = Counter()
@@ -138,7 +144,8 @@ class MatchIndex:
                 raise ValueError(f"a node may hold at most {MAX_RECORDS} children")
             self.children[child.record_id] = child
             self._records.append(child)
-            given_counts["".join(name_tokens(child.given_name))] += 1
+            given_counts["".join(name_tokens(f"{child.given_name} {child.middle_names}"))] += 1
+            first_counts[next(iter(name_tokens(child.given_name)), "")] += 1
             family_counts["".join(name_tokens(child.family_name))] += 1
             dob: date | None = child.date_of_birth
             if dob is not None:
@@ -158,7 +165,11 @@ class MatchIndex:
         self._prior = -math.log2(max(n, MIN_PRIOR_POPULATION))
         names_seen_twice = {name for name, count in given_counts.items() if count >= 2}
         self._known = known_given_names() | frozenset(names_seen_twice)
+        # Given names registered in their own right: England's list and first names held here.
+        firsts_seen_twice = {name for name, count in first_counts.items() if count >= 2}
+        self._registered = registered_given_names() | frozenset(firsts_seen_twice)
         self._name_cache: dict[tuple[str, str, bool], NameLevel] = {}
+        self._given_cache: dict[tuple[str, str, str, str], NameLevel] = {}
         self._name_weights: dict[tuple[NameLevel, str, bool], float] = {}
         self._postcode_weights: dict[str, float] = {}
         w = WEIGHTS
@@ -236,19 +247,36 @@ class MatchIndex:
             return exact
         return FIXED_NAME_WEIGHTS[level]
 
-    def _names(self, qg: str, qf: str, child: Child) -> _Alignment:
-        """The best alignment of the query's names with the record's names and aliases."""
-        level, weight = self._name_level, self._name_weight
+    def _given_level(self, q_first: str, q_middle: str, record: str, r_middle: str) -> NameLevel:
+        r_first, r_middle = split_given(record, r_middle)
+        cache_key = (q_first, q_middle, r_first, r_middle)
+        level = self._given_cache.get(cache_key)
+        if level is None:
+            level = compare_given(q_first, q_middle, r_first, r_middle, self._known)
+            if len(self._given_cache) > 200_000:
+                self._given_cache.clear()
+            self._given_cache[cache_key] = level
+        return level
+
+    def _names(self, q_first: str, q_middle: str, qf: str, child: Child) -> _Alignment:
+        """The best alignment of the query's names with the record's names and aliases.
+
+        Given names are compared first name to first name (``compare_given``); the swapped
+        alignment compares whole given names with family names."""
+        level, weight, given_level = self._name_level, self._name_weight, self._given_level
+        qg = f"{q_first} {q_middle}" if q_middle else q_first
         rg, rf = child.given_name, child.family_name
-        gl, fl = level(qg, rg, True), level(qf, rf, False)
-        best: _Alignment = (weight(gl, rg, True) + weight(fl, rf, False), gl, fl, False, False, qg, rg)
+        gl, fl = given_level(q_first, q_middle, rg, child.middle_names), level(qf, rf, False)
+        rg_full = f"{rg} {child.middle_names}" if child.middle_names else rg
+        best: _Alignment = (weight(gl, rg_full, True) + weight(fl, rf, False), gl, fl, False, False,
+                            qg, rg_full)
         if gl in STRONG and fl in STRONG and not child.other_names:
             return best  # nothing else can do better
         for n, (rg, rf) in enumerate(name_variants(child)):
             alias = n > 0
             penalty = WEIGHTS.alias_penalty if alias else 0.0
             if alias:
-                gl, fl = level(qg, rg, True), level(qf, rf, False)
+                gl, fl = given_level(q_first, q_middle, rg, ""), level(qf, rf, False)
                 score = weight(gl, rg, True) + weight(fl, rf, False) - penalty
                 if score > best[0]:
                     best = (score, gl, fl, False, True, qg, rg)
@@ -271,8 +299,9 @@ class MatchIndex:
     def _compare(self, query: Identity, child: Child) -> Comparison:
         w = WEIGHTS
         score = self._prior
+        q_first, q_middle = split_given(query.given_name or "", query.middle_names or "")
         name_score, given, family, swapped, alias, q_given, r_given = self._names(
-            query.given_name or "", query.family_name or "", child)
+            q_first, q_middle, query.family_name or "", child)
         score += name_score
 
         dob_level = compare_dates(query.date_of_birth, child.date_of_birth)
@@ -290,6 +319,7 @@ class MatchIndex:
             sex_agrees = query.sex == child.sex
             score += w.sex_agree if sex_agrees else w.sex_disagree
 
+        demographic_score = score
         nhs = upn = IdLevel.MISSING
         if query.nhs_number and child.nhs_number:
             nhs = compare_nhs(query.nhs_number, child.nhs_number)
@@ -306,25 +336,44 @@ class MatchIndex:
             and not self._given_tells_apart(given, q_given, r_given, sex_agrees)
         )
         id_agrees = nhs in (IdLevel.AGREE, IdLevel.NEAR) or upn in (IdLevel.AGREE, IdLevel.NEAR)
+        # An agreeing identifier lifts the twin guard only when the typed given name fits this
+        # record (another twin's number typed with the other twin's name does not).
+        lifted = twin_like and id_agrees and given in COMPATIBLE
         # A sibling's identifier typed by mistake: the identifier agrees, the child does not.
-        other_child = (given in (NameLevel.DIFFERENT, NameLevel.SIMILAR_NAME)
+        other_child = (given in (NameLevel.DIFFERENT, NameLevel.SIMILAR_NAME, NameLevel.MIDDLE)
                        and dob_level is DateLevel.DIFFERENT)
         return Comparison(
             record_id=child.record_id, given=given, family=family, swapped=swapped, alias=alias,
             dob=dob_level, postcode=pc_level, nhs=nhs, upn=upn, score=score,
-            twin_guard=twin_like and not id_agrees, other_child=other_child,
-            nhs_conflict=nhs is IdLevel.CONFLICT,
+            twin_guard=twin_like and not lifted, other_child=other_child,
+            nhs_conflict=nhs is IdLevel.CONFLICT, demographic_score=demographic_score,
+            identifier_lifted=lifted,
         )
 
     def _given_tells_apart(self, level: NameLevel, query: str, record: str, sex_agrees: bool) -> bool:
         """Whether the given names agree well enough to tell this child from a twin."""
-        if level in (NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL, NameLevel.NICKNAME):
+        if level in (NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL):
+            return True
+        if level in (NameLevel.NICKNAME, NameLevel.NICKNAME_AMBIGUOUS) and self._own_name_short_form(
+                query, record):
+            return False  # Freddie for Frederick: twins are often given look-alike names
+        if level is NameLevel.NICKNAME:
             return True
         if level is NameLevel.NICKNAME_AMBIGUOUS:
             return sex_agrees  # Sam for Samuel or Samantha: only if the sex says which
         if level is NameLevel.TYPO:
             return not self._ambiguous_typo(query, record)
         return False
+
+    def _own_name_short_form(self, query: str, record: str) -> bool:
+        """The first names differ, and one of them is a short form that is also registered as a
+        given name in its own right (Alfie, Freddie, Ellie), in England's lists or on this node:
+        then the two may be two children's names, not one child's two forms."""
+        q_first = next(iter(name_tokens(query)), "")
+        r_first = next(iter(name_tokens(record)), "")
+        if q_first == r_first:
+            return False
+        return any(nickname_formals(t) and (t in self._registered) for t in (q_first, r_first))
 
     def _ambiguous_typo(self, query: str, record: str) -> bool:
         """The query's given name is as close to another real name as to the record's (Jakc:
@@ -369,7 +418,11 @@ class MatchIndex:
         if best.score < POSSIBLE_THRESHOLD:
             return MatchResult(Status.NO_MATCH, None, 0, best.score)
         runner_up = ranked[1].score if len(ranked) > 1 else -math.inf
-        if (best.may_match and best.score >= MATCH_THRESHOLD
+        # An identifier that lifted the twin guard decides only if no other record fits the
+        # typed demographics as well or better (another twin's number, the other twin's name).
+        contested = best.identifier_lifted and any(
+            c.demographic_score >= best.demographic_score for c in ranked[1:])
+        if (best.may_match and not contested and best.score >= MATCH_THRESHOLD
                 and best.score - runner_up >= MATCH_MARGIN):
             return MatchResult(Status.MATCH, best.record_id, plausible, best.score)
         return MatchResult(Status.POSSIBLE_MATCH, None, plausible, best.score,

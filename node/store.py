@@ -99,12 +99,17 @@ MIGRATIONS: tuple[str, ...] = (
         entry TEXT NOT NULL
     );
     """,
+    # 5: middle names apart from the first name (empty: the first token of given_name is the
+    # first name and the rest are middle names)
+    """
+    ALTER TABLE children ADD COLUMN middle_names TEXT NOT NULL DEFAULT '';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 CHILD_COLUMNS = (
     "record_id", "nhs_number", "upn", "given_name", "family_name", "other_names",
-    "date_of_birth", "sex", "postcode", "shielded",
+    "date_of_birth", "sex", "postcode", "shielded", "middle_names",
 )
 INVOLVEMENT_COLUMNS = (
     "record_id", "child_record_id", "organisation", "service_category", "practitioner_name",
@@ -128,6 +133,9 @@ class Child:
     sex: str | None
     postcode: str | None
     shielded: bool
+    # Middle names, normalised; empty when the import gave none, and then the first token of
+    # ``given_name`` is the first name and any further tokens are middle names.
+    middle_names: str = ""
 
 
 @dataclass(frozen=True)
@@ -165,6 +173,7 @@ def _child(row: sqlite3.Row) -> Child:
         sex=row["sex"],
         postcode=row["postcode"],
         shielded=bool(row["shielded"]),
+        middle_names=row["middle_names"],
     )
 
 

@@ -360,3 +360,108 @@ def test_candidate_keys_are_the_same_in_every_process() -> None:
     expected = 1
     actual = len(outputs)
     assert expected == actual
+
+
+# --- the three leak shapes (issue 13): one regression test each ------------------------------
+
+TWIN_A = make_child("twin-a", "Harvey", "Kowalczyk", "2016-05-11", "LS7 3JT", "M", NHS_B)
+TWIN_B = make_child("twin-b", "Hugo", "Kowalczyk", "2016-05-11", "LS7 3JT", "M", NHS_C)
+
+
+@pytest.mark.parametrize(("case", "records", "given"), [
+    ("both twins held, other twin's name", [TWIN_A, TWIN_B], "Hugo"),
+    ("only the identifier's owner held", [TWIN_A], "Hugo"),
+    ("both held, a typo as close to either name", [
+        make_child("twin-a", "Jack", "Kowalczyk", "2016-05-11", "LS7 3JT", "M", NHS_B),
+        make_child("twin-b", "Jake", "Kowalczyk", "2016-05-11", "LS7 3JT", "M", NHS_C)], "Jakc"),
+])
+def test_leak_another_twins_identifier(case: str, records: list[Child], given: str) -> None:
+    """Another twin's NHS number typed with the other twin's name and demographics never
+    discloses either twin: the identifier lifts the twin guard only when the typed given name
+    fits its owner and no other held record fits the typed demographics as well or better."""
+    node = MatchIndex(records)
+    result = node.match(ask(nhs_number=NHS_B, given_name=given, family_name="Kowalczyk",
+                            date_of_birth="2016-05-11", postcode="LS7 3JT", sex="M"))
+    expected = (Status.POSSIBLE_MATCH, None)
+    actual = (result.status, result.record_id)
+    assert expected == actual, case
+
+
+@pytest.mark.parametrize("given", ["Harvey", "Harvy", None])
+def test_twins_own_identifier_still_finds_them(given: str | None) -> None:
+    """The twin whose own number is typed, with their own name (a typo of it, or no name), is a
+    ``match``: the identifier settles it."""
+    node = MatchIndex([TWIN_A, TWIN_B])
+    fields = dict(nhs_number=NHS_B, family_name="Kowalczyk", date_of_birth="2016-05-11",
+                  postcode="LS7 3JT", sex="M")
+    if given:
+        fields["given_name"] = given
+    result = node.match(ask(**fields))
+    expected = (Status.MATCH, "twin-a")
+    actual = (result.status, result.record_id)
+    assert expected == actual
+
+
+@pytest.mark.parametrize(("case", "dob"), [("twin", "2016-05-11"), ("twin, date one typo away", "2016-05-17"),
+                                           ("sibling", "2014-02-03")])
+def test_leak_middle_name_taken_for_a_first_name(case: str, dob: str) -> None:
+    """A query whose given name is a held child's middle name (family name, postcode and sex
+    agreeing) is what an unheld twin or sibling given that name first looks like: never a
+    ``match``, whether the middle name is held inside ``given_name`` or in ``middle_names``."""
+    inside = make_child("held", "Oscar James", "Pemberton", "2016-05-11", "LS7 3JT", "M")
+    apart = Child(**{**inside.__dict__, "given_name": "oscar", "middle_names": "james"})
+    for held in (inside, apart):
+        node = MatchIndex([held])
+        result = node.match(ask(given_name="James", family_name="Pemberton", date_of_birth=dob,
+                                postcode="LS7 3JT", sex="M"))
+        expected = False
+        actual = result.status is Status.MATCH
+        assert expected == actual, case
+
+
+@pytest.mark.parametrize(("held", "asked"), [("Frederick", "Freddie"), ("Alfred", "Alfie"),
+                                              ("Freddie", "Frederick"), ("Oliver", "Ollie")])
+def test_leak_short_form_that_is_a_name_in_its_own_right(held: str, asked: str) -> None:
+    """Family name, date of birth, sex and postcode agree, and the query's given name is a short
+    form of the held child's that children are also registered under (Freddie, Alfie): twins
+    are often given look-alike names, so this is never a ``match`` without an identifier."""
+    node = MatchIndex([make_child("held", held, "Pemberton", "2016-05-11", "LS7 3JT", "M", NHS_B)])
+    fields = dict(given_name=asked, family_name="Pemberton", date_of_birth="2016-05-11",
+                  postcode="LS7 3JT", sex="M")
+    without = node.match(ask(**fields)).status
+    with_identifier = node.match(ask(**fields, nhs_number=NHS_B)).status
+    expected = (Status.POSSIBLE_MATCH, Status.MATCH)
+    actual = (without, with_identifier)
+    assert expected == actual
+
+
+def test_short_form_never_registered_alone_is_still_a_nickname_match() -> None:
+    """A short form children are not registered under (Bill) still finds the child."""
+    node = MatchIndex([make_child("held", "William", "Pemberton", "2016-05-11", "LS7 3JT", "M")])
+    result = node.match(ask(given_name="Bill", family_name="Pemberton", date_of_birth="2016-05-11",
+                            postcode="LS7 3JT", sex="M"))
+    expected = (Status.MATCH, "held")
+    actual = (result.status, result.record_id)
+    assert expected == actual
+
+
+# --- middle names as a field -------------------------------------------------------------------
+
+@pytest.mark.parametrize(("fields", "status"), [
+    (dict(given_name="Oscar"), Status.MATCH),
+    (dict(given_name="Oscar", middle_name="James"), Status.MATCH),
+    (dict(given_name="Oscar James"), Status.MATCH),
+    (dict(given_name="Oscar", middle_names="Thomas"), Status.MATCH),
+    (dict(given_name="James"), Status.POSSIBLE_MATCH),
+])
+def test_middle_names_count_less_than_the_first_name(fields: dict[str, str], status: Status) -> None:
+    """The first name finds the child with or without the middle name (a different middle name
+    too: the first name tells children apart); the middle name alone only says ``possible_match``."""
+    held = Child(**{**make_child("held", "Oscar", "Pemberton", "2016-05-11", "LS7 3JT", "M").__dict__,
+                    "middle_names": "james"})
+    node = MatchIndex([held])
+    result = node.match(ask(**fields, family_name="Pemberton", date_of_birth="2016-05-11",
+                            postcode="LS7 3JT", sex="M"))
+    expected = status
+    actual = result.status
+    assert expected == actual
