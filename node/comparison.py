@@ -230,7 +230,8 @@ def compare_given(q_first: str, q_middle: str, r_first: str, r_middle: str,
         return full if full in (NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL) else (
             NameLevel.PARTIAL)
     if first in AGREEING:
-        return full if full in AGREEING and full <= first else first
+        # The first names decide: Evie for Evie Evelyn is a nickname, not part of the name.
+        return max(full, first) if full in AGREEING else first
     if sorted(name_tokens(q_full)) == sorted(name_tokens(r_full)):
         return full  # the same names in another order
     return NameLevel.MIDDLE if full in AGREEING else full
