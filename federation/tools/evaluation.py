@@ -505,8 +505,9 @@ def _trap_queries(rng: random.Random, homes: list[list[_Person]], held: dict[str
             if len(tokens) < 2:
                 return None
             middle = tokens[1]
-            if _related_names(canonical_token(middle), first(p)) or middle in household_names(p) - set(tokens[1:]) or canonical_token(middle) in {
-                    first(h) for h in home_of.get(p.key, [])}:
+            sibling_firsts = {first(h) for h in home_of.get(p.key, [])}
+            if (_related_names(canonical_token(middle), first(p))
+                    or canonical_token(middle) in sibling_firsts):
                 return None
             choice = rng.random()
             if choice < 1 / 3:
