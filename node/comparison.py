@@ -225,6 +225,8 @@ def compare_given(q_first: str, q_middle: str, r_first: str, r_middle: str,
     full = compare_names(q_full, r_full, known)
     if not q_middle and not r_middle:
         return full
+    if full in (NameLevel.EXACT, NameLevel.VARIANT):
+        return full  # the same names, spaces or order aside (Ja Xson / Jaxson)
     first = compare_names(q_first, r_first, known)
     if first in (NameLevel.EXACT, NameLevel.VARIANT):
         return full if full in (NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL) else (
@@ -232,8 +234,9 @@ def compare_given(q_first: str, q_middle: str, r_first: str, r_middle: str,
     if first in AGREEING:
         # The first names decide: Evie for Evie Evelyn is a nickname, not part of the name.
         return max(full, first) if full in AGREEING else first
-    if sorted(name_tokens(q_full)) == sorted(name_tokens(r_full)):
-        return full  # the same names in another order
+    joined = compare_names(q_full.replace(" ", ""), r_full.replace(" ", ""), known)
+    if joined is NameLevel.TYPO:
+        return joined  # one name with a space typed into it (Ja Xon / Jaxson)
     return NameLevel.MIDDLE if full in AGREEING else full
 
 

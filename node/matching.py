@@ -144,7 +144,8 @@ class MatchIndex:
                 raise ValueError(f"a node may hold at most {MAX_RECORDS} children")
             self.children[child.record_id] = child
             self._records.append(child)
-            given_counts["".join(name_tokens(f"{child.given_name} {child.middle_names}"))] += 1
+            first = split_given(child.given_name, child.middle_names)[0]
+            given_counts["".join(name_tokens(first))] += 1
             first_counts[next(iter(name_tokens(child.given_name)), "")] += 1
             family_counts["".join(name_tokens(child.family_name))] += 1
             dob: date | None = child.date_of_birth
@@ -243,7 +244,9 @@ class MatchIndex:
             if level is NameLevel.VARIANT:
                 return exact - w.variant_penalty
             if level is NameLevel.PARTIAL:
-                return max(exact - w.partial_penalty, w.typo)
+                # A given name's weight is its first name's: middle names missing or differing
+                # on one side cost as little as a spelling variant.
+                return max(exact - (w.variant_penalty if given else w.partial_penalty), w.typo)
             return exact
         return FIXED_NAME_WEIGHTS[level]
 
@@ -268,8 +271,9 @@ class MatchIndex:
         rg, rf = child.given_name, child.family_name
         gl, fl = given_level(q_first, q_middle, rg, child.middle_names), level(qf, rf, False)
         rg_full = f"{rg} {child.middle_names}" if child.middle_names else rg
-        best: _Alignment = (weight(gl, rg_full, True) + weight(fl, rf, False), gl, fl, False, False,
-                            qg, rg_full)
+        # Agreement weighs as much as the first name is rare (a middle name adds no rarity).
+        best: _Alignment = (weight(gl, split_given(rg, child.middle_names)[0], True)
+                            + weight(fl, rf, False), gl, fl, False, False, qg, rg_full)
         if gl in STRONG and fl in STRONG and not child.other_names:
             return best  # nothing else can do better
         for n, (rg, rf) in enumerate(name_variants(child)):
@@ -277,7 +281,7 @@ class MatchIndex:
             penalty = WEIGHTS.alias_penalty if alias else 0.0
             if alias:
                 gl, fl = given_level(q_first, q_middle, rg, ""), level(qf, rf, False)
-                score = weight(gl, rg, True) + weight(fl, rf, False) - penalty
+                score = weight(gl, split_given(rg)[0], True) + weight(fl, rf, False) - penalty
                 if score > best[0]:
                     best = (score, gl, fl, False, True, qg, rg)
             if qg and qf and rg and rf:
