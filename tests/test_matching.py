@@ -465,3 +465,24 @@ def test_middle_names_count_less_than_the_first_name(fields: dict[str, str], sta
     expected = status
     actual = result.status
     assert expected == actual
+
+
+@pytest.mark.parametrize(("held", "asked"), [
+    (("Jakub", "Nowak"), ("Kuba", "Nowak")),  # Polish diminutive
+    (("Jakub", "Nowak"), ("Jacob", "Nowak")),  # the English form of the name
+    (("Katarzyna", "Nowak"), ("Kasia", "Nowak")),
+    (("Piotr", "Nowak"), ("Peter", "Nowak")),
+    (("Oluwafemi", "Adeyemi"), ("Femi", "Adeyemi")),  # Yoruba: a part of the long name
+    (("Wei", "Chen"), ("Wei", "Chan")),  # Mandarin and Cantonese romanisations of one surname
+    (("Katherine", "Nowak"), ("Cath", "Nowak")),  # an English short form, formal name spelt with K
+])
+def test_cross_language_forms_and_diminutives_find_the_child(held: tuple[str, str],
+                                                             asked: tuple[str, str]) -> None:
+    """Curated diminutives and cross-language forms of a name (federation/data) find the child
+    when everything else agrees."""
+    node = MatchIndex([make_child("held", held[0], held[1], "2016-05-11", "LS7 3JT", "M")])
+    result = node.match(ask(given_name=asked[0], family_name=asked[1], date_of_birth="2016-05-11",
+                            postcode="LS7 3JT", sex="M"))
+    expected = (Status.MATCH, "held")
+    actual = (result.status, result.record_id)
+    assert expected == actual
