@@ -98,6 +98,9 @@ MATCH_MARGIN = 6.0
 """...and beat the next candidate by at least this many bits (odds of 256 to 1)."""
 POSSIBLE_THRESHOLD = 0.0
 """At or above this (even odds) and not a match: ``possible_match``."""
+RARE_NAME_SHARE = 500
+"""An ambiguous typo's other name is rare when fewer than 1 in this many children of the
+query's sex carry it (see ``MatchIndex._could_be_another_child``)."""
 MIN_PRIOR_POPULATION = 1000
 """The prior is one in the node's size, but never more generous than one in this many."""
 
@@ -134,6 +137,9 @@ class MatchIndex:
         self._records: list[Child] = []
         given_counts: Counter[str] = Counter()
         first_counts: Counter[str] = Counter()
+        first_sex_counts: Counter[tuple[str, str]] = Counter()
+        sex_totals: Counter[str] = Counter()
+        first_family: set[str] = set()
         family_counts: Counter[str] = Counter()
         dob_counts: Counter[date] = Counter()
         postcode_counts: Counter[str] = Counter()
@@ -146,7 +152,12 @@ class MatchIndex:
             self._records.append(child)
             first = split_given(child.given_name, child.middle_names)[0]
             given_counts["".join(name_tokens(first))] += 1
-            first_counts[next(iter(name_tokens(child.given_name)), "")] += 1
+            first_token = next(iter(name_tokens(child.given_name)), "")
+            first_counts[first_token] += 1
+            first_family.add(f"{first_token}|{''.join(name_tokens(child.family_name))}")
+            if child.sex in ("F", "M"):
+                first_sex_counts[(first_token, child.sex)] += 1
+                sex_totals[child.sex] += 1
             family_counts["".join(name_tokens(child.family_name))] += 1
             dob: date | None = child.date_of_birth
             if dob is not None:
@@ -169,6 +180,9 @@ class MatchIndex:
         # Given names registered in their own right: England's list and first names held here.
         firsts_seen_twice = {name for name, count in first_counts.items() if count >= 2}
         self._registered = registered_given_names() | frozenset(firsts_seen_twice)
+        self._first_sex_counts = first_sex_counts
+        self._sex_totals = sex_totals
+        self._first_family = first_family
         self._name_cache: dict[tuple[str, str, bool], NameLevel] = {}
         self._given_cache: dict[tuple[str, str, str, str], NameLevel] = {}
         self._name_weights: dict[tuple[NameLevel, str, bool], float] = {}
@@ -337,7 +351,9 @@ class MatchIndex:
             given is not NameLevel.MISSING
             and family in (NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL, NameLevel.TYPO)
             and dob_level in (DateLevel.EXACT, DateLevel.SWAPPED, DateLevel.DIGIT)
-            and not self._given_tells_apart(given, q_given, r_given, sex_agrees)
+            and not self._given_tells_apart(given, q_given, r_given, sex_agrees,
+                                            self._relaxed_for(query, child, family, dob_level,
+                                                              pc_level, sex_agrees))
         )
         id_agrees = nhs in (IdLevel.AGREE, IdLevel.NEAR) or upn in (IdLevel.AGREE, IdLevel.NEAR)
         # An agreeing identifier lifts the twin guard only when the typed given name fits this
@@ -354,7 +370,34 @@ class MatchIndex:
             identifier_lifted=lifted,
         )
 
-    def _given_tells_apart(self, level: NameLevel, query: str, record: str, sex_agrees: bool) -> bool:
+    def _relaxed_for(self, query: Identity, child: Child, family: NameLevel, dob: DateLevel,
+                     postcode: PostcodeLevel, sex_agrees: bool) -> tuple[str, str] | None:
+        """(sex, family name) when everything but the given name agrees exactly (family name,
+        date of birth, postcode and sex), so that an ambiguous typo may be weighed against the
+        node's own records (``_could_be_another_child``); otherwise ``None``."""
+        if (family in STRONG and dob is DateLevel.EXACT and postcode is PostcodeLevel.EXACT
+                and sex_agrees and query.sex is not None):
+            return query.sex, "".join(name_tokens(child.family_name))
+        return None
+
+    def _could_be_another_child(self, name: str, relaxed: tuple[str, str] | None) -> bool:
+        """Whether another real given name close to a typo could be the child searched for.
+
+        Always, unless everything else agrees exactly (``relaxed``). Then not when the node holds
+        no child of that family with that name (no sibling or twin here it could be), and the
+        name is rare among the node's children of the query's sex (fewer than 1 in
+        ``RARE_NAME_SHARE``; none at all for a name of the other sex): an unheld twin so named
+        is then far less likely than a typing error."""
+        if relaxed is None:
+            return True
+        sex, family = relaxed
+        if f"{name}|{family}" in self._first_family:
+            return True
+        same_sex = self._first_sex_counts.get((name, sex), 0)
+        return same_sex * RARE_NAME_SHARE >= max(self._sex_totals.get(sex, 0), 1)
+
+    def _given_tells_apart(self, level: NameLevel, query: str, record: str, sex_agrees: bool,
+                           relaxed: tuple[str, str] | None = None) -> bool:
         """Whether the given names agree well enough to tell this child from a twin."""
         if level in (NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL):
             return True
@@ -366,7 +409,7 @@ class MatchIndex:
         if level is NameLevel.NICKNAME_AMBIGUOUS:
             return sex_agrees  # Sam for Samuel or Samantha: only if the sex says which
         if level is NameLevel.TYPO:
-            return not self._ambiguous_typo(query, record)
+            return not self._ambiguous_typo(query, record, relaxed)
         return False
 
     def _own_name_short_form(self, query: str, record: str) -> bool:
@@ -379,9 +422,11 @@ class MatchIndex:
             return False
         return any(nickname_formals(t) and (t in self._registered) for t in (q_first, r_first))
 
-    def _ambiguous_typo(self, query: str, record: str) -> bool:
+    def _ambiguous_typo(self, query: str, record: str,
+                        relaxed: tuple[str, str] | None = None) -> bool:
         """The query's given name is as close to another real name as to the record's (Jakc:
-        Jack or Jake?), so it cannot tell one twin from the other.
+        Jack or Jake?), so it cannot tell one twin from the other (unless that other name could
+        not be another child's here: ``_could_be_another_child``).
 
         Closeness is ``typo_cost``: an edit touching the first letter counts two, so ``rily``
         (a letter dropped from Riley) is not taken for ``lily`` (the first letter changed)."""
@@ -393,7 +438,7 @@ class MatchIndex:
                     continue
                 if any(nickname_related(near, r) or is_variant(near, r) for r in record_tokens):
                     continue
-                if typo_cost(token, near) <= own:
+                if typo_cost(token, near) <= own and self._could_be_another_child(near, relaxed):
                     return True
         return False
 

@@ -486,3 +486,31 @@ def test_cross_language_forms_and_diminutives_find_the_child(held: tuple[str, st
     expected = (Status.MATCH, "held")
     actual = (result.status, result.record_id)
     assert expected == actual
+
+
+def _ellis_node(*extra: Child) -> MatchIndex:
+    return MatchIndex([make_child("held", "Ellis", "Pemberton", "2016-05-11", "LS7 3JT", "M"), *extra])
+
+
+@pytest.mark.parametrize(("case", "node", "sex", "status"), [
+    ("everything else exact, the other name rare for boys", _ellis_node(), "M", Status.MATCH),
+    ("sex not given: could be a girl named Elise", _ellis_node(), None, Status.POSSIBLE_MATCH),
+    ("the node holds a sister named Elise", _ellis_node(
+        make_child("sister", "Elise", "Pemberton", "2014-01-20", "LS7 3JT", "M")), "M",
+     Status.POSSIBLE_MATCH),
+    ("the other name is common among the node's boys", _ellis_node(*[
+        make_child(f"elise-{i}", "Elise", f"Family{chr(97 + i)}", "2012-01-20", "LS1 1AA", "M")
+        for i in range(3)]), "M", Status.POSSIBLE_MATCH),
+])
+def test_ambiguous_typo_is_relaxed_only_when_no_other_child_could_be_meant(
+        case: str, node: MatchIndex, sex: str | None, status: Status) -> None:
+    """A typo as close to another real name as to the held one (Elis: Ellis or Elise?) is a
+    ``match`` only when every other field agrees exactly, the sex is given, the node holds no
+    child of that family with the other name, and the other name is rare for that sex here."""
+    fields = dict(given_name="Elis", family_name="Pemberton", date_of_birth="2016-05-11",
+                  postcode="LS7 3JT")
+    if sex:
+        fields["sex"] = sex
+    expected = status
+    actual = node.match(ask(**fields)).status
+    assert expected == actual, case
