@@ -189,11 +189,14 @@ class Comparison:
     # An agreeing identifier lifted the twin guard (allowed only if no other record fits the
     # typed demographics as well; ``MatchIndex.match`` checks that across candidates).
     identifier_lifted: bool = False
+    # Another date of birth (not a typo of the record's), no agreeing identifier and not the same
+    # home: a namesake born on another day looks exactly like this.
+    namesake: bool = False
 
     @property
     def may_match(self) -> bool:
         """Whether no guard forbids answering ``match`` with this record."""
-        return not (self.twin_guard or self.other_child or self.nhs_conflict)
+        return not (self.twin_guard or self.other_child or self.nhs_conflict or self.namesake)
 
 
 # --- field comparisons (pure functions) -------------------------------------------------------

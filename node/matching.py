@@ -368,6 +368,8 @@ class MatchIndex:
             twin_guard=twin_like and not lifted, other_child=other_child,
             nhs_conflict=nhs is IdLevel.CONFLICT, demographic_score=demographic_score,
             identifier_lifted=lifted,
+            namesake=(dob_level is DateLevel.DIFFERENT and not id_agrees
+                      and pc_level is not PostcodeLevel.EXACT),
         )
 
     def _relaxed_for(self, query: Identity, child: Child, family: NameLevel, dob: DateLevel,
@@ -438,6 +440,8 @@ class MatchIndex:
                     continue
                 if any(nickname_related(near, r) or is_variant(near, r) for r in record_tokens):
                     continue
+                if near == token:
+                    return True  # what was typed is itself a real name: another child's, maybe
                 if typo_cost(token, near) <= own and self._could_be_another_child(near, relaxed):
                     return True
         return False

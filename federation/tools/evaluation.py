@@ -529,6 +529,7 @@ def _trap_queries(rng: random.Random, homes: list[list[_Person]], held: dict[str
         raise EvaluationError(f"unknown trap {category!r}")
 
     out: list[LabelledQuery] = []
+    asked: set[tuple[str, str, date]] = set()  # no held twin may be one of these absent children
     for category in traps.TRAP_CATEGORIES:
         made = 0
         for p in candidates:
@@ -540,7 +541,9 @@ def _trap_queries(rng: random.Random, homes: list[list[_Person]], held: dict[str
             trap, nhs = built
             if clashes(trap):
                 continue
-            if category == "trap_twin_identifier" and rng.random() < 0.5:
+            identity_key = (first(trap), normalise_name(trap.family), trap.dob)
+            if (category == "trap_twin_identifier" and rng.random() < 0.5
+                    and identity_key not in asked):
                 held[trap.key] = trap  # both twins held: the typed number is the other twin's
                 by_family_dob.setdefault((normalise_name(trap.family), trap.dob), set()).add(
                     first(trap))
@@ -550,6 +553,7 @@ def _trap_queries(rng: random.Random, homes: list[list[_Person]], held: dict[str
                 raw["sex"] = trap.sex
             if nhs:
                 raw["nhs_number"] = nhs
+            asked.add(identity_key)
             out.append(LabelledQuery(parse_identity(raw), None, (), p.key, category))
             made += 1
     return out

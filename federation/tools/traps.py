@@ -80,6 +80,8 @@ def two_digits_away(rng: random.Random, dob: date, today: date) -> date | None:
         new[j] = rng.choice([d for d in "0123456789" if d != text[j]])
         if j == i + 1 and new[i] == text[j] and new[j] == text[i]:
             continue
+        if new[:4] == list(text[:4]) and new[4:6] == list(text[6:8]) and new[6:8] == list(text[4:6]):
+            continue  # day and month swapped: one typing error, not another date
         digits = "".join(new)
         try:
             candidate = date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
