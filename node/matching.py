@@ -98,6 +98,7 @@ MATCH_MARGIN = 6.0
 """...and beat the next candidate by at least this many bits (odds of 256 to 1)."""
 POSSIBLE_THRESHOLD = 0.0
 """At or above this (even odds) and not a match: ``possible_match``."""
+_TWIN_FAMILY = frozenset({NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL, NameLevel.TYPO})
 RARE_NAME_SHARE = 500
 """An ambiguous typo's other name is rare when fewer than 1 in this many children of the
 query's sex carry it (see ``MatchIndex._could_be_another_child``)."""
@@ -302,7 +303,8 @@ class MatchIndex:
                 sg = level(qg, rf, False)
                 if sg not in AGREEING:
                     continue
-                sf = level(qf, rg, False)
+                # the query's family-name field read as given names, first name first
+                sf = given_level(*split_given(qf), rg, "" if alias else child.middle_names)
                 if sf in AGREEING:
                     swapped = (weight(sg, rf, False) + weight(sf, rg, True)
                                - WEIGHTS.swap_penalty - penalty)
@@ -347,18 +349,24 @@ class MatchIndex:
             score += UPN_WEIGHTS[upn]
 
         # Twins share family name and date of birth; only the given name tells them apart.
-        twin_like = (
-            given is not NameLevel.MISSING
-            and family in (NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL, NameLevel.TYPO)
-            and dob_level in (DateLevel.EXACT, DateLevel.SWAPPED, DateLevel.DIGIT)
-            and not self._given_tells_apart(given, q_given, r_given, sex_agrees,
-                                            self._relaxed_for(query, child, family, dob_level,
-                                                              pc_level, sex_agrees))
-        )
+        twin_like, compatible = False, given in COMPATIBLE
+        if dob_level in (DateLevel.EXACT, DateLevel.SWAPPED, DateLevel.DIGIT):
+            relaxed = self._relaxed_for(query, child, family, dob_level, pc_level, sex_agrees)
+            if given is not NameLevel.MISSING and family in _TWIN_FAMILY:
+                twin_like = not self._given_tells_apart(given, q_given, r_given, sex_agrees, relaxed)
+            elif not swapped and query.given_name and query.family_name and self._name_level(
+                    query.given_name, child.family_name, False) in _TWIN_FAMILY:
+                # The names typed the other way round: the family name in the given-name field.
+                s_first, s_middle = split_given(query.family_name)
+                s_level = self._given_level(s_first, s_middle, child.given_name, child.middle_names)
+                if s_level is not NameLevel.MISSING:
+                    compatible = s_level in COMPATIBLE
+                    twin_like = not self._given_tells_apart(
+                        s_level, query.family_name, r_given, sex_agrees, None)
         id_agrees = nhs in (IdLevel.AGREE, IdLevel.NEAR) or upn in (IdLevel.AGREE, IdLevel.NEAR)
         # An agreeing identifier lifts the twin guard only when the typed given name fits this
         # record (another twin's number typed with the other twin's name does not).
-        lifted = twin_like and id_agrees and given in COMPATIBLE
+        lifted = twin_like and id_agrees and compatible
         # A sibling's identifier typed by mistake: the identifier agrees, the child does not.
         other_child = (given in (NameLevel.DIFFERENT, NameLevel.SIMILAR_NAME, NameLevel.MIDDLE)
                        and dob_level is DateLevel.DIFFERENT)
@@ -420,9 +428,11 @@ class MatchIndex:
         then the two may be two children's names, not one child's two forms."""
         q_first = next(iter(name_tokens(query)), "")
         r_first = next(iter(name_tokens(record)), "")
-        if q_first == r_first:
-            return False
-        return any(nickname_formals(t) and (t in self._registered) for t in (q_first, r_first))
+        return self._own_name_forms(q_first, r_first)
+
+    def _own_name_forms(self, a: str, b: str) -> bool:
+        """Two different tokens, one a short form registered as a given name in its own right."""
+        return a != b and any(nickname_formals(t) and (t in self._registered) for t in (a, b))
 
     def _ambiguous_typo(self, query: str, record: str,
                         relaxed: tuple[str, str] | None = None) -> bool:
@@ -438,12 +448,15 @@ class MatchIndex:
             for near in self._near_known(token):
                 if near in record_tokens:
                     continue
-                if any(nickname_related(near, r) or is_variant(near, r) for r in record_tokens):
-                    continue
+                if any(is_variant(near, r) or (nickname_related(near, r)
+                                               and not self._own_name_forms(near, r))
+                       for r in record_tokens):
+                    continue  # another form of the held name (not one registered on its own)
                 if near == token:
                     return True  # what was typed is itself a real name: another child's, maybe
-                if typo_cost(token, near) <= own and self._could_be_another_child(near, relaxed):
-                    return True
+                cost = typo_cost(token, near)
+                if cost < own or (cost == own and self._could_be_another_child(near, relaxed)):
+                    return True  # nearer another name, or as near and that name may be meant
         return False
 
     def _near_known(self, token: str) -> set[str]:

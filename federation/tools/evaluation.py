@@ -553,8 +553,16 @@ def _trap_queries(rng: random.Random, homes: list[list[_Person]], held: dict[str
                 raw["sex"] = trap.sex
             if nhs:
                 raw["nhs_number"] = nhs
+            # Half the traps are typed with one of the errors people make, as any query is.
+            pattern = rng.choice(PATTERNS) if rng.random() < 0.5 else None
+            applied = (pattern,) if pattern and _apply(rng, pattern, raw, trap) else ()
+            typed = parse_identity(raw)
+            typed_first = canonical_token((typed.given_name or " ").split()[0])
+            typed_key = (typed.family_name or "", typed.date_of_birth or trap.dob)
+            if typed_first in by_family_dob.get(typed_key, ()):
+                continue  # the error made the query exactly a held child's: not a trap any more
             asked.add(identity_key)
-            out.append(LabelledQuery(parse_identity(raw), None, (), p.key, category))
+            out.append(LabelledQuery(typed, None, applied, p.key, category))
             made += 1
     return out
 
