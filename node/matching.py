@@ -354,6 +354,8 @@ class MatchIndex:
             relaxed = self._relaxed_for(query, child, family, dob_level, pc_level, sex_agrees)
             if given is not NameLevel.MISSING and family in _TWIN_FAMILY:
                 twin_like = not self._given_tells_apart(given, q_given, r_given, sex_agrees, relaxed)
+                if given is NameLevel.TYPO and self._typed_real_name(q_given, r_given):
+                    compatible = False  # Maya typed, Raya held: another name, not a typo
             elif not swapped and query.given_name and query.family_name and self._name_level(
                     query.given_name, child.family_name, False) in _TWIN_FAMILY:
                 # The names typed the other way round: the family name in the given-name field.
@@ -421,6 +423,14 @@ class MatchIndex:
         if level is NameLevel.TYPO:
             return not self._ambiguous_typo(query, record, relaxed)
         return False
+
+    def _typed_real_name(self, query: str, record: str) -> bool:
+        """What was typed as the first name is itself a real given name, and not the record's
+        name in any form (spelling, short form)."""
+        token = next(iter(name_tokens(query)), "")
+        record_tokens = name_tokens(record)
+        return token in self._known and not any(
+            token == r or is_variant(token, r) or nickname_related(token, r) for r in record_tokens)
 
     def _own_name_short_form(self, query: str, record: str) -> bool:
         """The first names differ, and one of them is a short form that is also registered as a

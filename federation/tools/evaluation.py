@@ -42,6 +42,7 @@ from federation.identity import Identity, normalise_name, parse_identity
 from federation.names import canonical_token, nickname_related, short_forms
 from federation.protocol import Status
 from federation.tools import synthetic, traps
+from node.comparison import DateLevel, compare_dates
 from node.matching import MatchIndex
 from node.store import Child
 
@@ -561,6 +562,9 @@ def _trap_queries(rng: random.Random, homes: list[list[_Person]], held: dict[str
             typed_key = (typed.family_name or "", typed.date_of_birth or trap.dob)
             if typed_first in by_family_dob.get(typed_key, ()):
                 continue  # the error made the query exactly a held child's: not a trap any more
+            if category == "trap_namesake_dob" and compare_dates(
+                    typed.date_of_birth, p.dob) is not DateLevel.DIFFERENT:
+                continue  # the error brought the date within a typo of the held child's
             asked.add(identity_key)
             out.append(LabelledQuery(typed, None, applied, p.key, category))
             made += 1
