@@ -22,8 +22,13 @@ Two rules sit above the arithmetic, because a wrong match discloses another chil
 - **Conflicting NHS numbers** (two different numbers that both pass the modulus 11 check) never
   ``match``: a typing error cannot turn one valid number into another.
 - **Twins**: when family name and date of birth agree but the given names are different names
-  (not a typo, nickname, listed variant or part of a longer name), the candidate cannot be a
-  ``match`` unless an identifier agrees. A node may hold one twin and be asked about the other.
+  (not a typo, nickname, listed variant or the same first name), the candidate cannot be a
+  ``match``. A name agreeing only through a middle name, or a short form registered as a name
+  in its own right (Freddie), does not tell twins apart either. An agreeing identifier lifts
+  this only when the typed given name fits the record and no other record fits the typed
+  demographics as well. A node may hold one twin and be asked about the other.
+- **Namesakes and siblings**: another date of birth (not a typo of it) never matches without an
+  agreeing identifier or the same postcode; a different given name and date of birth never match.
 
 Candidates come from ``node.candidates``; the field comparisons and their weights from
 ``node.comparison``. This module keeps the node's statistics, scores candidates with them and
