@@ -53,6 +53,7 @@ SECURITY_HEADERS = {
 }
 FORM_FIELDS = ("nhs_number", "upn", "given_name", "family_name", "dob-day", "dob-month", "dob-year",
                "sex", "postcode", "purpose", "obo-name", "obo-organisation", "obo-role", "obo-phone")
+DOB_FIELDS = ("dob-day", "dob-month", "dob-year")
 LABELS = {
     "nhs_number": "NHS number", "upn": "UPN", "given_name": "Given name", "family_name": "Family name",
     "date_of_birth": "Date of birth", "sex": "Sex", "postcode": "Postcode", "purpose": "Purpose",
@@ -224,9 +225,12 @@ def _date_of_birth(values: dict[str, str]) -> tuple[str | None, FormError | None
         return None, None
     missing = [p for p, v in parts.items() if not v]
     if missing:
-        return None, FormError(f"dob-{missing[0]}", f"Date of birth must include a {' and a '.join(missing)}")
-    if not all(v.isdigit() for v in parts.values()) or len(parts["year"]) != 4:
-        return None, FormError("dob-day", "Date of birth must be a real date, for example 27 3 2015")
+        return None, FormError(f"dob-{missing[0]}", f"Date of birth must include a {' and a '.join(missing)}",
+                               tuple(f"dob-{p}" for p in missing))
+    wrong = [p for p, v in parts.items() if not v.isdigit() or (p == "year" and len(v) != 4)]
+    if wrong:
+        return None, FormError(f"dob-{wrong[0]}", "Date of birth must be a real date, for example 27 3 2015",
+                               tuple(f"dob-{p}" for p in wrong))
     return f"{int(parts['year']):04d}-{int(parts['month']):02d}-{int(parts['day']):02d}", None
 
 
@@ -240,16 +244,35 @@ def _anchor(field: str) -> str:
     return field if field in ("purpose", "identity") else "identity"
 
 
+# The page's words for the API's field errors, GOV.UK style (say what to do; never echo the
+# input back): per field, the first entry whose prefix starts the API's message.
+PAGE_MESSAGES: dict[str, tuple[tuple[str, str], ...]] = {
+    "identity.nhs_number": (("expected 10 digits", "NHS number must be 10 digits"),
+                            ("", "NHS number is not right: check it against the child's records")),
+    "identity.upn": (("expected a check letter", "Enter the unique pupil number (UPN) in the right "
+                                                "format: 13 characters, for example A123456789012"),
+                     ("", "Unique pupil number (UPN) is not right: check it against the child's records")),
+    "identity.given_name": (("wildcards", "Enter the child's full given name"),
+                            ("", "Given name must be at least 2 letters")),
+    "identity.family_name": (("wildcards", "Enter the child's full family name"),
+                             ("", "Family name must be at least 2 letters")),
+    "identity.postcode": (("", "Enter a real postcode, for example LS1 4AB"),),
+    "identity.sex": (("", "Select the child's sex"),),
+    "identity.date_of_birth": (("expected", "Date of birth must be a real date, for example 27 3 2015"),),
+}
+
+
 def _message(error_field: str, message: str) -> str:
     if error_field == "identity":
         return ("Enter enough to identify one child: the NHS number or UPN with the date of birth, "
                 "or both names, the date of birth and the sex or postcode")
     if error_field == "purpose":
         return "Select why you are searching"
-    if error_field.startswith("on_behalf_of") and message == "is required":
+    if error_field.startswith("on_behalf_of.") and message.startswith("is required"):
         return f"Enter {LABELS.get(error_field.partition('.')[2], 'their details').lower()}"
-    if error_field == "identity.date_of_birth" and message.startswith("expected"):
-        return "Date of birth must be a real date, for example 27 3 2015"
+    for start, text in PAGE_MESSAGES.get(error_field, ()):
+        if message.startswith(start):
+            return text
     label = LABELS.get(error_field.rpartition(".")[2], error_field)
     return f"{label} {message}" if message.startswith("must") else f"{label}: {message}"
 
@@ -325,7 +348,8 @@ async def handle_search(request: web.Request) -> web.Response:
         for e in exc.errors:
             if dob_error is not None and e.field == "identity":
                 continue  # the missing set is explained by the date error already
-            errors.append(FormError(_anchor(e.field), _message(e.field, e.message)))
+            at_fault = DOB_FIELDS if e.field == "identity.date_of_birth" else ()  # not a real date
+            errors.append(FormError(_anchor(e.field), _message(e.field, e.message), at_fault))
     if errors:
         broker.metrics.refused.inc("invalid")
         return html(pages.search_page(who, session.csrf, _purposes(request), values, errors, mediator),
