@@ -102,7 +102,8 @@ class Broker:
         found: identity.Identity | None = None
         try:
             found = identity.parse_identity(body.get("identity"), strict=True)
-            identity.check_searchable(found, now.date())
+            identity.check_searchable(found, now.date(),
+                                      minimum_sets=self.trust.current.policy.minimum_identity_sets)
         except ValidationError as exc:
             errors.extend(exc.errors)
         purpose = body.get("purpose")

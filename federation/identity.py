@@ -166,8 +166,11 @@ def normalise_sex(raw: str, field_name: str = "sex") -> str:
 # --- The identity a search carries ----------------------------------------------------------
 
 IDENTITY_FIELDS = (
-    "nhs_number", "upn", "given_name", "family_name", "date_of_birth", "sex", "postcode",
+    "nhs_number", "upn", "given_name", "middle_names", "family_name", "date_of_birth", "sex",
+    "postcode",
 )
+MIDDLE_NAME_ALIASES = ("middle_names", "middle_name")
+"""Both spellings are accepted in a search identity; the normalised identity says ``middle_names``."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,7 @@ class Identity:
     nhs_number: str | None = None
     upn: str | None = None
     given_name: str | None = None
+    middle_names: str | None = None  # never without a given name
     family_name: str | None = None
     date_of_birth: date | None = None
     sex: str | None = None
@@ -214,7 +218,8 @@ def parse_identity(data: Any, prefix: str = "identity", *, strict: bool = False)
     Every value must be a string of at most ``MAX_FIELD_CHARS`` characters without control
     characters (NUL included). Unknown fields are refused when ``strict`` (what a practitioner
     sends the broker); otherwise they are kept aside (``extra``), so that a newer broker's query
-    still reaches an older node.
+    still reaches an older node. A middle name may be sent as ``middle_names`` or
+    ``middle_name`` (one of them, and only with a given name); it is kept as ``middle_names``.
     """
     if not isinstance(data, dict):
         raise ValidationError([FieldError(prefix, "expected an object")])
@@ -222,7 +227,8 @@ def parse_identity(data: Any, prefix: str = "identity", *, strict: bool = False)
     values: dict[str, Any] = {}
     if strict:
         errors.extend(FieldError(f"{prefix}.{str(name)[:40]}", "is not an identity field")
-                      for name in sorted(map(str, data)) if name not in IDENTITY_FIELDS)
+                      for name in sorted(map(str, data))
+                      if name not in IDENTITY_FIELDS and name not in MIDDLE_NAME_ALIASES)
 
     def take(name: str) -> str | None:
         raw = data.get(name)
@@ -259,15 +265,32 @@ def parse_identity(data: Any, prefix: str = "identity", *, strict: bool = False)
             values[name] = check(raw, f"{prefix}.{name}")
         except FieldError as exc:
             errors.append(exc)
+    middle = {name: raw for name in MIDDLE_NAME_ALIASES if (raw := take(name)) is not None}
+    if len(middle) > 1:
+        errors.append(FieldError(f"{prefix}.middle_name",
+                                 "expected middle_name or middle_names, got both"))
+    for name, raw in middle.items():
+        field_name = f"{prefix}.{name}"
+        if data.get("given_name") in (None, ""):
+            errors.append(FieldError(field_name, "expected only together with given_name"))
+            continue
+        try:
+            values["middle_names"] = validate_name(raw, field_name)
+        except FieldError as exc:
+            errors.append(exc)
     if errors:
         raise ValidationError(errors)
-    extra = {k: v for k, v in data.items() if k not in IDENTITY_FIELDS}
+    known = set(IDENTITY_FIELDS) | set(MIDDLE_NAME_ALIASES)
+    extra = {k: v for k, v in data.items() if k not in known}
     return Identity(**values, extra=extra)
 
 
 # --- Minimum identity sets (no browsing) ----------------------------------------------------
 
-MINIMUM_SETS: tuple[tuple[str, frozenset[str]], ...] = (
+MinimumSets = tuple[tuple[str, frozenset[str]], ...]
+"""Accepted minimum identity sets: (label, the fields that must all be present)."""
+
+MINIMUM_SETS: MinimumSets = (
     ("NHS number and date of birth", frozenset({"nhs_number", "date_of_birth"})),
     ("UPN and date of birth", frozenset({"upn", "date_of_birth"})),
     ("given name, family name, date of birth and sex",
@@ -275,21 +298,67 @@ MINIMUM_SETS: tuple[tuple[str, frozenset[str]], ...] = (
     ("given name, family name, date of birth and postcode",
      frozenset({"given_name", "family_name", "date_of_birth", "postcode"})),
 )
+"""The default sets (modelled on the NHS demographic trace); a trust list's policy may replace them."""
+
+# Fields that single out one child on their own terms: every set needs one of these groups, so
+# that no set allows browsing by date of birth, sex or postcode alone.
+_SINGLING_OUT = (frozenset({"nhs_number"}), frozenset({"upn"}),
+                 frozenset({"given_name", "family_name"}))
+
+
+def parse_minimum_sets(data: Any, prefix: str = "minimum_identity_sets") -> MinimumSets:
+    """Minimum identity sets as a trust list's policy states them: a non-empty list of
+    ``{"label": ..., "fields": [...]}``. Every set names known identity fields, includes the date
+    of birth, and includes an identifier or both names. Raises ``FieldError`` naming the fault."""
+    if not isinstance(data, list) or not data:
+        raise FieldError(prefix, "expected a non-empty list of sets")
+    sets: list[tuple[str, frozenset[str]]] = []
+    for i, item in enumerate(data):
+        where = f"{prefix}[{i}]"
+        if not isinstance(item, dict):
+            raise FieldError(where, "expected an object with label and fields")
+        fields = item.get("fields")
+        if not isinstance(fields, list) or not fields or not all(isinstance(f, str) for f in fields):
+            raise FieldError(f"{where}.fields", "expected a non-empty list of field names")
+        unknown = sorted(set(fields) - set(IDENTITY_FIELDS))
+        if unknown:
+            raise FieldError(f"{where}.fields",
+                             f"expected fields from {', '.join(IDENTITY_FIELDS)}, got {unknown[0]!r}")
+        required = frozenset(fields)
+        if "date_of_birth" not in required:
+            raise FieldError(f"{where}.fields", "expected date_of_birth in every set")
+        if not any(group <= required for group in _SINGLING_OUT):
+            raise FieldError(f"{where}.fields",
+                             "expected nhs_number, upn, or both given_name and family_name")
+        label = item.get("label", " + ".join(sorted(required)))
+        if not isinstance(label, str) or not label.strip():
+            raise FieldError(f"{where}.label", "expected a non-empty string")
+        sets.append((label, required))
+    return tuple(sets)
+
+
+def minimum_sets_to_json(sets: MinimumSets) -> list[dict[str, Any]]:
+    """The form ``parse_minimum_sets`` reads."""
+    return [{"label": label, "fields": sorted(fields)} for label, fields in sets]
+
 
 MAX_AGE_YEARS = 25
 
 
-def check_searchable(identity: Identity, today: date, prefix: str = "identity") -> None:
+def check_searchable(identity: Identity, today: date, prefix: str = "identity",
+                     minimum_sets: MinimumSets = MINIMUM_SETS) -> None:
     """Refuse identities that would allow browsing: no minimum set, or an implausible birth date.
 
-    Raises ``ValidationError`` naming the rule that was broken.
+    ``minimum_sets`` are the trust list's (``Policy.minimum_identity_sets``); every accepted set
+    includes the date of birth. Raises ``ValidationError`` naming the rule that was broken.
     """
     present = identity.present()
-    if not any(required <= present for _, required in MINIMUM_SETS):
-        sets = "; ".join(label for label, _ in MINIMUM_SETS)
+    if not any(required <= present for _, required in minimum_sets):
+        sets = "; ".join(label for label, _ in minimum_sets)
         raise ValidationError([FieldError(prefix, f"expected one of these sets: {sets}")])
     dob = identity.date_of_birth
-    assert dob is not None  # every minimum set includes it
+    if dob is None:  # every set parse_minimum_sets accepts includes it; fail closed regardless
+        raise ValidationError([FieldError(f"{prefix}.date_of_birth", "is required")])
     if dob > today:
         raise ValidationError([FieldError(f"{prefix}.date_of_birth", "must not be in the future")])
     if age_on(dob, today) >= MAX_AGE_YEARS:

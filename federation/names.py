@@ -9,7 +9,9 @@ The curated tables live in ``federation/data``:
 
 - ``name_variants.csv``: spellings people write interchangeably (Mohammed / Muhammad / Mohamed,
   Aidan / Aiden, McDonald / MacDonald), one group a line, the first spelling canonical;
-- ``nicknames.csv``: a formal given name and its short forms (William: Will, Bill, Liam);
+- ``nicknames.csv``: a formal given name and its short forms (William: Will, Bill, Liam),
+  English and from other naming traditions (Polish, Slavic, Romanian, Yoruba, Igbo);
+- ``equivalents.csv``: one given name in several languages (Jakub, Jacob; Piotr, Peter);
 - ``given_names.txt``: given names known to be real names, so that two different real names
   (Jack and Jake) are not mistaken for a typing error.
 """
@@ -55,6 +57,31 @@ def _nicknames() -> tuple[dict[str, frozenset[str]], frozenset[str]]:
 
 
 @functools.cache
+def _equivalents() -> dict[str, int]:
+    """Canonical token → the number of its group of cross-language forms (equivalents.csv)."""
+    table: dict[str, int] = {}
+    for number, row in enumerate(csv.reader(io.StringIO("\n".join(_data_lines("equivalents.csv"))))):
+        for name in row:
+            if name.strip():
+                table.setdefault(canonical_token(name.strip()), number)
+    return table
+
+
+def is_equivalent(a: str, b: str) -> bool:
+    """Whether two tokens are listed forms of one name in different languages (Jakub, Jacob)."""
+    table = _equivalents()
+    group = table.get(a)
+    return group is not None and group == table.get(b)
+
+
+@functools.cache
+def registered_given_names() -> frozenset[str]:
+    """Canonical given names registered in their own right (the curated list only: a short
+    form such as Alfie or Freddie is here when children are registered under it)."""
+    return frozenset(canonical_token(line.strip()) for line in _data_lines("given_names.txt"))
+
+
+@functools.cache
 def known_given_names() -> frozenset[str]:
     """Canonical given names known to be real names (curated list, variants and nicknames)."""
     names = {canonical_token(line.strip()) for line in _data_lines("given_names.txt")}
@@ -62,6 +89,7 @@ def known_given_names() -> frozenset[str]:
     names.update(shorts)
     names.update(formals)
     names.update(v for v in _variants().values())
+    names.update(_equivalents())
     return frozenset(names)
 
 
@@ -101,10 +129,13 @@ def nickname_related(a: str, b: str) -> bool:
     Two formal names that merely share a short form (Oliver and Olivia, both Ollie) are not
     related: they are different children's names.
     """
-    if a == b:
+    if a == b or is_equivalent(a, b):
         return True
     fa, fb = nickname_formals(a), nickname_formals(b)
-    return b in fa or a in fb or bool(fa & fb)
+    if b in fa or a in fb or bool(fa & fb):
+        return True
+    # A short form of one language's form of the name (Kuba for Jacob: Kuba is Jakub's)
+    return any(is_equivalent(f, b) for f in fa) or any(is_equivalent(f, a) for f in fb)
 
 
 def nickname_ambiguous(a: str, b: str) -> bool:

@@ -138,7 +138,8 @@ class Node:
         context = check_query(claims, (p.code for p in self.trust.current.policy.purposes))
         query_identity = identity.parse_identity(claims.identity)
         today = now.date()
-        identity.check_searchable(query_identity, today)
+        identity.check_searchable(query_identity, today,
+                                  minimum_sets=self.trust.current.policy.minimum_identity_sets)
         result = index.match(query_identity)
         child = index.children.get(result.record_id) if result.record_id else None
         involvements = store.involvements(child.record_id) if child else []

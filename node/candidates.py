@@ -18,6 +18,7 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from datetime import date
+from hashlib import blake2b
 
 from federation.identity import Identity
 from federation.names import name_tokens, phonetic_key
@@ -97,7 +98,10 @@ class CandidateIndex:
 
     @staticmethod
     def _key(*parts: object) -> int:
-        return hash(parts) & _KEY_MASK
+        # A stable digest, not ``hash()``: Python salts string hashes per process, so keys (and
+        # which blocks collide) would differ from one run to the next.
+        digest = blake2b(repr(parts).encode(), digest_size=5).digest()
+        return int.from_bytes(digest, "big") & _KEY_MASK
 
     def _keys_of(self, child: Child) -> Iterator[int]:
         key = self._key

@@ -53,12 +53,17 @@ class NameLevel(IntEnum):
     SIMILAR = 7  # Jaro-Winkler >= 0.85
     DIFFERENT = 8
     MISSING = 9
+    MIDDLE = 10  # the first names differ; the names agree only through a middle name
 
 
 # Levels at which a name counts as positive evidence that it is the same child.
 AGREEING = frozenset({NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL, NameLevel.NICKNAME,
                       NameLevel.NICKNAME_AMBIGUOUS, NameLevel.TYPO})
 STRONG = frozenset({NameLevel.EXACT, NameLevel.VARIANT})
+# Levels at which a typed given name is compatible with the record's, so that an agreeing
+# identifier may lift the twin guard (a missing given name is compatible too).
+COMPATIBLE = frozenset({NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL, NameLevel.NICKNAME,
+                        NameLevel.NICKNAME_AMBIGUOUS, NameLevel.TYPO, NameLevel.MISSING})
 
 
 class DateLevel(IntEnum):
@@ -99,6 +104,9 @@ class Weights:
     nickname_ambiguous: float = bits(0.02, 0.002)  # 3.3
     typo: float = bits(0.05, 0.002)  # 4.6
     similar_name: float = 0.0
+    # The query's first name is the record's middle name (or the other way round): a child may
+    # be known by a middle name, but so is a sibling given the same name first.
+    middle: float = bits(0.02, 0.005)  # 2.0
     similar: float = bits(0.01, 0.03)  # -1.6
     different: float = bits(0.02, 0.97)  # -5.6
     swap_penalty: float = 1.5
@@ -135,6 +143,7 @@ FIXED_NAME_WEIGHTS = {
     NameLevel.SIMILAR: WEIGHTS.similar,
     NameLevel.DIFFERENT: WEIGHTS.different,
     NameLevel.MISSING: 0.0,
+    NameLevel.MIDDLE: WEIGHTS.middle,
 }
 POSTCODE_WEIGHTS = {
     PostcodeLevel.NEAR: WEIGHTS.postcode_near,
@@ -175,14 +184,64 @@ class Comparison:
     twin_guard: bool  # could be the twin of the child searched for
     other_child: bool  # identifier agrees, given name and date of birth do not
     nhs_conflict: bool  # two different valid NHS numbers
+    # The score without the identifiers' weights: how well the typed demographics fit.
+    demographic_score: float = 0.0
+    # An agreeing identifier lifted the twin guard (allowed only if no other record fits the
+    # typed demographics as well; ``MatchIndex.match`` checks that across candidates).
+    identifier_lifted: bool = False
+    # Another date of birth (not a typo of the record's), no agreeing identifier and not the same
+    # home: a namesake born on another day looks exactly like this.
+    namesake: bool = False
 
     @property
     def may_match(self) -> bool:
         """Whether no guard forbids answering ``match`` with this record."""
-        return not (self.twin_guard or self.other_child or self.nhs_conflict)
+        return not (self.twin_guard or self.other_child or self.nhs_conflict or self.namesake)
 
 
 # --- field comparisons (pure functions) -------------------------------------------------------
+
+
+def split_given(given: str, middle: str = "") -> tuple[str, str]:
+    """(first name, middle names) of a normalised given name. With ``middle`` given, the whole
+    of ``given`` is the first name (Lily Rose); without, its first token is and the rest are
+    middle names."""
+    if middle:
+        return given, middle
+    first, _, rest = given.partition(" ")
+    return first, rest
+
+
+def compare_given(q_first: str, q_middle: str, r_first: str, r_middle: str,
+                  known: frozenset[str]) -> NameLevel:
+    """Compare given names where the first name is what tells children apart.
+
+    Agreement that rests on a middle name alone (the query's first name is the record's middle
+    name, or the other way round) is ``MIDDLE``: weaker evidence, and never enough to tell a
+    child from a sibling given that name first. Two records with the same first name and
+    different middle names are ``PARTIAL``.
+    """
+    if not q_first or not r_first:
+        return NameLevel.MISSING
+    q_full = f"{q_first} {q_middle}" if q_middle else q_first
+    r_full = f"{r_first} {r_middle}" if r_middle else r_first
+    full = compare_names(q_full, r_full, known)
+    if not q_middle and not r_middle:
+        return full
+    if full in (NameLevel.EXACT, NameLevel.VARIANT):
+        return full  # the same names, spaces or order aside (Ja Xson / Jaxson)
+    first = compare_names(q_first, r_first, known)
+    if first in (NameLevel.EXACT, NameLevel.VARIANT):
+        return full if full in (NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL) else (
+            NameLevel.PARTIAL)
+    if first in AGREEING:
+        # The first names decide: Evie for Evie Evelyn is a nickname, not part of the name.
+        return max(full, first) if full in AGREEING else first
+    joined = compare_names(q_full.replace(" ", ""), r_full.replace(" ", ""), known)
+    if joined is NameLevel.TYPO:
+        return joined  # one name with a space typed into it (Ja Xon / Jaxson)
+    return NameLevel.MIDDLE if full in AGREEING else full
+
 
 
 def compare_names(query: str, record: str, known: frozenset[str] | None = None) -> NameLevel:

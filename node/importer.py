@@ -128,6 +128,9 @@ def _parse_child(row: dict[str, str]) -> dict[str, Any]:
         raise FieldError("given_name", f"expected letters, got {row['given_name']!r}")
     if not family:
         raise FieldError("family_name", f"expected letters, got {row['family_name']!r}")
+    middle = identity.normalise_name(row.get("middle_names") or "")
+    if (row.get("middle_names") or "").strip() and not middle:
+        raise FieldError("middle_names", f"expected letters, got {row['middle_names']!r}")
     others = []
     for alias in (row.get("other_names") or "").split(";"):
         normalised = identity.normalise_name(alias)
@@ -148,6 +151,7 @@ def _parse_child(row: dict[str, str]) -> dict[str, Any]:
         "sex": identity.normalise_sex(sex) if sex else None,
         "postcode": identity.normalise_postcode(postcode) if postcode else None,
         "shielded": _flag(row.get("shielded", ""), "shielded"),
+        "middle_names": middle,
     }
 
 

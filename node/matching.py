@@ -22,8 +22,13 @@ Two rules sit above the arithmetic, because a wrong match discloses another chil
 - **Conflicting NHS numbers** (two different numbers that both pass the modulus 11 check) never
   ``match``: a typing error cannot turn one valid number into another.
 - **Twins**: when family name and date of birth agree but the given names are different names
-  (not a typo, nickname, listed variant or part of a longer name), the candidate cannot be a
-  ``match`` unless an identifier agrees. A node may hold one twin and be asked about the other.
+  (not a typo, nickname, listed variant or the same first name), the candidate cannot be a
+  ``match``. A name agreeing only through a middle name, or a short form registered as a name
+  in its own right (Freddie), does not tell twins apart either. An agreeing identifier lifts
+  this only when the typed given name fits the record and no other record fits the typed
+  demographics as well. A node may hold one twin and be asked about the other.
+- **Namesakes and siblings**: another date of birth (not a typo of it) never matches without an
+  agreeing identifier or the same postcode; a different given name and date of birth never match.
 
 Candidates come from ``node.candidates``; the field comparisons and their weights from
 ``node.comparison``. This module keeps the node's statistics, scores candidates with them and
@@ -44,14 +49,17 @@ from federation.names import (
     is_variant,
     known_given_names,
     name_tokens,
+    nickname_formals,
     nickname_related,
     osa_distance,
+    registered_given_names,
     typo_cost,
 )
 from federation.protocol import Status
 from node.candidates import MAX_RECORDS, CandidateIndex, CandidateOverlay
 from node.comparison import (
     AGREEING,
+    COMPATIBLE,
     DEFAULT_U,
     FIXED_NAME_WEIGHTS,
     NHS_WEIGHTS,
@@ -66,12 +74,14 @@ from node.comparison import (
     PostcodeLevel,
     bits,
     compare_dates,
+    compare_given,
     compare_names,
     compare_nhs,
     compare_postcodes,
     compare_upn,
     name_variants,
     pair_rate,
+    split_given,
     value_rate,
 )
 from node.store import Child
@@ -94,6 +104,10 @@ MATCH_MARGIN = 6.0
 """...and beat the next candidate by at least this many bits (odds of 256 to 1)."""
 POSSIBLE_THRESHOLD = 0.0
 """At or above this (even odds) and not a match: ``possible_match``."""
+_TWIN_FAMILY = frozenset({NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL, NameLevel.TYPO})
+RARE_NAME_SHARE = 500
+"""An ambiguous typo's other name is rare when fewer than 1 in this many children of the
+query's sex carry it (see ``MatchIndex._could_be_another_child``)."""
 MIN_PRIOR_POPULATION = 1000
 """The prior is one in the node's size, but never more generous than one in this many."""
 
@@ -129,6 +143,10 @@ class MatchIndex:
         self.children: dict[str, Child] = {}
         self._records: list[Child] = []
         given_counts: Counter[str] = Counter()
+        first_counts: Counter[str] = Counter()
+        first_sex_counts: Counter[tuple[str, str]] = Counter()
+        sex_totals: Counter[str] = Counter()
+        first_family: set[str] = set()
         family_counts: Counter[str] = Counter()
         dob_counts: Counter[date] = Counter()
         postcode_counts: Counter[str] = Counter()
@@ -139,7 +157,14 @@ class MatchIndex:
                 raise ValueError(f"a node may hold at most {MAX_RECORDS} children")
             self.children[child.record_id] = child
             self._records.append(child)
-            given_counts["".join(name_tokens(child.given_name))] += 1
+            first = split_given(child.given_name, child.middle_names)[0]
+            given_counts["".join(name_tokens(first))] += 1
+            first_token = next(iter(name_tokens(child.given_name)), "")
+            first_counts[first_token] += 1
+            first_family.add(f"{first_token}|{''.join(name_tokens(child.family_name))}")
+            if child.sex in ("F", "M"):
+                first_sex_counts[(first_token, child.sex)] += 1
+                sex_totals[child.sex] += 1
             family_counts["".join(name_tokens(child.family_name))] += 1
             dob: date | None = child.date_of_birth
             if dob is not None:
@@ -160,7 +185,14 @@ class MatchIndex:
         self._prior = -math.log2(max(n, MIN_PRIOR_POPULATION))
         names_seen_twice = {name for name, count in given_counts.items() if count >= 2}
         self._known = known_given_names() | frozenset(names_seen_twice)
+        # Given names registered in their own right: England's list and first names held here.
+        firsts_seen_twice = {name for name, count in first_counts.items() if count >= 2}
+        self._registered = registered_given_names() | frozenset(firsts_seen_twice)
+        self._first_sex_counts = first_sex_counts
+        self._sex_totals = sex_totals
+        self._first_family = first_family
         self._name_cache: dict[tuple[str, str, bool], NameLevel] = {}
+        self._given_cache: dict[tuple[str, str, str, str], NameLevel] = {}
         self._name_weights: dict[tuple[NameLevel, str, bool], float] = {}
         self._postcode_weights: dict[str, float] = {}
         w = WEIGHTS
@@ -267,31 +299,52 @@ class MatchIndex:
             if level is NameLevel.VARIANT:
                 return exact - w.variant_penalty
             if level is NameLevel.PARTIAL:
-                return max(exact - w.partial_penalty, w.typo)
+                # A given name's weight is its first name's: middle names missing or differing
+                # on one side cost as little as a spelling variant.
+                return max(exact - (w.variant_penalty if given else w.partial_penalty), w.typo)
             return exact
         return FIXED_NAME_WEIGHTS[level]
 
-    def _names(self, qg: str, qf: str, child: Child) -> _Alignment:
-        """The best alignment of the query's names with the record's names and aliases."""
-        level, weight = self._name_level, self._name_weight
+    def _given_level(self, q_first: str, q_middle: str, record: str, r_middle: str) -> NameLevel:
+        r_first, r_middle = split_given(record, r_middle)
+        cache_key = (q_first, q_middle, r_first, r_middle)
+        level = self._given_cache.get(cache_key)
+        if level is None:
+            level = compare_given(q_first, q_middle, r_first, r_middle, self._known)
+            if len(self._given_cache) > 200_000:
+                self._given_cache.clear()
+            self._given_cache[cache_key] = level
+        return level
+
+    def _names(self, q_first: str, q_middle: str, qf: str, child: Child) -> _Alignment:
+        """The best alignment of the query's names with the record's names and aliases.
+
+        Given names are compared first name to first name (``compare_given``); the swapped
+        alignment compares whole given names with family names."""
+        level, weight, given_level = self._name_level, self._name_weight, self._given_level
+        qg = f"{q_first} {q_middle}" if q_middle else q_first
         rg, rf = child.given_name, child.family_name
-        gl, fl = level(qg, rg, True), level(qf, rf, False)
-        best: _Alignment = (weight(gl, rg, True) + weight(fl, rf, False), gl, fl, False, False, qg, rg)
+        gl, fl = given_level(q_first, q_middle, rg, child.middle_names), level(qf, rf, False)
+        rg_full = f"{rg} {child.middle_names}" if child.middle_names else rg
+        # Agreement weighs as much as the first name is rare (a middle name adds no rarity).
+        best: _Alignment = (weight(gl, split_given(rg, child.middle_names)[0], True)
+                            + weight(fl, rf, False), gl, fl, False, False, qg, rg_full)
         if gl in STRONG and fl in STRONG and not child.other_names:
             return best  # nothing else can do better
         for n, (rg, rf) in enumerate(name_variants(child)):
             alias = n > 0
             penalty = WEIGHTS.alias_penalty if alias else 0.0
             if alias:
-                gl, fl = level(qg, rg, True), level(qf, rf, False)
-                score = weight(gl, rg, True) + weight(fl, rf, False) - penalty
+                gl, fl = given_level(q_first, q_middle, rg, ""), level(qf, rf, False)
+                score = weight(gl, split_given(rg)[0], True) + weight(fl, rf, False) - penalty
                 if score > best[0]:
                     best = (score, gl, fl, False, True, qg, rg)
             if qg and qf and rg and rf:
                 sg = level(qg, rf, False)
                 if sg not in AGREEING:
                     continue
-                sf = level(qf, rg, False)
+                # the query's family-name field read as given names, first name first
+                sf = given_level(*split_given(qf), rg, "" if alias else child.middle_names)
                 if sf in AGREEING:
                     swapped = (weight(sg, rf, False) + weight(sf, rg, True)
                                - WEIGHTS.swap_penalty - penalty)
@@ -306,8 +359,9 @@ class MatchIndex:
     def _compare(self, query: Identity, child: Child) -> Comparison:
         w = WEIGHTS
         score = self._prior
+        q_first, q_middle = split_given(query.given_name or "", query.middle_names or "")
         name_score, given, family, swapped, alias, q_given, r_given = self._names(
-            query.given_name or "", query.family_name or "", child)
+            q_first, q_middle, query.family_name or "", child)
         score += name_score
 
         dob_level = compare_dates(query.date_of_birth, child.date_of_birth)
@@ -325,6 +379,7 @@ class MatchIndex:
             sex_agrees = query.sex == child.sex
             score += w.sex_agree if sex_agrees else w.sex_disagree
 
+        demographic_score = score
         nhs = upn = IdLevel.MISSING
         if query.nhs_number and child.nhs_number:
             nhs = compare_nhs(query.nhs_number, child.nhs_number)
@@ -334,36 +389,106 @@ class MatchIndex:
             score += UPN_WEIGHTS[upn]
 
         # Twins share family name and date of birth; only the given name tells them apart.
-        twin_like = (
-            given is not NameLevel.MISSING
-            and family in (NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL, NameLevel.TYPO)
-            and dob_level in (DateLevel.EXACT, DateLevel.SWAPPED, DateLevel.DIGIT)
-            and not self._given_tells_apart(given, q_given, r_given, sex_agrees)
-        )
+        twin_like, compatible = False, given in COMPATIBLE
+        if dob_level in (DateLevel.EXACT, DateLevel.SWAPPED, DateLevel.DIGIT):
+            relaxed = self._relaxed_for(query, child, family, dob_level, pc_level, sex_agrees)
+            if given is not NameLevel.MISSING and family in _TWIN_FAMILY:
+                twin_like = not self._given_tells_apart(given, q_given, r_given, sex_agrees, relaxed)
+                if given is NameLevel.TYPO and self._typed_real_name(q_given, r_given):
+                    compatible = False  # Maya typed, Raya held: another name, not a typo
+            elif not swapped and query.given_name and query.family_name and self._name_level(
+                    query.given_name, child.family_name, False) in _TWIN_FAMILY:
+                # The names typed the other way round: the family name in the given-name field.
+                s_first, s_middle = split_given(query.family_name)
+                s_level = self._given_level(s_first, s_middle, child.given_name, child.middle_names)
+                if s_level is not NameLevel.MISSING:
+                    compatible = s_level in COMPATIBLE
+                    twin_like = not self._given_tells_apart(
+                        s_level, query.family_name, r_given, sex_agrees, None)
         id_agrees = nhs in (IdLevel.AGREE, IdLevel.NEAR) or upn in (IdLevel.AGREE, IdLevel.NEAR)
+        # An agreeing identifier lifts the twin guard only when the typed given name fits this
+        # record (another twin's number typed with the other twin's name does not).
+        lifted = twin_like and id_agrees and compatible
         # A sibling's identifier typed by mistake: the identifier agrees, the child does not.
-        other_child = (given in (NameLevel.DIFFERENT, NameLevel.SIMILAR_NAME)
+        other_child = (given in (NameLevel.DIFFERENT, NameLevel.SIMILAR_NAME, NameLevel.MIDDLE)
                        and dob_level is DateLevel.DIFFERENT)
         return Comparison(
             record_id=child.record_id, given=given, family=family, swapped=swapped, alias=alias,
             dob=dob_level, postcode=pc_level, nhs=nhs, upn=upn, score=score,
-            twin_guard=twin_like and not id_agrees, other_child=other_child,
-            nhs_conflict=nhs is IdLevel.CONFLICT,
+            twin_guard=twin_like and not lifted, other_child=other_child,
+            nhs_conflict=nhs is IdLevel.CONFLICT, demographic_score=demographic_score,
+            identifier_lifted=lifted,
+            namesake=(dob_level is DateLevel.DIFFERENT and not id_agrees
+                      and pc_level is not PostcodeLevel.EXACT),
         )
 
-    def _given_tells_apart(self, level: NameLevel, query: str, record: str, sex_agrees: bool) -> bool:
+    def _relaxed_for(self, query: Identity, child: Child, family: NameLevel, dob: DateLevel,
+                     postcode: PostcodeLevel, sex_agrees: bool) -> tuple[str, str] | None:
+        """(sex, family name) when everything but the given name agrees exactly (family name,
+        date of birth, postcode and sex), so that an ambiguous typo may be weighed against the
+        node's own records (``_could_be_another_child``); otherwise ``None``."""
+        if (family in STRONG and dob is DateLevel.EXACT and postcode is PostcodeLevel.EXACT
+                and sex_agrees and query.sex is not None):
+            return query.sex, "".join(name_tokens(child.family_name))
+        return None
+
+    def _could_be_another_child(self, name: str, relaxed: tuple[str, str] | None) -> bool:
+        """Whether another real given name close to a typo could be the child searched for.
+
+        Always, unless everything else agrees exactly (``relaxed``). Then not when the node holds
+        no child of that family with that name (no sibling or twin here it could be), and the
+        name is rare among the node's children of the query's sex (fewer than 1 in
+        ``RARE_NAME_SHARE``; none at all for a name of the other sex): an unheld twin so named
+        is then far less likely than a typing error."""
+        if relaxed is None:
+            return True
+        sex, family = relaxed
+        if f"{name}|{family}" in self._first_family:
+            return True
+        same_sex = self._first_sex_counts.get((name, sex), 0)
+        return same_sex * RARE_NAME_SHARE >= max(self._sex_totals.get(sex, 0), 1)
+
+    def _given_tells_apart(self, level: NameLevel, query: str, record: str, sex_agrees: bool,
+                           relaxed: tuple[str, str] | None = None) -> bool:
         """Whether the given names agree well enough to tell this child from a twin."""
-        if level in (NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL, NameLevel.NICKNAME):
+        if level in (NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL):
+            return True
+        if level in (NameLevel.NICKNAME, NameLevel.NICKNAME_AMBIGUOUS) and self._own_name_short_form(
+                query, record):
+            return False  # Freddie for Frederick: twins are often given look-alike names
+        if level is NameLevel.NICKNAME:
             return True
         if level is NameLevel.NICKNAME_AMBIGUOUS:
             return sex_agrees  # Sam for Samuel or Samantha: only if the sex says which
         if level is NameLevel.TYPO:
-            return not self._ambiguous_typo(query, record)
+            return not self._ambiguous_typo(query, record, relaxed)
         return False
 
-    def _ambiguous_typo(self, query: str, record: str) -> bool:
+    def _typed_real_name(self, query: str, record: str) -> bool:
+        """What was typed as the first name is itself a real given name, and not the record's
+        name in any form (spelling, short form)."""
+        token = next(iter(name_tokens(query)), "")
+        record_tokens = name_tokens(record)
+        return token in self._known and not any(
+            token == r or is_variant(token, r) or nickname_related(token, r) for r in record_tokens)
+
+    def _own_name_short_form(self, query: str, record: str) -> bool:
+        """The first names differ, and one of them is a short form that is also registered as a
+        given name in its own right (Alfie, Freddie, Ellie), in England's lists or on this node:
+        then the two may be two children's names, not one child's two forms."""
+        q_first = next(iter(name_tokens(query)), "")
+        r_first = next(iter(name_tokens(record)), "")
+        return self._own_name_forms(q_first, r_first)
+
+    def _own_name_forms(self, a: str, b: str) -> bool:
+        """Two different tokens, one a short form registered as a given name in its own right."""
+        return a != b and any(nickname_formals(t) and (t in self._registered) for t in (a, b))
+
+    def _ambiguous_typo(self, query: str, record: str,
+                        relaxed: tuple[str, str] | None = None) -> bool:
         """The query's given name is as close to another real name as to the record's (Jakc:
-        Jack or Jake?), so it cannot tell one twin from the other.
+        Jack or Jake?), so it cannot tell one twin from the other (unless that other name could
+        not be another child's here: ``_could_be_another_child``).
 
         Closeness is ``typo_cost``: an edit touching the first letter counts two, so ``rily``
         (a letter dropped from Riley) is not taken for ``lily`` (the first letter changed)."""
@@ -373,10 +498,15 @@ class MatchIndex:
             for near in self._near_known(token):
                 if near in record_tokens:
                     continue
-                if any(nickname_related(near, r) or is_variant(near, r) for r in record_tokens):
-                    continue
-                if typo_cost(token, near) <= own:
-                    return True
+                if any(is_variant(near, r) or (nickname_related(near, r)
+                                               and not self._own_name_forms(near, r))
+                       for r in record_tokens):
+                    continue  # another form of the held name (not one registered on its own)
+                if near == token:
+                    return True  # what was typed is itself a real name: another child's, maybe
+                cost = typo_cost(token, near)
+                if cost < own or (cost == own and self._could_be_another_child(near, relaxed)):
+                    return True  # nearer another name, or as near and that name may be meant
         return False
 
     def _near_known(self, token: str) -> set[str]:
@@ -404,7 +534,11 @@ class MatchIndex:
         if best.score < POSSIBLE_THRESHOLD:
             return MatchResult(Status.NO_MATCH, None, 0, best.score)
         runner_up = ranked[1].score if len(ranked) > 1 else -math.inf
-        if (best.may_match and best.score >= MATCH_THRESHOLD
+        # An identifier that lifted the twin guard decides only if no other record fits the
+        # typed demographics as well or better (another twin's number, the other twin's name).
+        contested = best.identifier_lifted and any(
+            c.demographic_score >= best.demographic_score for c in ranked[1:])
+        if (best.may_match and not contested and best.score >= MATCH_THRESHOLD
                 and best.score - runner_up >= MATCH_MARGIN):
             return MatchResult(Status.MATCH, best.record_id, plausible, best.score)
         return MatchResult(Status.POSSIBLE_MATCH, None, plausible, best.score,

@@ -110,6 +110,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE children ADD COLUMN row_hash INTEGER;
     ALTER TABLE involvements ADD COLUMN row_hash INTEGER;
     """,
+    # 6: middle names apart from the first name (empty: the first token of given_name is the
+    # first name and the rest are middle names)
+    """
+    ALTER TABLE children ADD COLUMN middle_names TEXT NOT NULL DEFAULT '';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -120,7 +125,7 @@ CHANGE_LOG_GENERATIONS = 100
 
 CHILD_COLUMNS = (
     "record_id", "nhs_number", "upn", "given_name", "family_name", "other_names",
-    "date_of_birth", "sex", "postcode", "shielded",
+    "date_of_birth", "sex", "postcode", "shielded", "middle_names",
 )
 INVOLVEMENT_COLUMNS = (
     "record_id", "child_record_id", "organisation", "service_category", "practitioner_name",
@@ -144,6 +149,9 @@ class Child:
     sex: str | None
     postcode: str | None
     shielded: bool
+    # Middle names, normalised; empty when the import gave none, and then the first token of
+    # ``given_name`` is the first name and any further tokens are middle names.
+    middle_names: str = ""
 
 
 @dataclass(frozen=True)
@@ -181,6 +189,7 @@ def _child(row: sqlite3.Row) -> Child:
         sex=row["sex"],
         postcode=row["postcode"],
         shielded=bool(row["shielded"]),
+        middle_names=row["middle_names"],
     )
 
 

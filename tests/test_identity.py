@@ -6,11 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from federation.errors import FieldError
+from federation.errors import FieldError, ValidationError
 from federation.identity import (
     nhs_check_digit,
     normalise_name,
     normalise_postcode,
+    parse_identity,
     upn_check_letter,
     validate_nhs_number,
     validate_upn,
@@ -289,3 +290,50 @@ def test_normalise_postcode_is_idempotent_or_refuses(raw: str) -> None:
     expected = once
     actual = normalise_postcode(once)
     assert expected == actual
+
+
+@pytest.mark.parametrize(("fields", "expected"), [
+    ({"given_name": "Oscar", "middle_name": "Jean-Luc"}, "jean luc"),
+    ({"given_name": "Oscar", "middle_names": "James Paul"}, "james paul"),
+    ({"given_name": "Oscar", "middle_names": ""}, None),
+    ({"given_name": "Oscar"}, None),
+])
+def test_middle_names_are_parsed_from_either_spelling(fields: dict[str, str], expected: str | None) -> None:
+    """A search identity may carry ``middle_name`` or ``middle_names``; it is normalised like any
+    name and travels as ``middle_names``."""
+    parsed = parse_identity(fields)
+    actual = (parsed.middle_names, parsed.to_wire().get("middle_names"), parsed.extra)
+    assert (expected, expected, {}) == actual
+
+
+@pytest.mark.parametrize(("fields", "field", "reason"), [
+    ({"middle_name": "James"}, "identity.middle_name", "only together with given_name"),
+    ({"given_name": "Oscar", "middle_name": "A", "middle_names": "Bo"}, "identity.middle_name",
+     "got both"),
+    ({"given_name": "Oscar", "middle_names": "J"}, "identity.middle_names", "at least 2 letters"),
+    ({"given_name": "Oscar", "middle_names": 3}, "identity.middle_names", "expected a string"),
+    ({"given_name": "Oscar", "middle_name": "J*"}, "identity.middle_name", "wildcards"),
+])
+def test_bad_middle_names_are_refused_naming_the_field(fields: dict[str, object], field: str,
+                                                       reason: str) -> None:
+    """A middle name without a given name, both spellings at once, or a bad value is refused
+    with the field named and what was expected."""
+    with pytest.raises(ValidationError) as caught:
+        parse_identity(fields)
+    messages = [(e.field, e.message) for e in caught.value.errors]
+    expected = True
+    actual = any(f == field and reason in m for f, m in messages)
+    assert expected == actual, messages
+
+
+@given(st.text(min_size=1), st.text())
+def test_middle_names_round_trip_through_the_wire(given_name: str, middle: str) -> None:
+    """Whatever is typed, a parsed identity's wire form parses back to the same identity."""
+    try:
+        parsed = parse_identity({"given_name": given_name, "middle_names": middle})
+    except ValidationError:
+        return
+    expected = parsed
+    actual = parse_identity(parsed.to_wire())
+    assert expected == actual
+    assert actual.middle_names is None or actual.middle_names == normalise_name(actual.middle_names)

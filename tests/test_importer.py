@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
+import sqlite3
 from pathlib import Path
 
 from node.importer import import_files
-from node.store import Store
+from node.store import MIGRATIONS, Store
 from tests.conftest import (
     AMARA_NHS,
     CHILD_HEADER,
@@ -148,3 +149,41 @@ def test_missing_column_refuses_the_whole_file(tmp_path: Path) -> None:
         raise AssertionError("expected ImportFileError")
     assert {"children": 0, "involvements": 0} == store.counts()
     store.close()
+
+
+def test_middle_names_column_is_optional_and_normalised(tmp_path: Path) -> None:
+    """``middle_names`` is an optional column: normalised like any name and kept apart from the
+    first name; without it (or left empty) the child's middle names stay inside ``given_name``;
+    a value with no letters is rejected naming the column."""
+    header = [*CHILD_HEADER, "middle_names"]
+    rows = [
+        {**child_row("C-1", "Oscar", "Pemberton", years_ago(6)), "middle_names": "Jean-Luc"},
+        {**child_row("C-2", "Mary Jane", "Smith", years_ago(7)), "middle_names": ""},
+        {**child_row("C-3", "Ava", "Khan", years_ago(3)), "middle_names": "--"},
+    ]
+    store = Store(tmp_path / "node.sqlite3")
+    summary = import_files(store, write_rows(tmp_path / "children.csv", header, rows),
+                           write_rows(tmp_path / "involvements.csv", INVOLVEMENT_HEADER, []))
+    held = {c.record_id: (c.given_name, c.middle_names) for c in store.children()}
+    expected = ({"C-1": ("oscar", "jean luc"), "C-2": ("mary jane", "")},
+                [("C-3", "middle_names")])
+    actual = (held, [(r.record_id, r.field) for r in summary.rejects])
+    assert expected == actual
+
+
+def test_a_store_from_before_middle_names_gains_the_column(tmp_path: Path) -> None:
+    """A node file written before middle names existed (schema 4) is migrated: its children
+    keep their given names and have no middle names."""
+    path = tmp_path / "node.sqlite3"
+    db = sqlite3.connect(path)
+    for script in MIGRATIONS[:4]:
+        db.executescript(script)
+    db.execute("PRAGMA user_version=4")
+    db.execute("INSERT INTO children (record_id, pseudonym, given_name, family_name, date_of_birth)"
+               " VALUES ('C-1', 'p1', 'mary jane', 'smith', '2015-01-02')")
+    db.commit()
+    db.close()
+    store = Store(path)
+    expected = [("mary jane", "")]
+    actual = [(c.given_name, c.middle_names) for c in store.children()]
+    assert expected == actual

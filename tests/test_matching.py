@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from datetime import date
 from typing import Any
 
@@ -341,3 +344,173 @@ def test_date_levels(a: str, b: str, level: DateLevel) -> None:
     expected = level
     actual = compare_dates(date.fromisoformat(a), date.fromisoformat(b))
     assert expected == actual
+
+
+def test_candidate_keys_are_the_same_in_every_process() -> None:
+    """Candidate keys come from a stable digest, not Python's per-process salted ``hash()``, so
+    two processes with different hash seeds build identical keys (and identical answers)."""
+    script = ("from node.candidates import CandidateIndex, _K_DOB_NAME\n"
+              "print(CandidateIndex._key(_K_DOB_NAME, 737000, 'k:2451'))\n")
+    outputs = set()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                              text=True, check=True)
+        outputs.add(done.stdout.strip())
+    expected = 1
+    actual = len(outputs)
+    assert expected == actual
+
+
+# --- the three leak shapes (issue 13): one regression test each ------------------------------
+
+TWIN_A = make_child("twin-a", "Harvey", "Kowalczyk", "2016-05-11", "LS7 3JT", "M", NHS_B)
+TWIN_B = make_child("twin-b", "Hugo", "Kowalczyk", "2016-05-11", "LS7 3JT", "M", NHS_C)
+
+
+@pytest.mark.parametrize(("case", "records", "given"), [
+    ("both twins held, other twin's name", [TWIN_A, TWIN_B], "Hugo"),
+    ("only the identifier's owner held", [TWIN_A], "Hugo"),
+    ("both held, a typo as close to either name", [
+        make_child("twin-a", "Jack", "Kowalczyk", "2016-05-11", "LS7 3JT", "M", NHS_B),
+        make_child("twin-b", "Jake", "Kowalczyk", "2016-05-11", "LS7 3JT", "M", NHS_C)], "Jakc"),
+])
+def test_leak_another_twins_identifier(case: str, records: list[Child], given: str) -> None:
+    """Another twin's NHS number typed with the other twin's name and demographics never
+    discloses either twin: the identifier lifts the twin guard only when the typed given name
+    fits its owner and no other held record fits the typed demographics as well or better."""
+    node = MatchIndex(records)
+    result = node.match(ask(nhs_number=NHS_B, given_name=given, family_name="Kowalczyk",
+                            date_of_birth="2016-05-11", postcode="LS7 3JT", sex="M"))
+    expected = (Status.POSSIBLE_MATCH, None)
+    actual = (result.status, result.record_id)
+    assert expected == actual, case
+
+
+@pytest.mark.parametrize("given", ["Harvey", "Harvy", None])
+def test_twins_own_identifier_still_finds_them(given: str | None) -> None:
+    """The twin whose own number is typed, with their own name (a typo of it, or no name), is a
+    ``match``: the identifier settles it."""
+    node = MatchIndex([TWIN_A, TWIN_B])
+    fields = dict(nhs_number=NHS_B, family_name="Kowalczyk", date_of_birth="2016-05-11",
+                  postcode="LS7 3JT", sex="M")
+    if given:
+        fields["given_name"] = given
+    result = node.match(ask(**fields))
+    expected = (Status.MATCH, "twin-a")
+    actual = (result.status, result.record_id)
+    assert expected == actual
+
+
+@pytest.mark.parametrize(("case", "dob"), [("twin", "2016-05-11"), ("twin, date one typo away", "2016-05-17"),
+                                           ("sibling", "2014-02-03")])
+def test_leak_middle_name_taken_for_a_first_name(case: str, dob: str) -> None:
+    """A query whose given name is a held child's middle name (family name, postcode and sex
+    agreeing) is what an unheld twin or sibling given that name first looks like: never a
+    ``match``, whether the middle name is held inside ``given_name`` or in ``middle_names``."""
+    inside = make_child("held", "Oscar James", "Pemberton", "2016-05-11", "LS7 3JT", "M")
+    apart = Child(**{**inside.__dict__, "given_name": "oscar", "middle_names": "james"})
+    for held in (inside, apart):
+        node = MatchIndex([held])
+        result = node.match(ask(given_name="James", family_name="Pemberton", date_of_birth=dob,
+                                postcode="LS7 3JT", sex="M"))
+        expected = False
+        actual = result.status is Status.MATCH
+        assert expected == actual, case
+
+
+@pytest.mark.parametrize(("held", "asked"), [("Frederick", "Freddie"), ("Alfred", "Alfie"),
+                                              ("Freddie", "Frederick"), ("Oliver", "Ollie")])
+def test_leak_short_form_that_is_a_name_in_its_own_right(held: str, asked: str) -> None:
+    """Family name, date of birth, sex and postcode agree, and the query's given name is a short
+    form of the held child's that children are also registered under (Freddie, Alfie): twins
+    are often given look-alike names, so this is never a ``match`` without an identifier."""
+    node = MatchIndex([make_child("held", held, "Pemberton", "2016-05-11", "LS7 3JT", "M", NHS_B)])
+    fields = dict(given_name=asked, family_name="Pemberton", date_of_birth="2016-05-11",
+                  postcode="LS7 3JT", sex="M")
+    without = node.match(ask(**fields)).status
+    with_identifier = node.match(ask(**fields, nhs_number=NHS_B)).status
+    expected = (Status.POSSIBLE_MATCH, Status.MATCH)
+    actual = (without, with_identifier)
+    assert expected == actual
+
+
+def test_short_form_never_registered_alone_is_still_a_nickname_match() -> None:
+    """A short form children are not registered under (Bill) still finds the child."""
+    node = MatchIndex([make_child("held", "William", "Pemberton", "2016-05-11", "LS7 3JT", "M")])
+    result = node.match(ask(given_name="Bill", family_name="Pemberton", date_of_birth="2016-05-11",
+                            postcode="LS7 3JT", sex="M"))
+    expected = (Status.MATCH, "held")
+    actual = (result.status, result.record_id)
+    assert expected == actual
+
+
+# --- middle names as a field -------------------------------------------------------------------
+
+@pytest.mark.parametrize(("fields", "status"), [
+    (dict(given_name="Oscar"), Status.MATCH),
+    (dict(given_name="Oscar", middle_name="James"), Status.MATCH),
+    (dict(given_name="Oscar James"), Status.MATCH),
+    (dict(given_name="Oscar", middle_names="Thomas"), Status.MATCH),
+    (dict(given_name="James"), Status.POSSIBLE_MATCH),
+])
+def test_middle_names_count_less_than_the_first_name(fields: dict[str, str], status: Status) -> None:
+    """The first name finds the child with or without the middle name (a different middle name
+    too: the first name tells children apart); the middle name alone only says ``possible_match``."""
+    held = Child(**{**make_child("held", "Oscar", "Pemberton", "2016-05-11", "LS7 3JT", "M").__dict__,
+                    "middle_names": "james"})
+    node = MatchIndex([held])
+    result = node.match(ask(**fields, family_name="Pemberton", date_of_birth="2016-05-11",
+                            postcode="LS7 3JT", sex="M"))
+    expected = status
+    actual = result.status
+    assert expected == actual
+
+
+@pytest.mark.parametrize(("held", "asked"), [
+    (("Jakub", "Nowak"), ("Kuba", "Nowak")),  # Polish diminutive
+    (("Jakub", "Nowak"), ("Jacob", "Nowak")),  # the English form of the name
+    (("Katarzyna", "Nowak"), ("Kasia", "Nowak")),
+    (("Piotr", "Nowak"), ("Peter", "Nowak")),
+    (("Oluwafemi", "Adeyemi"), ("Femi", "Adeyemi")),  # Yoruba: a part of the long name
+    (("Wei", "Chen"), ("Wei", "Chan")),  # Mandarin and Cantonese romanisations of one surname
+    (("Katherine", "Nowak"), ("Cath", "Nowak")),  # an English short form, formal name spelt with K
+])
+def test_cross_language_forms_and_diminutives_find_the_child(held: tuple[str, str],
+                                                             asked: tuple[str, str]) -> None:
+    """Curated diminutives and cross-language forms of a name (federation/data) find the child
+    when everything else agrees."""
+    node = MatchIndex([make_child("held", held[0], held[1], "2016-05-11", "LS7 3JT", "M")])
+    result = node.match(ask(given_name=asked[0], family_name=asked[1], date_of_birth="2016-05-11",
+                            postcode="LS7 3JT", sex="M"))
+    expected = (Status.MATCH, "held")
+    actual = (result.status, result.record_id)
+    assert expected == actual
+
+
+def _ellis_node(*extra: Child) -> MatchIndex:
+    return MatchIndex([make_child("held", "Ellis", "Pemberton", "2016-05-11", "LS7 3JT", "M"), *extra])
+
+
+@pytest.mark.parametrize(("case", "node", "sex", "status"), [
+    ("everything else exact, the other name rare for boys", _ellis_node(), "M", Status.MATCH),
+    ("sex not given: could be a girl named Elise", _ellis_node(), None, Status.POSSIBLE_MATCH),
+    ("the node holds a sister named Elise", _ellis_node(
+        make_child("sister", "Elise", "Pemberton", "2014-01-20", "LS7 3JT", "M")), "M",
+     Status.POSSIBLE_MATCH),
+    ("the other name is common among the node's boys", _ellis_node(*[
+        make_child(f"elise-{i}", "Elise", f"Family{chr(97 + i)}", "2012-01-20", "LS1 1AA", "M")
+        for i in range(3)]), "M", Status.POSSIBLE_MATCH),
+])
+def test_ambiguous_typo_is_relaxed_only_when_no_other_child_could_be_meant(
+        case: str, node: MatchIndex, sex: str | None, status: Status) -> None:
+    """A typo as close to another real name as to the held one (Elis: Ellis or Elise?) is a
+    ``match`` only when every other field agrees exactly, the sex is given, the node holds no
+    child of that family with the other name, and the other name is rare for that sex here."""
+    fields = dict(given_name="Elis", family_name="Pemberton", date_of_birth="2016-05-11",
+                  postcode="LS7 3JT")
+    if sex:
+        fields["sex"] = sex
+    expected = status
+    actual = node.match(ask(**fields)).status
+    assert expected == actual, case

@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from federation.canonical import JsonObject, canonical_json
+from federation.errors import FieldError
+from federation.identity import MINIMUM_SETS, MinimumSets, parse_minimum_sets
 from federation.rules import DEFAULT_RETENTION_AGE, PRACTITIONER_ROLES
 from federation.safejson import JsonError, JsonLimits, parse_object
 from trust import oidc_mapping
@@ -163,6 +165,8 @@ class Policy:
     sensitive_categories: frozenset[str] = frozenset()
     rate_limits: Mapping[str, int] = field(default_factory=dict)
     retention_age: int = DEFAULT_RETENTION_AGE
+    # Identity sets a search must include one of (broker and node both check); default today's.
+    minimum_identity_sets: MinimumSets = MINIMUM_SETS
 
     def purpose(self, code: str) -> Purpose | None:
         return next((p for p in self.purposes if p.code == code), None)
@@ -360,7 +364,17 @@ def _parse_policy(data: Any) -> Policy:
         rate_limits={str(k): _positive_int(v, f"policy.rate_limits.{str(k)[:40]}")
                      for k, v in limits.items()},
         retention_age=_positive_int(data.get("retention_age", DEFAULT_RETENTION_AGE), "policy.retention_age"),
+        minimum_identity_sets=_parse_minimum_sets(data),
     )
+
+
+def _parse_minimum_sets(data: Mapping[str, Any]) -> MinimumSets:
+    if "minimum_identity_sets" not in data:
+        return MINIMUM_SETS
+    try:
+        return parse_minimum_sets(data["minimum_identity_sets"], "policy.minimum_identity_sets")
+    except FieldError as exc:
+        raise TrustError(str(exc)) from exc
 
 
 def _parse_signed(signed: Mapping[str, Any]) -> TrustList:

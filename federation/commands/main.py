@@ -290,7 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "eval-matching", help="measure the matcher on labelled data: precision, recall, false matches",
         description="Run every query of a labelled set through the real matcher and print precision, "
-        "recall, false matches, misses, possible_match count and latency. FEBRL sets need the "
+        "recall, false matches, misses, possible_match count and latency; per category (held, "
+        "absent, and the synthetic set's adversarial traps) the wrong-child answers, recall and "
+        "possible_match share; the signposting recall and the possible_match rate on absent "
+        "children. FEBRL sets need the "
         "'eval' extra (pip install -e '.[eval]').")
     p.add_argument("dataset", choices=["febrl1", "febrl2", "febrl3", "febrl4", "synthetic", "all"])
     p.add_argument("--with-identifier", action="store_true",

@@ -24,6 +24,7 @@ an unchecked identifier that may carry typing errors).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 import math
 import random
@@ -40,7 +41,8 @@ from federation.errors import SignpostError
 from federation.identity import Identity, normalise_name, parse_identity
 from federation.names import canonical_token, nickname_related, short_forms
 from federation.protocol import Status
-from federation.tools import synthetic
+from federation.tools import synthetic, traps
+from node.comparison import DateLevel, compare_dates
 from node.matching import MatchIndex
 from node.store import Child
 
@@ -57,6 +59,8 @@ class LabelledQuery:
     truth: str | None
     patterns: tuple[str, ...] = ()
     twin_of: str | None = None  # the record id of a held twin of the child searched for
+    # ``held``, ``absent``, or the trap the query was built as (``federation.tools.traps``)
+    category: str = ""
 
 
 @dataclass(frozen=True)
@@ -150,8 +154,9 @@ def load_febrl(number: int, *, with_identifier: bool, open_set: bool) -> Labelle
     held = [r for r in originals if not open_set or _rec_number(r["rec_id"]) % 2 == 0]
     held_ids = {_rec_number(r["rec_id"]): r["rec_id"] for r in held}
     queries = tuple(
-        LabelledQuery(_febrl_query(r, with_identifier), held_ids.get(_rec_number(r["rec_id"])))
+        LabelledQuery(_febrl_query(r, with_identifier), truth, category="held" if truth else "absent")
         for r in duplicates
+        for truth in (held_ids.get(_rec_number(r["rec_id"])),)
     )
     children = tuple(_febrl_child(r, with_identifier) for r in held)
     return LabelledSet(f"febrl{number}", children, queries)
@@ -405,11 +410,13 @@ def _query_for(rng: random.Random, p: _Person, with_identifier: bool,
 
 
 def synthetic_set(*, with_identifier: bool, open_set: bool, households: int = 12_000,
-                  queries: int = 6_000, seed: int = 0) -> LabelledSet:
+                  queries: int = 6_000, seed: int = 0, traps: int = 200) -> LabelledSet:
     """Seeded synthetic children and queries carrying zero to two error patterns each.
 
     Closed set: the node holds every household, except that in some twin pairs only one twin
     is held (a node may know only one of them). Open set: only even-numbered households are held.
+    Then ``traps`` queries of each adversarial category (``federation.tools.traps``), all for
+    children the node does not hold.
     """
     rng = random.Random(seed)
     homes = _population(rng, households)
@@ -433,9 +440,154 @@ def synthetic_set(*, with_identifier: bool, open_set: bool, households: int = 12
         patterns = tuple(rng.sample(PATTERNS, count))
         identity, applied = _query_for(rng, p, with_identifier, patterns)
         twin_held = p.twin if p.twin in held else None
-        out.append(LabelledQuery(identity, p.key if p.key in held else None, applied, twin_held))
+        truth = p.key if p.key in held else None
+        out.append(LabelledQuery(identity, truth, applied, twin_held,
+                                 "held" if truth else "absent"))
+    if traps:
+        # A generator of its own, so the ordinary queries stay the same with or without traps.
+        out.extend(_trap_queries(random.Random(seed * 7919 + 13), homes, held, traps))
     children = tuple(_as_child(p) for p in held.values())
     return LabelledSet("synthetic", children, tuple(out))
+
+
+def _trap_queries(rng: random.Random, homes: list[list[_Person]], held: dict[str, _Person],
+                  per_category: int) -> list[LabelledQuery]:
+    """Queries for children the node does not hold, each built to look like a held child.
+
+    May add held children (the second twin of ``trap_twin_identifier``) to ``held``.
+    """
+    home_of = {p.key: home for home in homes for p in home}
+    candidates = sorted(held.values(), key=lambda p: p.key)
+    rng.shuffle(candidates)
+    counter = 0
+
+    def person(template: _Person, **changes: Any) -> _Person:
+        nonlocal counter
+        counter += 1
+        return dataclasses.replace(template, key=f"trap-{counter}", nhs=synthetic.nhs_number(rng),
+                                   upn=None, aliases=[], twin=None, **changes)
+
+    def first(p: _Person) -> str:
+        return canonical_token(normalise_name(p.given).split()[0])
+
+    by_family_dob: dict[tuple[str, date], set[str]] = {}
+    for h in held.values():
+        by_family_dob.setdefault((normalise_name(h.family), h.dob), set()).add(first(h))
+
+    def clashes(q: _Person) -> bool:
+        """A held child with the trap's first name, family name and date of birth: no typed
+        field could tell them apart, so that query would not be a trap but that child."""
+        return first(q) in by_family_dob.get((normalise_name(q.family), q.dob), set())
+
+    def pool(sex: str) -> tuple[str, ...]:
+        return (synthetic.GIVEN_NAMES_F + _EXTRA_GIVEN_F) if sex == "F" else (
+            synthetic.GIVEN_NAMES_M + _EXTRA_GIVEN_M)
+
+    def household_names(p: _Person) -> set[str]:
+        return {first(h) for h in home_of.get(p.key, [p])} | {
+            canonical_token(t) for h in home_of.get(p.key, [p]) for t in normalise_name(h.given).split()}
+
+    def build(category: str, p: _Person) -> tuple[_Person, str | None] | None:
+        """The trap person for held child ``p`` and an NHS number to type (or None)."""
+        if category == "trap_co_twin_lookalike":
+            name = traps.lookalike_name(rng, first(p))
+            return (person(p, given=name.capitalize(), sex=rng.choice("FM")), None) if name else None
+        if category == "trap_co_twin_short_form":
+            name = traps.short_form_name(rng, first(p))
+            return (person(p, given=name.capitalize()), None) if name else None
+        if category == "trap_twin_identifier":
+            if not p.nhs:
+                return None
+            sex = rng.choice("FM")
+            return person(p, given=traps.other_name(rng, pool(sex), household_names(p)),
+                          sex=sex), p.nhs
+        if category == "trap_sibling_middle_name":
+            tokens = normalise_name(p.given).split()
+            if len(tokens) < 2:
+                return None
+            middle = tokens[1]
+            sibling_firsts = {first(h) for h in home_of.get(p.key, [])}
+            if (_related_names(canonical_token(middle), first(p))
+                    or canonical_token(middle) in sibling_firsts):
+                return None
+            choice = rng.random()
+            if choice < 1 / 3:
+                dob = p.dob  # a twin
+            elif choice < 2 / 3:
+                dob = _one_digit_date(rng, p.dob) or p.dob  # a twin, the date mistyped
+            else:
+                dob = p.dob - timedelta(days=rng.randint(300, 2000))  # an older sibling
+            return person(p, given=middle.capitalize(), dob=dob, sex=rng.choice("FM")), None
+        if category == "trap_namesake_dob":
+            away = traps.two_digits_away(rng, p.dob, _TODAY)
+            if away is None:
+                return None
+            return person(p, dob=away, postcode=synthetic.postcode(rng, _AREA)), None
+        if category == "trap_cousin":
+            sex = rng.choice("FM")
+            return person(p, given=traps.other_name(rng, pool(sex), household_names(p)), sex=sex,
+                          postcode=synthetic.postcode(rng, _AREA)), None
+        raise EvaluationError(f"unknown trap {category!r}")
+
+    out: list[LabelledQuery] = []
+    asked: set[tuple[str, str, date]] = set()  # no held twin may be one of these absent children
+    for category in traps.TRAP_CATEGORIES:
+        made = 0
+        for p in candidates:
+            if made >= per_category:
+                break
+            built = build(category, p)
+            if built is None:
+                continue
+            trap, nhs = built
+            if clashes(trap):
+                continue
+            identity_key = (first(trap), normalise_name(trap.family), trap.dob)
+            if (category == "trap_twin_identifier" and rng.random() < 0.5
+                    and identity_key not in asked):
+                held[trap.key] = trap  # both twins held: the typed number is the other twin's
+                by_family_dob.setdefault((normalise_name(trap.family), trap.dob), set()).add(
+                    first(trap))
+            raw: dict[str, str] = {"given_name": trap.given, "family_name": trap.family,
+                                   "date_of_birth": trap.dob.isoformat(), "postcode": trap.postcode}
+            if rng.random() < 0.85:
+                raw["sex"] = trap.sex
+            if nhs:
+                raw["nhs_number"] = nhs
+            # Half the traps are typed with one of the errors people make, as any query is.
+            pattern = rng.choice(PATTERNS) if rng.random() < 0.5 else None
+            applied = (pattern,) if pattern and _apply(rng, pattern, raw, trap) else ()
+            typed = parse_identity(raw)
+            typed_first = canonical_token((typed.given_name or " ").split()[0])
+            typed_key = (typed.family_name or "", typed.date_of_birth or trap.dob)
+            if typed_first in by_family_dob.get(typed_key, ()):
+                continue  # the error made the query exactly a held child's: not a trap any more
+            if category == "trap_namesake_dob" and compare_dates(
+                    typed.date_of_birth, p.dob) is not DateLevel.DIFFERENT:
+                continue  # the error brought the date within a typo of the held child's
+            asked.add(identity_key)
+            out.append(LabelledQuery(typed, None, applied, p.key, category))
+            made += 1
+    return out
+
+
+def _related_names(a: str, b: str) -> bool:
+    return a == b or nickname_related(a, b)
+
+
+def _one_digit_date(rng: random.Random, dob: date) -> date | None:
+    """A real date one digit away from ``dob`` (a typo of it), or None."""
+    text = dob.strftime("%Y%m%d")
+    for _ in range(20):
+        i = rng.choice((3, 5, 6, 7))
+        new = text[:i] + str(rng.randint(0, 9)) + text[i + 1:]
+        try:
+            candidate = date(int(new[:4]), int(new[4:6]), int(new[6:]))
+        except ValueError:
+            continue
+        if candidate != dob and candidate <= _TODAY:
+            return candidate
+    return None
 
 
 # --- running and reporting --------------------------------------------------------------------
@@ -467,6 +619,7 @@ def run(labelled: LabelledSet, sample: int | None = None, seed: int = 0) -> dict
     latencies: list[float] = []
     outcome: Counter[str] = Counter()
     by_pattern: dict[str, Counter[str]] = {}
+    by_category: dict[str, Counter[str]] = {}
     false_matches: list[dict[str, Any]] = []
     for q in queries:
         t0 = time.perf_counter()
@@ -484,9 +637,14 @@ def run(labelled: LabelledSet, sample: int | None = None, seed: int = 0) -> dict
         outcome[verdict] += 1
         if result.status is Status.POSSIBLE_MATCH:
             outcome["possible_match"] += 1
-        for pattern in q.patterns or ("none",):
-            by_pattern.setdefault(pattern, Counter())[verdict] += 1
+        if q.truth is not None:
+            for pattern in q.patterns or ("none",):
+                by_pattern.setdefault(pattern, Counter())[verdict] += 1
+        category = q.category or ("held" if q.truth is not None else "absent")
+        by_category.setdefault(category, Counter())[verdict] += 1
+        by_category[category]["queries_held"] += q.truth is not None
     held_queries = sum(1 for q in queries if q.truth is not None)
+    absent_queries = len(queries) - held_queries
     matches = outcome["true_match"] + outcome["false_match"]
     return {
         "dataset": labelled.name,
@@ -500,12 +658,34 @@ def run(labelled: LabelledSet, sample: int | None = None, seed: int = 0) -> dict
         "possible_match": outcome["possible_match"],
         "precision": outcome["true_match"] / matches if matches else 1.0,
         "recall": outcome["true_match"] / held_queries if held_queries else 1.0,
+        # The right child matched, or possible_match where the child is held: either way the
+        # practitioner is sent to the right authority.
+        "signposting_recall": ((outcome["true_match"] + outcome["miss_possible_match"]) / held_queries
+                               if held_queries else 1.0),
+        "queries_absent": absent_queries,
+        "absent_possible_match_rate": (outcome["correct_possible_match"] / absent_queries
+                                       if absent_queries else 0.0),
         "latency_p50_ms": _percentile(latencies, 0.50) * 1000,
         "latency_p99_ms": _percentile(latencies, 0.99) * 1000,
         "latency_mean_ms": statistics.fmean(latencies) * 1000 if latencies else 0.0,
         "build_seconds": build,
         "outcomes": dict(outcome),
         "by_pattern": {k: dict(v) for k, v in sorted(by_pattern.items())},
+        "by_category": {k: _category_figures(v) for k, v in sorted(by_category.items())},
+    }
+
+
+def _category_figures(counts: Counter[str]) -> dict[str, Any]:
+    """Wrong-child answers, recall (of held children) and the share answered possible_match."""
+    total = sum(v for k, v in counts.items() if k != "queries_held")
+    held = counts["queries_held"]
+    possible = counts["correct_possible_match"] + counts["miss_possible_match"]
+    return {
+        "queries": total,
+        "queries_held": held,
+        "wrong_child": counts["false_match"],
+        "recall": counts["true_match"] / held if held else None,
+        "possible_match_share": possible / total if total else 0.0,
     }
 
 
@@ -537,11 +717,21 @@ def format_report(r: dict[str, Any]) -> list[str]:
         f"  latency        p50 {r['latency_p50_ms']:.3f} ms, p99 {r['latency_p99_ms']:.3f} ms",
         f"  index build    {r['build_seconds']:.2f} s",
     ]
+    lines.append(f"  signposting recall {r['signposting_recall']:.4f} (right child matched, or "
+                 "possible_match where the child is held)")
+    lines.append(f"  possible_match on absent children {r['absent_possible_match_rate']:.4f} "
+                 f"({r['queries_absent']} queries)")
+    lines.append("  by category (queries, wrong-child answers, recall of held, possible_match share):")
+    for category, f in r["by_category"].items():
+        recall = "     -" if f["recall"] is None else f"{f['recall']:.3f}"
+        lines.append(f"    {category:26} {f['queries']:6} {f['wrong_child']:6} {recall:>6} "
+                     f"{f['possible_match_share']:6.3f}")
     if r["dataset"] == "synthetic":
-        lines.append("  by error pattern (true match / miss / false match / queries):")
+        lines.append("  held children by error pattern (true match / possible_match / no_match / "
+                     "wrong child / queries):")
         for pattern, counts in r["by_pattern"].items():
             total = sum(counts.values())
-            misses = sum(v for k, v in counts.items() if k.startswith("miss_"))
-            lines.append(f"    {pattern:24} {counts.get('true_match', 0):6} {misses:6} "
+            lines.append(f"    {pattern:24} {counts.get('true_match', 0):6} "
+                         f"{counts.get('miss_possible_match', 0):6} {counts.get('miss_no_match', 0):6} "
                          f"{counts.get('false_match', 0):6} {total:6}")
     return lines
