@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from federation.canonical import canonical_json
+from federation.checks import DEFAULT_EXPIRY_DAYS as DEFAULT_CHECK_EXPIRY_DAYS
 from federation.rules import DEFAULT_RETENTION_AGE
 from trust.errors import (
     ExpiredError,
@@ -155,6 +156,7 @@ class Policy:
     sensitive_categories: frozenset[str] = frozenset()
     rate_limits: Mapping[str, int] = field(default_factory=dict)
     retention_age: int = DEFAULT_RETENTION_AGE
+    check_expiry_days: int = DEFAULT_CHECK_EXPIRY_DAYS  # a check not decided by then is deleted
 
     def purpose(self, code: str) -> Purpose | None:
         return next((p for p in self.purposes if p.code == code), None)
@@ -288,7 +290,14 @@ def _parse_policy(data: Any) -> Policy:
         sensitive_categories=frozenset(data.get("sensitive_categories", [])),
         rate_limits=dict(data.get("rate_limits", {})),
         retention_age=int(data.get("retention_age", 24)),
+        check_expiry_days=_check_expiry_days(data.get("check_expiry_days", DEFAULT_CHECK_EXPIRY_DAYS)),
     )
+
+
+def _check_expiry_days(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 90:
+        raise TrustError(f"policy.check_expiry_days: expected an integer 1-90, got {value!r}")
+    return value
 
 
 def _parse_signed(signed: Mapping[str, Any]) -> TrustList:
