@@ -106,9 +106,11 @@ class RequesterContact:
         if self.email is None and self.phone is None:
             raise ValidationError([FieldError("contact", "expected an email, a phone number, or both")])
         if self.email is not None and not _EMAIL.match(self.email):
-            raise ValidationError([FieldError("contact.email", f"expected an email address, got {self.email!r}")])
+            raise ValidationError([FieldError("contact.email",
+                                              f"expected an email address, got {self.email!r}")])
         if self.phone is not None and not _PHONE.match(self.phone):
-            raise ValidationError([FieldError("contact.phone", f"expected a phone number, got {self.phone!r}")])
+            raise ValidationError([FieldError("contact.phone",
+                                              f"expected a phone number, got {self.phone!r}")])
 
     def to_wire(self) -> dict[str, str]:
         return {k: v for k, v in (("email", self.email), ("phone", self.phone)) if v is not None}
@@ -124,16 +126,15 @@ class RequesterContact:
         return cls(email=email, phone=phone)
 
 
-def _practitioner(data: Any) -> dict[str, str]:
+def _practitioner(data: Any) -> dict[str, Any]:
     body = _object(data, "practitioner")
-    out = {k: body[k] for k in PRACTITIONER_FIELDS if isinstance(body.get(k), str)}
+    out: dict[str, Any] = {k: body[k] for k in PRACTITIONER_FIELDS if isinstance(body.get(k), str)}
     missing = [k for k in ("iss", "sub", "org", "role") if not out.get(k)]
     if missing:
         raise ValidationError([FieldError(f"practitioner.{m}", "is required") for m in missing])
     amr = body.get("amr")
     if isinstance(amr, list):
-        out_amr = [a for a in amr if isinstance(a, str)]
-        return {**out, "amr": out_amr}  # type: ignore[dict-item]
+        out["amr"] = [a for a in amr if isinstance(a, str)]
     return out
 
 
@@ -154,7 +155,8 @@ class CheckRequest:
         check_id(self.check_id)
         check_id(self.search_id, "search_id")
         if not self.authority or not self.purpose:
-            raise ValidationError([FieldError("authority" if not self.authority else "purpose", "is required")])
+            missing = "authority" if not self.authority else "purpose"
+            raise ValidationError([FieldError(missing, "is required")])
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -174,9 +176,9 @@ class CheckRequest:
         body = _object(data, "check")
         errors: list[FieldError] = []
         values: dict[str, Any] = {}
-        for name, parse in (("check_id", check_id), ("search_id", lambda v: check_id(v, "search_id"))):
+        for name in ("check_id", "search_id"):
             try:
-                values[name] = parse(body.get(name))
+                values[name] = check_id(body.get(name), name)
             except FieldError as exc:
                 errors.append(exc)
         for name in ("authority", "purpose"):
@@ -285,7 +287,8 @@ class CheckDisclosure:
             status = Status(str(body.get("status")))
             involvements = tuple(Disclosed.from_wire(i) for i in body.get("involvements") or [])
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ValidationError([FieldError("disclosure", f"malformed ({exc.__class__.__name__})")]) from None
+            raise ValidationError([FieldError("disclosure",
+                                              f"malformed ({exc.__class__.__name__})")]) from None
         return cls(status, involvements if status is Status.MATCH else (),
                    Contact.from_wire(body.get("contact")), Contact.from_wire(body.get("assessment")))
 
@@ -326,7 +329,8 @@ class CheckOutcome:
         try:
             state = CheckState(str(body.get("state")))
         except ValueError:
-            errors.append(FieldError("state", f"expected one of {', '.join(CheckState)}, got {body.get('state')!r}"))
+            errors.append(FieldError("state", f"expected one of {', '.join(CheckState)}, "
+                                     f"got {body.get('state')!r}"))
         expires = _text(body, "expires", "", errors)
         message = _text(body, "message", "", errors, limit=MESSAGE_LIMIT, required=False)
         disclosure = None

@@ -25,8 +25,10 @@ from federation.errors import FieldError, SignpostError, ValidationError
 from federation.http import health, json_response, problem, read_json_object
 from federation.protocol import ANSWER_LIFETIME_SECONDS, PROTOCOL_VERSION, Contact, Status
 from node import audit as audits
+from node import checks as checking
 from node import outbox as outboxes
 from node import purge as purging
+from node import staff
 from node.config import NodeConfig
 from node.matching import MatchIndex
 from node.metrics import NodeMetrics
@@ -348,6 +350,10 @@ def create_app(config: NodeConfig) -> web.Application:
     app.cleanup_ctx.append(_trust_refresh)
     app.cleanup_ctx.append(_notifications)
     app.cleanup_ctx.append(_purge)
+    desk = checking.CheckDesk(config, node.trust, node.key, node.contact, node.audit, node.index,
+                              node.notifier.wake)
+    checking.install(app, desk)  # POST /v1/checks...: checks asked of this authority (node/checks.py)
+    staff.install(app, desk)  # the signposting officers' pages, on their own listener (node/staff.py)
 
     async def close(_: web.Application) -> None:
         node.close()

@@ -225,16 +225,21 @@ def access_rows(entries: Entries, pseudonym: str) -> list[dict[str, str]]:
     who searched, when, from which organisation, in which role and for what purpose."""
     rows: list[dict[str, str]] = []
     for index, entry in entries:
-        if entry.get("type") != "query":
+        kind = entry.get("type")
+        if kind not in ("query", *CHECK_ACCESS):
             continue
         candidates = entry.get("candidate_pseudonyms")
-        if entry.get("pseudonym") == pseudonym:
+        if kind in CHECK_ACCESS:
+            how = _check_access(entry, pseudonym)
+            if how is None:
+                continue
+        elif entry.get("pseudonym") == pseudonym:
             how = "matched"
         elif isinstance(candidates, list) and pseudonym in candidates:
             how = "possible match (one of several candidates)"
         else:
             continue
-        who = entry.get("practitioner")
+        who = entry.get("practitioner") or entry.get("officer")
         who = who if isinstance(who, Mapping) else {}
         mediated = entry.get("on_behalf_of")
         on_behalf_of = ""
@@ -252,8 +257,38 @@ def access_rows(entries: Entries, pseudonym: str) -> list[dict[str, str]]:
             "identity_provider": str(who.get("iss", "")),
             "purpose": str(entry.get("purpose") or ""),
             "on_behalf_of": on_behalf_of,
-            "outcome": str(entry.get("outcome", ""))
+            "outcome": (_check_outcome(entry) if kind in CHECK_ACCESS else str(entry.get("outcome", "")))
             + (f" ({entry['reason']})" if entry.get("reason") else ""),
             "how_matched": how,
         })
     return rows
+
+
+CHECK_ACCESS = ("check-request", "check-view", "check-decision", "check-outcome")
+"""Check steps that reach a record (see ``node.checks``): asked about it, shown it, decided, disclosed."""
+
+
+def _check_access(entry: Mapping[str, Any], pseudonym: str) -> str | None:
+    """How a check step reached the record with ``pseudonym``, or ``None`` if it did not."""
+    kind = entry.get("type")
+    candidates = entry.get("candidate_pseudonyms")
+    if kind in ("check-request", "check-view"):
+        if isinstance(candidates, list) and pseudonym in candidates:
+            return ("check asked (one of the candidates)" if kind == "check-request"
+                    else "check opened by a signposting officer (one of the candidates)")
+        return None
+    if entry.get("pseudonym") != pseudonym:
+        return None
+    return "check decided by a signposting officer" if kind == "check-decision" else "check answered"
+
+
+def _check_outcome(entry: Mapping[str, Any]) -> str:
+    kind = entry.get("type")
+    if kind == "check-decision":
+        return f"decided {entry.get('decision')}"
+    if kind == "check-outcome":
+        disclosed = entry.get("disclosed")
+        return f"{entry.get('state')}" + (f", disclosed {disclosed}" if disclosed else "")
+    if kind == "check-view":
+        return "viewed"
+    return "check requested"
