@@ -25,7 +25,7 @@ from broker.metrics import BrokerMetrics
 from federation import identity, rules
 from federation.errors import FieldError, ValidationError
 from federation.http import health, json_response, problem, read_json_object
-from federation.protocol import PROTOCOL_VERSION, Status
+from federation.protocol import MemberId, QueryClaims, QueryId, Status
 from trust import envelope, logapi, tokens
 from trust.errors import ExpiredError, TrustError
 from trust.keys import load_private
@@ -34,6 +34,27 @@ from trust.tokens import Practitioner
 
 log = logging.getLogger("signpost.broker")
 
+
+
+@dataclass(frozen=True)
+class SearchResponse:
+    """What the practitioner gets back: each authority's result, and whether every one answered."""
+
+    query_id: QueryId
+    results: tuple[NodeResult, ...]
+
+    @property
+    def unavailable(self) -> tuple[NodeResult, ...]:
+        return tuple(r for r in self.results if r.status is Status.UNAVAILABLE)
+
+    @property
+    def complete(self) -> bool:
+        return not self.unavailable
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"query_id": self.query_id, "complete": self.complete,
+                "results": [r.to_wire() for r in self.results],
+                "unavailable": [r.name for r in self.unavailable]}
 
 
 @dataclass(frozen=True)
@@ -97,24 +118,18 @@ class Broker:
         assert found is not None and isinstance(purpose, str)
         return SearchRequest(found, purpose, on_behalf_of)
 
-    def sign_query(self, search: SearchRequest, who: Practitioner, now: datetime) -> tuple[str, str]:
-        jti = str(uuid.uuid4())
+    def sign_query(self, search: SearchRequest, who: Practitioner, now: datetime) -> tuple[QueryId, str]:
+        """A new query id and the signed query envelope for ``search``."""
         iat = int(now.timestamp())
-        claims = {
-            "v": PROTOCOL_VERSION,
-            "iss": self.config.id,
-            "aud": self.trust.current.federation,
-            "iat": iat,
-            "exp": iat + self.config.query_lifetime_seconds,
-            "jti": jti,
-            "practitioner": who.to_claims(),
-            "purpose": search.purpose,
-            "on_behalf_of": search.on_behalf_of,
-            "identity": search.identity.to_wire(),
-        }
-        return jti, envelope.sign(claims, self.key, envelope.QUERY_TYPE)
+        claims = QueryClaims(
+            iss=MemberId(self.config.id), aud=self.trust.current.federation, iat=iat,
+            exp=iat + self.config.query_lifetime_seconds, jti=str(uuid.uuid4()),
+            practitioner=who.to_claims(), purpose=search.purpose, on_behalf_of=search.on_behalf_of,
+            identity=search.identity.to_wire(), extra={},
+        )
+        return claims.query_id, envelope.sign(claims.to_wire(), self.key, envelope.QUERY_TYPE)
 
-    async def search(self, search: SearchRequest, who: Practitioner, now: datetime) -> dict[str, Any]:
+    async def search(self, search: SearchRequest, who: Practitioner, now: datetime) -> SearchResponse:
         """Log the search, ask every node, log what each said, return the results.
 
         Raises ``logapi.AuditUnavailable`` (nothing searched, or nothing returned) when either
@@ -144,12 +159,7 @@ class Broker:
                 log.error("query %s: integrity failure from %s: %s", jti, r.authority, r.reason)
         # Which authorities know the child is part of the answer: it goes to the audit log only.
         log.info("query %s: %d node(s) asked, %d unavailable", jti, len(results), len(unavailable))
-        return {
-            "query_id": jti,
-            "complete": not unavailable,
-            "results": [r.to_wire() for r in results],
-            "unavailable": [r.name for r in unavailable],
-        }
+        return SearchResponse(jti, tuple(results))
 
 
 BROKER = web.AppKey("broker", Broker)
@@ -192,7 +202,7 @@ async def handle_search(request: web.Request) -> web.Response:
     except logapi.AuditUnavailable as exc:
         return problem(503, "Audit log unavailable", f"the broker cannot log searches, so it does not "
                        f"search: {exc}", kind="audit-unavailable")
-    return json_response(result)
+    return json_response(result.to_wire())
 
 
 async def handle_health(request: web.Request) -> web.Response:

@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from federation.protocol import NODE_STATUSES, Contact, Disclosed, Status
+from federation.protocol import AnswerClaims, Contact, Disclosed, MessageError, Status
 from trust import envelope, tls
 from trust.errors import TrustError
 from trust.trustlist import Member, TrustList
@@ -83,19 +83,17 @@ def judge(
     if not bound:
         return _unavailable(node, "answer is not bound to this query", started, integrity=True)
     try:
-        status = Status(str(claims.get("status")))
-        if status not in NODE_STATUSES:
-            raise ValueError(status)
-        involvements = tuple(Disclosed.from_wire(i) for i in claims.get("involvements") or [])
-    except (ValueError, KeyError, TypeError):
+        answer = AnswerClaims.from_wire(claims)
+    except MessageError as exc:
+        log.warning("answer from %s dropped: %s", node.id, exc.field)
         return _unavailable(node, "answer is malformed", started, integrity=True)
     return NodeResult(
         authority=node.id,
         name=node.name,
-        status=status,
-        involvements=involvements if status is Status.MATCH else (),
-        contact=Contact.from_wire(claims.get("contact")),
-        assessment=Contact.from_wire(claims.get("assessment")),
+        status=answer.status,
+        involvements=answer.involvements,
+        contact=answer.contact,
+        assessment=answer.assessment,
         answer_hash=envelope.envelope_hash(token),
         seconds=time.monotonic() - started,
     )

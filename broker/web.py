@@ -340,12 +340,12 @@ async def handle_search(request: web.Request) -> web.Response:
         return html(pages.message_page("Signpost is not available", "Searches cannot be recorded in the "
                                        "audit log just now, so none are made. Try again later.",
                                        who=who, csrf=session.csrf), status=503)
-    log.info("web search %s answered", answer["query_id"])
+    log.info("web search %s answered", answer.query_id)
     typed = {**{k: values[k] for k in ("nhs_number", "upn", "given_name", "family_name", "postcode")},
              "date_of_birth": dob or "", "sex": dict(pages.SEX_OPTIONS).get(values["sex"], values["sex"])}
     searched = [(LABELS[k], pages.long_date(typed[k]) if k == "date_of_birth" else typed[k])
                 for k in LABELS if typed.get(k)]
-    return html(pages.results_page(who, session.csrf, answer, searched))
+    return html(pages.results_page(who, session.csrf, answer.to_wire(), searched))
 
 
 async def handle_static(request: web.Request) -> web.Response:

@@ -8,9 +8,12 @@ broker's query.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NewType
+
+from federation.errors import FieldError
 
 PROTOCOL_VERSION = 1
 QUERY_LIFETIME_SECONDS = 60
@@ -86,3 +89,181 @@ class Disclosed:
 
 
 DISCLOSED_FIELDS = frozenset(Disclosed.__dataclass_fields__)
+
+
+# --- messages ---------------------------------------------------------------------------------
+#
+# The claims inside the two signed envelopes, as typed values. ``to_wire`` gives the JSON object
+# that is signed; ``from_wire`` takes the claims of a verified envelope and raises
+# ``MessageError`` naming the first field at fault. Fields a reader does not know are kept in
+# ``extra`` (never interpreted), so an older node still accepts a newer broker's query.
+
+QueryId = NewType("QueryId", str)
+"""The ``jti`` of a signed query: names the search in every log."""
+
+MemberId = NewType("MemberId", str)
+"""A member of the trust list (a node, a broker, a token issuer)."""
+
+
+class MessageError(FieldError):
+    """A signed message's claims are not what the protocol says (a field is missing or of the wrong type)."""
+
+
+def _str(data: Mapping[str, Any], name: str, prefix: str) -> str:
+    value = data.get(name)
+    if not isinstance(value, str) or not value:
+        raise MessageError(f"{prefix}{name}", f"expected a non-empty string, got {type(value).__name__}")
+    return value
+
+
+def _int(data: Mapping[str, Any], name: str, prefix: str) -> int:
+    value = data.get(name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MessageError(f"{prefix}{name}", f"expected an integer, got {type(value).__name__}")
+    return value
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What every signed message carries: who signed it, for whom, when, and its id."""
+
+    iss: MemberId
+    aud: str
+    iat: int
+    exp: int
+    jti: str
+
+    def header_wire(self) -> dict[str, Any]:
+        return {"v": PROTOCOL_VERSION, "iss": self.iss, "aud": self.aud, "iat": self.iat, "exp": self.exp,
+                "jti": self.jti}
+
+    @staticmethod
+    def header_from_wire(data: Mapping[str, Any]) -> tuple[MemberId, str, int, int, str]:
+        return (MemberId(_str(data, "iss", "")), _str(data, "aud", ""), _int(data, "iat", ""),
+                _int(data, "exp", ""), _str(data, "jti", ""))
+
+
+HEADER_FIELDS = frozenset({"v", "iss", "aud", "iat", "exp", "jti"})
+QUERY_FIELDS = frozenset({"practitioner", "purpose", "on_behalf_of", "identity"})
+
+
+@dataclass(frozen=True)
+class QueryClaims(Envelope):
+    """A broker's signed query to every node: who asks, why, and the child's identity.
+
+    The practitioner, mediation and identity are carried as the broker signed them: the node
+    judges them itself (``node.policy.check_query``, ``federation.identity.parse_identity``) after
+    it has logged that the query arrived, so they stay JSON values here (``None`` when the
+    practitioner is not an object, which the policy refuses).
+    """
+
+    practitioner: Mapping[str, Any] | None
+    purpose: str | None
+    on_behalf_of: Mapping[str, Any] | None
+    identity: Any
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def query_id(self) -> QueryId:
+        return QueryId(self.jti)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {**self.extra, **self.header_wire(),
+                "practitioner": dict(self.practitioner) if self.practitioner is not None else None,
+                "purpose": self.purpose,
+                "on_behalf_of": dict(self.on_behalf_of) if self.on_behalf_of is not None else None,
+                "identity": self.identity}
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> QueryClaims:
+        iss, aud, iat, exp, jti = cls.header_from_wire(data)
+        practitioner = data.get("practitioner")
+        purpose = data.get("purpose")
+        on_behalf_of = data.get("on_behalf_of")
+        if on_behalf_of is not None and not isinstance(on_behalf_of, Mapping):
+            raise MessageError("on_behalf_of", f"expected an object, got {type(on_behalf_of).__name__}")
+        return cls(
+            iss=iss, aud=aud, iat=iat, exp=exp, jti=jti,
+            practitioner=practitioner if isinstance(practitioner, Mapping) else None,
+            purpose=purpose if isinstance(purpose, str) else None,
+            on_behalf_of=on_behalf_of,
+            identity=data.get("identity"),
+            extra={k: v for k, v in data.items() if k not in HEADER_FIELDS | QUERY_FIELDS},
+        )
+
+
+@dataclass(frozen=True)
+class AuthorityRef:
+    """An authority as named in an answer: its trust-list id and its name."""
+
+    id: MemberId
+    name: str
+
+    def to_wire(self) -> dict[str, str]:
+        return {"id": self.id, "name": self.name}
+
+
+ANSWER_FIELDS = frozenset({"query_jti", "query_hash", "authority", "status", "involvements", "contact",
+                           "assessment"})
+
+
+@dataclass(frozen=True)
+class AnswerClaims(Envelope):
+    """A node's signed answer, bound to one query by its id and the hash of its exact envelope."""
+
+    query_jti: QueryId
+    query_hash: str
+    authority: AuthorityRef
+    status: Status
+    involvements: tuple[Disclosed, ...] = ()
+    contact: Contact | None = None
+    assessment: Contact | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in NODE_STATUSES:
+            raise MessageError("status", f"expected one of {', '.join(sorted(NODE_STATUSES))}, "
+                               f"got {self.status.value!r}")
+        if self.involvements and self.status is not Status.MATCH:
+            raise MessageError("involvements", f"only a match discloses involvements, "
+                               f"not {self.status.value}")
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {**self.extra, **self.header_wire(), "query_jti": self.query_jti,
+                               "query_hash": self.query_hash, "authority": self.authority.to_wire(),
+                               "status": self.status.value}
+        if self.status is Status.MATCH:
+            out["involvements"] = [i.to_wire() for i in self.involvements]
+            out["assessment"] = self.assessment.to_wire() if self.assessment else None
+        if self.contact is not None:
+            out["contact"] = self.contact.to_wire()
+        return out
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> AnswerClaims:
+        iss, aud, iat, exp, jti = cls.header_from_wire(data)
+        try:
+            status = Status(_str(data, "status", ""))
+        except ValueError as exc:
+            raise MessageError("status", f"expected one of {', '.join(sorted(NODE_STATUSES))}") from exc
+        authority = data.get("authority")
+        if not isinstance(authority, Mapping):
+            raise MessageError("authority", "expected an object with id and name")
+        involvements = data.get("involvements") or []
+        if not isinstance(involvements, list) or not all(isinstance(i, dict) for i in involvements):
+            raise MessageError("involvements", "expected a list of objects")
+        try:
+            disclosed = tuple(Disclosed.from_wire(i) for i in involvements)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MessageError("involvements", f"an involvement is malformed ({exc})") from exc
+        return cls(
+            iss=iss, aud=aud, iat=iat, exp=exp, jti=jti,
+            query_jti=QueryId(_str(data, "query_jti", "")), query_hash=_str(data, "query_hash", ""),
+            authority=AuthorityRef(MemberId(_str(authority, "id", "authority.")),
+                                   _str(authority, "name", "authority.")),
+            status=status,
+            involvements=disclosed if status is Status.MATCH else (),
+            contact=Contact.from_wire(data.get("contact")),
+            assessment=Contact.from_wire(data.get("assessment")),
+            extra={k: v for k, v in data.items() if k not in HEADER_FIELDS | ANSWER_FIELDS},
+        )

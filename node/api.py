@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -23,7 +22,16 @@ from aiohttp import web
 from federation import identity, metrics
 from federation.errors import FieldError, SignpostError, ValidationError
 from federation.http import health, json_response, problem, read_json_object
-from federation.protocol import ANSWER_LIFETIME_SECONDS, PROTOCOL_VERSION, Contact, Status
+from federation.protocol import (
+    ANSWER_LIFETIME_SECONDS,
+    PROTOCOL_VERSION,
+    AnswerClaims,
+    AuthorityRef,
+    Contact,
+    MemberId,
+    QueryClaims,
+    Status,
+)
 from node import audit as audits
 from node import checks as checking
 from node import outbox as outboxes
@@ -118,22 +126,22 @@ class Node:
         return holder.index
 
     def answer(self, query_token: str, now: datetime, index: MatchIndex,
-               audit: dict[str, Any] | None = None) -> dict[str, Any]:
+               outcome: QueryOutcome) -> AnswerClaims:
         """Verify, match, decide; return the answer claims (raises on a bad query).
 
-        ``audit``, when given, is filled with what the audit entry needs: the verified query's
+        ``outcome`` collects what the audit entry needs as it becomes known: the verified query's
         context (as soon as the signature is good) and the matched records' pseudonyms.
         """
-        audit = {} if audit is None else audit
-        claims, broker = envelope.verify(
+        verified, broker = envelope.verify(
             query_token, self.trust.current, role="broker", typ=envelope.QUERY_TYPE, now=now,
             audience=self.trust.current.federation,
         )
-        audit["context"] = audits.query_context(claims, query_token)
-        if not self.store.remember_query(str(claims["jti"]), int(claims["exp"]) + 120, int(now.timestamp())):
-            raise ReplayedQuery(f"query {claims['jti']} was already answered")
+        claims = QueryClaims.from_wire(verified)
+        outcome.context = audits.query_context(claims, query_token)
+        if not self.store.remember_query(claims.jti, claims.exp + 120, int(now.timestamp())):
+            raise ReplayedQuery(f"query {claims.jti} was already answered")
         context = check_query(claims, (p.code for p in self.trust.current.policy.purposes))
-        query_identity = identity.parse_identity(claims.get("identity"))
+        query_identity = identity.parse_identity(claims.identity)
         today = now.date()
         identity.check_searchable(query_identity, today)
         result = index.match(query_identity)
@@ -141,8 +149,8 @@ class Node:
         involvements = self.store.involvements(child.record_id) if child else []
         candidates = [index.children[c] for c in getattr(result, "candidate_ids", ())
                       if c in index.children]
-        audit["pseudonym"] = child.pseudonym if child is not None else None
-        audit["candidates"] = [c.pseudonym for c in candidates]
+        outcome.pseudonym = child.pseudonym if child is not None else None
+        outcome.candidates = tuple(c.pseudonym for c in candidates)
         disclosure = decide(
             status=result.status,
             child=child,
@@ -157,24 +165,21 @@ class Node:
         if child is not None:
             # Written before the answer leaves: if the message cannot be kept, the query fails.
             messages = notifications(child=child, involvements=involvements, query=context,
-                                     query_jti=str(claims["jti"]), authority_id=self.config.id,
+                                     query_jti=claims.query_id, authority_id=self.config.id,
                                      searched_at=now, today=today)
             if messages:
                 self.outbox.enqueue(messages, now.timestamp())
                 self.notifier.wake()
         iat = int(now.timestamp())
-        return {
-            "v": PROTOCOL_VERSION,
-            "iss": self.config.id,
-            "aud": broker.id,
-            "iat": iat,
-            "exp": iat + ANSWER_LIFETIME_SECONDS,
-            "jti": str(uuid.uuid4()),
-            "query_jti": claims["jti"],
-            "query_hash": envelope.envelope_hash(query_token),
-            "authority": {"id": self.config.id, "name": self.name},
-            **disclosure.to_wire(),
-        }
+        return AnswerClaims(
+            iss=MemberId(self.config.id), aud=broker.id, iat=iat, exp=iat + ANSWER_LIFETIME_SECONDS,
+            jti=str(uuid.uuid4()), query_jti=claims.query_id, query_hash=envelope.envelope_hash(query_token),
+            authority=AuthorityRef(MemberId(self.config.id), self.name), status=disclosure.status,
+            involvements=disclosure.involvements if disclosure.status is Status.MATCH else (),
+            contact=disclosure.contact,
+            assessment=disclosure.assessment if disclosure.status is Status.MATCH else None,
+            extra={},
+        )
 
     def close(self) -> None:
         self.store.close()
@@ -182,6 +187,37 @@ class Node:
 
 class ReplayedQuery(SignpostError):
     """A query id arrived a second time within its lifetime."""
+
+
+@dataclass
+class QueryOutcome:
+    """What one ``POST /v1/query`` did, gathered as it goes, for its audit entry.
+
+    ``context`` is set once the envelope's signature verified; ``answer_hash`` and ``status``
+    once an answer was signed; ``refusal`` when the query was refused.
+    """
+
+    token: str
+    context: audits.QueryContext | None = None
+    pseudonym: str | None = None
+    candidates: tuple[str, ...] = ()
+    status: str | None = None
+    answer_hash: str | None = None
+    refusal: Refusal | None = None
+
+    def refuse(self, status: int, title: str, detail: str, *, kind: str,
+               errors: Iterable[FieldError] = ()) -> web.Response:
+        """The problem response for a refused query, remembering why for the audit entry."""
+        self.refusal = Refusal(kind, detail)
+        return problem(status, title, detail, kind=kind, errors=errors)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a query that was read was not answered: the problem type's name and its detail."""
+
+    kind: str
+    detail: str
 
 
 NODE = web.AppKey("node", Node)
@@ -208,33 +244,44 @@ def refuse_early(node: Node, request: web.Request, now: datetime) -> web.Respons
 
 
 async def handle_query(request: web.Request) -> web.Response:
-    """Answer a query, then log it (answered or refused) before the response leaves.
-
-    The answer is signed first, because the log entry carries its hash; if the entry cannot be
-    made durable the node answers 503 and the signed answer is thrown away.
-    """
+    """``POST /v1/query``: refuse early what needs no body, read the envelope, then ``process_query``."""
     node = request.app[NODE]
-    info: dict[str, Any] = {}
-    response = await _handle_query(request, info)
-    token = info.get("token")
-    if not isinstance(token, str):
-        return response  # no query to speak of (bad body, expired trust list, wrong client)
+    refused = refuse_early(node, request, datetime.now(UTC))
+    if refused is not None:
+        return refused  # no query to speak of (expired trust list, wrong client): nothing to log
+    try:
+        body = await read_json_object(request, node.config.body_limit)
+        token = body.get("query")
+        if not isinstance(token, str):
+            raise FieldError("query", "expected a compact JWS string")
+    except FieldError as exc:
+        return problem(400, "Bad request", str(exc), errors=[exc])
+    return await process_query(node, token, request.get(TLS_PEER))
+
+
+async def process_query(node: Node, token: str, peer: str | None) -> web.Response:
+    """Answer one query envelope, then log it (answered or refused) before the reply leaves.
+
+    Every transport that carries queries calls this, so each query is verified, answered and
+    logged the same way. ``peer`` is the broker that mutual TLS authenticated, if any. The answer
+    is signed first, because the log entry carries its hash; if the entry cannot be made durable
+    the node answers 503 and the signed answer is thrown away.
+    """
+    outcome = QueryOutcome(token=token)
+    response = await _answer(node, token, peer, outcome)
     now = datetime.now(UTC)
-    if "answer_hash" in info:
-        entry = audits.query_entry(node.config.id, now, info["context"], outcome=info["status"],
-                                   pseudonym=info.get("pseudonym"), candidates=info.get("candidates", ()),
-                                   answer_hash=info["answer_hash"])
+    entry: Mapping[str, Any]
+    if outcome.answer_hash is not None and outcome.context is not None and outcome.status is not None:
+        entry = audits.query_entry(node.config.id, now, outcome.context, outcome=outcome.status,
+                                   pseudonym=outcome.pseudonym, candidates=outcome.candidates,
+                                   answer_hash=outcome.answer_hash)
     else:
-        try:
-            refusal = json.loads(response.text or "{}")
-        except ValueError:
-            refusal = {}
-        kind = str(refusal.get("type", "")).rsplit("/", 1)[-1] or f"http-{response.status}"
-        if "context" in info:
-            entry = audits.query_entry(node.config.id, now, info["context"], outcome="refused",
-                                       reason=kind)
+        refusal = outcome.refusal or Refusal(f"http-{response.status}", "")
+        if outcome.context is not None:
+            entry = audits.query_entry(node.config.id, now, outcome.context, outcome="refused",
+                                       reason=refusal.kind)
         else:
-            entry = audits.refused_entry(node.config.id, now, token, kind, str(refusal.get("detail", "")))
+            entry = audits.refused_entry(node.config.id, now, token, refusal.kind, refusal.detail)
     try:
         await node.audit.append(entry)
     except logapi.AuditUnavailable as exc:
@@ -243,47 +290,34 @@ async def handle_query(request: web.Request) -> web.Response:
     return response
 
 
-async def _handle_query(request: web.Request, info: dict[str, Any]) -> web.Response:
-    node = request.app[NODE]
-    refused = refuse_early(node, request, datetime.now(UTC))
-    if refused is not None:
-        return refused
-    try:
-        body = await read_json_object(request, node.config.body_limit)
-        token = body.get("query")
-        if not isinstance(token, str):
-            raise FieldError("query", "expected a compact JWS string")
-    except FieldError as exc:
-        return problem(400, "Bad request", str(exc), errors=[exc])
-    info["token"] = token
-    peer = request.get(TLS_PEER)
+async def _answer(node: Node, token: str, peer: str | None, outcome: QueryOutcome) -> web.Response:
     if peer is not None and envelope.unverified_issuer(token) != peer:
         # Only a further restriction: the signature is still verified against the trust list.
-        return problem(403, "Client certificate refused", f"TLS: the query's issuer is not {peer!r}, "
-                       "the broker whose certificate sent it", kind="client-certificate")
+        return outcome.refuse(403, "Client certificate refused", f"TLS: the query's issuer is not {peer!r}, "
+                              "the broker whose certificate sent it", kind="client-certificate")
     now = datetime.now(UTC)
     try:
         node.trust.current.check_current(now)
         index = await node.index(now.date())
-        claims = node.answer(token, now, index, info)
+        claims = node.answer(token, now, index, outcome)
     except ExpiredError as exc:
-        return problem(401, "Expired", str(exc), kind="expired")
+        return outcome.refuse(401, "Expired", str(exc), kind="expired")
     except TrustError as exc:
         log.warning("query refused: %s", exc.__class__.__name__)
-        return problem(401, "Query not trusted", str(exc), kind="untrusted-query")
+        return outcome.refuse(401, "Query not trusted", str(exc), kind="untrusted-query")
     except ReplayedQuery as exc:
-        return problem(409, "Replayed query", str(exc), kind="replayed-query")
+        return outcome.refuse(409, "Replayed query", str(exc), kind="replayed-query")
     except PolicyRefusal as exc:
         log.warning("query refused by policy: %s", exc.rule)
-        return problem(403, "Query refused", str(exc), kind=f"policy-{exc.rule}")
+        return outcome.refuse(403, "Query refused", str(exc), kind=f"policy-{exc.rule}")
     except ValidationError as exc:
-        return problem(400, "Invalid query", str(exc), errors=exc.errors, kind="invalid-query")
+        return outcome.refuse(400, "Invalid query", str(exc), errors=exc.errors, kind="invalid-query")
     except FieldError as exc:
-        return problem(400, "Invalid query", str(exc), errors=[exc], kind="invalid-query")
-    log.info("query %s answered", claims["query_jti"])  # the outcome goes to the audit log only
-    node.metrics.answers.inc(str(claims["status"]))
-    signed = envelope.sign(claims, node.key, envelope.ANSWER_TYPE)
-    info.update(status=str(claims["status"]), answer_hash=envelope.envelope_hash(signed))
+        return outcome.refuse(400, "Invalid query", str(exc), errors=[exc], kind="invalid-query")
+    log.info("query %s answered", claims.query_jti)  # the outcome goes to the audit log only
+    node.metrics.answers.inc(claims.status.value)
+    signed = envelope.sign(claims.to_wire(), node.key, envelope.ANSWER_TYPE)
+    outcome.status, outcome.answer_hash = claims.status.value, envelope.envelope_hash(signed)
     return json_response({"v": PROTOCOL_VERSION, "answer": signed})
 
 

@@ -18,11 +18,13 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from federation.canonical import canonical_json
+from federation.protocol import QueryClaims, QueryId
 from node.store import Store
 from trust.envelope import envelope_hash
 from trust.logapi import LogService
@@ -58,28 +60,40 @@ def claimed_query_id(token: str) -> str | None:
     return jti[:200] if isinstance(jti, str) else None
 
 
-def practitioner(claims: Mapping[str, Any]) -> dict[str, Any]:
-    """Who searched, as the broker vouched for them in the signed query."""
-    who = claims.get("practitioner")
-    who = who if isinstance(who, Mapping) else {}
-    return {k: who.get(k) for k in ("iss", "sub", "name", "org", "role", "authority")
-            if isinstance(who.get(k), str)}
+PRACTITIONER_FIELDS = ("iss", "sub", "name", "org", "role", "authority")
 
 
-def query_context(claims: Mapping[str, Any], token: str) -> dict[str, Any]:
-    """The part of a query entry known once the envelope is verified."""
-    on_behalf_of = claims.get("on_behalf_of")
-    return {
-        "query_id": str(claims["jti"]),
-        "query_hash": envelope_hash(token),
-        "broker": claims.get("iss"),
-        "practitioner": practitioner(claims),
-        "purpose": claims.get("purpose") if isinstance(claims.get("purpose"), str) else None,
-        "on_behalf_of": dict(on_behalf_of) if isinstance(on_behalf_of, Mapping) else None,
-    }
+@dataclass(frozen=True)
+class QueryContext:
+    """The part of a query entry known once the envelope is verified: which query, from whom, why."""
+
+    query_id: QueryId
+    query_hash: str
+    broker: str
+    practitioner: Mapping[str, str]
+    purpose: str | None
+    on_behalf_of: Mapping[str, str] | None
+
+    def to_wire(self) -> dict[str, object]:
+        return {"query_id": self.query_id, "query_hash": self.query_hash, "broker": self.broker,
+                "practitioner": dict(self.practitioner), "purpose": self.purpose,
+                "on_behalf_of": dict(self.on_behalf_of) if self.on_behalf_of is not None else None}
 
 
-def query_entry(node_id: str, now: datetime, context: Mapping[str, Any], *, outcome: str,
+def query_context(claims: QueryClaims, token: str) -> QueryContext:
+    """Who searched and why, as the broker vouched for it in the signed query."""
+    who = claims.practitioner or {}
+    return QueryContext(
+        query_id=claims.query_id,
+        query_hash=envelope_hash(token),
+        broker=claims.iss,
+        practitioner={k: v for k in PRACTITIONER_FIELDS if isinstance(v := who.get(k), str)},
+        purpose=claims.purpose,
+        on_behalf_of=claims.on_behalf_of,
+    )
+
+
+def query_entry(node_id: str, now: datetime, context: QueryContext, *, outcome: str,
                 pseudonym: str | None = None, candidates: Iterable[str] = (),
                 answer_hash: str | None = None, reason: str | None = None) -> dict[str, Any]:
     """A verified query: answered (``answer_hash`` set) or refused after verification (``reason``)."""
@@ -88,7 +102,7 @@ def query_entry(node_id: str, now: datetime, context: Mapping[str, Any], *, outc
         "type": "query",
         "node": node_id,
         "time": _time(now),
-        **context,
+        **context.to_wire(),
         "outcome": outcome,
         "pseudonym": pseudonym,
         "candidate_pseudonyms": sorted(set(candidates)),

@@ -31,7 +31,7 @@ from typing import Any
 
 from federation.errors import SignpostError
 from federation.identity import age_on
-from federation.protocol import Contact, Disclosed, Status
+from federation.protocol import Contact, Disclosed, QueryClaims, Status
 from federation.rules import ARCHIVE_AGE, SEARCHING_ROLES, check_mediation, check_role
 from node.store import Child, Involvement
 from trust.tokens import MFA_METHODS
@@ -78,14 +78,14 @@ class QueryContext:
     on_behalf_of: Mapping[str, str] | None
 
 
-def check_query(claims: Mapping[str, Any], purposes: Iterable[str]) -> QueryContext:
+def check_query(claims: QueryClaims, purposes: Iterable[str]) -> QueryContext:
     """Refuse a signed query that breaks a rule, even though a trusted broker signed it.
 
     Checks the role, the purpose (one of the trust list's codes) and, for a mediator, the named
     professional (name, organisation, role, phone). Raises ``PolicyRefusal`` naming the rule.
     """
-    practitioner = claims.get("practitioner")
-    if not isinstance(practitioner, dict):
+    practitioner = claims.practitioner
+    if practitioner is None:
         raise PolicyRefusal("practitioner", "practitioner: expected an object in the signed query")
     requester = Requester.from_claims(practitioner)
     role_error = check_role(requester.role)
@@ -97,11 +97,11 @@ def check_query(claims: Mapping[str, Any], purposes: Iterable[str]) -> QueryCont
     if not isinstance(amr, list) or not MFA_METHODS & {a for a in amr if isinstance(a, str)}:
         raise PolicyRefusal("mfa", "practitioner.amr: searching needs multi-factor authentication")
     known = sorted(set(purposes))
-    purpose = claims.get("purpose")
+    purpose = claims.purpose
     if not isinstance(purpose, str) or purpose not in known:
         raise PolicyRefusal("purpose", f"purpose: expected one of {', '.join(known) or '(none published)'}, "
                             f"got {purpose!r}")
-    on_behalf_of, mediation_errors = check_mediation(requester.role, claims.get("on_behalf_of"))
+    on_behalf_of, mediation_errors = check_mediation(requester.role, claims.on_behalf_of)
     if mediation_errors:
         raise PolicyRefusal("mediation", str(mediation_errors[0]))
     return QueryContext(requester, purpose, on_behalf_of)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from federation.protocol import DISCLOSED_FIELDS, Contact, Status
+from federation.protocol import DISCLOSED_FIELDS, Contact, QueryClaims, Status
 from node.policy import PolicyRefusal, Requester, check_query, decide, notifications
 from node.store import Child, Involvement
 
@@ -189,8 +189,10 @@ def test_possible_match_never_hints_at_a_shielded_child(name: str) -> None:
     assert expected == answer.to_wire()
 
 
-def claims(**over: Any) -> dict[str, Any]:
+def claims(**over: Any) -> QueryClaims:
+    """A signed query's claims as a node reads them, with ``over`` replacing the defaults."""
     base: dict[str, Any] = {
+        "v": 1, "iss": "broker", "aud": "fed", "iat": 1, "exp": 61, "jti": "q-1", "identity": {},
         "practitioner": {"sub": "s", "org": "o", "role": "practitioner", "name": "Sam"},
         "purpose": "early_help",
         "on_behalf_of": None,
@@ -198,7 +200,7 @@ def claims(**over: Any) -> dict[str, Any]:
     base.update(over)
     if isinstance(base["practitioner"], dict):
         base["practitioner"] = {"amr": ["pwd", "otp"], **base["practitioner"]}
-    return base
+    return QueryClaims.from_wire(base)
 
 
 MEDIATED = {"name": "Dr Ada Obi", "organisation": "Oak Surgery", "role": "GP", "phone": "0113 000 0000"}

@@ -102,7 +102,8 @@ def violations(root: Path) -> list[str]:
             found.append(f"{imp.source}:{imp.line}: imports {imp.target}, a layer up "
                          f"({name} is below {target_name})")
         elif target_rank == rank == 2 and name != target_name:
-            found.append(f"{imp.source}:{imp.line}: imports {imp.target}; node and broker talk only over HTTP")
+            found.append(f"{imp.source}:{imp.line}: imports {imp.target}; "
+                         "node and broker talk only over HTTP")
         if imp.target != imp.source and _is_module(root, imp.target):
             graph.setdefault(imp.source, set()).add(imp.target)
     found += [f"import circle: {' -> '.join(c)}" for c in cycles(graph)]
@@ -191,7 +192,8 @@ def test_the_check_catches(tmp_path: Path, files: dict[str, str], complaint: str
 
 def test_an_explained_optional_import_is_allowed(tmp_path: Path) -> None:
     """An import inside a function with a comment saying why (an optional dependency) passes."""
-    tree = _tree(tmp_path, {"node/api.py": "def f():\n    # optional: only for evaluation\n    import json\n"})
+    source = "def f():\n    # optional: only for evaluation\n    import json\n"
+    tree = _tree(tmp_path, {"node/api.py": source})
     expected: list[str] = []
     actual = violations(tree)
     assert expected == actual
