@@ -21,6 +21,7 @@ from broker import audit as audits
 from broker import ratelimit
 from broker.config import BrokerConfig
 from broker.fanout import NodeResult, fan_out
+from broker.ledger import SearchLedger
 from broker.metrics import BrokerMetrics
 from federation import identity, rules
 from federation.errors import FieldError, ValidationError
@@ -79,6 +80,7 @@ class Broker:
         self.metrics = BrokerMetrics()
         self.audit = logapi.LogService(config.audit_log, config.id, self.key, lambda: self.trust.current,
                                        config.audience)
+        self.ledger = SearchLedger()  # per search: who searched, who said possible_match (checks)
         self.commitment_key = b""
         if config.audit_log is not None:
             self.commitment_key = audits.load_or_create_key(
@@ -159,6 +161,9 @@ class Broker:
                 log.error("query %s: integrity failure from %s: %s", jti, r.authority, r.reason)
         # Which authorities know the child is part of the answer: it goes to the audit log only.
         log.info("query %s: %d node(s) asked, %d unavailable", jti, len(results), len(unavailable))
+        self.ledger.remember(jti, who.issuer, who.sub, (r.authority for r in results
+                                                        if r.status is Status.POSSIBLE_MATCH),
+                             search.identity.to_wire(), now.timestamp())
         return SearchResponse(jti, tuple(results))
 
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from broker import ratelimit
+from broker import checks, ratelimit
 from broker import web as pages
 from broker.api import BROKER, Broker, handle_health, handle_search
 from broker.config import BrokerConfig
@@ -50,6 +50,7 @@ def create_app(config: BrokerConfig) -> web.Application:
     _add_pages_and_metrics(app, app[BROKER])
     logapi.install(app, app[BROKER].audit)
     app.cleanup_ctx.append(_client)
+    checks.install(app)  # /v1/checks and the check pages' follow-up task, after the HTTP client
     ratelimit.install(app, config.redis_url,
                       ratelimit.FollowingLimits(lambda: app[BROKER].trust.current, config.rate_limits),
                       prefix=f"signpost:rl:{app[BROKER].trust.current.federation}",

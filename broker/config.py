@@ -35,6 +35,8 @@ class BrokerConfig:
     audit_log: Path | None = None
     audit_commitment_key: Path | None = None  # default: audit-commitment.key beside audit_log
     session_idle_seconds: int = 900
+    check_webhook_url: str | None = None  # told (signed, no child details) when a check has an answer
+    check_poll_seconds: float = 30  # how often the broker asks nodes about pending checks
     demo_identity_provider: Path | None = None  # demo only: folder of <authority>-idp.pem keys
 
     def __post_init__(self) -> None:
@@ -45,6 +47,10 @@ class BrokerConfig:
             raise ValueError("node_deadline_seconds: expected more than 0 and at most 30")
         if not 10 <= self.query_lifetime_seconds <= 300:
             raise ValueError("query_lifetime_seconds: expected 10-300")
+        if not 0.05 <= self.check_poll_seconds <= 3600:
+            raise ValueError(f"check_poll_seconds: expected 0.05-3600, got {self.check_poll_seconds}")
+        if self.check_webhook_url is not None and not self.check_webhook_url.startswith(("https://", "http://")):
+            raise ValueError(f"check_webhook_url: expected an http(s) URL, got {self.check_webhook_url!r}")
         if not 60 <= self.session_idle_seconds <= 3600:
             raise ValueError(f"session_idle_seconds: expected 60-3600, got {self.session_idle_seconds}")
 

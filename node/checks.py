@@ -55,7 +55,7 @@ from federation.checks import (
 from federation.errors import FieldError, SignpostError, ValidationError
 from federation.http import json_response, problem, read_json_object
 from federation.identity import Identity, check_searchable, parse_identity
-from federation.protocol import Contact, Status
+from federation.protocol import Contact, MemberId, QueryClaims, Status
 from node import outbox as outboxes
 from node.config import NodeConfig
 from node.matching import MatchIndex
@@ -256,7 +256,11 @@ class CheckDesk:
         if request.authority != self.config.id:
             raise CheckError(403, "wrong-authority", f"authority: this is {self.config.id}, "
                              f"the check is for {request.authority}")
-        check_query({"practitioner": request.practitioner, "purpose": request.purpose},
+        # The same federation rules as a query (role, multi-factor, purpose), read from the check.
+        check_query(QueryClaims(iss=MemberId(broker_id), aud=str(claims.get("aud")), iat=int(claims["iat"]),
+                                exp=int(claims["exp"]), jti=str(claims["jti"]),
+                                practitioner=request.practitioner, purpose=request.purpose, on_behalf_of=None,
+                                identity=request.identity.to_wire()),
                     (p.code for p in self.trust.current.policy.purposes))
         check_searchable(request.identity, now.date())
         candidates = await self.candidates_for(request.identity, now.date())
