@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from broker import checks, ratelimit
+from broker import check_pages, checks, ratelimit
 from broker import web as pages
 from broker.api import BROKER, Broker, handle_health, handle_search
 from broker.config import BrokerConfig
@@ -51,6 +51,7 @@ def create_app(config: BrokerConfig) -> web.Application:
     logapi.install(app, app[BROKER].audit)
     app.cleanup_ctx.append(_client)
     checks.install(app)  # /v1/checks and the check pages' follow-up task, after the HTTP client
+    check_pages.add_routes(app)  # "Ask this authority to check" and "Your checks"
     ratelimit.install(app, config.redis_url,
                       ratelimit.FollowingLimits(lambda: app[BROKER].trust.current, config.rate_limits),
                       prefix=f"signpost:rl:{app[BROKER].trust.current.federation}",

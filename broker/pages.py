@@ -7,7 +7,7 @@ Every value that did not come from this file goes through ``esc``; the layout is
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from html import escape
@@ -187,7 +187,7 @@ SEX_OPTIONS = (("F", "Female"), ("M", "Male"), ("X", "Other"), ("U", "Not known"
 
 
 def search_page(who: Practitioner, csrf: str, purposes: Sequence[tuple[str, str]],
-                values: dict[str, str], errors: Sequence[FormError], mediator: bool) -> str:
+                values: dict[str, str], errors: Sequence[FormError], mediator: bool, notice: str = "") -> str:
     identity_error = _error_for(["identity"], errors)
     mediated = ""
     if mediator:
@@ -203,7 +203,7 @@ def search_page(who: Practitioner, csrf: str, purposes: Sequence[tuple[str, str]
                          width="w-10")
         )
     content = (
-        f'{error_summary(errors)}'
+        f'{notice}{error_summary(errors)}'
         '<h1>Search for a child</h1>'
         '<p class="lead">Find out which services in other authorities are working with a child, '
         'and how to contact them.</p>'
@@ -300,10 +300,41 @@ def _involvements(result: dict[str, Any]) -> str:
     return table + assessment
 
 
+def ask_button(result: dict[str, Any], csrf: str, ask: Mapping[str, str] | None) -> str:
+    """"Ask this authority to check" for a possible match: the search's reference and the identity
+    as typed travel in the form's body (never a URL), to the check page."""
+    if ask is None:
+        return ""
+    hidden = "".join(f'<input type="hidden" name="{esc(k)}" value="{esc(v)}">'
+                     for k, v in sorted(ask.items()))
+    return ('<form method="post" action="/checks/ask">' + hidden_csrf(csrf) + hidden
+            + f'<input type="hidden" name="authority" value="{esc(result["authority"]["id"])}">'
+            + f'<button class="button" type="submit">Ask {esc(result["authority"]["name"])} to check</button>'
+            '</form>')
+
+
+def involvements_table(result: dict[str, Any]) -> str:
+    """The involvements of a match (or of a confirmed check), as the results page shows them."""
+    return _involvements(result)
+
+
+def contact_list(contact: dict[str, Any] | None) -> str:
+    return _contact(contact)
+
+
+def check_notice(unseen: int) -> str:
+    """Shown on the next page a practitioner loads after an authority answered their check."""
+    if not unseen:
+        return ""
+    return ('<div class="inset" role="status"><strong>An authority has answered your check.</strong> '
+            '<a href="/checks">See your checks</a></div>')
+
+
 def results_page(who: Practitioner, csrf: str, answer: dict[str, Any],
-                 searched: Sequence[tuple[str, str]]) -> str:
+                 searched: Sequence[tuple[str, str]], ask: Mapping[str, str] | None = None,
+                 notice: str = "") -> str:
     results = answer["results"]
-    parts: list[str] = ['<h1>Search results</h1>']
+    parts: list[str] = [notice, '<h1>Search results</h1>']
     if not answer["complete"]:
         names = ", ".join(answer["unavailable"])
         parts.append(
@@ -328,8 +359,9 @@ def results_page(who: Practitioner, csrf: str, answer: dict[str, Any],
             '<p><strong class="tag">Possible match</strong> This authority may know the child, but the '
             'details you gave are not enough to be sure. Nothing has been shown.</p>'
             '<div class="inset">Search again adding the NHS number or unique pupil number (UPN), or the '
-            'postcode and sex, so only one child can match.</div>'
-            + _contact(r.get("contact")) + "</section>")
+            'postcode and sex, so only one child can match. Or ask this authority\'s signposting team to '
+            'check by hand: they see what you typed, not the reverse.</div>'
+            + ask_button(r, csrf, ask) + _contact(r.get("contact")) + "</section>")
     for r in shielded:
         parts.append(
             f'<section class="panel" aria-labelledby="a-{esc(r["authority"]["id"])}">'

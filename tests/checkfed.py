@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +39,22 @@ def check_records(lead_hook: str) -> dict[str, tuple[list[dict[str, str]], list[
         "alpha": (
             [child_row("L-2", "Leo", "Smith", LEO_DOB, sex="M", nhs_number=LEO_NHS, postcode="LS6 1AA"),
              child_row("L-3", "Leo", "Smith", LEO_DOB, sex="M", postcode="LS9 7TT"),
-             child_row("M-1", "Maya", "Rahman", MAYA_DOB, sex="F", postcode="LS8 1AA", shielded="true"),
+             child_row("M-1", "Maya", "Rahman", years_ago(9, 9, 3), sex="F", postcode="LS8 1AA",
+                       shielded="true"),
              child_row("M-2", "Maya", "Rahman", MAYA_DOB, sex="F", postcode="LS2 9JT"),
+             child_row("M-3", "Maya", "Rahman", MAYA_DOB, sex="F", postcode="LS3 1AB"),
              child_row("N-1", "Noor", "Haddad", NOOR_DOB, sex="F", postcode="LS7 3QQ"),
              child_row("N-2", "Noor", "Haddad", NOOR_DOB, sex="F", postcode="LS11 5AB")],
             [involvement_row("L-I1", "L-2", lead="true", notify_url=lead_hook),
              involvement_row("L-I2", "L-2", "health_visiting", practitioner_name="Sue Brown",
                              practitioner_role="Health Visitor", secure_email="sue.brown@example.nhs.uk"),
              involvement_row("L-I3", "L-2", "social_care", practitioner_name="Old Worker",
-                             end_date=years_ago(0, 1, 1) if datetime.now(UTC).month > 1 else years_ago(1, 1, 1)),
+                             end_date=(datetime.now(UTC).date() - timedelta(days=30)).isoformat()),
              involvement_row("L-I4", "L-3", "education", practitioner_name="Di Ross",
                              practitioner_role="Class Teacher"),
              involvement_row("M-I1", "M-1", lead="true"),
              involvement_row("M-I2", "M-2", "education"),
+             involvement_row("M-I3", "M-3", "education"),
              involvement_row("N-I1", "N-1", "sexual_health", practitioner_name="Kim Lee",
                              practitioner_role="Nurse Practitioner", sensitive="true"),
              involvement_row("N-I2", "N-2", "education")],

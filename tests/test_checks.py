@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from node.checks import DESK
 from tests.checkfed import (
     LEO,
     MAYA,
@@ -21,7 +22,6 @@ from tests.checkfed import (
     possible_match,
     staff_url,
 )
-from node.checks import DESK
 from tests.conftest import LEO_NHS, Federation
 
 __all__ = ["check_federation"]
@@ -79,16 +79,18 @@ async def test_a_confirmed_check_discloses_exactly_what_a_match_would(check_fede
     await wait_for_state(fed, check_id, "same_child")
     status, body = await api(fed, "GET", f"/v1/checks/{check_id}")
     assert 200 == status
-    status, direct = await fed.search({"identity": {"nhs_number": LEO_NHS, "date_of_birth": LEO["date_of_birth"]},
-                                       "purpose": PURPOSE})
+    by_nhs = {"nhs_number": LEO_NHS, "date_of_birth": LEO["date_of_birth"]}
+    status, direct = await fed.search({"identity": by_nhs, "purpose": PURPOSE})
     alpha = next(r for r in direct["results"] if r["authority"]["id"] == "alpha")
     assert "match" == alpha["status"]
     expected = {k: alpha[k] for k in ("status", "involvements", "assessment")}
     assert expected == body["check"]["disclosure"]
-    assert ["Pat Jones", "Sue Brown"] == [i["practitioner_name"] for i in body["check"]["disclosure"]["involvements"]]
+    shown = body["check"]["disclosure"]["involvements"]
+    assert ["Pat Jones", "Sue Brown"] == [i["practitioner_name"] for i in shown]
 
 
-async def test_not_this_child_tells_the_practitioner_and_discloses_nothing(check_federation: Federation) -> None:
+async def test_not_this_child_tells_the_practitioner_and_discloses_nothing(
+        check_federation: Federation) -> None:
     """Proves a declined check reaches the practitioner as not_this_child, with no disclosure."""
     fed = check_federation
     search_id = await possible_match(fed, LEO)
@@ -149,9 +151,10 @@ async def test_a_check_expires_and_is_deleted(check_federation: Federation) -> N
 async def test_a_shielded_child_confirmed_shows_only_the_signposting_contact(
         check_federation: Federation) -> None:
     """Proves confirming a shielded record gives the practitioner what a match would: shielded,
-    with alpha's signposting contact and no involvement."""
+    with alpha's signposting contact and no involvement. (The search is possible_match between two
+    unshielded twins; the officer knows the child is the shielded record born the same year.)"""
     fed = check_federation
-    status, answer = await fed.search({"identity": MAYA, "purpose": PURPOSE})
+    _, answer = await fed.search({"identity": MAYA, "purpose": PURPOSE})
     alpha = next(r for r in answer["results"] if r["authority"]["id"] == "alpha")
     assert "possible_match" == alpha["status"], alpha
     search_id = answer["query_id"]
