@@ -183,3 +183,57 @@ async def test_a_sensitive_only_child_stays_hidden_after_confirmation(check_fede
 
 
 
+
+
+async def test_an_officer_of_another_authority_cannot_see_or_decide(check_federation: Federation) -> None:
+    """Proves beta's signposting officer cannot sign in to alpha's staff pages (nor can a
+    practitioner of alpha, nor a token meant for beta's pages), and that without a session neither
+    the queue, a check nor a decision is reachable."""
+    fed = check_federation
+    search_id = await possible_match(fed, LEO)
+    _, body = await ask(fed, search_id, LEO)
+    check_id = body["check"]["check_id"]
+    for token in (officer_token(fed, "beta", audience="alpha"),
+                  officer_token(fed, "alpha", role="practitioner"),
+                  officer_token(fed, "alpha", audience="beta"), officer_token(fed, "alpha", amr=("pwd",))):
+        client = StaffClient(staff_url(fed, "alpha"))
+        try:
+            assert await client.sign_in(token) in (400, 403)
+            pages = [(await client.get(path))[0] for path in ("/checks", f"/checks/{check_id}")]
+            assert [303, 303] == pages
+            status, _, _ = await client.post(f"/checks/{check_id}/decision", {"decision": "same:L-2"})
+            assert 403 == status
+        finally:
+            await client.close()
+    beta = StaffClient(staff_url(fed, "beta"))
+    try:
+        assert 303 == await beta.sign_in(officer_token(fed, "beta"))
+        status, queue = await beta.get("/checks")
+        assert 200 == status and check_id not in queue
+        assert 404 == (await beta.get(f"/checks/{check_id}"))[0]
+    finally:
+        await beta.close()
+    desk = fed.runners["alpha"].app[DESK]
+    check = await desk.get(check_id)
+    assert check is not None and "pending" == check.state.value
+
+
+async def test_a_check_for_a_search_not_made_is_refused(check_federation: Federation) -> None:
+    """Proves the broker refuses a check naming another practitioner's search, an authority that
+    did not answer possible_match, or an identity other than the one searched; and names the
+    field of a bad request."""
+    fed = check_federation
+    search_id = await possible_match(fed, LEO)
+    other = fed.token(org="another team", authority="beta")
+    status, body = await ask(fed, search_id, LEO, token=other)
+    assert (403, "https://signpost.example/problems/not-your-search") == (status, body["type"])
+    status, body = await ask(fed, search_id, LEO, authority="beta")
+    assert (403, "https://signpost.example/problems/not-possible-match") == (status, body["type"])
+    status, body = await ask(fed, search_id, {**LEO, "given_name": "Leon"})
+    assert (403, "https://signpost.example/problems/not-searched-identity") == (status, body["type"])
+    status, body = await api(fed, "POST", "/v1/checks", {"search_id": search_id, "authority": "alpha",
+                                                          "identity": LEO, "purpose": PURPOSE,
+                                                          "contact": {"email": "not an email"}})
+    assert (400, ["contact.email"]) == (status, [e["field"] for e in body["errors"]])
+    desk = fed.runners["alpha"].app[DESK]
+    assert [] == await desk.queue()
