@@ -140,7 +140,10 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        response = exc
+        for name, value in SECURITY_HEADERS.items():
+            exc.headers.setdefault(name, value)
+        exc.headers["Cache-Control"] = "no-store"
+        raise
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     response.headers["Cache-Control"] = "no-store"
