@@ -95,6 +95,11 @@ def check_page(who: Practitioner, csrf: str, check: BrokerCheck, outcome: CheckO
              f'<h1>{esc(check.authority_name)}</h1>',
              f'<p><strong class="tag">{esc(label)}</strong> {esc(text)}</p>']
     disclosure = outcome.disclosure.to_wire() if outcome is not None and outcome.disclosure else None
+    if outcome is None and check.state is not CheckState.EXPIRED and not errors:
+        parts.append('<div class="warning" role="alert">'
+                     '<span class="warning-icon" aria-hidden="true">!</span>'
+                     '<div>The authority could not be reached just now: this is the last news Signpost had. '
+                     'Try again in a few minutes.</div></div>')
     if check.state is CheckState.SAME_CHILD and disclosure is not None:
         if disclosure["status"] == "match":
             parts.append('<h2>Who is involved</h2>' + pages.involvements_table(disclosure))

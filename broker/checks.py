@@ -95,7 +95,7 @@ class BrokerCheck:
     unseen: bool = False
     expires_at: float = field(default=0.0)
 
-    def to_wire(self, outcome: CheckOutcome | None = None) -> dict[str, Any]:
+    def to_wire(self, outcome: CheckOutcome | None = None, *, unavailable: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
             "check_id": self.id, "search_id": self.search_id,
             "authority": {"id": self.authority, "name": self.authority_name},
@@ -106,6 +106,8 @@ class BrokerCheck:
             out["message"] = self.message
         if outcome is not None and outcome.disclosure is not None:
             out["disclosure"] = outcome.disclosure.to_wire()
+        if unavailable:
+            out["authority_unavailable"] = True  # the state shown is the last one the broker heard
         return out
 
 
@@ -480,7 +482,8 @@ async def handle_get(request: web.Request) -> web.Response:
         return _problem(exc)
     except logapi.AuditUnavailable as exc:
         return problem(503, "Audit log unavailable", str(exc), kind="audit-unavailable")
-    return json_response({"check": check.to_wire(outcome)})
+    unavailable = outcome is None and check.state is not CheckState.EXPIRED
+    return json_response({"check": check.to_wire(outcome, unavailable=unavailable)})
 
 
 async def handle_list(request: web.Request) -> web.Response:

@@ -452,18 +452,22 @@ class CheckDesk:
     # --- expiry -----------------------------------------------------------------------------
 
     async def sweep(self, now: datetime) -> list[str]:
-        """Delete every check past its expiry (the typed identity goes with it); log each."""
-        def delete(store: Store) -> list[tuple[str, str]]:
-            with store.transaction() as conn:
-                rows = conn.execute("SELECT id, state FROM checks WHERE expires < ?",
+        """Delete every check past its expiry (the typed identity goes with it), each once its
+        ``check-expired`` entry is durable (a check whose entry cannot be logged waits)."""
+        def expired(store: Store) -> list[tuple[str, str]]:
+            rows = store.db.execute("SELECT id, state FROM checks WHERE expires < ?",
                                     (int(now.timestamp()),)).fetchall()
-                conn.execute("DELETE FROM checks WHERE expires < ?", (int(now.timestamp()),))
             return [(r["id"], r["state"]) for r in rows]
 
-        gone = await self.run(delete)
-        for check_id, state in gone:
+        def delete(check_id: str) -> Callable[[Store], object]:
+            return lambda store: store.db.execute("DELETE FROM checks WHERE id=?", (check_id,))
+
+        gone = []
+        for check_id, state in await self.run(expired):
             await self.audit.append(entry("expired", self.config.id, now, check_id, state=state))
-        return [c for c, _ in gone]
+            await self.run(delete(check_id))
+            gone.append(check_id)
+        return gone
 
 
 def lead_messages(check: Check, child: Child, involvements: list[Any], authority_id: str, now: datetime,

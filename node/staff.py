@@ -40,6 +40,7 @@ from node.checks import Check, CheckDesk, CheckError
 from node.store import Child
 from trust import auditor, tokens
 from trust.errors import TrustError
+from trust.logapi import AuditUnavailable
 from trust.tokens import Practitioner
 
 log = logging.getLogger("signpost.node.staff")
@@ -299,7 +300,11 @@ async def _check_page(request: web.Request, session: StaffSession, check: Check,
     now = datetime.now(UTC)
     candidates = await staff.desk.candidates(check, now.date())
     assert session.officer is not None
-    await staff.desk.viewed(check, session.officer, candidates, now)
+    try:
+        await staff.desk.viewed(check, session.officer, candidates, now)
+    except CheckError:
+        return _message(request, "The check cannot be shown", "Views cannot be recorded in the audit log "
+                        "just now, so nothing is shown. Try again later.", 503, session)
     typed = check.identity
     rows = [(label, _value(typed, name), [_value(c, name) for c in candidates])
             for name, label in IDENTITY_ROWS]
@@ -385,11 +390,15 @@ async def handle_looked(request: web.Request) -> web.Response:
     parsed, _ = auditor.parse_entries(entries, node=desk.config.id)
     rows = auditor.access_rows(parsed, child.pseudonym)
     now = datetime.now(UTC)
-    await desk.audit.append({"v": 1, "type": "access-view", "node": desk.config.id,
-                             "time": now.isoformat(timespec="milliseconds"),
-                             "officer": {"sub": session.officer.sub, "name": session.officer.name,
-                                         "iss": session.officer.issuer},
-                             "pseudonym": child.pseudonym})
+    try:
+        await desk.audit.append({"v": 1, "type": "access-view", "node": desk.config.id,
+                                 "time": now.isoformat(timespec="milliseconds"),
+                                 "officer": {"sub": session.officer.sub, "name": session.officer.name,
+                                             "iss": session.officer.issuer},
+                                 "pseudonym": child.pseudonym})
+    except AuditUnavailable:
+        return _message(request, "Not available", "Views cannot be recorded in the audit log just now, "
+                        "so nothing is shown. Try again later.", 503, session)
     return render(request, "looked.html", session=session, title="Who has looked", record_id=record_id,
                   rows=rows)
 
