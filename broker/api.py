@@ -12,7 +12,6 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -24,6 +23,7 @@ from broker.fanout import NodeResult, fan_out
 from broker.ledger import SearchLedger
 from broker.metrics import BrokerMetrics
 from federation import identity, rules
+from federation.canonical import JsonObject
 from federation.errors import FieldError, ValidationError
 from federation.http import health, json_response, problem, read_json_object
 from federation.protocol import MemberId, QueryClaims, QueryId, Status
@@ -52,7 +52,7 @@ class SearchResponse:
     def complete(self) -> bool:
         return not self.unavailable
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> JsonObject:
         return {"query_id": self.query_id, "complete": self.complete,
                 "results": [r.to_wire() for r in self.results],
                 "unavailable": [r.name for r in self.unavailable]}
@@ -93,7 +93,7 @@ class Broker:
             raise tokens.TokenError("Authorization: expected 'Bearer <token>'")
         return tokens.verify(token.strip(), self.trust.current, audience=self.config.audience, now=now)
 
-    def validate(self, body: dict[str, Any], who: Practitioner, now: datetime) -> SearchRequest:
+    def validate(self, body: JsonObject, who: Practitioner, now: datetime) -> SearchRequest:
         """Check a search body; raise ``ValidationError`` naming every field at fault."""
         errors: list[FieldError] = []
         found: identity.Identity | None = None

@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from federation.canonical import canonical_json
+from federation.canonical import JsonObject, canonical_json
 from federation.errors import SignpostError
 
 ENTRY_VERSION = 1
@@ -91,7 +91,7 @@ def _time(now: datetime) -> str:
 
 def search_entry(*, broker_id: str, now: datetime, query_id: str, query_hash: str,
                  practitioner: Mapping[str, Any], purpose: str, on_behalf_of: Mapping[str, str] | None,
-                 commitment: Mapping[str, str], nodes: Iterable[str]) -> dict[str, Any]:
+                 commitment: Mapping[str, str], nodes: Iterable[str]) -> JsonObject:
     """Logged before the query leaves: who asked, why, a commitment to whom, and which nodes."""
     return {
         "v": ENTRY_VERSION,
@@ -109,7 +109,7 @@ def search_entry(*, broker_id: str, now: datetime, query_id: str, query_hash: st
 
 
 def outcome_entry(*, broker_id: str, now: datetime, query_id: str,
-                  results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+                  results: Mapping[str, Mapping[str, Any]]) -> JsonObject:
     """Logged after fan-out: per node, its status and answer hash, or ``unanswered`` and why."""
     return {
         "v": ENTRY_VERSION,
@@ -122,7 +122,7 @@ def outcome_entry(*, broker_id: str, now: datetime, query_id: str,
 
 
 def node_result(status: str, answer_hash: str | None, reason: str | None,
-                integrity_failure: bool) -> dict[str, Any]:
+                integrity_failure: bool) -> JsonObject:
     """One node's part of an outcome entry.
 
     A node that sent a signed answer is logged with its status and the answer's hash (even if
@@ -130,7 +130,7 @@ def node_result(status: str, answer_hash: str | None, reason: str | None,
     nothing usable is ``unanswered`` with the reason.
     """
     if answer_hash is not None:
-        result: dict[str, Any] = {"status": status, "answer_hash": answer_hash}
+        result: JsonObject = {"status": status, "answer_hash": answer_hash}
         if integrity_failure:
             result["integrity_failure"] = True
             result["reason"] = reason

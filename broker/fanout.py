@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
+from federation.canonical import JsonObject
 from federation.protocol import AnswerClaims, Contact, Disclosed, MessageError, Status
 from trust import envelope, tls
 from trust.errors import TrustError
@@ -38,10 +39,9 @@ class NodeResult:
     integrity_failure: bool = False
     answer_hash: str | None = None
     seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
-    def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def to_wire(self) -> JsonObject:
+        out: JsonObject = {
             "authority": {"id": self.authority, "name": self.name},
             "status": self.status.value,
         }

@@ -120,10 +120,6 @@ def current_session(request: web.Request) -> Session | None:
     return request.app[WEB].sessions.get(request.cookies.get(_cookie_name(request)), time.time())
 
 
-def _environment(request: web.Request) -> str:
-    return "Demo" if request.app[WEB].idp is not None else "Live"
-
-
 # --- sign in and out ------------------------------------------------------------------------
 
 

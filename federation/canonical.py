@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, TypeAlias
+
+JsonObject: TypeAlias = dict[str, Any]
+"""A JSON object at the edge of the program: a message's wire form, a log entry, a problem body.
+
+Values of this type exist only where typed objects are turned into JSON or read back from it
+(``to_wire`` / ``from_wire`` / ``to_json``, entry builders, the HTTP body reader); everything
+between those edges works with typed objects.
+"""
 
 
 def _reject_floats(value: Any) -> None:

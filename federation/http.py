@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from federation.canonical import JsonObject
 from federation.errors import FieldError
 
 PROBLEM_TYPE_BASE = "https://signpost.example/problems/"
@@ -26,7 +27,7 @@ def problem(
     **extra: Any,
 ) -> web.Response:
     """An RFC 9457 ``application/problem+json`` response; field errors go in ``errors``."""
-    body: dict[str, Any] = {
+    body: JsonObject = {
         "type": kind if kind == "about:blank" else PROBLEM_TYPE_BASE + kind,
         "title": title,
         "status": status,
@@ -44,7 +45,7 @@ def problem(
     )
 
 
-async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
+async def read_json_object(request: web.Request, limit: int) -> JsonObject:
     """Read a JSON object body of at most ``limit`` bytes, or raise ``FieldError('body', ...)``."""
     if request.content_length is not None and request.content_length > limit:
         raise FieldError("body", f"expected at most {limit} bytes, got {request.content_length}")

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from federation.canonical import JsonObject
 from federation.errors import FieldError, ValidationError
 
 # --- NHS number -----------------------------------------------------------------------------
@@ -180,11 +181,11 @@ class Identity:
     date_of_birth: date | None = None
     sex: str | None = None
     postcode: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> JsonObject:
         """The identity as it travels: only present fields, dates as ISO strings."""
-        out: dict[str, Any] = {}
+        out: JsonObject = {}
         for name in IDENTITY_FIELDS:
             value = getattr(self, name)
             if value is not None:

@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, NewType
 
+from federation.canonical import JsonObject
 from federation.errors import FieldError
 
 PROTOCOL_VERSION = 1
-QUERY_LIFETIME_SECONDS = 60
 ANSWER_LIFETIME_SECONDS = 60
 
 
@@ -43,7 +43,7 @@ class Contact:
     secure_email: str | None = None
     organisation: str | None = None
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> JsonObject:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
     @classmethod
@@ -71,11 +71,11 @@ class Disclosed:
     since: str | None
     lead: bool
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> JsonObject:
         return asdict(self)
 
     @classmethod
-    def from_wire(cls, data: dict[str, Any]) -> Disclosed:
+    def from_wire(cls, data: Mapping[str, Any]) -> Disclosed:
         return cls(
             organisation=str(data["organisation"]),
             service_category=str(data["service_category"]),
@@ -133,7 +133,7 @@ class Envelope:
     exp: int
     jti: str
 
-    def header_wire(self) -> dict[str, Any]:
+    def header_wire(self) -> JsonObject:
         return {"v": PROTOCOL_VERSION, "iss": self.iss, "aud": self.aud, "iat": self.iat, "exp": self.exp,
                 "jti": self.jti}
 
@@ -167,7 +167,7 @@ class QueryClaims(Envelope):
     def query_id(self) -> QueryId:
         return QueryId(self.jti)
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> JsonObject:
         return {**self.extra, **self.header_wire(),
                 "practitioner": dict(self.practitioner) if self.practitioner is not None else None,
                 "purpose": self.purpose,
@@ -228,8 +228,8 @@ class AnswerClaims(Envelope):
             raise MessageError("involvements", f"only a match discloses involvements, "
                                f"not {self.status.value}")
 
-    def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {**self.extra, **self.header_wire(), "query_jti": self.query_jti,
+    def to_wire(self) -> JsonObject:
+        out: JsonObject = {**self.extra, **self.header_wire(), "query_jti": self.query_jti,
                                "query_hash": self.query_hash, "authority": self.authority.to_wire(),
                                "status": self.status.value}
         if self.status is Status.MATCH:

@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from federation.canonical import canonical_json
+from federation.canonical import JsonObject, canonical_json
 from federation.protocol import QueryClaims, QueryId
 from node.store import Store
 from trust.envelope import envelope_hash
@@ -95,9 +95,9 @@ def query_context(claims: QueryClaims, token: str) -> QueryContext:
 
 def query_entry(node_id: str, now: datetime, context: QueryContext, *, outcome: str,
                 pseudonym: str | None = None, candidates: Iterable[str] = (),
-                answer_hash: str | None = None, reason: str | None = None) -> dict[str, Any]:
+                answer_hash: str | None = None, reason: str | None = None) -> JsonObject:
     """A verified query: answered (``answer_hash`` set) or refused after verification (``reason``)."""
-    entry: dict[str, Any] = {
+    entry: JsonObject = {
         "v": ENTRY_VERSION,
         "type": "query",
         "node": node_id,
@@ -113,7 +113,7 @@ def query_entry(node_id: str, now: datetime, context: QueryContext, *, outcome: 
     return entry
 
 
-def refused_entry(node_id: str, now: datetime, token: str, kind: str, reason: str) -> dict[str, Any]:
+def refused_entry(node_id: str, now: datetime, token: str, kind: str, reason: str) -> JsonObject:
     """A query that failed verification: its claimed id (unverified) and hash, and why."""
     return {
         "v": ENTRY_VERSION,
@@ -128,7 +128,7 @@ def refused_entry(node_id: str, now: datetime, token: str, kind: str, reason: st
 
 
 def import_entry(node_id: str, now: datetime, summary: Mapping[str, Any], *, full: bool,
-                 children_file: str, involvements_file: str) -> dict[str, Any]:
+                 children_file: str, involvements_file: str) -> JsonObject:
     """An import: counts only (``ImportSummary.to_json``), and the file names."""
     return {
         "v": ENTRY_VERSION,

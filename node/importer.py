@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from federation import identity
+from federation.canonical import JsonObject
 from federation.errors import FieldError, SignpostError
 from node.store import CHILD_COLUMNS, INVOLVEMENT_COLUMNS, Store
 
 
-class ImportError_(SignpostError):
+class ImportFileError(SignpostError):
     """A file cannot be imported at all (missing, unreadable, wrong header)."""
 
 
@@ -65,7 +66,7 @@ class ImportSummary:
     def rejected(self) -> int:
         return len(self.rejects)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "children": {"added": self.children_added, "updated": self.children_updated,
                          "unchanged": self.children_unchanged, "removed": self.children_removed},
@@ -130,7 +131,7 @@ def _parse_involvement(row: dict[str, str]) -> dict[str, Any]:
     for name in INVOLVEMENT_REQUIRED:
         if not row.get(name, "").strip():
             raise FieldError(name, "is required")
-    out: dict[str, Any] = {name: row[name].strip() for name in INVOLVEMENT_REQUIRED}
+    out: JsonObject = {name: row[name].strip() for name in INVOLVEMENT_REQUIRED}
     out["service_category"] = out["service_category"].casefold().replace(" ", "_")
     phone = _optional(row.get("phone", ""))
     if phone is not None and not all(c.isdigit() or c in " +()-" for c in phone):
@@ -162,13 +163,13 @@ def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str
     try:
         fh = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
-        raise ImportError_(f"{path}: cannot open: {exc}") from exc
+        raise ImportFileError(f"{path}: cannot open: {exc}") from exc
     with fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
         missing = [c for c in required if c not in header]
         if missing:
-            raise ImportError_(f"{path}: missing column(s) {', '.join(missing)}")
+            raise ImportFileError(f"{path}: missing column(s) {', '.join(missing)}")
         for row in reader:
             if None in row:
                 row.pop(None)

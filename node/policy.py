@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from federation.canonical import JsonObject
 from federation.errors import SignpostError
 from federation.identity import age_on
 from federation.protocol import Contact, Disclosed, QueryClaims, Status
@@ -116,8 +117,8 @@ class Disclosure:
     contact: Contact | None = None
     assessment: Contact | None = None
 
-    def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"status": self.status.value}
+    def to_wire(self) -> JsonObject:
+        out: JsonObject = {"status": self.status.value}
         if self.status is Status.MATCH:
             out["involvements"] = [i.to_wire() for i in self.involvements]
             out["assessment"] = self.assessment.to_wire() if self.assessment else None
@@ -129,11 +130,6 @@ class Disclosure:
 def is_archived(child: Child, today: date) -> bool:
     """Records of people aged 18 or over are archived: never returned by a search."""
     return age_on(child.date_of_birth, today) >= ARCHIVE_AGE
-
-
-def is_past_retention(child: Child, today: date, retention_age: int) -> bool:
-    """Records past the retention age (the 24th birthday by default) must be deleted."""
-    return age_on(child.date_of_birth, today) >= retention_age
 
 
 def retention_cutoff(today: date, retention_age: int) -> str:
@@ -244,7 +240,7 @@ def notifications(
     authority_id: str,
     searched_at: datetime,
     today: date,
-) -> list[dict[str, Any]]:
+) -> list[JsonObject]:
     """What to tell each notify-on-access practitioner that someone searched for this child.
 
     One message per current involvement marked notify-on-access, unless the searcher is from
@@ -253,7 +249,7 @@ def notifications(
     contained. Sent whatever the requester was shown (a shielded child's lead is told too).
     """
     who = query.requester
-    out: list[dict[str, Any]] = []
+    out: list[JsonObject] = []
     for inv in involvements:
         if not inv.notify_on_access or not inv.notify_url or not is_current(inv, today):
             continue

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
 
+from federation.canonical import JsonObject
 from node.policy import retention_cutoff
 from node.store import Store
 
@@ -33,7 +33,7 @@ class PurgeSummary:
     notifications: int
     dry_run: bool = False
 
-    def to_entry(self, node_id: str) -> dict[str, Any]:
+    def to_entry(self, node_id: str) -> JsonObject:
         """The audit-log entry for this purge."""
         return {
             "type": "purge",
@@ -76,7 +76,7 @@ def purge(store: Store, *, today: date, now: datetime, retention_age: int,
     return summary
 
 
-def history(store: Store) -> list[dict[str, Any]]:
+def history(store: Store) -> list[JsonObject]:
     """Every purge recorded in this store, oldest first."""
     rows = store.db.execute("SELECT * FROM purge_log ORDER BY ran_at, rowid")
     return [dict(r) for r in rows]

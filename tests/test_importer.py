@@ -134,7 +134,7 @@ def test_a_rejected_row_keeps_what_was_accepted_before(tmp_path: Path) -> None:
 
 def test_missing_column_refuses_the_whole_file(tmp_path: Path) -> None:
     """A file without a required column is refused before anything is written."""
-    from node.importer import ImportError_
+    from node.importer import ImportFileError
 
     store = Store(tmp_path / "node.sqlite3")
     (tmp_path / "children.csv").write_text("record_id,given_name\nC-1,Amara\n")
@@ -142,9 +142,9 @@ def test_missing_column_refuses_the_whole_file(tmp_path: Path) -> None:
     (tmp_path / "children.csv").write_text("record_id,given_name\nC-1,Amara\n")
     try:
         import_files(store, tmp_path / "children.csv", involvements)
-    except ImportError_ as exc:
+    except ImportFileError as exc:
         assert "missing column(s) family_name, date_of_birth" in str(exc)
     else:
-        raise AssertionError("expected ImportError_")
+        raise AssertionError("expected ImportFileError")
     assert {"children": 0, "involvements": 0} == store.counts()
     store.close()

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from federation.canonical import JsonObject
+
 Entries = Sequence[tuple[int, Mapping[str, Any]]]
 
 
@@ -78,7 +80,7 @@ class Discrepancy:
         at = f" [{', '.join(where)}]" if where else ""
         return f"{self.kind}{at}: {self.message}"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {"kind": str(self.kind), "message": self.message, "query_id": self.query_id,
                 "node": self.node, "broker_index": self.broker_index, "node_index": self.node_index}
 

@@ -15,7 +15,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from federation.canonical import sha256_hex
+from federation.canonical import JsonObject, sha256_hex
 from trust.errors import ExpiredError, SignatureError, UnknownMemberError
 from trust.keys import key_id
 from trust.trustlist import Member, TrustList
@@ -67,7 +67,7 @@ def verify(
     typ: str,
     now: datetime,
     audience: str | None = None,
-) -> tuple[dict[str, Any], Member]:
+) -> tuple[JsonObject, Member]:
     """Verify an envelope signed by a member with ``role``; return its claims and the signer.
 
     Raises ``SignatureError`` (bad or foreign signature, wrong type or algorithm),
@@ -93,7 +93,7 @@ def verify(
     last: Exception | None = None
     for candidate in candidates:
         try:
-            claims: dict[str, Any] = jwt.decode(
+            claims: JsonObject = jwt.decode(
                 token,
                 candidate.public_key,
                 algorithms=[ALGORITHM],

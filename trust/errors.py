@@ -31,7 +31,3 @@ class UnknownMemberError(TrustError):
 
 class TokenError(TrustError):
     """A practitioner token is malformed or breaks a rule (claims, lifetime, audience)."""
-
-
-class ReplayError(TrustError):
-    """A message identifier was seen before within its lifetime."""

@@ -29,6 +29,7 @@ from typing import Any
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from federation.canonical import JsonObject
 from federation.errors import SignpostError
 from federation.http import json_response, problem
 from trust import tokens
@@ -125,7 +126,7 @@ class LogService:
         self.checkpoint_time = datetime.now(UTC)
         return note
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> JsonObject:
         """What ``/healthz`` says about the log (size and when it last signed)."""
         if self.log is None:
             return {"log_size": None, "checkpoint_time": None}

@@ -101,14 +101,6 @@ class Frontier:
         return result
 
 
-def root_from_leaf_hashes(leaf_hashes: Iterable[bytes]) -> bytes:
-    """Root hash of the tree whose leaves have the given hashes, in one streaming pass."""
-    frontier = Frontier()
-    for leaf in leaf_hashes:
-        frontier.add(leaf)
-    return frontier.root()
-
-
 def tree_root(entries: Iterable[bytes]) -> bytes:
     """Root hash of the tree over ``entries`` (each hashed with ``leaf_hash``)."""
     frontier = Frontier()

@@ -30,6 +30,7 @@ from typing import Any
 
 import aiohttp
 
+from federation.canonical import JsonObject
 from federation.files import write_atomic
 from trust import rootchain
 from trust.errors import SignatureError, TrustError
@@ -64,7 +65,7 @@ class TrustStore:
         self.state_path = state_path or root_path.with_name(root_path.stem + ".state.json")
         self._current: TrustList | None = None
 
-    def _state(self) -> dict[str, Any]:
+    def _state(self) -> JsonObject:
         if not self.state_path.exists():
             return {}
         data = read_json(self.state_path)

@@ -15,12 +15,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from federation.canonical import JsonObject
 from trust.errors import ExpiredError, TokenError, TrustError
 from trust.keys import key_id
 from trust.trustlist import TrustList, ec_key_id
@@ -53,7 +53,7 @@ class Practitioner:
     def has_mfa(self) -> bool:
         return bool(MFA_METHODS & set(self.amr))
 
-    def to_claims(self) -> dict[str, Any]:
+    def to_claims(self) -> JsonObject:
         """What the broker carries into a signed query (no token, no jti of the token)."""
         return {
             "iss": self.issuer, "sub": self.sub, "name": self.name, "org": self.org,
@@ -102,7 +102,7 @@ def verify(token: str, trust_list: TrustList, *, audience: str, now: datetime) -
     keys = member.key(header.get("kid"), now, alg=algorithm)
     if not keys:
         raise TrustError(f"token: issuer {issuer!r} has no {algorithm} key valid now")
-    claims: dict[str, Any] | None = None
+    claims: JsonObject | None = None
     for candidate in keys:
         try:
             claims = jwt.decode(

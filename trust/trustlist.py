@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from federation.canonical import canonical_json
+from federation.canonical import JsonObject, canonical_json
 from federation.checks import DEFAULT_EXPIRY_DAYS as DEFAULT_CHECK_EXPIRY_DAYS
 from federation.rules import DEFAULT_RETENTION_AGE
 from trust.errors import (
@@ -177,7 +177,7 @@ class GovernanceRoot:
                 f"governance.threshold: {self.threshold} exceeds the {len(self.keys)} key(s)"
             )
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "threshold": self.threshold,
             "keys": [{"kid": kid, "public_key": public_b64(k)} for kid, k in sorted(self.keys.items())],
@@ -327,7 +327,7 @@ def _parse_signed(signed: Mapping[str, Any]) -> TrustList:
 # --- Signing and verifying ------------------------------------------------------------------
 
 
-def sign(signed: Mapping[str, Any], keys: Iterable[Ed25519PrivateKey]) -> dict[str, Any]:
+def sign(signed: Mapping[str, Any], keys: Iterable[Ed25519PrivateKey]) -> JsonObject:
     """Sign the ``signed`` part with each governance key and return the whole document."""
     payload = canonical_json(dict(signed))
     signatures = [
@@ -336,7 +336,7 @@ def sign(signed: Mapping[str, Any], keys: Iterable[Ed25519PrivateKey]) -> dict[s
     return {"signed": dict(signed), "signatures": signatures}
 
 
-def add_signatures(document: Mapping[str, Any], keys: Iterable[Ed25519PrivateKey]) -> dict[str, Any]:
+def add_signatures(document: Mapping[str, Any], keys: Iterable[Ed25519PrivateKey]) -> JsonObject:
     """Add signatures to an already (partly) signed document, as governance members sign in turn."""
     payload = canonical_json(dict(document["signed"]))
     existing = list(document.get("signatures", []))

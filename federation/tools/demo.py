@@ -258,16 +258,31 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 
 
 class Processes:
-    """The demo's child processes: started together, stopped together."""
+    """The demo's child processes: started together, stopped together (``with Processes(...)``).
+
+    The children run in their own sessions, so Ctrl-C reaches only this process, which then stops
+    them in order. While the ``with`` block runs, a SIGTERM or SIGHUP must stop them too, not
+    orphan them: those become ``SystemExit`` so that leaving the block stops the children. The
+    previous handlers come back afterwards.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-        # The children run in their own sessions (so Ctrl-C reaches only this process, which then
-        # stops them in order). A SIGTERM or SIGHUP must stop them too, not orphan them: turn
-        # those into SystemExit so the caller's ``finally: stop()`` runs.
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Processes:
         for signum in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, _exit_on_signal)
+            self._previous[signum] = signal.signal(signum, _exit_on_signal)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        try:
+            self.stop()
+        finally:
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
+            self._previous.clear()
 
     def start(self, name: str, args: list[str]) -> None:
         logs = self.folder / "logs"
@@ -370,8 +385,7 @@ def run(folder: Path, *, once: bool, children: int, out: Callable[[str], None] =
     started = time.monotonic()
     out(f"Building a demo federation of {len(AUTHORITIES)} authorities in {folder}")
     layout = build(folder, children=children, out=out)
-    procs = Processes(folder)
-    try:
+    with Processes(folder) as procs:
         broker_url, urls = start(folder, layout, procs)
         out(f"All {len(urls)} nodes and the broker are up ({time.monotonic() - started:.1f} s); "
             "broker and nodes talk over mutual TLS.")
@@ -409,5 +423,3 @@ def run(folder: Path, *, once: bool, children: int, out: Callable[[str], None] =
         except KeyboardInterrupt:
             out("\nStopping.")
             return 0
-    finally:
-        procs.stop()

@@ -63,8 +63,7 @@ def run(*, children: int = 20_000, searches: int = 1_000, concurrency: int = 8,
         settings = json.loads(broker_config.read_text())
         settings["rate_limits"] = UNLIMITED  # the benchmark measures searching, not the limiter
         broker_config.write_text(json.dumps(settings, indent=2))
-        procs = demo.Processes(folder)
-        try:
+        with demo.Processes(folder) as procs:
             broker_url, _ = demo.start(folder, layout, procs)
             bodies = [s.body for s in layout["samples"]]
             asyncio.run(_drive(broker_url, folder, bodies, 50, concurrency))  # warm up
@@ -72,8 +71,6 @@ def run(*, children: int = 20_000, searches: int = 1_000, concurrency: int = 8,
             latencies, failures = asyncio.run(
                 _drive(broker_url, folder, bodies, searches, concurrency))
             elapsed = time.perf_counter() - started
-        finally:
-            procs.stop()
     result = {
         "searches": float(searches),
         "concurrency": float(concurrency),
