@@ -3,16 +3,20 @@ node refusing check envelopes that are replayed, misaddressed or of the wrong ty
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from federation.checks import (
     CHECK_POLL_TYPE,
     CHECK_REQUEST_TYPE,
+    CheckInformation,
     CheckOutcome,
     CheckPoll,
     CheckRequest,
@@ -107,3 +111,39 @@ async def test_the_node_refuses_bad_check_envelopes(check_federation: Federation
     poll = broker_signed(fed, CHECK_POLL_TYPE, {"check_id": unknown, "disclose": True})
     status, body = await post(fed, f"/v1/checks/{unknown}/outcome", poll)
     assert (404, "unknown-check") == (status, body["type"].rsplit("/", 1)[-1])
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                               max_size=4),
+                    max_leaves=12)
+FIELDS = st.fixed_dictionaries({}, optional={k: JSON for k in (
+    "check_id", "search_id", "authority", "identity", "purpose", "practitioner", "contact", "state",
+    "expires", "message", "disclosure", "disclose")})
+
+
+@settings(max_examples=300, deadline=None)
+@given(FIELDS | JSON)
+def test_any_json_is_a_message_or_one_validation_error(data: Any) -> None:
+    """Proves every from_wire door turns any JSON value into a message or a ValidationError,
+    never another exception (the node and the broker catch only that one)."""
+    for door in (CheckRequest.from_wire, CheckInformation.from_wire, CheckPoll.from_wire,
+                 CheckOutcome.from_wire):
+        with contextlib.suppress(ValidationError):
+            door(data)
+
+
+@pytest.mark.parametrize("disclosure", [
+    {"status": "match", "involvements": [1]}, {"status": "match", "involvements": {"a": 1}},
+    {"status": "possible_match"}, {"status": "shielded", "involvements": [{"organisation": "x"}]},
+    {"status": "match", "involvements": None, "contact": 5}, "match",
+])
+def test_a_malformed_disclosure_is_one_validation_error(disclosure: Any) -> None:
+    """Proves a malformed disclosure from a node is refused as one ValidationError naming the
+    disclosure, or read safely (involvements of a non-match are dropped), never a crash."""
+    wire = {"check_id": str(uuid.uuid4()), "state": "same_child", "expires": "2030-01-01",
+            "disclosure": disclosure}
+    try:
+        CheckOutcome.from_wire(wire)
+    except ValidationError as exc:
+        assert all(e.field.startswith("disclosure") for e in exc.errors)
