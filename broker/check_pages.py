@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from broker import pages
+from broker import pages, ratelimit
 from broker.checks import CHECKS, BrokerCheck, CheckRefused
 from broker.pages import FormError, esc, hidden_csrf, layout, text_input
 from broker.web import current_session, html, redirect
@@ -161,6 +161,11 @@ async def handle_ask(request: web.Request) -> web.Response:
         return got
     values, csrf, who = got
     service = request.app[CHECKS]
+    over = await ratelimit.admit(request.app, who.issuer, who.sub, who.org)  # as the API: one search's worth
+    if over is not None:
+        retry = over.headers.get("Retry-After", "60")
+        return html(pages.message_page("Too many searches", f"Try again in {retry} seconds.", who=who,
+                                       csrf=csrf), status=over.status)
     carried = _carried(values)
     contact = {k: values[f"contact-{k}"] for k in ("email", "phone") if values.get(f"contact-{k}")}
     body = {"search_id": carried.get("search_id"), "authority": carried.get("authority"),

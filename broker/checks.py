@@ -32,6 +32,7 @@ import aiohttp
 from aiohttp import web
 
 from broker import audit as audits
+from broker import ratelimit
 from broker.api import BROKER, Broker
 from federation import rules
 from federation.checks import (
@@ -457,6 +458,9 @@ async def handle_ask(request: web.Request) -> web.Response:
     if isinstance(who, web.Response):
         return who
     service = request.app[CHECKS]
+    over = await ratelimit.admit(request.app, who.issuer, who.sub, who.org)  # a check counts as a search
+    if over is not None:
+        return over
     try:
         body = await read_json_object(request, service.broker.config.body_limit)
         check = await service.ask(who, body, now)
