@@ -16,7 +16,7 @@ from aiohttp import web
 
 from broker import pages, ratelimit
 from broker.checks import CHECKS, BrokerCheck, CheckRefused
-from broker.pages import FormError, esc, hidden_csrf, layout, text_input
+from broker.pages import FormError
 from broker.web import current_session, html, redirect
 from federation.checks import CheckOutcome, CheckState
 from federation.identity import IDENTITY_FIELDS
@@ -49,83 +49,15 @@ def _text(value: Any, limit: int = 200) -> str:
     return value.strip()[:limit] if isinstance(value, str) else ""
 
 
-def ask_page(who: Practitioner, csrf: str, carried: dict[str, str], authority_name: str,
-             values: dict[str, str], errors: list[FormError]) -> str:
-    hidden = "".join(f'<input type="hidden" name="{esc(k)}" value="{esc(v)}">'
-                     for k, v in sorted(carried.items()))
-    content = (
-        pages.error_summary(errors)
-        + f'<h1>Ask {esc(authority_name)} to check</h1>'
-        '<p class="lead">Its signposting officers will compare what you typed with their records and decide '
-        'whether they hold this child.</p>'
-        '<p>They see your name, organisation, role, the reason for your search, what you typed and how to '
-        'reach you. If they confirm the child you will see what a match shows, here and in "Your checks". '
-        'If a child\'s lead practitioner is told, you will see that too.</p>'
-        f'<form method="post" action="/checks/new" novalidate>{hidden_csrf(csrf)}{hidden}'
-        + text_input("contact-email", "Your secure email", values.get("contact-email", ""), errors,
-                     hint="We send a short message here when the authority answers", kind="email",
-                     autocomplete="email")
-        + text_input("contact-phone", "Your phone number", values.get("contact-phone", ""), errors,
-                     width="w-10", kind="tel", autocomplete="tel")
-        + '<button class="button" type="submit">Ask for a check</button></form>'
-    )
-    return layout(f"Ask {authority_name} to check", content, who=who, csrf=csrf, errors=bool(errors))
-
-
-def list_page(who: Practitioner, csrf: str, checks: list[BrokerCheck]) -> str:
-    rows = "".join(
-        f'<tr><td><a href="/checks/{esc(c.id)}">{esc(c.authority_name)}</a></td>'
-        f'<td><strong class="tag{"" if c.unseen else " tag-grey"}">{esc(STATE_TEXT[c.state][0])}</strong>'
-        + (' <span class="hint">New</span>' if c.unseen else "")
-        + f'</td><td>{esc(pages.long_date(c.expires[:10]))}</td></tr>' for c in checks)
-    body = ('<table><caption class="visually-hidden">Your checks</caption><thead><tr>'
-            '<th scope="col">Authority</th><th scope="col">Status</th><th scope="col">Expires</th>'
-            '</tr></thead><tbody>' + rows
-            + '</tbody></table>') if checks else '<p>You have not asked for any checks.</p>'
-    content = ('<h1>Your checks</h1><p class="lead">Authorities you asked to check a possible match.</p>'
-               + body
-               + '<p><a class="button button-secondary" href="/search">Start a new search</a></p>')
-    return layout("Your checks", content, who=who, csrf=csrf)
-
-
-def check_page(who: Practitioner, csrf: str, check: BrokerCheck, outcome: CheckOutcome | None,
-               errors: list[FormError]) -> str:
+def _check_view(check: BrokerCheck, outcome: CheckOutcome | None, *, looked: bool) -> dict[str, Any]:
+    """What the check page shows (``looked``: the node was asked just now)."""
     label, text = STATE_TEXT[check.state]
-    parts = [pages.error_summary(errors), f'<span class="caption">Check {esc(check.id)}</span>',
-             f'<h1>{esc(check.authority_name)}</h1>',
-             f'<p><strong class="tag">{esc(label)}</strong> {esc(text)}</p>']
     disclosure = outcome.disclosure.to_wire() if outcome is not None and outcome.disclosure else None
-    if outcome is None and check.state is not CheckState.EXPIRED and not errors:
-        parts.append('<div class="warning" role="alert">'
-                     '<span class="warning-icon" aria-hidden="true">!</span>'
-                     '<div>The authority could not be reached just now: this is the last news Signpost had. '
-                     'Try again in a few minutes.</div></div>')
-    if check.state is CheckState.SAME_CHILD and disclosure is not None:
-        if disclosure["status"] == "match":
-            parts.append('<h2>Who is involved</h2>' + pages.involvements_table(disclosure))
-        elif disclosure["status"] == "shielded":
-            parts.append('<p>This authority holds information about the child that cannot be shown here. '
-                         'Contact its signposting team, who will decide what can be shared.</p>'
-                         + pages.contact_list(disclosure.get("contact")))
-        else:
-            parts.append('<p>This authority has nothing it can show you about this child.</p>')
-        if check.lead_informed:
-            parts.append('<div class="inset">The child\'s lead practitioner at this authority has been told '
-                         'that you asked, with your contact details.</div>')
-    if check.state is CheckState.MORE_INFORMATION and check.message:
-        parts.append(f'<div class="inset">They asked: {esc(check.message)}</div>')
-        if not check.information_used:
-            parts.append(
-                f'<form method="post" action="/checks/{esc(check.id)}/information" novalidate>'
-                f'{hidden_csrf(csrf)}<h2>Give more information</h2>'
-                '<p class="hint">You can answer once. Give any of these you have.</p>'
-                + "".join(text_input(f"more-{name}", label_, "", errors, width="w-10")
-                          for name, label_ in MORE_FIELDS)
-                + '<button class="button" type="submit">Send</button></form>')
-    parts.append(f'<p>Reference of your search: <span class="reference">{esc(check.search_id)}</span></p>'
-                 '<p><a href="/checks">Your checks</a></p>')
-    return layout(f"Check with {check.authority_name}", "".join(parts), who=who, csrf=csrf,
-                  errors=bool(errors))
+    return {"id": check.id, "search_id": check.search_id, "authority": check.authority_name, "label": label,
+            "text": text, "message": check.message if check.state is CheckState.MORE_INFORMATION else None,
+            "can_add_information": check.state is CheckState.MORE_INFORMATION and not check.information_used,
+            "lead_informed": check.lead_informed and disclosure is not None, "disclosure": disclosure,
+            "unavailable": looked and outcome is None and check.state is not CheckState.EXPIRED}
 
 
 # --- handlers -------------------------------------------------------------------------------
@@ -152,7 +84,7 @@ async def handle_ask_form(request: web.Request) -> web.Response:
     carried = _carried(values)
     name = next((m.name for m in request.app[CHECKS].broker.trust.current.with_role("node")
                  if m.id == carried.get("authority")), carried.get("authority", ""))
-    return html(ask_page(who, csrf, carried, name, {}, []))
+    return html(pages.ask_check_page(who, csrf, carried, name, {}, []))
 
 
 async def handle_ask(request: web.Request) -> web.Response:
@@ -181,7 +113,7 @@ async def handle_ask(request: web.Request) -> web.Response:
                                 + ("phone number" if e.field.endswith("phone") else "email"))
                       for e in exc.errors]
             name = service.broker.trust.current.member(str(carried.get("authority")), "node").name
-            return html(ask_page(who, csrf, carried, name, values, errors), status=400)
+            return html(pages.ask_check_page(who, csrf, carried, name, values, errors), status=400)
         reason = str(exc).split(": ", 1)[-1].capitalize()
         return html(pages.message_page("The check cannot be asked", reason, who=who, csrf=csrf),
                     status=exc.status)
@@ -198,7 +130,9 @@ async def handle_list(request: web.Request) -> web.Response:
     if signed_in is None:
         return redirect("/sign-in")
     csrf, who = signed_in
-    return html(list_page(who, csrf, request.app[CHECKS].list_mine(who)))
+    rows = [{"id": c.id, "authority": c.authority_name, "label": STATE_TEXT[c.state][0], "unseen": c.unseen,
+             "expires": c.expires[:10]} for c in request.app[CHECKS].list_mine(who)]
+    return html(pages.checks_page(who, csrf, rows))
 
 
 async def handle_check(request: web.Request) -> web.Response:
@@ -214,7 +148,7 @@ async def handle_check(request: web.Request) -> web.Response:
     except AuditUnavailable:
         return html(pages.message_page("Signpost is not available", "Try again later.", who=who, csrf=csrf),
                     503)
-    return html(check_page(who, csrf, check, outcome, []))
+    return html(pages.check_page(who, csrf, _check_view(check, outcome, looked=True), []))
 
 
 async def handle_information(request: web.Request) -> web.Response:
@@ -236,7 +170,7 @@ async def handle_information(request: web.Request) -> web.Response:
                             else e.message.capitalize())
                   for e in exc.errors]
         check = service.mine(who, check_ref)
-        return html(check_page(who, csrf, check, None, errors), status=400)
+        return html(pages.check_page(who, csrf, _check_view(check, None, looked=False), errors), status=400)
     return redirect(f"/checks/{check_ref}")
 
 

@@ -54,6 +54,7 @@ SECURITY_HEADERS = {
 }
 FORM_FIELDS = ("nhs_number", "upn", "given_name", "family_name", "dob-day", "dob-month", "dob-year",
                "sex", "postcode", "purpose", "obo-name", "obo-organisation", "obo-role", "obo-phone")
+DOB_FIELDS = ("dob-day", "dob-month", "dob-year")
 LABELS = {
     "nhs_number": "NHS number", "upn": "UPN", "given_name": "Given name", "family_name": "Family name",
     "date_of_birth": "Date of birth", "sex": "Sex", "postcode": "Postcode", "purpose": "Purpose",
@@ -225,9 +226,12 @@ def _date_of_birth(values: dict[str, str]) -> tuple[str | None, FormError | None
         return None, None
     missing = [p for p, v in parts.items() if not v]
     if missing:
-        return None, FormError(f"dob-{missing[0]}", f"Date of birth must include a {' and a '.join(missing)}")
-    if not all(v.isdigit() for v in parts.values()) or len(parts["year"]) != 4:
-        return None, FormError("dob-day", "Date of birth must be a real date, for example 27 3 2015")
+        return None, FormError(f"dob-{missing[0]}", f"Date of birth must include a {' and a '.join(missing)}",
+                               tuple(f"dob-{p}" for p in missing))
+    wrong = [p for p, v in parts.items() if not v.isdigit() or (p == "year" and len(v) != 4)]
+    if wrong:
+        return None, FormError(f"dob-{wrong[0]}", "Date of birth must be a real date, for example 27 3 2015",
+                               tuple(f"dob-{p}" for p in wrong))
     return f"{int(parts['year']):04d}-{int(parts['month']):02d}-{int(parts['day']):02d}", None
 
 
@@ -280,7 +284,7 @@ async def handle_search_form(request: web.Request) -> web.Response:
     refusal = _refusal(request, session, who)
     if refusal is not None:
         return refusal
-    notice = pages.check_notice(request.app[CHECKS].unseen(who))
+    notice = request.app[CHECKS].unseen(who) > 0
     return html(pages.search_page(who, session.csrf, _purposes(request), {}, [], who.role == "mediator",
                                   notice))
 
@@ -328,7 +332,8 @@ async def handle_search(request: web.Request) -> web.Response:
         for e in exc.errors:
             if dob_error is not None and e.field == "identity":
                 continue  # the missing set is explained by the date error already
-            errors.append(FormError(_anchor(e.field), _message(e.field, e.message)))
+            at_fault = DOB_FIELDS if e.field == "identity.date_of_birth" else ()  # not a real date
+            errors.append(FormError(_anchor(e.field), _message(e.field, e.message), at_fault))
     if errors:
         broker.metrics.refused.inc("invalid")
         return html(pages.search_page(who, session.csrf, _purposes(request), values, errors, mediator),
@@ -347,7 +352,7 @@ async def handle_search(request: web.Request) -> web.Response:
     ask = {"search_id": answer.query_id, "purpose": search.purpose,
            **{f"id-{k}": str(v) for k, v in search.identity.to_wire().items()}}
     return html(pages.results_page(who, session.csrf, answer.to_wire(), searched, ask=ask,
-                                   notice=pages.check_notice(request.app[CHECKS].unseen(who))))
+                                   notice=request.app[CHECKS].unseen(who) > 0))
 
 
 async def handle_static(request: web.Request) -> web.Response:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import csv
-import html
 import io
 import ssl
 from collections.abc import Mapping, Sequence
@@ -27,6 +26,7 @@ from typing import Any
 
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from federation.errors import SignpostError
 from federation.files import write_atomic
@@ -317,6 +317,10 @@ def access_csv(rows: Sequence[dict[str, str]]) -> str:
     return buffer.getvalue()
 
 
+# The access report is HTML: autoescape on, so no value from a log entry is ever markup.
+_TEMPLATES = Environment(loader=PackageLoader("trust", "templates"), autoescape=True,
+                         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
 HEADINGS = {"time": "When", "query_id": "Query id", "log_index": "Log entry", "practitioner": "Who",
             "practitioner_id": "User id", "organisation": "Organisation", "role": "Role",
             "identity_provider": "Signed in with", "purpose": "Purpose", "on_behalf_of": "On behalf of",
@@ -326,25 +330,6 @@ HEADINGS = {"time": "When", "query_id": "Query id", "log_index": "Log entry", "p
 def access_html(rows: Sequence[dict[str, str]], *, node: str, node_name: str, record_id: str,
                 checkpoint: Checkpoint | None, generated: datetime) -> str:
     """A page an authority can print or attach to its reply to a subject access request."""
-    e = html.escape
-    head = "".join(f"<th scope=col>{e(HEADINGS[c])}</th>" for c in auditor.ACCESS_COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{e(row[c])}</td>" for c in auditor.ACCESS_COLUMNS) + "</tr>"
-                   for row in rows)
-    if not rows:
-        body = f"<tr><td colspan={len(auditor.ACCESS_COLUMNS)}>No searches reached this record.</td></tr>"
-    basis = (f"verified audit log of {e(node)}: {checkpoint.size} entries, root "
-             f"{e(checkpoint.root.hex())}" if checkpoint else "audit log")
-    return (
-        "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
-        f"<title>Searches for record {e(record_id)} at {e(node_name)}</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "th,td{border:1px solid #999;padding:.3em .5em;text-align:left;vertical-align:top}"
-        "th{background:#eee}</style></head><body>"
-        f"<h1>Searches that reached record {e(record_id)}</h1>"
-        f"<p>{e(node_name)} ({e(node)}). {len(rows)} search(es), from the {basis}. "
-        f"Generated {e(generated.isoformat(timespec='seconds'))}.</p>"
-        "<p>Each row is one search through the federation's broker that matched this record "
-        "(or listed it as one of several possible matches): who searched, when, from which "
-        "organisation, in which role and for which purpose.</p>"
-        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></body></html>\n"
-    )
+    return _TEMPLATES.get_template("access-report.html").render(
+        rows=rows, node=node, node_name=node_name, record_id=record_id, checkpoint=checkpoint,
+        generated=generated, columns=auditor.ACCESS_COLUMNS, headings=HEADINGS)
