@@ -29,7 +29,8 @@ async def staff_federation(tmp_path: Path) -> AsyncIterator[Federation]:
     fed = build_web_federation(tmp_path / "federation")
     fed.node_configs = {k: dataclasses.replace(c, staff_port=free_port())
                         for k, c in fed.node_configs.items()}
-    fed.broker_config = dataclasses.replace(fed.broker_config, check_poll_seconds=0.2)
+    fed.broker_config = dataclasses.replace(fed.broker_config, check_poll_seconds=0.2,
+                                            node_deadline_seconds=10.0)  # see tests/checkfed.py
     await fed.start()
     try:
         yield fed
