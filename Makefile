@@ -22,5 +22,6 @@ bench:
 	.venv/bin/signpost bench matching
 	.venv/bin/signpost bench audit
 	.venv/bin/signpost bench trust
+	.venv/bin/signpost bench federation --nodes 5
 
 .PHONY: install test lint demo bench

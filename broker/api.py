@@ -18,8 +18,10 @@ from aiohttp import web
 
 from broker import audit as audits
 from broker import ratelimit
+from broker.admission import ADMISSION
+from broker.channel import Channels
 from broker.config import BrokerConfig
-from broker.fanout import NodeResult, fan_out
+from broker.fanout import NodeResult, Query, fan_out_http
 from broker.ledger import SearchLedger
 from broker.metrics import BrokerMetrics
 from federation import identity, rules
@@ -77,9 +79,12 @@ class Broker:
         self.trust.current.member(config.id, "broker")
         self.key = load_private(config.key)
         self.session: aiohttp.ClientSession | None = None
+        self.channels: Channels | None = None  # None: every node is asked over POST /v1/query
         self.metrics = BrokerMetrics()
-        self.audit = logapi.LogService(config.audit_log, config.id, self.key, lambda: self.trust.current,
-                                       config.audience)
+        self.audit = logapi.LogService(
+            config.audit_log, config.id, self.key, lambda: self.trust.current, config.audience,
+            checkpoint_interval=config.checkpoint_interval_seconds,
+            accept_reset=config.unsafe_accept_audit_log_reset)
         self.ledger = SearchLedger()  # per search: who searched, who said possible_match (checks)
         self.commitment_key = b""
         if config.audit_log is not None:
@@ -98,7 +103,7 @@ class Broker:
         errors: list[FieldError] = []
         found: identity.Identity | None = None
         try:
-            found = identity.parse_identity(body.get("identity"))
+            found = identity.parse_identity(body.get("identity"), strict=True)
             identity.check_searchable(found, now.date())
         except ValidationError as exc:
             errors.extend(exc.errors)
@@ -146,10 +151,12 @@ class Broker:
             practitioner=who.to_claims(), purpose=search.purpose, on_behalf_of=search.on_behalf_of,
             commitment=audits.commit(self.commitment_key, search.identity.to_wire()),
             nodes=[n.id for n in nodes]))
-        results: list[NodeResult] = await fan_out(
-            self.session, nodes, token, jti, trust, self.config.id,
-            self.config.node_deadline_seconds,
-        )
+        query = Query.of(token, jti)
+        deadline = self.config.node_deadline_seconds
+        if self.channels is not None:
+            results = await self.channels.fan_out(nodes, query, trust, deadline)
+        else:
+            results = await fan_out_http(self.session, nodes, query, trust, self.config.id, deadline)
         await self.audit.append(audits.outcome_entry(
             broker_id=self.config.id, now=datetime.now(UTC), query_id=jti,
             results={r.authority: audits.node_result(r.status.value, r.answer_hash, r.reason,
@@ -192,6 +199,17 @@ async def handle_search(request: web.Request) -> web.Response:
     if not who.has_mfa:
         return problem(403, "Forbidden", "amr: searching needs multi-factor authentication",
                        kind="mfa-required")
+    admission = request.app[ADMISSION]
+    busy = admission.refusal()
+    if busy is not None:
+        broker.metrics.refused.inc("broker-overloaded")
+        return busy
+    with admission.holding():
+        return await _admitted_search(request, broker, who, now)
+
+
+async def _admitted_search(request: web.Request, broker: Broker, who: Practitioner,
+                           now: datetime) -> web.Response:
     over = await ratelimit.admit(request.app, who.issuer, who.sub, who.org)
     if over is not None:
         return over
@@ -213,5 +231,8 @@ async def handle_search(request: web.Request) -> web.Response:
 async def handle_health(request: web.Request) -> web.Response:
     broker = request.app[BROKER]
     trust = broker.trust.current
-    return health(broker.config.id, "broker", trust, nodes=[m.id for m in trust.with_role("node")],
+    reasons = [*broker.trust.health_reasons(), *broker.audit.health_reasons(),
+               *await ratelimit.health_reasons(request.app)]
+    return health(broker.config.id, "broker", trust, reasons,
+                  nodes=[m.id for m in trust.with_role("node")], trust_refresh=broker.trust.status.to_wire(),
                   **broker.audit.health())

@@ -6,36 +6,55 @@ pages, which call the API's search) never import this module.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
-from broker import check_pages, checks, ratelimit
+from broker import admission, check_pages, checks, ratelimit
 from broker import web as pages
 from broker.api import BROKER, Broker, handle_health, handle_search
+from broker.channel import Channels, Counters
 from broker.config import BrokerConfig
 from broker.demo_idp import DemoIdentityProvider
 from federation import metrics
 from trust import logapi, tls
 
+KEEPALIVE_SECONDS = 120.0  # pooled HTTP connections to nodes (the fallback path) survive idle minutes
+
 
 async def _client(app: web.Application) -> AsyncIterator[None]:
     broker = app[BROKER]
     tls_files = broker.config.tls
-    connector = aiohttp.TCPConnector(
-        ssl=tls.client_context(tls_files, bind=lambda: broker.trust.current)) if tls_files else None
-    broker.session = aiohttp.ClientSession(connector=connector)
+    # No cap on connections (the default 100 queues requests against each node's deadline once
+    # searches are in flight to many nodes), and pooled connections kept through idle spells.
+    context = tls.client_context(tls_files, bind=lambda: broker.trust.current) if tls_files else None
+    connector = aiohttp.TCPConnector(ssl=context if context is not None else True, limit=0,
+                                     keepalive_timeout=KEEPALIVE_SECONDS)
+    tracing = aiohttp.TraceConfig()
 
-    task = asyncio.create_task(broker.trust.refresh_forever(broker.config.trust_refresh_seconds))
-    yield
-    task.cancel()
-    await broker.session.close()
+    async def opened(*_: object) -> None:
+        broker.metrics.connections.inc()
+
+    tracing.on_connection_create_end.append(opened)
+    broker.session = aiohttp.ClientSession(connector=connector, trace_configs=[tracing])
+    if broker.config.node_channel:
+        broker.channels = Channels(broker.session, broker.config.id, Counters(
+            opened=lambda node: broker.metrics.channels_opened.inc(node),
+            dropped=lambda node: broker.metrics.dropped.inc(node)))
+        broker.channels.warm(broker.trust.current.with_role("node"))
+
+    try:
+        async with broker.trust.refreshing(broker.config.trust_refresh_seconds):
+            yield
+    finally:
+        if broker.channels is not None:
+            await broker.channels.close()
+        await broker.session.close()
 
 
 def _add_pages_and_metrics(app: web.Application, broker: Broker) -> None:
-    folder = broker.config.demo_identity_provider
+    folder = broker.config.unsafe_demo_identity_provider
     idp = DemoIdentityProvider(folder, broker.config.audience) if folder is not None else None
     pages.add_routes(app, broker.config.session_idle_seconds, idp)
     metrics.install(app, broker.metrics)
@@ -50,6 +69,7 @@ def create_app(config: BrokerConfig) -> web.Application:
     _add_pages_and_metrics(app, app[BROKER])
     logapi.install(app, app[BROKER].audit)
     app.cleanup_ctx.append(_client)
+    admission.install(app, config.max_searches_in_flight, config.max_loop_lag_seconds)
     checks.install(app)  # /v1/checks and the check pages' follow-up task, after the HTTP client
     check_pages.add_routes(app)  # "Ask this authority to check" and "Your checks"
     ratelimit.install(app, config.redis_url,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from federation.config import check_common, coerce_paths
+from federation.config import check_closed, check_common, coerce_paths
 from trust.tls import TlsFiles
 
 
@@ -21,6 +21,9 @@ class BrokerConfig:
     host: str = "127.0.0.1"
     port: int = 8700
     node_deadline_seconds: float = 3.0
+    node_channel: bool = True  # one WebSocket per node (GET /v1/channel); false: POST /v1/query only
+    max_searches_in_flight: int = 32  # beyond this a search is refused at once (503, broker-overloaded)
+    max_loop_lag_seconds: float = 1.0  # ... and while the event loop runs this late (moving average)
     query_lifetime_seconds: int = 60
     body_limit: int = 16 * 1024
     trust_refresh_seconds: float = 60
@@ -37,14 +40,27 @@ class BrokerConfig:
     session_idle_seconds: int = 900
     check_webhook_url: str | None = None  # told (signed, no child details) when a check has an answer
     check_poll_seconds: float = 30  # how often the broker asks nodes about pending checks
-    demo_identity_provider: Path | None = None  # demo only: folder of <authority>-idp.pem keys
+    checkpoint_interval_seconds: float = 10  # sign a checkpoint this often when the log grew
+    # Closed by default: each of these opens a door and says so in its name.
+    unsafe_demo_identity_provider: Path | None = None  # demo sign-in: folder of <authority>-idp.pem keys
+    unsafe_no_audit_log: bool = False  # search with nothing logged (development only)
+    unsafe_plain_http: bool = False  # reach nodes without mutual TLS (development only)
+    unsafe_accept_audit_log_reset: bool = False  # start on a non-empty log whose checkpoint is gone
 
     def __post_init__(self) -> None:
         coerce_paths(self, ("key", "trust_list", "trust_root", "audit_log", "tls_cert", "tls_key",
-                            "tls_ca", "demo_identity_provider", "audit_commitment_key"))
+                            "tls_ca", "unsafe_demo_identity_provider", "audit_commitment_key"))
         check_common(self, "broker")
+        check_closed(self, "broker")
+        if not 0.05 <= self.checkpoint_interval_seconds <= 3600:
+            raise ValueError("checkpoint_interval_seconds: expected 0.05-3600, "
+                             f"got {self.checkpoint_interval_seconds}")
         if not 0 < self.node_deadline_seconds <= 30:
             raise ValueError("node_deadline_seconds: expected more than 0 and at most 30")
+        if self.max_searches_in_flight < 1:
+            raise ValueError("max_searches_in_flight: expected at least 1")
+        if not 0 < self.max_loop_lag_seconds <= 10:
+            raise ValueError("max_loop_lag_seconds: expected more than 0 and at most 10")
         if not 10 <= self.query_lifetime_seconds <= 300:
             raise ValueError("query_lifetime_seconds: expected 10-300")
         if not 0.05 <= self.check_poll_seconds <= 3600:

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from federation import safejson
 from federation.canonical import JsonObject
 from federation.protocol import AnswerClaims, Contact, Disclosed, MessageError, Status
 from trust import envelope, tls
@@ -23,6 +24,9 @@ from trust.errors import TrustError
 from trust.trustlist import Member, TrustList
 
 log = logging.getLogger("signpost.broker")
+
+ANSWER_LIMITS = safejson.JsonLimits(max_bytes=256 * 1024, max_depth=16)
+"""Bounds on one node's answer body (a signed answer is a few kilobytes)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class NodeResult:
     assessment: Contact | None = None
     reason: str | None = None
     integrity_failure: bool = False
+    abandoned: bool = False  # the query was sent, but the broker stopped waiting for its answer
     answer_hash: str | None = None
     seconds: float = 0.0
 
@@ -55,19 +60,34 @@ class NodeResult:
         return out
 
 
-def _unavailable(node: Member, reason: str, started: float, *, integrity: bool = False) -> NodeResult:
+def unavailable(node: Member, reason: str, started: float, *, integrity: bool = False,
+                 abandoned: bool = False) -> NodeResult:
     return NodeResult(node.id, node.name, Status.UNAVAILABLE, reason=reason,
-                      integrity_failure=integrity, seconds=time.monotonic() - started)
+                      integrity_failure=integrity, abandoned=abandoned, seconds=time.monotonic() - started)
 
 
-def judge(
-    node: Member, body: Any, query_token: str, query_jti: str, trust: TrustList, broker_id: str,
-    started: float,
-) -> NodeResult:
-    """Verify one node's answer: signed by that node, for this broker, bound to this query."""
-    if not isinstance(body, dict) or not isinstance(body.get("answer"), str):
-        return _unavailable(node, "answer is not a signed envelope", started, integrity=True)
-    token = body["answer"]
+@dataclass(frozen=True)
+class Query:
+    """One signed query as the fan-out sends it: the envelope, its id and its hash (computed once)."""
+
+    token: str
+    jti: str
+    hash: str
+
+    @classmethod
+    def of(cls, token: str, jti: str) -> Query:
+        return cls(token, jti, envelope.envelope_hash(token))
+
+
+def judge(node: Member, token: Any, query: Query, trust: TrustList, broker_id: str,
+          started: float) -> NodeResult:
+    """Verify one node's answer envelope: signed by that node, for this broker, bound to this query.
+
+    One parse and one signature check (``envelope.verify``); the query's hash was computed once
+    for every node.
+    """
+    if not isinstance(token, str):
+        return unavailable(node, "answer is not a signed envelope", started, integrity=True)
     try:
         claims, signer = envelope.verify(
             token, trust, role="node", typ=envelope.ANSWER_TYPE, now=datetime.now(UTC),
@@ -75,18 +95,17 @@ def judge(
         )
     except TrustError as exc:
         log.warning("answer from %s dropped: %s", node.id, exc)
-        return _unavailable(node, "answer failed signature verification", started, integrity=True)
+        return unavailable(node, "answer failed signature verification", started, integrity=True)
     if signer.id != node.id:
-        return _unavailable(node, "answer signed by a different member", started, integrity=True)
-    bound = (claims.get("query_jti") == query_jti
-             and claims.get("query_hash") == envelope.envelope_hash(query_token))
+        return unavailable(node, "answer signed by a different member", started, integrity=True)
+    bound = claims.get("query_jti") == query.jti and claims.get("query_hash") == query.hash
     if not bound:
-        return _unavailable(node, "answer is not bound to this query", started, integrity=True)
+        return unavailable(node, "answer is not bound to this query", started, integrity=True)
     try:
         answer = AnswerClaims.from_wire(claims)
     except MessageError as exc:
         log.warning("answer from %s dropped: %s", node.id, exc.field)
-        return _unavailable(node, "answer is malformed", started, integrity=True)
+        return unavailable(node, "answer is malformed", started, integrity=True)
     return NodeResult(
         authority=node.id,
         name=node.name,
@@ -99,21 +118,23 @@ def judge(
     )
 
 
-async def ask(
-    session: aiohttp.ClientSession, node: Member, query_token: str, query_jti: str,
-    trust: TrustList, broker_id: str, deadline: float,
+async def ask_http(
+    session: aiohttp.ClientSession, node: Member, query: Query, trust: TrustList, broker_id: str,
+    deadline: float,
 ) -> NodeResult:
-    """Ask one node, within its own deadline."""
+    """Ask one node with ``POST /v1/query`` (a node without the channel), within its deadline."""
     started = time.monotonic()
     if not node.endpoint:
-        return _unavailable(node, "no endpoint in the trust list", started)
+        return unavailable(node, "no endpoint in the trust list", started)
     url = node.endpoint.rstrip("/") + "/v1/query"
+    sent = False
     try:
         async with asyncio.timeout(deadline):
             # Over TLS the node is addressed by its member id (SNI and certificate name); the
             # handshake checks the chain and the trust-list binding (see trust.tls.client_context).
             server_hostname = node.id if url.startswith("https:") else None
-            async with session.post(url, json={"v": 1, "query": query_token},
+            sent = True
+            async with session.post(url, json={"v": 1, "query": query.token},
                                     server_hostname=server_hostname) as response:
                 der = tls.response_certificate(response) if server_hostname else None
                 if der is not None:
@@ -123,29 +144,36 @@ async def ask(
                         tls.peer_member(trust, der, "node", expected=node.id)
                     except tls.CertificateError as exc:
                         log.warning("node %s: %s", node.id, exc)
-                        return _unavailable(node, "node certificate is not bound to it in the trust list",
+                        return unavailable(node, "node certificate is not bound to it in the trust list",
                                             started, integrity=True)
                 if response.status != 200:
                     log.warning("node %s answered HTTP %d", node.id, response.status)
-                    return _unavailable(
+                    return unavailable(
                         node, f"node refused the query (HTTP {response.status})", started)
-                body = await response.json(content_type=None)
+                raw = await response.content.read(ANSWER_LIMITS.max_bytes + 1)
     except TimeoutError:
-        return _unavailable(node, f"no answer within {deadline:g} s", started)
+        return unavailable(node, f"no answer within {deadline:g} s", started, abandoned=sent)
     except aiohttp.ClientConnectorCertificateError as exc:
         log.warning("node %s: certificate refused: %s", node.id, exc.certificate_error)
-        return _unavailable(node, "node certificate refused (CA or trust-list binding)", started,
+        return unavailable(node, "node certificate refused (CA or trust-list binding)", started,
                             integrity=True)
     except (aiohttp.ClientError, OSError, ValueError) as exc:
-        return _unavailable(node, f"not reachable ({exc.__class__.__name__})", started)
-    return judge(node, body, query_token, query_jti, trust, broker_id, started)
+        return unavailable(node, f"not reachable ({exc.__class__.__name__})", started)
+    try:
+        body = safejson.parse(raw, "answer", ANSWER_LIMITS)  # the one door for a node's answer body
+    except safejson.JsonError as exc:
+        log.warning("node %s answered garbage: %s", node.id, exc.message)
+        return unavailable(node, "answer is not a signed envelope", started, integrity=True)
+    if not isinstance(body, dict):
+        return unavailable(node, "answer is not a signed envelope", started, integrity=True)
+    return judge(node, body.get("answer"), query, trust, broker_id, started)
 
 
-async def fan_out(
-    session: aiohttp.ClientSession, nodes: list[Member], query_token: str, query_jti: str,
-    trust: TrustList, broker_id: str, deadline: float,
+async def fan_out_http(
+    session: aiohttp.ClientSession, nodes: list[Member], query: Query, trust: TrustList, broker_id: str,
+    deadline: float,
 ) -> list[NodeResult]:
-    """Ask every node concurrently; each gets its own deadline; results in node order."""
+    """Ask every node at once over ``POST /v1/query``, each within its deadline; results in node order."""
     return list(await asyncio.gather(*(
-        ask(session, n, query_token, query_jti, trust, broker_id, deadline) for n in nodes
+        ask_http(session, n, query, trust, broker_id, deadline) for n in nodes
     )))

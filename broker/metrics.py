@@ -34,6 +34,20 @@ class BrokerMetrics(Registry):
         self.node_latency = self.histogram(
             "signpost_broker_node_latency_seconds", "Time each node took to answer (or to fail).",
             ("authority",))
+        self.connections = self.counter(
+            "signpost_broker_node_connections_total",
+            "New connections the broker opened to nodes (each one a TLS handshake under mutual TLS).")
+        self.channels_opened = self.counter(
+            "signpost_broker_channels_opened_total", "Node channels (WebSockets) opened, by authority.",
+            ("authority",))
+        self.dropped = self.counter(
+            "signpost_broker_answers_dropped_total",
+            "Answer frames a node sent (and logged) that the broker no longer waited for, by authority.",
+            ("authority",))
+        self.abandoned = self.counter(
+            "signpost_broker_answers_abandoned_total",
+            "Queries sent to a node whose answer the broker stopped waiting for, by authority.",
+            ("authority",))
         self.sessions = self.counter(
             "signpost_web_sign_ins_total", "Practitioner web sign-ins, by outcome.", ("outcome",))
 
@@ -46,6 +60,8 @@ class BrokerMetrics(Registry):
             self.node_latency.observe(r.seconds, r.authority)
             if r.integrity_failure:
                 self.integrity.inc(r.authority)
+            if r.abandoned:
+                self.abandoned.inc(r.authority)
             if r.status.value == "unavailable":
                 incomplete = True
         if incomplete:

@@ -35,8 +35,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from broker.admission import ADMISSION, overloaded
 from federation.errors import SignpostError
-from federation.http import problem
+from federation.http import HealthReason, problem
 from federation.rules import DEFAULT_RATE_LIMITS
 from trust.trustlist import TrustList
 
@@ -182,6 +183,10 @@ class RateLimiter(Protocol):
 
     async def close(self) -> None: ...
 
+    async def problem(self) -> str | None:
+        """Why the store cannot be asked right now, or None when it can (for ``/healthz``)."""
+        ...
+
 
 class MemoryLimiter:
     """The in-process store: the same GCRA step, for a single broker without Redis.
@@ -212,6 +217,9 @@ class MemoryLimiter:
 
     async def close(self) -> None:
         self._tats.clear()
+
+    async def problem(self) -> str | None:
+        return None
 
 
 # KEYS: one per budget. ARGV: interval_ms, period_ms for each budget, in the same order.
@@ -283,6 +291,14 @@ class RedisLimiter:
     async def close(self) -> None:
         await self.redis.aclose()
 
+    async def problem(self) -> str | None:
+        try:
+            async with asyncio.timeout(self._timeout * 2):
+                await self.redis.ping()
+        except (RedisError, OSError, TimeoutError) as exc:
+            return f"rate limit store: Redis did not answer ({exc.__class__.__name__})"
+        return None
+
 
 def create_limiter(redis_url: str | None, limits: Sequence[Limit], *, prefix: str = "signpost:rl",
                    timeout_seconds: float = 0.5) -> RateLimiter:
@@ -322,6 +338,15 @@ def install(app: web.Application, redis_url: str | None,
     app.cleanup_ctx.append(context)
 
 
+async def health_reasons(app: web.Application) -> list[HealthReason]:
+    """``redis-unreachable`` when the shared store cannot be asked (every search would get 503)."""
+    limiter = app.get(LIMITER)
+    if limiter is None:
+        return [HealthReason("rate-limit-unavailable", "rate limit store: not running")]
+    detail = await limiter.problem()
+    return [HealthReason("redis-unreachable", detail)] if detail else []
+
+
 async def admit(app: web.Application, issuer: str, sub: str, org: str) -> web.Response | None:
     """Count one search; ``None`` when it may go ahead, else the problem response to send.
 
@@ -335,6 +360,11 @@ async def admit(app: web.Application, issuer: str, sub: str, org: str) -> web.Re
     try:
         decision = await limiter.check(subjects_for(issuer, sub, org), app[LIMITS]())
     except RateLimitUnavailable as exc:
+        admission = app.get(ADMISSION)
+        if admission is not None and admission.behind():
+            # Redis was asked, but this broker's own event loop was too late to hear the answer.
+            log.warning("search refused: the broker is overloaded (%s)", exc)
+            return overloaded(f"its event loop is {1000 * admission.lag_seconds:.0f} ms behind")
         log.error("searches refused: %s", exc)
         return problem(503, "Searching unavailable", str(exc), kind="rate-limit-unavailable",
                        headers={"Retry-After": "5"})

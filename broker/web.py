@@ -245,16 +245,35 @@ def _anchor(field: str) -> str:
     return field if field in ("purpose", "identity") else "identity"
 
 
+# The page's words for the API's field errors, GOV.UK style (say what to do; never echo the
+# input back): per field, the first entry whose prefix starts the API's message.
+PAGE_MESSAGES: dict[str, tuple[tuple[str, str], ...]] = {
+    "identity.nhs_number": (("expected 10 digits", "NHS number must be 10 digits"),
+                            ("", "NHS number is not right: check it against the child's records")),
+    "identity.upn": (("expected a check letter", "Enter the unique pupil number (UPN) in the right "
+                                                "format: 13 characters, for example A123456789012"),
+                     ("", "Unique pupil number (UPN) is not right: check it against the child's records")),
+    "identity.given_name": (("wildcards", "Enter the child's full given name"),
+                            ("", "Given name must be at least 2 letters")),
+    "identity.family_name": (("wildcards", "Enter the child's full family name"),
+                             ("", "Family name must be at least 2 letters")),
+    "identity.postcode": (("", "Enter a real postcode, for example LS1 4AB"),),
+    "identity.sex": (("", "Select the child's sex"),),
+    "identity.date_of_birth": (("expected", "Date of birth must be a real date, for example 27 3 2015"),),
+}
+
+
 def _message(error_field: str, message: str) -> str:
     if error_field == "identity":
         return ("Enter enough to identify one child: the NHS number or UPN with the date of birth, "
                 "or both names, the date of birth and the sex or postcode")
     if error_field == "purpose":
         return "Select why you are searching"
-    if error_field.startswith("on_behalf_of") and message == "is required":
+    if error_field.startswith("on_behalf_of.") and message.startswith("is required"):
         return f"Enter {LABELS.get(error_field.partition('.')[2], 'their details').lower()}"
-    if error_field == "identity.date_of_birth" and message.startswith("expected"):
-        return "Date of birth must be a real date, for example 27 3 2015"
+    for start, text in PAGE_MESSAGES.get(error_field, ()):
+        if message.startswith(start):
+            return text
     label = LABELS.get(error_field.rpartition(".")[2], error_field)
     return f"{label} {message}" if message.startswith("must") else f"{label}: {message}"
 

@@ -11,6 +11,9 @@ from federation.errors import ConfigError
 
 T = TypeVar("T")
 
+RENAMED = {"demo_identity_provider": "unsafe_demo_identity_provider"}
+"""Settings renamed to say they are unsafe: a file using the old name is refused, not ignored."""
+
 
 def load(cls: type[T], path: Path) -> T:
     """Build ``cls`` (a dataclass) from a JSON file; relative paths resolve against the file."""
@@ -22,6 +25,9 @@ def load(cls: type[T], path: Path) -> T:
         raise ConfigError(f"{path}: expected a JSON object")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(data) - set(fields)
+    for old, new in RENAMED.items():
+        if old in unknown:
+            raise ConfigError(f"{path}: {old}: renamed {new} (it is unsafe outside a demo)")
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {sorted(unknown)}")
     values: dict[str, Any] = {}
@@ -79,6 +85,22 @@ def check_common(config: Any, role: str) -> None:
         raise ValueError("tls_cert, tls_key, tls_ca: expected all three (mutual TLS) or none")
     if not 0.05 <= config.trust_refresh_seconds <= 86400:
         raise ValueError(f"trust_refresh_seconds: expected 0.05-86400, got {config.trust_refresh_seconds}")
+
+
+def check_closed(config: Any, role: str) -> None:
+    """Closed by default: a service that cannot log, or talks without mutual TLS, refuses to start.
+
+    Each refusal names the setting at fault and the ``unsafe_...`` setting that would allow it
+    (development and loopback tests only).
+    """
+    if config.audit_log is None and not config.unsafe_no_audit_log:
+        raise ValueError(f"audit_log: expected the {role}'s audit log folder (a {role} that cannot "
+                         "log must not answer); set unsafe_no_audit_log to run without one "
+                         "(development only)")
+    tls = (config.tls_cert, config.tls_key, config.tls_ca)
+    if any(v is None for v in tls) and not config.unsafe_plain_http:
+        raise ValueError(f"tls_cert, tls_key, tls_ca: expected the {role}'s mutual TLS files; set "
+                         "unsafe_plain_http to run without TLS (development only)")
 
 
 def describe(cls: type[Any]) -> str:

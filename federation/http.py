@@ -6,12 +6,16 @@ import json
 import logging
 import ssl
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
+from federation import safejson
 from federation.canonical import JsonObject
 from federation.errors import FieldError
+from federation.safejson import JsonError, JsonLimits
 
 PROBLEM_TYPE_BASE = "https://signpost.example/problems/"
 
@@ -46,31 +50,51 @@ def problem(
 
 
 async def read_json_object(request: web.Request, limit: int) -> JsonObject:
-    """Read a JSON object body of at most ``limit`` bytes, or raise ``FieldError('body', ...)``."""
+    """Read a JSON object body of at most ``limit`` bytes through ``federation.safejson``.
+
+    Raises ``FieldError('body', ...)`` (a ``JsonError``) for anything else: too long, nested too
+    deep, a number too long, a repeated key, not UTF-8, not JSON, not an object.
+    """
     if request.content_length is not None and request.content_length > limit:
-        raise FieldError("body", f"expected at most {limit} bytes, got {request.content_length}")
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise FieldError("body", f"expected at most {limit} bytes")
+        raise JsonError("body", f"expected at most {limit} bytes, got {request.content_length}")
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FieldError("body", f"expected a JSON object ({exc.__class__.__name__})") from None
-    if not isinstance(data, dict):
-        raise FieldError("body", f"expected a JSON object, got {type(data).__name__}")
-    return data
+        raw = await request.content.read(limit + 1)
+    except (ValueError, aiohttp.ClientPayloadError, web.HTTPException) as exc:
+        raise JsonError("body", f"expected a readable body ({exc.__class__.__name__})") from None
+    return safejson.parse_object(raw, "body", JsonLimits(max_bytes=limit))
 
 
-def health(member_id: str, role: str, trust: Any, **extra: Any) -> web.Response:
-    """``GET /healthz``: who this is, and which trust list it runs on (``trust`` a ``TrustList``)."""
-    return json_response({
-        "status": "ok",
+@dataclass(frozen=True)
+class HealthReason:
+    """Why a service is not fully able to do its work: a short code and what an operator reads."""
+
+    code: str
+    detail: str
+
+    def to_wire(self) -> dict[str, str]:
+        return {"code": self.code, "detail": self.detail}
+
+
+def health(member_id: str, role: str, trust: Any, reasons: Iterable[HealthReason] = (),
+           **extra: Any) -> web.Response:
+    """``GET /healthz``: who this is, which trust list it runs on, and whether it can work.
+
+    ``trust`` is a ``TrustList``. With no ``reasons`` the status is ``ok`` (HTTP 200); with any,
+    it is ``degraded`` (HTTP 503, so a load balancer's readiness check takes it out) and the
+    reasons are listed. Each part of a service adds its own reasons.
+    """
+    listed = [r.to_wire() for r in reasons]
+    body = {
+        "status": "degraded" if listed else "ok",
         "id": member_id,
         "role": role,
         "trust_list_version": trust.version,
         "trust_list_expires": trust.expires.isoformat(),
         **extra,
-    })
+    }
+    if listed:
+        body["reasons"] = listed
+    return json_response(body, status=503 if listed else 200)
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -197,16 +197,32 @@ class Identity:
         return frozenset(n for n in IDENTITY_FIELDS if getattr(self, n) is not None)
 
 
-def parse_identity(data: Any, prefix: str = "identity") -> Identity:
+MAX_FIELD_CHARS = 100  # the longest identity value accepted (names included)
+
+
+def _unprintable(text: str) -> str | None:
+    """The first control character, surrogate, or line or paragraph separator in ``text``."""
+    for char in text:
+        if unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp"):
+            return char
+    return None
+
+
+def parse_identity(data: Any, prefix: str = "identity", *, strict: bool = False) -> Identity:
     """Validate and normalise an identity object, collecting every field error.
 
-    Unknown fields are kept aside (``extra``) rather than refused, so that a newer broker's
-    query still reaches an older node.
+    Every value must be a string of at most ``MAX_FIELD_CHARS`` characters without control
+    characters (NUL included). Unknown fields are refused when ``strict`` (what a practitioner
+    sends the broker); otherwise they are kept aside (``extra``), so that a newer broker's query
+    still reaches an older node.
     """
     if not isinstance(data, dict):
         raise ValidationError([FieldError(prefix, "expected an object")])
     errors: list[FieldError] = []
     values: dict[str, Any] = {}
+    if strict:
+        errors.extend(FieldError(f"{prefix}.{str(name)[:40]}", "is not an identity field")
+                      for name in sorted(map(str, data)) if name not in IDENTITY_FIELDS)
 
     def take(name: str) -> str | None:
         raw = data.get(name)
@@ -214,6 +230,15 @@ def parse_identity(data: Any, prefix: str = "identity") -> Identity:
             return None
         if not isinstance(raw, str):
             errors.append(FieldError(f"{prefix}.{name}", f"expected a string, got {type(raw).__name__}"))
+            return None
+        if len(raw) > MAX_FIELD_CHARS:
+            errors.append(FieldError(f"{prefix}.{name}",
+                                     f"expected at most {MAX_FIELD_CHARS} characters, got {len(raw)}"))
+            return None
+        bad = _unprintable(raw)
+        if bad is not None:
+            errors.append(FieldError(f"{prefix}.{name}",
+                                     f"expected printable text, got control character U+{ord(bad):04X}"))
             return None
         return raw
 

@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from federation import identity, metrics
-from federation.errors import FieldError, SignpostError, ValidationError
+from federation.errors import ConfigError, FieldError, SignpostError, ValidationError
 from federation.http import health, json_response, problem, read_json_object
 from federation.protocol import (
     ANSWER_LIFETIME_SECONDS,
@@ -33,10 +33,10 @@ from federation.protocol import (
     Status,
 )
 from node import audit as audits
+from node import channel, staff
 from node import checks as checking
 from node import outbox as outboxes
 from node import purge as purging
-from node import staff
 from node.config import NodeConfig
 from node.matching import MatchIndex
 from node.metrics import NodeMetrics
@@ -85,10 +85,18 @@ class Node:
             self.outbox, self.key, config.id,
             outboxes.RetryPolicy(config.notify_retry_base_seconds, config.notify_retry_cap_seconds,
                                  config.notify_max_age_seconds, config.notify_timeout_seconds),
-            clock=time.time,
+            clock=time.time, unsafe_http=config.unsafe_http_webhooks,
         )
-        self.audit = logapi.LogService(config.audit_log, config.id, self.key, lambda: self.trust.current,
-                                       config.audit_audience)
+        plain = self.store.plain_http_webhooks()
+        if plain and not config.unsafe_http_webhooks:
+            self.store.close()
+            raise ConfigError(f"unsafe_http_webhooks: {plain} involvement(s) ask for notifications at a "
+                              "plain http:// URL; re-import them with https:// URLs, or set "
+                              "unsafe_http_webhooks (development only)")
+        self.audit = logapi.LogService(
+            config.audit_log, config.id, self.key, lambda: self.trust.current, config.audit_audience,
+            checkpoint_interval=config.checkpoint_interval_seconds,
+            accept_reset=config.unsafe_accept_audit_log_reset)
 
     @property
     def retention_age(self) -> int:
@@ -323,15 +331,16 @@ async def _answer(node: Node, token: str, peer: str | None, outcome: QueryOutcom
 
 async def handle_health(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    return health(node.config.id, "node", node.trust.current, **node.audit.health())
+    reasons = [*node.trust.health_reasons(), *node.audit.health_reasons()]
+    return health(node.config.id, "node", node.trust.current, reasons,
+                  trust_refresh=node.trust.status.to_wire(), **node.audit.health())
 
 
 async def _trust_refresh(app: web.Application) -> AsyncIterator[None]:
     node = app[NODE]
 
-    task = asyncio.create_task(node.trust.refresh_forever(node.config.trust_refresh_seconds))
-    yield
-    task.cancel()
+    async with node.trust.refreshing(node.config.trust_refresh_seconds):
+        yield
 
 
 async def _notifications(app: web.Application) -> AsyncIterator[None]:
@@ -377,6 +386,7 @@ def create_app(config: NodeConfig) -> web.Application:
     node = Node(config)
     app[NODE] = node
     app.router.add_post("/v1/query", handle_query)
+    channel.add_route(app, node, process=process_query, refuse_early=refuse_early, tls_peer=TLS_PEER)
     app.router.add_get("/healthz", handle_health)
     metrics.install(app, node.metrics)
     logapi.install(app, node.audit)  # first: the purge job below logs into it

@@ -145,21 +145,22 @@ def import_entry(node_id: str, now: datetime, summary: Mapping[str, Any], *, ful
 def record(store: Store, log_path: Path | None, entry: Mapping[str, Any]) -> str:
     """Log ``entry`` from outside the running node (import command, command-line purge, demo).
 
-    Appends straight to the log when it is free; while the node runs (it holds the log's lock)
-    the entry waits in the store's ``audit_pending`` table and the node logs it within
+    Appends straight to the log when it is free and has signed a checkpoint; otherwise (the
+    node runs and holds the log's lock, or the log has never been signed) the entry waits in the
+    store's ``audit_pending`` table and the node logs it at start and then within
     ``PENDING_INTERVAL_SECONDS``. Returns where it went, for the command's output.
     """
     if log_path is None:
         return "not logged (no audit_log configured)"
-    try:
-        with AuditLog.open(log_path) as audit:
-            index = audit.append_sync(entry)
-        return f"audit log entry {index}"
-    except LogInUseError:
-        with store.transaction() as conn:
-            conn.execute("INSERT INTO audit_pending (entry) VALUES (?)",
-                         (canonical_json(dict(entry)).decode("utf-8"),))
-        return "queued for the running node's audit log"
+    with contextlib.suppress(LogInUseError), AuditLog.open(log_path) as audit:
+        # A log that has never signed a checkpoint takes entries only from the node itself, so
+        # that a non-empty log without a checkpoint always means its checkpoint was removed.
+        if audit.latest_checkpoint is not None:
+            return f"audit log entry {audit.append_sync(entry)}"
+    with store.transaction() as conn:
+        conn.execute("INSERT INTO audit_pending (entry) VALUES (?)",
+                     (canonical_json(dict(entry)).decode("utf-8"),))
+    return "queued for the node's audit log (logged when the node runs)"
 
 
 PENDING_INTERVAL_SECONDS = 2.0

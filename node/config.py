@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from federation.config import check_common, coerce_paths
+from federation.config import check_closed, check_common, coerce_paths
 from trust.tls import TlsFiles
 
 
@@ -35,6 +35,12 @@ class NodeConfig:
     notify_retry_cap_seconds: float = 3600
     notify_max_age_seconds: float = 3 * 86400
     notify_timeout_seconds: float = 10
+    checkpoint_interval_seconds: float = 10  # sign a checkpoint this often when the log grew
+    # Closed by default: each of these opens a door and says so in its name.
+    unsafe_no_audit_log: bool = False  # answer with nothing logged (development only)
+    unsafe_plain_http: bool = False  # serve without mutual TLS (development only)
+    unsafe_http_webhooks: bool = False  # deliver notifications to http:// URLs (development only)
+    unsafe_accept_audit_log_reset: bool = False  # start on a non-empty log whose checkpoint is gone
     staff_host: str = "127.0.0.1"
     staff_port: int | None = None  # the signposting officers' pages (node/staff.py); None: not served
     staff_audience: str | None = None  # officers' token audience; default: this node's id
@@ -46,6 +52,10 @@ class NodeConfig:
         coerce_paths(self, ("database", "key", "trust_list", "trust_root", "audit_log",
                             "tls_cert", "tls_key", "tls_ca"))
         check_common(self, "node")
+        check_closed(self, "node")
+        if not 0.05 <= self.checkpoint_interval_seconds <= 3600:
+            raise ValueError("checkpoint_interval_seconds: expected 0.05-3600, "
+                             f"got {self.checkpoint_interval_seconds}")
         if self.retention_age is not None and not 18 <= self.retention_age <= 120:
             raise ValueError(f"retention_age: expected 18-120, got {self.retention_age}")
         if not 0.05 <= self.purge_interval_seconds <= 86400:

@@ -167,7 +167,7 @@ class DeliveryWorker:
 
     def __init__(self, outbox: Outbox, key: Ed25519PrivateKey, node_id: str, retry: RetryPolicy,
                  *, clock: Callable[[], float], poll_seconds: float = 30.0,
-                 ssl: Any = None) -> None:
+                 ssl: Any = None, unsafe_http: bool = False) -> None:
         self.outbox = outbox
         self.key = key
         self.node_id = node_id
@@ -175,6 +175,7 @@ class DeliveryWorker:
         self.clock = clock
         self.poll_seconds = poll_seconds
         self.ssl = ssl
+        self.unsafe_http = unsafe_http
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -182,6 +183,12 @@ class DeliveryWorker:
 
     async def deliver(self, session: aiohttp.ClientSession, item: OutboxItem) -> bool:
         """One attempt at one message; records the outcome; ``True`` when delivered."""
+        if not item.url.startswith("https://") and not self.unsafe_http:
+            # Closed by default: a signed message about a child never travels in clear text.
+            self.outbox.mark_attempt_failed(item, self.clock(), "refused: not an https:// URL "
+                                            "(unsafe_http_webhooks is off)", self.retry)
+            log.error("notification %s refused: not an https:// URL (unsafe_http_webhooks is off)", item.id)
+            return False
         body = sign_notification(item, self.key, self.node_id, self.clock())
         try:
             async with asyncio.timeout(self.retry.timeout_seconds), session.post(

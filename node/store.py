@@ -314,3 +314,8 @@ class Store:
             except sqlite3.IntegrityError:
                 return False
         return True
+
+    def plain_http_webhooks(self) -> int:
+        """How many involvements ask for notifications at a plain ``http://`` URL."""
+        row = self.db.execute("SELECT count(*) FROM involvements WHERE notify_url LIKE 'http:%'").fetchone()
+        return int(row[0])

@@ -65,13 +65,14 @@ def check_records(lead_hook: str) -> dict[str, tuple[list[dict[str, str]], list[
 
 def build_check_federation(folder: Path, lead_hook: str) -> Federation:
     fed = build_federation(folder, check_records(lead_hook))
-    fed.node_configs = {k: dataclasses.replace(c, staff_port=free_port())
+    # The lead practitioner's webhook is a loopback receiver (plain HTTP: development only).
+    fed.node_configs = {k: dataclasses.replace(c, staff_port=free_port(), unsafe_http_webhooks=True)
                         for k, c in fed.node_configs.items()}
     # A generous node deadline: the first search builds each node's index, which on a loaded
     # machine can take longer than the default test deadline (a check needs a possible_match).
     fed.broker_config = dataclasses.replace(fed.broker_config, check_poll_seconds=0.2,
                                             node_deadline_seconds=10.0,
-                                            demo_identity_provider=folder / "keys")
+                                            unsafe_demo_identity_provider=folder / "keys")
     return fed
 
 

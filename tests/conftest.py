@@ -197,7 +197,8 @@ def build_federation(folder: Path, records: dict[str, tuple[list[dict[str, str]]
         config = NodeConfig(id=node_id, database=home / "node.sqlite3",
                             key=folder / "keys" / f"{node_id}.pem",
                             trust_list=folder / "trustlist.json", trust_root=home / "root.json",
-                            port=ports[node_id], audit_log=home / "audit.log")
+                            port=ports[node_id], audit_log=home / "audit.log",
+                            unsafe_plain_http=True)
         store = Store(config.database)
         summary = import_files(store, write_rows(home / "children.csv", CHILD_HEADER, children),
                                write_rows(home / "involvements.csv", INVOLVEMENT_HEADER, involvements))
@@ -210,7 +211,7 @@ def build_federation(folder: Path, records: dict[str, tuple[list[dict[str, str]]
                                  trust_list=folder / "trustlist.json",
                                  trust_root=folder / "broker" / "root.json", port=broker_port,
                                  audience=AUDIENCE, node_deadline_seconds=2.0,
-                                 audit_log=folder / "broker" / "audit.log")
+                                 audit_log=folder / "broker" / "audit.log", unsafe_plain_http=True)
     return Federation(folder, broker_config, node_configs)
 
 

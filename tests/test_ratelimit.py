@@ -183,7 +183,8 @@ def two_brokers(
         for i in range(2):
             port = free_port()
             config = dataclasses.replace(federation.broker_config, port=port, redis_url=redis_server.url,
-                                         rate_limits={"practitioner_per_minute": 4}, audit_log=None)
+                                         rate_limits={"practitioner_per_minute": 4}, audit_log=None,
+                                         unsafe_no_audit_log=True)
             path = tmp_path / f"broker-{i}.json"
             configfile.dump(config, path)
             processes.append(subprocess.Popen(

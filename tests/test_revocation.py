@@ -126,13 +126,32 @@ async def test_tokens_of_a_removed_issuer_are_refused(live: Federation) -> None:
 
 
 async def test_an_older_trust_list_is_not_installed_by_refresh(live: Federation) -> None:
-    """Putting back an older signed list (a replay) leaves every party on the newer version."""
+    """Putting back an older signed list (a replay) leaves every party on the newer version for at
+    least three refresh attempts each (counted, so the test fails if a refresh task is dead)."""
     before = (live.folder / "trustlist.json").read_text()
     newer = provision.remove_member(live.folder, "gamma-idp")
     await wait_for_version(live, version_of(newer))
     (live.folder / "trustlist.json").write_text(before)
-    await asyncio.sleep(REFRESH * 3)
+    # Three refresh attempts by every party after the replay (a dead refresh task makes none).
+    started = await refresh_attempts(live)
+    for _ in range(int(10 / REFRESH)):
+        now = await refresh_attempts(live)
+        if all(now[name] >= started[name] + 3 for name in started):
+            break
+        await asyncio.sleep(REFRESH / 2)
+    assert all(now[name] >= started[name] + 3 for name in started), (started, now)
     assert {version_of(newer)} == set((await versions(live)).values())
+
+
+async def refresh_attempts(fed: Federation) -> dict[str, int]:
+    """How many trust-list refreshes each running party has attempted, from /healthz."""
+    urls = {n: fed.node_url(n) for n in fed.node_configs} | {"broker": fed.broker_url}
+    out = {}
+    async with aiohttp.ClientSession() as session:
+        for name, url in urls.items():
+            async with session.get(url + "/healthz") as response:
+                out[name] = (await response.json())["trust_refresh"]["attempts"]
+    return out
 
 
 async def test_an_expired_trust_list_stops_searches_with_a_clear_503(live: Federation) -> None:

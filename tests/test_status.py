@@ -12,7 +12,9 @@ from broker.api import BROKER
 from federation.commands.main import main
 from federation.commands.progress import ProgressBar, table
 from federation.tools.status import collect, render
+from node.api import NODE
 from tests.conftest import (
+    AMARA,
     CHILD_HEADER,
     INVOLVEMENT_HEADER,
     Federation,
@@ -36,6 +38,24 @@ async def test_status_shows_each_member_and_who_is_down(federation: Federation) 
     text = render(trust, list(statuses.values()), now)
     assert "1 member(s) not reachable: beta" in text
     assert "n/a" in text  # no audit log endpoint answered: shown as n/a, not an error
+
+
+async def test_status_shows_why_a_member_is_degraded(federation: Federation) -> None:
+    """Proves a member whose /healthz says degraded (its audit log stopped accepting entries) is
+    reachable, marked DEGRADED, and its reasons are printed."""
+    node = federation.runners["alpha"].app[NODE]
+    assert node.audit.log is not None
+    node.audit.log._broken = "OSError: [Errno 28] No space left on device"  # as after a failed write
+    trust = federation.runners["broker"].app[BROKER].trust.current
+    now = datetime.now(UTC)
+    statuses = {s.id: s for s in await collect(trust, timeout=2.0, now=now)}
+    assert (True, True) == (statuses["alpha"].reachable, bool(statuses["alpha"].reasons))
+    text = render(trust, list(statuses.values()), now)
+    assert "DEGRADED" in text and "alpha is degraded:" in text
+    assert "audit-log-not-writable: the audit log stopped accepting entries: OSError" in text
+    status, answer = await federation.search({"identity": AMARA, "purpose": "child_protection_enquiry"})
+    alpha = next(r for r in answer["results"] if r["authority"]["id"] == "alpha")
+    assert (200, "unavailable") == (status, alpha["status"])  # nothing answered unlogged
 
 
 def test_import_prints_a_summary_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,9 +11,12 @@ import aiohttp
 import pytest
 from yarl import URL
 
+from broker import web
 from broker.api import BROKER
 from broker.demo_idp import DEMO_PASSWORD, DemoIdentityProvider, current_code, hotp, totp
 from broker.sessions import SessionStore
+from federation.errors import ValidationError
+from federation.identity import parse_identity
 from node.api import NODE
 from tests.conftest import AMARA, Federation
 from tests.webfed import Browser, build_web_federation, csrf_of, fresh_code, web_federation
@@ -172,6 +175,8 @@ async def test_a_mediator_must_name_the_professional(web_federation: Federation)
         assert 400 == status
         assert ['#obo-name', '#obo-organisation', '#obo-role', '#obo-phone'] == re.findall(
             r'href="(#obo-[a-z]+)"', page)
+        assert ["Enter their full name", "Enter their organisation", "Enter their role",
+                "Enter their phone number"] == re.findall(r'href="#obo-[a-z]+">([^<]+)</a>', page)
     finally:
         await browser.close()
 
@@ -250,3 +255,25 @@ async def test_a_page_search_the_broker_cannot_log_is_not_made(web_federation: F
     assert "Signpost is not available" in page
     assert "Search results" not in page and "tel:" not in page
     assert "no-store" == response.headers["Cache-Control"]
+
+
+@pytest.mark.parametrize(("identity", "expected"), [
+    ({"nhs_number": "485 777 345"}, "NHS number must be 10 digits"),
+    ({"nhs_number": "485 777 3456"}, "NHS number is not right: check it against the child's records"),
+    ({"nhs_number": "111 111 1111"}, "NHS number is not right: check it against the child's records"),
+    ({"upn": "A12"}, "Enter the unique pupil number (UPN) in the right format: 13 characters, for example "
+                     "A123456789012"),
+    ({"upn": "B123456789012"},
+     "Unique pupil number (UPN) is not right: check it against the child's records"),
+    ({"given_name": "Am*"}, "Enter the child's full given name"),
+    ({"family_name": "O"}, "Family name must be at least 2 letters"),
+    ({"postcode": "nowhere"}, "Enter a real postcode, for example LS1 4AB"),
+    ({"sex": "Q"}, "Select the child's sex"),
+    ({"date_of_birth": "2015-02-31"}, "Date of birth must be a real date, for example 27 3 2015"),
+])
+def test_the_pages_word_each_identity_error_as_gov_uk_does(identity: dict[str, str], expected: str) -> None:
+    """Proves each error the shared identity rules raise reaches the page as a GOV.UK-style message
+    that says what to do and never repeats what was typed."""
+    with pytest.raises(ValidationError) as caught:
+        parse_identity(identity)
+    assert [expected] == [web._message(e.field, e.message) for e in caught.value.errors]

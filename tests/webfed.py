@@ -67,7 +67,7 @@ def web_records() -> dict[str, tuple[list[dict[str, str]], list[dict[str, str]]]
 
 def build_web_federation(folder: Path) -> Federation:
     fed = build_federation(folder, web_records())
-    fed.broker_config = dataclasses.replace(fed.broker_config, demo_identity_provider=folder / "keys")
+    fed.broker_config = dataclasses.replace(fed.broker_config, unsafe_demo_identity_provider=folder / "keys")
     return fed
 
 

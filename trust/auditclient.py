@@ -28,16 +28,20 @@ import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from federation import safejson
 from federation.errors import SignpostError
 from federation.files import write_atomic
 from trust import auditor
 from trust.checkpoint import Checkpoint, CheckpointError, parse_checkpoint, verify_checkpoint
+from trust.logfiles import read_evidence
 from trust.logverify import LogReport, Problem, ProblemKind, verify_log
 from trust.merkle import HASH_SIZE, leaf_hash
-from trust.tlog import AuditLog, CorruptLogError, LogError, LogInUseError
+from trust.tlog import CorruptLogError, LogError, LogInUseError
 from trust.trustlist import Member
 
 PAGE = 1000
+PAGE_LIMITS = safejson.JsonLimits(max_bytes=64 * 1024 * 1024, max_depth=8)
+"""Bounds on one page of entries or one proof as served by an audited service."""
 
 
 class AuditCommandError(SignpostError):
@@ -57,6 +61,10 @@ class Fetched:
     report: LogReport | None = None
     error: str | None = None
     extra: list[Problem] = field(default_factory=list)
+    unchecked: int = 0
+    """Entries after the last signed checkpoint: present, but nothing signed vouches for them."""
+    torn_tail: str | None = None
+    """A write cut short after the last whole record (reported, never repaired)."""
 
     @property
     def ok(self) -> bool:
@@ -90,7 +98,7 @@ class HttpLog:
             first = start + len(out)
             async with await self._get("/v1/log/entries", {"start": first, "end": min(end, first + PAGE)}
                                        ) as response:
-                body = await response.json()
+                body = safejson.parse(await response.read(), "entries", PAGE_LIMITS)
             page = body.get("entries") if isinstance(body, dict) else None
             if not isinstance(page, list) or not page or not all(isinstance(e, str) for e in page):
                 raise AuditCommandError(f"{self.base}/v1/log/entries: expected a list of entries at {first}")
@@ -99,8 +107,11 @@ class HttpLog:
 
     async def consistency(self, first: int, second: int) -> list[bytes]:
         async with await self._get("/v1/log/proof/consistency", {"from": first, "to": second}) as response:
-            body = await response.json()
-        return [base64.b64decode(p) for p in body.get("proof", [])]
+            body = safejson.parse(await response.read(), "proof", PAGE_LIMITS)
+        proof = body.get("proof") if isinstance(body, dict) else None
+        if not isinstance(proof, list) or not all(isinstance(p, str) for p in proof):
+            raise AuditCommandError(f"{self.base}/v1/log/proof/consistency: expected a list of base64 hashes")
+        return [base64.b64decode(p) for p in proof]
 
 
 class StateFolder:
@@ -181,7 +192,8 @@ async def fetch_http(session: aiohttp.ClientSession, member: Member, base: str, 
         proof = None
         if previous is not None and 0 < previous[1].size < size:
             proof = await source.consistency(previous[1].size, size)
-    except (aiohttp.ClientError, OSError, TimeoutError, ValueError, CheckpointError) as exc:
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError, CheckpointError,
+            safejson.JsonError) as exc:
         return Fetched(member.id, None, [], error=f"{base}: {exc.__class__.__name__}: {exc}")
     except AuditCommandError as exc:
         return Fetched(member.id, None, [], error=str(exc))
@@ -191,39 +203,43 @@ async def fetch_http(session: aiohttp.ClientSession, member: Member, base: str, 
 
 
 def read_disk(member: Member, path: Path, state: StateFolder, now: datetime) -> Fetched:
-    """Read a stopped service's log folder; damaged records are named by index."""
+    """Verify a log folder (a stopped service's, or a copy) without changing a byte of it.
+
+    Each entry is compared with the leaf hash this auditor recorded before (else with the log's
+    own leaf index), so an edited entry is named by index before the tree is checked against the
+    signed checkpoint. Entries after the last signed checkpoint are counted as unchecked, and a
+    write cut short at the end is reported as a torn tail; neither is repaired.
+    """
     try:
-        log = AuditLog.open(path)
+        evidence = read_evidence(path)
     except LogInUseError as exc:
         return Fetched(member.id, None, [], error=f"{exc} (stop the service or audit a copy of the folder)")
     except CorruptLogError as exc:
-        return Fetched(member.id, None, [], error=f"{path}: {exc}"
-                       + ("" if exc.index is None else f" (entry {exc.index})"))
+        return Fetched(member.id, None, [], error=f"{path}: {exc}")
     except (LogError, OSError) as exc:
         return Fetched(member.id, None, [], error=f"{path}: {exc}")
-    with log:
-        note = log.latest_checkpoint
-        if note is None:
-            return Fetched(member.id, None, [], error=f"{path}: the log has never signed a checkpoint")
-        try:
-            size = min(parse_checkpoint(note).size, log.size)
-        except CheckpointError as exc:
-            return Fetched(member.id, note, [], error=f"{path}: checkpoint: {exc}")
-        previous = state.previous(member.id)
-        key = pick_key(note, member, now)
-        # Every record is checked on its own and against the log's leaf index, so each damaged
-        # entry is named; the leaf index itself is checked against what this auditor saw before.
-        report = log.audit(note, member.id, key, previous=previous[1] if previous else None)
-        stored = log.leaf_hashes(0, size)
-        known = state.leaves(member.id)
-        changed = [Problem(ProblemKind.ENTRY_MISMATCH, f"entry {i} has leaf hash {new.hex()}, this "
-                           f"auditor recorded {old.hex()}", i)
-                   for i, (old, new) in enumerate(zip(known, stored, strict=False)) if old != new]
-        report = report.with_problems(changed)
-        entries = list(log.iter_entries(0, size)) if report.ok else []
-    fetched = Fetched(member.id, note, entries, report=report)
+    note = evidence.note
+    if note is None:
+        return Fetched(member.id, None, [], error=f"{path}: the log has no signed checkpoint "
+                       f"({len(evidence.records)} entries): nothing can be verified")
+    try:
+        size = parse_checkpoint(note).size
+    except CheckpointError as exc:
+        return Fetched(member.id, note, [], error=f"{path}: checkpoint: {exc}")
+    covered = evidence.records[:size]
+    entries = [payload for payload, _ in covered]
+    damaged = [Problem(ProblemKind.DAMAGED_RECORD, damage, i)
+               for i, (_, damage) in enumerate(covered) if damage is not None]
+    known = state.leaves(member.id)[:size]
+    reference = [*known, *evidence.leaves[len(known):size]]
+    previous = state.previous(member.id)
+    key = pick_key(note, member, now)
+    report = verify_log(entries, note, member.id, key, previous=previous[1] if previous else None,
+                        leaf_hashes=reference).with_problems(damaged)
+    fetched = Fetched(member.id, note, entries if report.ok else [], report=report,
+                      unchecked=max(0, len(evidence.records) - size), torn_tail=evidence.torn_tail)
     if report.ok:
-        state.accept(member.id, note, stored)
+        state.accept(member.id, note, [leaf_hash(e) for e in entries])
     return fetched
 
 

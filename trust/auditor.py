@@ -16,12 +16,12 @@ has one.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from federation import safejson
 from federation.canonical import JsonObject
 
 Entries = Sequence[tuple[int, Mapping[str, Any]]]
@@ -99,6 +99,10 @@ class ReconcileReport:
         return not self.discrepancies
 
 
+ENTRY_LIMITS = safejson.JsonLimits(max_bytes=16 * 1024 * 1024, max_depth=32)
+"""Bounds on one logged entry as the auditor reads it (the log's own entry size limit)."""
+
+
 def parse_entries(raw: Iterable[tuple[int, bytes]], *, node: str | None = None
                   ) -> tuple[list[tuple[int, Mapping[str, Any]]], list[Discrepancy]]:
     """Decode logged entries; anything that is not a JSON object becomes a discrepancy."""
@@ -106,8 +110,8 @@ def parse_entries(raw: Iterable[tuple[int, bytes]], *, node: str | None = None
     problems: list[Discrepancy] = []
     for index, data in raw:
         try:
-            value = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+            value = safejson.parse(data, "entry", ENTRY_LIMITS)  # entries come from the audited service
+        except safejson.JsonError:
             value = None
         if not isinstance(value, dict):
             side = {"node_index": index} if node is not None else {"broker_index": index}

@@ -31,3 +31,15 @@ class UnknownMemberError(TrustError):
 
 class TokenError(TrustError):
     """A practitioner token is malformed or breaks a rule (claims, lifetime, audience)."""
+
+
+class DownloadError(TrustError):
+    """The other party did not answer (connection refused, timeout, HTTP 5xx): nothing was judged.
+
+    Kept apart from the other ``TrustError`` subclasses, which mean it answered and the answer is
+    wrong (bad signature, rollback, malformed document, too large).
+    """
+
+
+class NotPublishedError(DownloadError):
+    """The publication point answered 404: the document is not published (yet)."""

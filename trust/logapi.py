@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from federation.canonical import JsonObject
 from federation.errors import SignpostError
-from federation.http import json_response, problem
+from federation.http import HealthReason, json_response, problem
 from trust import tokens
 from trust.errors import TrustError
 from trust.merkle import LogError
@@ -39,6 +41,9 @@ from trust.tlog import AuditLog
 from trust.trustlist import TrustList
 
 log = logging.getLogger("signpost.audit")
+
+CHECKPOINT_INTERVAL_SECONDS = 10.0
+"""Default: sign a checkpoint this often when the log grew (and always on shutdown)."""
 
 MAX_PAGE = 1000
 """Most entries one ``/v1/log/entries`` request returns."""
@@ -63,12 +68,16 @@ class LogService:
     """One service's open audit log, its signing key, and what it last signed."""
 
     def __init__(self, path: Path | None, member_id: str, key: Ed25519PrivateKey,
-                 trust: Callable[[], TrustList], audience: str) -> None:
+                 trust: Callable[[], TrustList], audience: str, *,
+                 checkpoint_interval: float = CHECKPOINT_INTERVAL_SECONDS,
+                 accept_reset: bool = False) -> None:
         self.path = path
         self.member_id = member_id
         self.key = key
         self.trust = trust
         self.audience = audience
+        self.checkpoint_interval = checkpoint_interval
+        self.accept_reset = accept_reset
         self.log: AuditLog | None = None
         self.checkpoint_time: datetime | None = None
 
@@ -82,9 +91,55 @@ class LogService:
             log.warning("no audit_log configured: queries are not logged (development only)")
             return
         self.log = AuditLog.open(self.path)
+        if self.log.latest_checkpoint is None:
+            self._start_signed(self.log)
         stamp = self.path / "checkpoint"
         if self.log.latest_checkpoint is not None and stamp.exists():
             self.checkpoint_time = datetime.fromtimestamp(stamp.stat().st_mtime, UTC)
+
+    def _start_signed(self, audit: AuditLog) -> None:
+        """Sign the first checkpoint of a log that has none, or refuse a log that lost its own.
+
+        A new log is signed at once (size 0), so from then on a missing checkpoint can only mean
+        the file was removed -- and the entries beside it may have been rolled back. Such a log is
+        refused unless ``accept_reset`` (``unsafe_accept_audit_log_reset``), and accepting it is
+        itself the next entry of the log.
+        """
+        size = audit.size
+        if size:
+            if not self.accept_reset:
+                audit.close()
+                self.log = None
+                raise AuditUnavailable(
+                    f"{self.path}: the log holds {size} entries but its signed checkpoint is missing, so "
+                    "it may have been rolled back; refusing to start. Restore the checkpoint file, or "
+                    "set unsafe_accept_audit_log_reset to accept the log as it is (the reset is logged)")
+            log.warning("audit log %s: checkpoint missing for %d entries; reset accepted and logged",
+                        self.path, size)
+            audit.append_sync({"v": 1, "type": "log-reset", "member": self.member_id,
+                               "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "size": size,
+                               "reason": "signed checkpoint missing; accepted by "
+                                         "unsafe_accept_audit_log_reset"})
+        audit.checkpoint(self.origin, self.member_id, self.key)
+
+    def grew(self) -> bool:
+        """The log holds entries its last signed checkpoint does not cover."""
+        return self.log is not None and self.log.size != (self.log.signed_size or 0)
+
+    async def sign_when_grown(self) -> None:
+        """Sign a checkpoint if the log grew; a failure is logged (and shows on ``/healthz``)."""
+        if not self.grew():
+            return
+        try:
+            await self.checkpoint()
+        except (LogError, AuditUnavailable, OSError) as exc:
+            log.error("audit log checkpoint not signed: %s", exc)
+
+    async def sign_forever(self) -> None:
+        """Every ``checkpoint_interval`` seconds, sign a checkpoint when the log grew."""
+        while True:
+            await asyncio.sleep(self.checkpoint_interval)
+            await self.sign_when_grown()
 
     async def close(self) -> None:
         if self.log is not None:
@@ -125,6 +180,20 @@ class LogService:
         note = await asyncio.to_thread(self.log.checkpoint, self.origin, self.member_id, self.key)
         self.checkpoint_time = datetime.now(UTC)
         return note
+
+    def health_reasons(self) -> list[HealthReason]:
+        """``audit-log-not-writable`` when entries cannot be logged (so nothing is answered)."""
+        if self.path is None:
+            return []
+        if self.log is None:
+            return [HealthReason("audit-log-not-writable", "the audit log is not open")]
+        broken = self.log.broken
+        if broken is not None:
+            return [HealthReason("audit-log-not-writable",
+                                 f"the audit log stopped accepting entries: {broken}")]
+        if not os.access(self.path / "entries", os.W_OK):
+            return [HealthReason("audit-log-not-writable", f"{self.path / 'entries'} is not writable")]
+        return []
 
     def health(self) -> JsonObject:
         """What ``/healthz`` says about the log (size and when it last signed)."""
@@ -255,7 +324,12 @@ def install(app: web.Application, service: LogService) -> None:
         service.open()
         if service.log is not None:
             log.info("audit log %s open: %d entries", service.path, service.log.size)
+        signer = asyncio.create_task(service.sign_forever(), name="audit-checkpoints")
         yield
+        signer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await signer
+        await service.sign_when_grown()  # the last entries are covered by a signed checkpoint
         await service.close()
 
     app.cleanup_ctx.append(lifetime)

@@ -27,6 +27,7 @@ import hashlib
 import os
 import struct
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from federation.files import fsync_directory
@@ -344,3 +345,65 @@ class LogFiles:
                 payload, leaf, damage = _check_record(first + offset, record)
                 yield first + offset, payload, leaf, damage
                 position = record_end
+
+
+# --- evidence: reading a log folder without changing it -------------------------------------
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A log folder exactly as found. Nothing here repairs: an auditor's copy stays byte for byte.
+
+    ``records`` are (payload, damage or None) for every record its own framing delimits;
+    ``torn_tail`` describes bytes after the last whole record (a write cut short), if any;
+    ``leaves`` is the stored leaf index, ``note`` the stored checkpoint (None if absent).
+    """
+
+    records: tuple[tuple[bytes, str | None], ...]
+    torn_tail: str | None
+    leaves: tuple[bytes, ...]
+    note: str | None
+
+
+def read_evidence(path: Path) -> Evidence:
+    """Read the log folder ``path`` read-only (opened ``O_RDONLY``, shared lock, no writes).
+
+    Raises ``LogInUseError`` while a service holds the log, ``CorruptLogError`` when ``entries``
+    is not a Signpost log, ``OSError`` when a file cannot be read.
+    """
+    fd = os.open(path / ENTRIES, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise LogInUseError(f"audit log {path} is open in a running service") from exc
+        size = os.fstat(fd).st_size
+        data = pread(fd, size, 0)
+    finally:
+        os.close(fd)
+    if data[: len(MAGIC)] != MAGIC:
+        raise CorruptLogError(f"{path / ENTRIES}: expected a Signpost audit log starting with {MAGIC!r}")
+    records: list[tuple[bytes, str | None]] = []
+    torn: str | None = None
+    position = len(MAGIC)
+    while position < len(data):
+        index = len(records)
+        if len(data) - position < _HEADER_SIZE:
+            torn = (f"{len(data) - position} byte(s) at byte {position} (after entry {index - 1}) are "
+                    "not a whole record header: a write was cut short")
+            break
+        length, _ = _RECORD_HEADER.unpack_from(data, position)
+        end = position + _HEADER_SIZE + length
+        if length > MAX_ENTRY_BYTES or end > len(data):
+            torn = (f"record {index} at byte {position} says {length} bytes, the file holds "
+                    f"{len(data) - position - _HEADER_SIZE}: a write was cut short")
+            break
+        payload, _, damage = _check_record(index, data[position:end])
+        records.append((payload, damage))
+        position = end
+    leaves_path, note_path = path / LEAVES, path / CHECKPOINT
+    stored = leaves_path.read_bytes() if leaves_path.exists() else b""
+    whole = len(stored) - len(stored) % HASH_SIZE
+    leaves = tuple(stored[i : i + HASH_SIZE] for i in range(0, whole, HASH_SIZE))
+    note = note_path.read_text(encoding="utf-8", errors="replace") if note_path.exists() else None
+    return Evidence(tuple(records), torn, leaves, note)

@@ -20,22 +20,23 @@ forged or replayed step stops the walk and the list is refused (fail closed).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-import urllib.error
-import urllib.request
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from federation.canonical import JsonObject
 from federation.files import write_atomic
+from federation.http import HealthReason
 from trust import rootchain
-from trust.errors import SignatureError, TrustError
+from trust.errors import DownloadError, NotPublishedError, SignatureError, TrustError
+from trust.fetcher import Fetcher
 from trust.rootchain import TrustedRoot, same_root
-from trust.trustlist import GovernanceRoot, TrustList, verify
+from trust.trustlist import GovernanceRoot, TrustList, parse_document, verify
 
 log = logging.getLogger("signpost.trust")
 
@@ -43,10 +44,42 @@ MAX_ROOTS = 1000  # a bound on the published chain, so a misbehaving source cann
 
 
 def read_json(path: Path) -> Any:
+    """A trust document from disk through the bounded door (``trustlist.parse_document``)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        raw = path.read_bytes()
+    except OSError as exc:
         raise TrustError(f"{path}: cannot read: {exc}") from exc
+    try:
+        return parse_document(raw)
+    except TrustError as exc:
+        raise TrustError(f"{path}: {exc}") from None
+
+
+EXPIRY_WARNING = timedelta(days=1)
+
+
+@dataclass
+class RefreshStatus:
+    """What the refresh loop last did, for ``/healthz`` and ``/metrics``."""
+
+    attempts: int = 0
+    last_success: datetime | None = None
+    last_error: str | None = None
+    last_error_time: datetime | None = None
+    last_error_unreachable: bool = False  # True: the source did not answer; False: it answered wrong
+
+    @property
+    def failing(self) -> bool:
+        """The last attempt failed (a success since clears it)."""
+        return self.last_error_time is not None and (
+            self.last_success is None or self.last_error_time > self.last_success)
+
+    def to_wire(self) -> dict[str, Any]:
+        def stamp(moment: datetime | None) -> str | None:
+            return moment.isoformat(timespec="seconds") if moment else None
+        return {"attempts": self.attempts, "last_success": stamp(self.last_success),
+                "last_error": self.last_error, "last_error_time": stamp(self.last_error_time),
+                "last_error_unreachable": self.last_error_unreachable}
 
 
 def _list_text(document: Any) -> str:
@@ -57,11 +90,13 @@ class TrustStore:
     """Holds the current verified trust list for one party."""
 
     def __init__(self, root_path: Path, list_path: Path, state_path: Path | None = None,
-                 *, url: str | None = None, fetch_timeout: float = 10.0) -> None:
+                 *, url: str | None = None, fetch_timeout: float = 10.0,
+                 fetcher: Fetcher | None = None) -> None:
         self.root_path = root_path
         self.list_path = list_path
         self.url = url
-        self.fetch_timeout = fetch_timeout
+        self.fetcher = fetcher or Fetcher(timeout=fetch_timeout)
+        self.status = RefreshStatus()
         self.state_path = state_path or root_path.with_name(root_path.stem + ".state.json")
         self._current: TrustList | None = None
 
@@ -92,13 +127,7 @@ class TrustStore:
         return self.accept(read_json(self.list_path), now)
 
     def _download_blocking(self, url: str) -> Any:
-        if not url.startswith(("https://", "http://")):
-            raise TrustError(f"trust_list_url: expected an http(s) URL, got {url!r}")
-        try:
-            with urllib.request.urlopen(url, timeout=self.fetch_timeout) as response:  # noqa: S310
-                return json.loads(response.read())
-        except (OSError, ValueError) as exc:
-            raise TrustError(f"{url}: cannot fetch the trust list: {exc.__class__.__name__}") from exc
+        return parse_document(self.fetcher.fetch_blocking(url))
 
     def _trusted(self) -> TrustedRoot:
         state = self._state()
@@ -123,14 +152,9 @@ class TrustStore:
         if self.url:
             url = self.url.rsplit("/", 1)[0] + "/" + name
             try:
-                with urllib.request.urlopen(url, timeout=self.fetch_timeout) as response:  # noqa: S310
-                    return json.loads(response.read())
-            except urllib.error.HTTPError as exc:
-                if exc.code == 404:
-                    return None
-                raise TrustError(f"{url}: cannot fetch a published root: HTTP {exc.code}") from exc
-            except (OSError, ValueError) as exc:
-                raise TrustError(f"{url}: cannot fetch a published root: {exc.__class__.__name__}") from exc
+                return parse_document(self.fetcher.fetch_blocking(url))
+            except NotPublishedError:
+                return None
         path = self.list_path.parent / name
         return read_json(path) if path.exists() else None
 
@@ -207,16 +231,7 @@ class TrustStore:
 
     async def fetch(self, url: str, now: datetime | None = None) -> TrustList:
         """Download the list from ``url``, accept it, and cache it in the list file."""
-        try:
-            async with aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.fetch_timeout)
-            ) as session, session.get(url) as response:
-                if response.status != 200:
-                    raise TrustError(f"{url}: expected HTTP 200, got {response.status}")
-                text = await response.text()
-            document = json.loads(text)
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-            raise TrustError(f"{url}: cannot fetch the trust list: {exc.__class__.__name__}") from exc
+        document = parse_document(await self.fetcher.fetch(url))
         trusted = self._trusted()
         target = rootchain.offered_root(document)
         if target is not None and not same_root(target, trusted.root):
@@ -241,15 +256,62 @@ class TrustStore:
     async def refresh_forever(self, interval: float) -> None:
         """Refresh every ``interval`` seconds until cancelled; a refused list keeps the current one.
 
-        A refused list is logged and never installed: the party keeps the list it had, and once
-        that expires every search stops (fail closed).
+        Nothing but cancellation ends the loop: a refused list, an unreachable source, and any
+        error no one foresaw are logged and recorded in ``status`` (shown on ``/healthz``), and
+        the next interval tries again. A refused list is never installed: the party keeps the
+        list it had, and once that expires every search stops (fail closed).
         """
         while True:
             await asyncio.sleep(interval)
-            try:
-                before = self.current.version
-                after = (await self.refresh()).version
-                if after != before:
-                    log.info("trust list version %d accepted (was %d)", after, before)
-            except TrustError as exc:
-                log.error("trust list refresh refused: %s", exc)
+            await self.refresh_once()
+
+    async def refresh_once(self) -> None:
+        """One attempt of the refresh loop, recorded in ``status``; never raises (but cancellation)."""
+        self.status.attempts += 1
+        try:
+            before = self.current.version
+            after = (await self.refresh()).version
+        except DownloadError as exc:
+            self._failed(f"did not answer: {exc}", unreachable=True)
+        except TrustError as exc:
+            self._failed(f"refused: {exc}", unreachable=False)
+        except Exception as exc:  # the loop must outlive anything one document can cause
+            log.exception("trust list refresh failed unexpectedly")
+            self._failed(f"failed: {exc.__class__.__name__}", unreachable=False)
+        else:
+            self.status.last_success = datetime.now(UTC)
+            if after != before:
+                log.info("trust list version %d accepted (was %d)", after, before)
+
+    def _failed(self, message: str, *, unreachable: bool) -> None:
+        log.error("trust list refresh %s", message)
+        self.status.last_error = message[:500]
+        self.status.last_error_time = datetime.now(UTC)
+        self.status.last_error_unreachable = unreachable
+
+    @contextlib.asynccontextmanager
+    async def refreshing(self, interval: float) -> AsyncIterator[None]:
+        """Run ``refresh_forever`` for the life of the block; cancel it and wait for it on exit."""
+        task = asyncio.create_task(self.refresh_forever(interval), name="trust-refresh")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def health_reasons(self, now: datetime | None = None) -> list[HealthReason]:
+        """Why this party's trust is not healthy: list expired or expiring within a day, refresh failing."""
+        moment = now or datetime.now(UTC)
+        reasons: list[HealthReason] = []
+        if self._current is not None:
+            expires = self._current.expires
+            if moment > expires:
+                reasons.append(HealthReason("trust-list-expired", f"trust list version "
+                                            f"{self._current.version} expired at {expires.isoformat()}"))
+            elif expires - moment < EXPIRY_WARNING:
+                reasons.append(HealthReason("trust-list-expiring", f"trust list version "
+                                            f"{self._current.version} expires at {expires.isoformat()}"))
+        if self.status.failing:
+            reasons.append(HealthReason("trust-refresh-failing", self.status.last_error or "refresh failed"))
+        return reasons

@@ -431,6 +431,18 @@ class AuditLog:
             return note
 
     @property
+    def signed_size(self) -> int | None:
+        """The size of the last checkpoint this log signed (kept across restarts), if any."""
+        return self._signed.size if self._signed is not None else None
+
+    @property
+    def broken(self) -> str | None:
+        """Why the log stopped accepting entries (a failed write), or None while it accepts them."""
+        if self._closed:
+            return "closed"
+        return self._broken
+
+    @property
     def latest_checkpoint(self) -> str | None:
         """The last checkpoint note this log signed (kept across restarts), if any."""
         return self._signed_note

@@ -278,7 +278,11 @@ def peer_member(trust: TrustList, der: bytes | None, role: str, *, expected: str
     if der is None:
         raise CertificateError("TLS: the peer presented no certificate")
     digest = fingerprint(der)
-    candidates = [m for m in trust.with_role(role) if expected is None or m.id == expected]
+    if expected is not None:
+        one = trust.members.get(expected)
+        candidates = [one] if one is not None and role in one.roles else []
+    else:
+        candidates = trust.with_role(role)
     for member in candidates:
         if member.tls_fingerprint is not None and member.tls_fingerprint.lower() == digest:
             return member

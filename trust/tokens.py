@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from federation.canonical import JsonObject
 from trust.errors import ExpiredError, TokenError, TrustError
+from trust.jws import check_compact
 from trust.keys import key_id
 from trust.trustlist import TrustList, ec_key_id
 
@@ -87,6 +88,7 @@ def issue(
 
 def verify(token: str, trust_list: TrustList, *, audience: str, now: datetime) -> Practitioner:
     """Verify a bearer token. Raises ``TokenError``/``ExpiredError``/``TrustError`` subclasses."""
+    check_compact(token, "token", TokenError)
     try:
         header = jwt.get_unverified_header(token)
         unverified = jwt.decode(token, options={"verify_signature": False})

@@ -11,6 +11,7 @@ pinned root must be signed by a threshold of the old keys *and* a threshold of t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from federation.canonical import JsonObject, canonical_json
 from federation.checks import DEFAULT_EXPIRY_DAYS as DEFAULT_CHECK_EXPIRY_DAYS
 from federation.rules import DEFAULT_RETENTION_AGE
+from federation.safejson import JsonError, JsonLimits, parse_object
 from trust.errors import (
     ExpiredError,
     RollbackError,
@@ -40,15 +42,15 @@ ROLES = frozenset({"node", "broker", "token_issuer", "auditor"})
 
 def parse_time(value: Any, where: str) -> datetime:
     """Parse an RFC 3339 UTC timestamp such as ``2026-11-21T09:00:00Z``."""
-    if not isinstance(value, str):
-        raise TrustError(f"{where}: expected an RFC 3339 timestamp, got {value!r}")
+    if not isinstance(value, str) or len(value) > 40:
+        raise TrustError(f"{where}: expected an RFC 3339 timestamp, got {type(value).__name__}")
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        if parsed.tzinfo is None:
+            raise TrustError(f"{where}: timestamp must carry a time zone, got {value!r}")
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise TrustError(f"{where}: expected an RFC 3339 timestamp, got {value!r}") from None
-    if parsed.tzinfo is None:
-        raise TrustError(f"{where}: timestamp must carry a time zone, got {value!r}")
-    return parsed.astimezone(UTC)
 
 
 def format_time(moment: datetime) -> str:
@@ -57,6 +59,7 @@ def format_time(moment: datetime) -> str:
 
 
 MEMBER_KEY_ALGORITHMS = ("EdDSA", "ES256")
+DOCUMENT_LIMITS = JsonLimits(max_bytes=4 * 1024 * 1024, max_depth=16)
 
 
 def ec_public_b64(key: ec.EllipticCurvePublicKey) -> str:
@@ -185,17 +188,20 @@ class GovernanceRoot:
 
     @classmethod
     def from_json(cls, data: Any) -> GovernanceRoot:
+        """Parse a governance section; raises only ``TrustError`` naming the field at fault."""
         if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
             raise TrustError("governance: expected an object with threshold and keys")
         keys: dict[str, Ed25519PublicKey] = {}
         for i, item in enumerate(data["keys"]):
-            public = public_from_b64(str(item.get("public_key", "")))
+            where = f"governance.keys[{i}]"
+            item = _object(item, where)
+            public = _ed25519(_text(item.get("public_key"), f"{where}.public_key"), f"{where}.public_key")
             kid = key_id(public)
             if item.get("kid") not in (None, kid):
-                raise TrustError(f"governance.keys[{i}].kid: expected {kid}")
+                raise TrustError(f"{where}.kid: expected {kid}")
             keys[kid] = public
         threshold = data.get("threshold")
-        if not isinstance(threshold, int):
+        if isinstance(threshold, bool) or not isinstance(threshold, int):
             raise TrustError("governance.threshold: expected an integer")
         return cls(threshold=threshold, keys=keys)
 
@@ -222,7 +228,13 @@ class TrustList:
         return found
 
     def with_role(self, role: str) -> list[Member]:
-        return sorted((m for m in self.members.values() if role in m.roles), key=lambda m: m.id)
+        """Members with ``role``, by id (sorted once per trust-list version, not per call)."""
+        return list(self._by_role.get(role, ()))
+
+    @functools.cached_property
+    def _by_role(self) -> Mapping[str, tuple[Member, ...]]:
+        ordered = sorted(self.members.values(), key=lambda m: m.id)
+        return {role: tuple(m for m in ordered if role in m.roles) for role in ROLES}
 
     def check_current(self, moment: datetime) -> None:
         """Raise ``ExpiredError`` when the list has expired: every search must stop."""
@@ -236,60 +248,114 @@ class TrustList:
 # --- Parsing --------------------------------------------------------------------------------
 
 
+# Every helper raises ``TrustError`` naming the field; nothing below lets a Python error out.
+
+MAX_TEXT = 2048  # the longest string a trust list field may hold (a PEM fingerprint, a URL)
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TrustError(f"{where}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise TrustError(f"{where}: expected a list, got {type(value).__name__}")
+    return value
+
+
+def _text(value: Any, where: str, *, optional: bool = False) -> str:
+    if value is None and optional:
+        return ""
+    if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
+        raise TrustError(f"{where}: expected a non-empty string of at most {MAX_TEXT} characters, "
+                         f"got {type(value).__name__}")
+    return value
+
+
+def _optional_text(value: Any, where: str) -> str | None:
+    return _text(value, where) if value is not None else None
+
+
+def _ed25519(text: str, where: str) -> Ed25519PublicKey:
+    try:
+        return public_from_b64(text)
+    except (TrustError, ValueError, TypeError) as exc:
+        raise TrustError(f"{where}: expected a base64url Ed25519 public key ({exc})") from None
+
+
+def _positive_int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TrustError(f"{where}: expected a non-negative integer, got {type(value).__name__}")
+    return value
+
+
+def _parse_key(k: Any, where: str) -> MemberKey:
+    k = _object(k, where)
+    alg = k.get("alg", "EdDSA")
+    public: Ed25519PublicKey | ec.EllipticCurvePublicKey
+    if alg == "ES256":
+        public = _ec_public_from_b64(_text(k.get("public_key"), f"{where}.public_key"))
+        kid = _optional_text(k.get("kid"), f"{where}.kid") or ec_key_id(public)
+    elif alg == "EdDSA":
+        public = _ed25519(_text(k.get("public_key"), f"{where}.public_key"), f"{where}.public_key")
+        kid = _optional_text(k.get("kid"), f"{where}.kid") or key_id(public)
+    else:
+        raise TrustError(f"{where}.alg: expected one of {MEMBER_KEY_ALGORITHMS}, got {str(alg)[:40]!r}")
+    return MemberKey(
+        alg=alg, kid=kid, public_key=public,
+        not_before=parse_time(k["not_before"], f"{where}.not_before") if k.get("not_before") else None,
+        not_after=parse_time(k["not_after"], f"{where}.not_after") if k.get("not_after") else None,
+    )
+
+
 def _parse_member(data: Any, index: int) -> Member:
     where = f"members[{index}]"
-    if not isinstance(data, dict):
-        raise TrustError(f"{where}: expected an object")
-    member_id = data.get("id")
-    if not isinstance(member_id, str) or not member_id:
-        raise TrustError(f"{where}.id: expected a non-empty string")
-    keys = []
-    for j, k in enumerate(data.get("keys", [])):
-        alg = k.get("alg", "EdDSA")
-        public: Ed25519PublicKey | ec.EllipticCurvePublicKey
-        if alg == "ES256":
-            public = _ec_public_from_b64(str(k.get("public_key", "")))
-            kid = k.get("kid") or ec_key_id(public)
-        elif alg == "EdDSA":
-            public = public_from_b64(str(k.get("public_key", "")))
-            kid = k.get("kid") or key_id(public)
-        else:
-            raise TrustError(f"{where}.keys[{j}].alg: expected one of {MEMBER_KEY_ALGORITHMS}, got {alg!r}")
-        keys.append(MemberKey(
-            alg=str(alg),
-            kid=str(kid),
-            public_key=public,
-            not_before=parse_time(k["not_before"], f"{where}.keys[{j}].not_before")
-            if k.get("not_before") else None,
-            not_after=parse_time(k["not_after"], f"{where}.keys[{j}].not_after")
-            if k.get("not_after") else None,
-        ))
+    data = _object(data, where)
+    member_id = _text(data.get("id"), f"{where}.id")
+    keys = tuple(_parse_key(k, f"{where}.keys[{j}]")
+                 for j, k in enumerate(_list(data.get("keys"), f"{where}.keys")))
+    roles = _list(data.get("roles"), f"{where}.roles")
+    if not all(isinstance(r, str) for r in roles):
+        raise TrustError(f"{where}.roles: expected a list of strings")
+    contact = data.get("contact")
+    if contact is not None and not (isinstance(contact, dict)
+                                    and all(isinstance(v, str) for v in contact.values())):
+        raise TrustError(f"{where}.contact: expected an object of strings")
     return Member(
         id=member_id,
-        name=str(data.get("name", member_id)),
-        roles=frozenset(data.get("roles", [])),
-        keys=tuple(keys),
-        endpoint=data.get("endpoint"),
-        authority=data.get("authority"),
-        contact=data.get("contact"),
-        tls_fingerprint=data.get("tls_fingerprint"),
+        name=_text(data.get("name", member_id), f"{where}.name"),
+        roles=frozenset(roles),
+        keys=keys,
+        endpoint=_optional_text(data.get("endpoint"), f"{where}.endpoint"),
+        authority=_optional_text(data.get("authority"), f"{where}.authority"),
+        contact=contact,
+        tls_fingerprint=_optional_text(data.get("tls_fingerprint"), f"{where}.tls_fingerprint"),
     )
 
 
 def _parse_policy(data: Any) -> Policy:
     if data is None:
         return Policy()
-    if not isinstance(data, dict):
-        raise TrustError("policy: expected an object")
-    purposes = tuple(
-        Purpose(code=str(p["code"]), label=str(p.get("label", p["code"])))
-        for p in data.get("purposes", [])
-    )
+    data = _object(data, "policy")
+    purposes = []
+    for i, p in enumerate(_list(data.get("purposes"), "policy.purposes")):
+        p = _object(p, f"policy.purposes[{i}]")
+        code = _text(p.get("code"), f"policy.purposes[{i}].code")
+        purposes.append(Purpose(code=code, label=_text(p.get("label", code), f"policy.purposes[{i}].label")))
+    sensitive = _list(data.get("sensitive_categories"), "policy.sensitive_categories")
+    if not all(isinstance(c, str) for c in sensitive):
+        raise TrustError("policy.sensitive_categories: expected a list of strings")
+    limits = _object(data.get("rate_limits", {}), "policy.rate_limits")
     return Policy(
-        purposes=purposes,
-        sensitive_categories=frozenset(data.get("sensitive_categories", [])),
-        rate_limits=dict(data.get("rate_limits", {})),
-        retention_age=int(data.get("retention_age", 24)),
+        purposes=tuple(purposes),
+        sensitive_categories=frozenset(sensitive),
+        rate_limits={str(k): _positive_int(v, f"policy.rate_limits.{str(k)[:40]}")
+                     for k, v in limits.items()},
+        retention_age=_positive_int(data.get("retention_age", DEFAULT_RETENTION_AGE), "policy.retention_age"),
         check_expiry_days=_check_expiry_days(data.get("check_expiry_days", DEFAULT_CHECK_EXPIRY_DAYS)),
     )
 
@@ -302,18 +368,18 @@ def _check_expiry_days(value: Any) -> int:
 
 def _parse_signed(signed: Mapping[str, Any]) -> TrustList:
     if signed.get("type") != DOCUMENT_TYPE:
-        raise TrustError(f"type: expected {DOCUMENT_TYPE!r}, got {signed.get('type')!r}")
+        raise TrustError(f"type: expected {DOCUMENT_TYPE!r}, got {str(signed.get('type'))[:40]!r}")
     version = signed.get("version")
-    if not isinstance(version, int) or version < 1:
-        raise TrustError(f"version: expected a positive integer, got {version!r}")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise TrustError(f"version: expected a positive integer, got {type(version).__name__}")
     members: dict[str, Member] = {}
-    for i, item in enumerate(signed.get("members", [])):
+    for i, item in enumerate(_list(signed.get("members"), "members")):
         member = _parse_member(item, i)
         if member.id in members:
             raise TrustError(f"members[{i}].id: duplicate member {member.id!r}")
         members[member.id] = member
     return TrustList(
-        federation=str(signed.get("federation", "")),
+        federation=_text(signed.get("federation", "-"), "federation"),
         version=version,
         issued=parse_time(signed.get("issued"), "issued"),
         expires=parse_time(signed.get("expires"), "expires"),
@@ -322,6 +388,14 @@ def _parse_signed(signed: Mapping[str, Any]) -> TrustList:
         policy=_parse_policy(signed.get("policy")),
         document=signed,
     )
+
+
+def parse_document(raw: bytes | str) -> dict[str, Any]:
+    """The door for trust-list and root bytes: a bounded JSON object, or ``TrustError``."""
+    try:
+        return parse_object(raw, "trust list", DOCUMENT_LIMITS)
+    except JsonError as exc:
+        raise TrustError(str(exc)) from None
 
 
 # --- Signing and verifying ------------------------------------------------------------------
@@ -385,14 +459,17 @@ def verify(
     signatures = document.get("signatures")
     if not isinstance(signatures, list):
         raise SignatureError("signatures: expected a list")
-    payload = canonical_json(document["signed"])
-    trusted = _parse_signed(document["signed"])
-
+    try:
+        payload = canonical_json(document["signed"])
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise TrustError(f"signed: cannot be serialised canonically ({exc.__class__.__name__})") from None
+    # Signatures first: nothing of an unsigned document is parsed beyond its canonical bytes.
     have = _count_valid(payload, signatures, root)
     if have < root.threshold:
         raise SignatureError(
             f"signatures: {have} valid governance signature(s), threshold is {root.threshold}"
         )
+    trusted = _parse_signed(document["signed"])
     if trusted.governance.to_json() != root.to_json():
         have_new = _count_valid(payload, signatures, trusted.governance)
         if have_new < trusted.governance.threshold:

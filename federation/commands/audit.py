@@ -88,11 +88,23 @@ def _describe(fetched: Fetched) -> list[str]:
     checkpoint = fetched.report.checkpoint
     size = checkpoint.size if checkpoint else "?"
     if fetched.report.ok:
-        return [f"{fetched.service}: ok, {size} entries, checkpoint verified and consistent with the "
-                "last one seen"]
-    lines = [f"{fetched.service}: FAILED ({len(fetched.report.problems)} problem(s)), checkpoint size {size}"]
-    lines += [f"  {p}" for p in fetched.report.problems]
+        lines = [f"{fetched.service}: ok, {size} entries, checkpoint verified and consistent with the "
+                 "last one seen"]
+    else:
+        lines = [f"{fetched.service}: FAILED ({len(fetched.report.problems)} problem(s)), "
+                 f"checkpoint size {size}"]
+        lines += [f"  {p}" for p in fetched.report.problems]
+    if fetched.unchecked:
+        lines.append(f"  UNCHECKED: {fetched.unchecked} entries after the last signed checkpoint "
+                     f"(size {size}) are not covered by any signature")
+    if fetched.torn_tail:
+        lines.append(f"  TORN TAIL: {fetched.torn_tail} (not repaired: evidence is read-only)")
     return lines
+
+
+def _clean(fetched: Fetched, strict: bool) -> bool:
+    """Verified; with ``strict`` also nothing unchecked and no torn tail."""
+    return fetched.ok and not (strict and (fetched.unchecked or fetched.torn_tail))
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -104,7 +116,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         for fetched in results:
             print("\n".join(_describe(fetched)))
-    return 0 if all(f.ok for f in results) else 1
+    return 0 if all(_clean(f, args.strict) for f in results) else 1
 
 
 def _fetched_json(fetched: Fetched) -> dict[str, Any]:
@@ -114,6 +126,8 @@ def _fetched_json(fetched: Fetched) -> dict[str, Any]:
         "ok": fetched.ok,
         "error": fetched.error,
         "size": report.checkpoint.size if report and report.checkpoint else None,
+        "unchecked": fetched.unchecked,
+        "torn_tail": fetched.torn_tail,
         "problems": [{"kind": str(p.kind), "index": p.index, "message": p.message}
                      for p in (report.problems if report else ())],
     }
@@ -227,6 +241,8 @@ def add_parsers(sub: Any) -> None:
                         "the last checkpoint seen (rollback, fork); exit 1 on any problem")
     _common(p)
     p.add_argument("--service", action="append", help="member id to verify (repeatable; default: all)")
+    p.add_argument("--strict", action="store_true", help="exit 1 also when entries follow the last signed "
+                   "checkpoint (unchecked) or the log ends in a torn tail")
     p.set_defaults(func=cmd_verify)
     p = asub.add_parser("reconcile", help="check the broker's log against every node's; exit 1 on any "
                         "discrepancy")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
-from federation.tools import logbench, searchbench
+from federation.tools import fedbench, fuzzbench, logbench, searchbench, soak
 from federation.tools import trustbench as bench
 from federation.tools.evaluation import eval_matching, list_datasets
 from federation.tools.matchbench import bench_matching
@@ -14,6 +16,16 @@ def cmd_bench_audit(args: argparse.Namespace) -> int:
     logbench.run(args.entries, appends=args.appends, appenders=args.appenders, proofs=args.proofs,
                  directory=args.dir)
     return 0
+
+
+def cmd_bench_fuzz(args: argparse.Namespace) -> int:
+    tallies = fuzzbench.run(args.inputs, seed=args.seed)
+    return 1 if any(t.crashes for t in tallies) else 0
+
+
+def cmd_bench_soak(args: argparse.Namespace) -> int:
+    result = soak.run(minutes=args.minutes, rate=args.rate, children=args.children)
+    return 0 if not result["errors"] and result["verified"] and not result["discrepancies"] else 1
 
 
 def cmd_bench_matching(args: argparse.Namespace) -> int:
@@ -29,6 +41,16 @@ def cmd_bench_trust(args: argparse.Namespace) -> int:
 def cmd_bench_search(args: argparse.Namespace) -> int:
     result = searchbench.run(children=args.children, searches=args.searches, concurrency=args.concurrency)
     return 1 if result["failures"] else 0
+
+
+def cmd_bench_federation(args: argparse.Namespace) -> int:
+    quiet = args.json
+    report = fedbench.run(nodes=args.nodes, children=args.children_per_node, concurrency=args.concurrency,
+                          searches=args.searches, idle=args.idle, central=not args.no_central, http=args.http,
+                          folder=Path(args.dir) if args.dir else None,
+                          out=(lambda _: None) if quiet else print)
+    print(json.dumps(report, indent=2) if quiet else fedbench.render(report))
+    return 0
 
 
 def cmd_eval_matching(args: argparse.Namespace) -> int:

@@ -207,6 +207,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--searches", type=int, default=1_000, help="searches to time (default 1,000)")
     p.add_argument("--concurrency", type=int, default=8, help="searches in flight (default 8)")
     p.set_defaults(func=bench_cli.cmd_bench_search)
+    p = bench_sub.add_parser(
+        "federation", help="N authorities as real node processes over mutual TLS, beside a central index",
+        description="Build (once; cached) a federation of N node processes and a central baseline (one "
+        "node holding every child); run searches one at a time and C at a time through each broker; "
+        "print broker CPU per search, node CPU per answer, p50/p99, searches/s, incomplete searches, "
+        "new TLS handshakes and the federated/central ratios.")
+    p.add_argument("--nodes", type=int, required=True, help="authorities, each its own node process")
+    p.add_argument("--children-per-node", type=int, default=1000,
+                   help="children per authority (default 1000)")
+    p.add_argument("--concurrency", type=int, default=8,
+                   help="searches in flight in the second phase (default 8)")
+    p.add_argument("--searches", type=int, default=48, help="searches per phase (default 48)")
+    p.add_argument("--idle", type=float, default=0,
+                   help="also time one search after this many seconds idle (default: skip)")
+    p.add_argument("--no-central", action="store_true", help="skip the central baseline")
+    p.add_argument("--http", action="store_true",
+                   help="the broker asks nodes over POST /v1/query, not the channel")
+    p.add_argument("--dir", help="where the federation is built and cached "
+                   "(default ~/.cache/signpost/bench/federation-NxM)")
+    p.add_argument("--json", action="store_true", help="print every figure as one JSON object")
+    p.set_defaults(func=bench_cli.cmd_bench_federation)
+    p = bench_sub.add_parser("fuzz", help="every parser of untrusted input on hostile inputs "
+                             "(crashes must be 0)")
+    p.add_argument("--inputs", type=int, default=100_000, help="inputs per parser (default 100,000)")
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=bench_cli.cmd_bench_fuzz)
+    p = bench_sub.add_parser("soak", help="the demo federation under steady load: errors, latency and "
+                             "memory per minute, reconcile at the end")
+    p.add_argument("--minutes", type=float, default=30, help="how long (default 30)")
+    p.add_argument("--rate", type=float, default=5, help="searches per second (default 5)")
+    p.add_argument("--children", type=int, default=5_000, help="children per authority (default 5,000)")
+    p.set_defaults(func=bench_cli.cmd_bench_soak)
 
     p = sub.add_parser(
         "eval-matching", help="measure the matcher on labelled data: precision, recall, false matches",

@@ -231,7 +231,7 @@ def build(folder: Path, *, children: int = 3000, seed: int = 7, today: date | No
     broker_config = BrokerConfig(
         id=BROKER_ID, key=folder / "keys" / f"{BROKER_ID}.pem", trust_list=folder / "trustlist.json",
         trust_root=broker_home / "root.json", port=broker_port, audience=AUDIENCE,
-        audit_log=broker_home / "audit.log", demo_identity_provider=folder / "keys",
+        audit_log=broker_home / "audit.log", unsafe_demo_identity_provider=folder / "keys",
         tls_cert=tls_dir / f"{BROKER_ID}.pem", tls_key=tls_dir / f"{BROKER_ID}.key",
         tls_ca=tls_dir / "ca.pem", serve_tls=False,
     )

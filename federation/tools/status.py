@@ -37,6 +37,7 @@ class MemberStatus:
     log_size: int | None = None
     checkpoint_age_seconds: float | None = None
     detail: str = ""
+    reasons: tuple[str, ...] = ()  # why /healthz says degraded ("code: detail"), empty when ok
 
 
 def _checkpoint_size(note: str) -> int | None:
@@ -75,13 +76,16 @@ async def probe(session: aiohttp.ClientSession, member: Member, timeout: float,
     limit = aiohttp.ClientTimeout(total=timeout)
     try:
         async with session.get(base + "/healthz", timeout=limit) as response:
-            if response.status != 200:
+            if response.status not in (200, 503):  # 503: degraded, with its reasons
                 return MemberStatus(member.id, roles, base, False, detail=f"HTTP {response.status}")
             health = await response.json(content_type=None)
     except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
         return MemberStatus(member.id, roles, base, False, detail=exc.__class__.__name__)
-    if not isinstance(health, dict):
-        return MemberStatus(member.id, roles, base, False, detail="healthz is not a JSON object")
+    if not isinstance(health, dict) or (response.status == 503 and health.get("status") != "degraded"):
+        return MemberStatus(member.id, roles, base, False, detail="healthz is not a health document")
+    listed = health.get("reasons")
+    reasons = tuple(f"{r.get('code')}: {r.get('detail')}" for r in listed
+                    if isinstance(r, dict)) if isinstance(listed, list) else ()
     version = health.get("trust_list_version")
     size = health.get("log_size") if isinstance(health.get("log_size"), int) else None
     last_modified = None
@@ -94,7 +98,7 @@ async def probe(session: aiohttp.ClientSession, member: Member, timeout: float,
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
             size = None
     return MemberStatus(member.id, roles, base, True, version if isinstance(version, int) else None,
-                        size, _age(health, last_modified, now))
+                        size, _age(health, last_modified, now), reasons=reasons)
 
 
 async def collect(trust: TrustList, *, timeout: float = 3.0, now: datetime | None = None,
@@ -122,18 +126,19 @@ def render(trust: TrustList, statuses: Sequence[MemberStatus], now: datetime) ->
     expired = " (EXPIRED)" if trust.expires < now else ""
     lines = [f"federation {trust.federation}  trust list version {trust.version}  expires "
              f"{trust.expires:%Y-%m-%d %H:%M}Z{expired}", ""]
-    header = ("member", "role", "reachable", "trust list", "log size", "checkpoint age", "endpoint")
+    header = ("member", "role", "reachable", "health", "trust list", "log size", "checkpoint age", "endpoint")
     rows = [header]
     for s in statuses:
         reachable = "-" if s.reachable is None else ("yes" if s.reachable else f"NO ({s.detail})")
+        health = "-" if not s.reachable else ("DEGRADED" if s.reasons else "ok")
         if s.trust_list_version is None:
             version = "n/a"
         else:
             behind = "" if s.trust_list_version == trust.version else " (behind)"
             version = f"v{s.trust_list_version}{behind}"
         size = "n/a" if s.log_size is None else str(s.log_size)
-        rows.append((s.id, ",".join(s.roles), reachable, version, size, _age_text(s.checkpoint_age_seconds),
-                     s.endpoint or "-"))
+        rows.append((s.id, ",".join(s.roles), reachable, health, version, size,
+                     _age_text(s.checkpoint_age_seconds), s.endpoint or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for row in rows:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
@@ -141,4 +146,8 @@ def render(trust: TrustList, statuses: Sequence[MemberStatus], now: datetime) ->
     lines.append("")
     lines.append(f"{len(down)} member(s) not reachable: {', '.join(down)}" if down
                  else "every member with an endpoint is reachable")
+    for s in statuses:
+        if s.reasons:
+            lines.append(f"{s.id} is degraded:")
+            lines.extend(f"  {reason}" for reason in s.reasons)
     return "\n".join(lines)

@@ -1,0 +1,108 @@
+"""Frames on the broker↔node channel: one WebSocket per node over the existing mutual TLS.
+
+The channel carries the same signed envelopes as ``POST /v1/query`` (``federation.protocol``);
+a frame only says which query an envelope belongs to. Every frame is one JSON object:
+
+* ``{"v": 1, "kind": "query", "id": <query jti>, "query": <signed query envelope>}`` broker → node
+* ``{"v": 1, "kind": "answer", "id": <query jti>, "answer": <signed answer envelope>}`` node → broker
+* ``{"v": 1, "kind": "refused", "id": <query jti>, "status": <HTTP status>, "problem": {...}}``
+  node → broker: the query was read, logged and refused (the same problem document HTTP gives)
+
+``id`` names the query in flight; the broker matches an answer to what it is waiting for by
+``id`` and then checks the signed binding inside the envelope (``query_jti`` and
+``query_hash``), so the frame's ``id`` is never trusted on its own.
+
+Room for a two-phase exchange: a frame's ``kind`` is open. A later version adds
+``{"kind": "probe", "id", "tokens": [...]}`` (keyed blocking tokens, no identity) and
+``{"kind": "candidates", "id", "answer": <signed>}`` (does this node hold candidates?) and sends
+``query`` (with the identity) only to nodes that said yes. A reader refuses kinds it does not
+know with a ``refused`` frame (status 400), so a newer broker learns an older node's limits
+without a failed search. Unknown fields are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from federation.protocol import PROTOCOL_VERSION, MessageError, QueryId
+
+CHANNEL_PATH = "/v1/channel"
+SUBPROTOCOL = "signpost.v1"  # the WebSocket subprotocol both ends must agree on
+HEARTBEAT_SECONDS = 20.0  # WebSocket ping interval: keeps the connection warm and finds dead peers
+
+
+@dataclass(frozen=True)
+class QueryFrame:
+    """A signed query for the node."""
+
+    id: QueryId
+    query: str
+
+    def to_text(self) -> str:
+        return json.dumps({"v": PROTOCOL_VERSION, "kind": "query", "id": self.id, "query": self.query},
+                          separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class AnswerFrame:
+    """A node's signed answer to the query ``id``."""
+
+    id: QueryId
+    answer: str
+
+    def to_text(self) -> str:
+        return json.dumps({"v": PROTOCOL_VERSION, "kind": "answer", "id": self.id, "answer": self.answer},
+                          separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class RefusedFrame:
+    """The node read the query ``id``, logged it, and refused it (``status`` as HTTP would say)."""
+
+    id: QueryId
+    status: int
+    problem: Mapping[str, Any]
+
+    def to_text(self) -> str:
+        return json.dumps({"v": PROTOCOL_VERSION, "kind": "refused", "id": self.id, "status": self.status,
+                           "problem": dict(self.problem)}, separators=(",", ":"))
+
+
+Frame = QueryFrame | AnswerFrame | RefusedFrame
+
+
+def parse(data: str | bytes) -> Frame:
+    """The one door for channel frames: text in, a typed frame out, or ``MessageError``."""
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MessageError("frame", "expected a JSON object") from exc
+    if not isinstance(value, dict):
+        raise MessageError("frame", f"expected a JSON object, got {type(value).__name__}")
+    version = value.get("v")
+    if version != PROTOCOL_VERSION:
+        raise MessageError("v", f"expected {PROTOCOL_VERSION}, got {version!r}")
+    frame_id = value.get("id")
+    if not isinstance(frame_id, str) or not frame_id:
+        raise MessageError("id", "expected a non-empty string")
+    kind = value.get("kind")
+    if kind == "query":
+        return QueryFrame(QueryId(frame_id), _text(value, "query"))
+    if kind == "answer":
+        return AnswerFrame(QueryId(frame_id), _text(value, "answer"))
+    if kind == "refused":
+        status, problem = value.get("status"), value.get("problem")
+        if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+            raise MessageError("status", f"expected an HTTP error status, got {status!r}")
+        return RefusedFrame(QueryId(frame_id), status, problem if isinstance(problem, dict) else {})
+    raise MessageError("kind", f"expected query, answer or refused, got {kind!r}")
+
+
+def _text(value: Mapping[str, Any], name: str) -> str:
+    text = value.get(name)
+    if not isinstance(text, str) or not text:
+        raise MessageError(name, "expected a compact JWS string")
+    return text

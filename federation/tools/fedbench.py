@@ -1,0 +1,449 @@
+"""``signpost bench federation``: the broker's cost of asking N authorities, beside a central index.
+
+Builds (once, then cached in a folder) a federation of N authorities, each a real
+``signpost node serve`` process with its own SQLite file, signing key and TLS certificate, the
+broker talking to every node over mutual TLS exactly as in production; and a *central baseline*:
+one node holding all N x M children behind its own broker. Both run the same searches (half for
+children some authority holds) one at a time and C at a time. CPU is read from each process's own
+clock (``/proc/<pid>/stat``, user + system), so the broker's figure is the broker's alone.
+
+Ports are taken below the kernel's ephemeral range, so that hundreds of outgoing connections
+never collide with a listening node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from broker.config import BrokerConfig
+from federation import config as configfile
+from federation.tools import demo, provision, synthetic
+from node import audit as node_audit
+from node.config import NodeConfig
+from node.importer import import_files
+from node.store import Store
+from trust import keys as keyfiles
+from trust import tls, tokens
+
+FORMAT = 1  # bump when the cached layout changes
+BROKER_ID = "broker"
+ISSUER = "bench-idp"
+AUDIENCE = "signpost-broker"
+FIRST_PORT = 20_000
+UNLIMITED = {"practitioner_per_minute": 1_000_000, "practitioner_per_day": 10_000_000,
+             "organisation_per_minute": 1_000_000, "organisation_per_day": 10_000_000}
+AREAS = ("leeds", "rochdale", "haringey", "kent", "cornwall")  # synthetic postcodes come from these
+UNKNOWN_FAMILY = ("Quillfeather", "Marrowdown", "Thistlewick", "Bramblecote", "Yarrowmere", "Fenwhistle")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_ports(count: int, first: int = FIRST_PORT) -> list[int]:
+    """``count`` free loopback ports from ``first`` upward, never inside the ephemeral range."""
+    low, high = _ephemeral_range()
+    found: list[int] = []
+    port = first
+    while len(found) < count:
+        if low <= port <= high:
+            port = high + 1
+        if port > 65_535:
+            raise RuntimeError(f"not enough free ports outside the ephemeral range {low}-{high}")
+        if _port_free(port):
+            found.append(port)
+        port += 1
+    return found
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (its own clock, from ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Side:
+    """One federation on disk (the federated one, or the central baseline): its members' files."""
+
+    folder: Path
+    nodes: dict[str, Path]  # node id -> node.json
+    broker: Path  # broker.json
+    broker_port: int
+
+    @property
+    def broker_url(self) -> str:
+        return f"http://127.0.0.1:{self.broker_port}"
+
+    def node_urls(self) -> dict[str, str]:
+        return {n: f"https://127.0.0.1:{configfile.load(NodeConfig, p).port}" for n, p in self.nodes.items()}
+
+
+def _node_ids(n: int) -> list[str]:
+    return [f"la{i:03d}" for i in range(1, n + 1)]
+
+
+def _build_side(folder: Path, name: str, holdings: dict[str, list[synthetic.SyntheticChild]],
+                today: date, out: Callable[[str], None]) -> Side:
+    """A federation whose nodes hold ``holdings`` (node id -> children), one broker, mutual TLS."""
+    folder.mkdir(parents=True, exist_ok=True)
+    provision.create(folder, name, valid_days=30)
+    ids = list(holdings)
+    ports = pick_ports(len(ids) + 1)
+    node_ports, broker_port = dict(zip(ids, ports, strict=False)), ports[-1]
+    tls_dir = folder / "tls"
+    tls.create_ca(tls_dir / "ca.pem", tls_dir / "ca.key", name)
+    pins = {m: tls.issue_certificate(tls_dir / "ca.pem", tls_dir / "ca.key", m, tls_dir / f"{m}.pem",
+                                     tls_dir / f"{m}.key") for m in (BROKER_ID, *ids)}
+    broker_key, issuer_key = keyfiles.generate(), keyfiles.generate()
+    entries = [
+        (provision.member_entry(BROKER_ID, "Bench broker", ["broker"], broker_key,
+                                endpoint=f"http://127.0.0.1:{broker_port}", tls_fingerprint=pins[BROKER_ID]),
+         broker_key),
+        (provision.member_entry(ISSUER, "Bench identity provider", ["token_issuer"], issuer_key,
+                                authority=ids[0]), issuer_key),
+    ]
+    for i, node_id in enumerate(ids, start=1):
+        key = keyfiles.generate()
+        contact = {"name": f"Authority {i} signposting team", "phone": "0300 555 0100",
+                   "secure_email": f"signposting@{node_id}.gov.uk"}
+        entries.append((provision.member_entry(
+            node_id, f"Authority {i}", ["node"], key, endpoint=f"https://127.0.0.1:{node_ports[node_id]}",
+            authority=node_id, contact=contact, tls_fingerprint=pins[node_id]), key))
+    provision.add_members(folder, entries, valid_days=30)
+    rng = random.Random(name)
+    nodes: dict[str, Path] = {}
+    for node_id, kids in holdings.items():
+        home = folder / node_id
+        home.mkdir(exist_ok=True)
+        counter = itertools.count(1)
+        invs = [inv for kid in kids
+                for inv in synthetic.involvements(rng, kid, node_id, node_id.title(), counter, today)]
+        demo.write_csv(home / "children.csv", demo.CHILD_FIELDS, kids)
+        demo.write_csv(home / "involvements.csv", demo.INVOLVEMENT_FIELDS, invs)
+        config = NodeConfig(
+            id=node_id, database=home / "node.sqlite3", key=folder / "keys" / f"{node_id}.pem",
+            trust_list=folder / "trustlist.json", trust_root=home / "root.json", port=node_ports[node_id],
+            audit_log=home / "audit.log", tls_cert=tls_dir / f"{node_id}.pem",
+            tls_key=tls_dir / f"{node_id}.key", tls_ca=tls_dir / "ca.pem",
+        )
+        shutil.copy(folder / "root.json", home / "root.json")
+        configfile.dump(config, home / "node.json")
+        store = Store(config.database)
+        summary = import_files(store, home / "children.csv", home / "involvements.csv")
+        node_audit.record(store, config.audit_log, node_audit.import_entry(
+            node_id, datetime.now(UTC), summary.to_json(), full=False, children_file="children.csv",
+            involvements_file="involvements.csv"))
+        store.close()
+        (home / "children.csv").unlink()
+        (home / "involvements.csv").unlink()
+        nodes[node_id] = home / "node.json"
+    home = folder / "broker"
+    home.mkdir(exist_ok=True)
+    shutil.copy(folder / "root.json", home / "root.json")
+    broker_config = BrokerConfig(
+        id=BROKER_ID, key=folder / "keys" / f"{BROKER_ID}.pem", trust_list=folder / "trustlist.json",
+        trust_root=home / "root.json", port=broker_port, audience=AUDIENCE, audit_log=home / "audit.log",
+        tls_cert=tls_dir / f"{BROKER_ID}.pem", tls_key=tls_dir / f"{BROKER_ID}.key",
+        tls_ca=tls_dir / "ca.pem", serve_tls=False, rate_limits=UNLIMITED,
+    )
+    configfile.dump(broker_config, home / "broker.json")
+    out(f"  {name}: {len(ids)} node(s), {sum(len(k) for k in holdings.values()):,} children")
+    return Side(folder, nodes, home / "broker.json", broker_port)
+
+
+def _identity(kid: synthetic.SyntheticChild) -> dict[str, str]:
+    return {"given_name": kid.given_name, "family_name": kid.family_name,
+            "date_of_birth": kid.date_of_birth.isoformat(), "sex": kid.sex}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A cached benchmark federation: the federated side, the central side, the search bodies."""
+
+    federated: Side
+    central: Side
+    bodies: list[dict[str, Any]]
+
+
+def build(folder: Path, nodes: int, children: int, *, seed: int = 11,
+          out: Callable[[str], None] = print) -> Layout:
+    """Write both sides into ``folder`` (the federated one and the central baseline)."""
+    today = datetime.now(UTC).date()
+    rng = random.Random(seed)
+    holdings: dict[str, list[synthetic.SyntheticChild]] = {}
+    for i, node_id in enumerate(_node_ids(nodes)):
+        holdings[node_id] = [synthetic.child(rng, f"{node_id.upper()}-{j:06d}", AREAS[i % len(AREAS)], today)
+                             for j in range(1, children + 1)]
+    everyone = [kid for kids in holdings.values() for kid in kids]
+    held = rng.sample(everyone, min(50, len(everyone)))
+    unknown = [{"given_name": rng.choice(synthetic.GIVEN_NAMES_F), "family_name": rng.choice(UNKNOWN_FAMILY),
+                "date_of_birth": (today - timedelta(days=rng.randint(400, 6000))).isoformat(), "sex": "F"}
+               for _ in range(len(held))]
+    purposes = [p for p, _ in provision.DEFAULT_PURPOSES]
+    bodies = [{"identity": ident, "purpose": purposes[i % len(purposes)]}
+              for i, ident in enumerate(itertools.chain.from_iterable(
+                  zip((_identity(k) for k in held), unknown, strict=True)))]
+    out(f"building {nodes} authorities x {children:,} children, and the central baseline, in {folder} ...")
+    federated = _build_side(folder / "federated", "signpost-bench", holdings, today, out)
+    central = _build_side(folder / "central", "signpost-bench-central", {"central": everyone}, today, out)
+    (folder / "layout.json").write_text(json.dumps({
+        "format": FORMAT, "nodes": nodes, "children": children, "built": datetime.now(UTC).isoformat(),
+        "bodies": bodies,
+        "sides": {label: {"nodes": {k: str(v) for k, v in side.nodes.items()}, "broker": str(side.broker),
+                          "broker_port": side.broker_port}
+                  for label, side in (("federated", federated), ("central", central))},
+    }, indent=1))
+    return Layout(federated, central, bodies)
+
+
+def load_or_build(folder: Path, nodes: int, children: int, out: Callable[[str], None] = print) -> Layout:
+    """The cached federation in ``folder`` if it matches and its trust lists are good for a week."""
+    saved = folder / "layout.json"
+    if saved.exists():
+        data = json.loads(saved.read_text())
+        built = datetime.fromisoformat(data["built"])
+        fresh = datetime.now(UTC) - built < timedelta(days=21)
+        if data.get("format") == FORMAT and data["nodes"] == nodes and data["children"] == children and fresh:
+            sides = {label: Side(folder / label, {k: Path(v) for k, v in s["nodes"].items()},
+                                 Path(s["broker"]), s["broker_port"])
+                     for label, s in data["sides"].items()}
+            out(f"using the federation cached in {folder}")
+            return Layout(sides["federated"], sides["central"], data["bodies"])
+    if folder.exists():
+        shutil.rmtree(folder)
+    return build(folder, nodes, children, out=out)
+
+
+def _token(side: Side) -> str:
+    key = keyfiles.load_private(side.folder / "keys" / f"{ISSUER}.pem")
+    return tokens.issue(issuer=ISSUER, key=key, audience=AUDIENCE, sub="bench.user", name="Bench User",
+                        org="Bench Children's Social Care", role="practitioner", now=datetime.now(UTC),
+                        lifetime_seconds=15 * 60)
+
+
+@dataclass
+class Phase:
+    """One batch of searches against one side: what it cost and how long each took."""
+
+    searches: int
+    concurrency: int
+    seconds: float
+    latencies: list[float]
+    incomplete: int
+    failed: int  # not answered with 200 (``refused`` of them with 503: the broker was saturated)
+    refused: int
+    broker_cpu: float
+    nodes_cpu: float
+    nodes: int
+    handshakes: int
+
+    def summary(self) -> dict[str, float]:
+        # CPU is shared out over the searches that ran (a search refused with 503 costs next to nothing).
+        ran = max(1, self.searches - self.failed)
+        ordered = sorted(self.latencies)
+        return {
+            "searches": self.searches, "concurrency": self.concurrency,
+            "p50_ms": 1000 * statistics.median(ordered) if ordered else 0.0,
+            "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else 0.0,
+            "searches_per_s": self.searches / self.seconds if self.seconds else 0.0,
+            "broker_cpu_ms_per_search": 1000 * self.broker_cpu / ran,
+            "nodes_cpu_ms_per_answer": 1000 * self.nodes_cpu / (ran * max(1, self.nodes)),
+            "incomplete": self.incomplete, "failed": self.failed, "refused_503": self.refused,
+            "new_tls_handshakes": self.handshakes,
+        }
+
+
+async def _handshakes(session: aiohttp.ClientSession, url: str) -> int:
+    """New connections the broker has opened to nodes so far (each one a TLS handshake)."""
+    async with session.get(f"{url}/metrics") as response:
+        text = await response.text()
+    total = 0
+    for line in text.splitlines():
+        if line.startswith("signpost_broker_node_connections_total"):
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+class Running:
+    """One side's processes, started, with their pids for CPU readings."""
+
+    def __init__(self, side: Side, procs: demo.Processes) -> None:
+        self.side = side
+        self.procs = procs
+        self.token = _token(side)
+
+    def pids(self) -> tuple[int, list[int]]:
+        by_name = {name: proc.pid for name, proc in self.procs.procs}
+        return by_name["broker"], [by_name[n] for n in self.side.nodes]
+
+    def cpu(self) -> tuple[float, float]:
+        broker, nodes = self.pids()
+        return proc_cpu_seconds(broker), sum(proc_cpu_seconds(p) for p in nodes)
+
+    async def phase(self, bodies: list[dict[str, Any]], searches: int, concurrency: int) -> Phase:
+        latencies: list[float] = []
+        incomplete = failed = refused = 0
+        counter = iter(range(searches))
+        headers = {"Authorization": f"Bearer {self.token}"}
+        url = self.side.broker_url
+
+        async def client(session: aiohttp.ClientSession) -> None:
+            nonlocal incomplete, failed, refused
+            for i in counter:
+                started = time.perf_counter()
+                async with session.post(f"{url}/v1/search", json=bodies[i % len(bodies)],
+                                        headers=headers) as response:
+                    answer = await response.json(content_type=None)
+                latencies.append(time.perf_counter() - started)
+                if response.status != 200:
+                    failed += 1
+                    refused += response.status == 503
+                elif not answer.get("complete"):
+                    incomplete += 1
+
+        timeout = aiohttp.ClientTimeout(total=120)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            shakes = await _handshakes(session, url)
+            broker0, nodes0 = self.cpu()
+            started = time.perf_counter()
+            await asyncio.gather(*(client(session) for _ in range(concurrency)))
+            elapsed = time.perf_counter() - started
+            broker1, nodes1 = self.cpu()
+            shakes = await _handshakes(session, url) - shakes
+        return Phase(searches, concurrency, elapsed, latencies, incomplete, failed, refused,
+                     broker1 - broker0, nodes1 - nodes0, len(self.side.nodes), shakes)
+
+
+def _start(side: Side, procs: demo.Processes, out: Callable[[str], None], *, http: bool = False) -> Running:
+    busy = [p for p in [side.broker_port, *(configfile.load(NodeConfig, c).port for c in side.nodes.values())]
+            if not _port_free(p)]
+    if busy:
+        raise RuntimeError(f"port(s) already in use: {busy[:5]}; stop what holds them or pass a new --dir")
+    started = time.monotonic()
+    for node_id, config in side.nodes.items():
+        procs.start(node_id, ["node", "serve", "--config", str(config)])
+    broker_config = side.broker
+    if http:  # the same broker asking every node over POST /v1/query
+        settings = json.loads(side.broker.read_text())
+        broker_config = side.broker.with_name("broker.http.json")
+        broker_config.write_text(json.dumps({**settings, "node_channel": False}, indent=2))
+    procs.start("broker", ["broker", "serve", "--config", str(broker_config)])
+    tls_dir = side.folder / "tls"
+    health_tls = tls.client_context(tls.TlsFiles(tls_dir / f"{BROKER_ID}.pem",
+                                                 tls_dir / f"{BROKER_ID}.key", tls_dir / "ca.pem"))
+    asyncio.run(demo.wait_healthy({**side.node_urls(), "broker": side.broker_url}, procs,
+                                  timeout=600, ssl_context=health_tls))
+    out(f"  {len(side.nodes)} node process(es) and the broker up in {time.monotonic() - started:.0f} s")
+    return Running(side, procs)
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def measure(side: Side, bodies: list[dict[str, Any]], *, searches: int, concurrency: int, idle: float,
+            out: Callable[[str], None], http: bool = False) -> dict[str, Any]:
+    """Start one side, warm it up, then: one at a time, ``concurrency`` at a time, after ``idle`` s."""
+    with demo.Processes(side.folder) as procs:
+        running = _start(side, procs, out, http=http)
+        asyncio.run(running.phase(bodies, 10, 2))  # warm up: connections, indexes, caches
+        result: dict[str, Any] = {"load_before": _load()}
+        result["one_at_a_time"] = asyncio.run(running.phase(bodies, searches, 1)).summary()
+        result["in_flight"] = asyncio.run(running.phase(bodies, searches, concurrency)).summary()
+        if idle > 0:
+            hot = asyncio.run(running.phase(bodies, 5, 1)).summary()
+            time.sleep(idle)
+            cold = asyncio.run(running.phase(bodies, 1, 1)).summary()
+            result["after_idle"] = {"idle_s": idle, "hot_broker_cpu_ms": hot["broker_cpu_ms_per_search"],
+                                    "cold_broker_cpu_ms": cold["broker_cpu_ms_per_search"],
+                                    "cold_new_tls_handshakes": cold["new_tls_handshakes"]}
+        result["load_after"] = _load()
+        return result
+
+
+def run(*, nodes: int, children: int = 1000, concurrency: int = 8, searches: int = 48, idle: float = 0,
+        folder: Path | None = None, central: bool = True, http: bool = False,
+        out: Callable[[str], None] = print) -> dict[str, Any]:
+    """Measure the federated side and the central baseline; return every figure as one object."""
+    where = folder or Path.home() / ".cache" / "signpost" / "bench" / f"federation-{nodes}x{children}"
+    layout = load_or_build(where, nodes, children, out=out)
+    out(f"federated: {nodes} node processes ...")
+    report: dict[str, Any] = {
+        "nodes": nodes, "children_per_node": children, "concurrency": concurrency, "searches": searches,
+        "cpus": os.cpu_count(), "folder": str(where), "transport": "http" if http else "channel",
+        "federated": measure(layout.federated, layout.bodies, searches=searches, concurrency=concurrency,
+                             idle=idle, out=out, http=http),
+    }
+    if central:
+        out("central baseline: one node with every child ...")
+        report["central"] = measure(layout.central, layout.bodies, searches=searches,
+                                    concurrency=concurrency, idle=0, out=out, http=http)
+        fed, cen = report["federated"]["one_at_a_time"], report["central"]["one_at_a_time"]
+        report["ratios"] = {
+            "broker_cpu_federated_over_central": fed["broker_cpu_ms_per_search"]
+            / max(1e-9, cen["broker_cpu_ms_per_search"]),
+            "p50_federated_over_central": fed["p50_ms"] / max(1e-9, cen["p50_ms"]),
+        }
+    return report
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report as a table a person reads."""
+    lines = [f"{report['nodes']} authorities x {report['children_per_node']:,} children, "
+             f"{report['searches']} searches per phase, {report['cpus']} CPU(s), "
+             f"broker to nodes over {report.get('transport', 'http')}"]
+    header = (f"{'':<24}{'p50 ms':>8}{'p99 ms':>8}{'search/s':>9}{'broker CPU':>11}{'node CPU':>10}"
+              f"{'incompl.':>9}{'failed':>7}{'503':>5}{'new TLS':>8}")
+    for label in ("federated", "central"):
+        if label not in report:
+            continue
+        side = report[label]
+        lines.append(f"\n{label} (load {side['load_before']} -> {side['load_after']})")
+        lines.append(header)
+        lines.append(f"{'':<24}{'':>8}{'':>8}{'':>9}{'ms/search':>11}{'ms/answer':>10}")
+        for phase in ("one_at_a_time", "in_flight"):
+            p = side[phase]
+            name = "1 at a time" if phase == "one_at_a_time" else f"{p['concurrency']} in flight"
+            lines.append(f"  {name:<22}{p['p50_ms']:>8.1f}{p['p99_ms']:>8.1f}{p['searches_per_s']:>9.1f}"
+                         f"{p['broker_cpu_ms_per_search']:>11.2f}{p['nodes_cpu_ms_per_answer']:>10.2f}"
+                         f"{p['incomplete']:>9}{p['failed']:>7}{p['refused_503']:>5}{p['new_tls_handshakes']:>8}")
+        if "after_idle" in side:
+            a = side["after_idle"]
+            lines.append(f"  after {a['idle_s']:g} s idle: broker CPU {a['cold_broker_cpu_ms']:.2f} ms "
+                         f"(hot {a['hot_broker_cpu_ms']:.2f} ms), {a['cold_new_tls_handshakes']} new TLS")
+    if "ratios" in report:
+        r = report["ratios"]
+        lines.append(f"\nfederated / central, one at a time: broker CPU "
+                     f"{r['broker_cpu_federated_over_central']:.1f}x, "
+                     f"p50 {r['p50_federated_over_central']:.1f}x")
+    return "\n".join(lines)
