@@ -22,6 +22,7 @@ from broker.admission import ADMISSION
 from broker.channel import Channels
 from broker.config import BrokerConfig
 from broker.fanout import NodeResult, Query, fan_out_http
+from broker.ledger import SearchLedger
 from broker.metrics import BrokerMetrics
 from federation import identity, rules
 from federation.canonical import JsonObject
@@ -84,6 +85,7 @@ class Broker:
             config.audit_log, config.id, self.key, lambda: self.trust.current, config.audience,
             checkpoint_interval=config.checkpoint_interval_seconds,
             accept_reset=config.unsafe_accept_audit_log_reset)
+        self.ledger = SearchLedger()  # per search: who searched, who said possible_match (checks)
         self.commitment_key = b""
         if config.audit_log is not None:
             self.commitment_key = audits.load_or_create_key(
@@ -167,6 +169,9 @@ class Broker:
                 log.error("query %s: integrity failure from %s: %s", jti, r.authority, r.reason)
         # Which authorities know the child is part of the answer: it goes to the audit log only.
         log.info("query %s: %d node(s) asked, %d unavailable", jti, len(results), len(unavailable))
+        self.ledger.remember(jti, who.issuer, who.sub, (r.authority for r in results
+                                                        if r.status is Status.POSSIBLE_MATCH),
+                             search.identity.to_wire(), now.timestamp())
         return SearchResponse(jti, tuple(results))
 
 

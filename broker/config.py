@@ -42,6 +42,8 @@ class BrokerConfig:
     public_url: str | None = None  # how practitioners reach the broker; OpenID redirects come back here
     # token issuer id -> {"client_id": ..., "client_secret_env": NAME of the variable with its secret}
     oidc_clients: dict[str, dict[str, str]] = field(default_factory=dict)
+    check_webhook_url: str | None = None  # told (signed, no child details) when a check has an answer
+    check_poll_seconds: float = 30  # how often the broker asks nodes about pending checks
     checkpoint_interval_seconds: float = 10  # sign a checkpoint this often when the log grew
     # Closed by default: each of these opens a door and says so in its name.
     unsafe_demo_identity_provider: Path | None = None  # demo sign-in: folder of <authority>-idp.pem keys
@@ -65,6 +67,10 @@ class BrokerConfig:
             raise ValueError("max_loop_lag_seconds: expected more than 0 and at most 10")
         if not 10 <= self.query_lifetime_seconds <= 300:
             raise ValueError("query_lifetime_seconds: expected 10-300")
+        if not 0.05 <= self.check_poll_seconds <= 3600:
+            raise ValueError(f"check_poll_seconds: expected 0.05-3600, got {self.check_poll_seconds}")
+        if self.check_webhook_url is not None and not self.check_webhook_url.startswith(("https://", "http://")):
+            raise ValueError(f"check_webhook_url: expected an http(s) URL, got {self.check_webhook_url!r}")
         if not 60 <= self.session_idle_seconds <= 3600:
             raise ValueError(f"session_idle_seconds: expected 60-3600, got {self.session_idle_seconds}")
         if not 900 <= self.session_max_seconds <= 12 * 3600:

@@ -133,9 +133,12 @@ SEX_OPTIONS = (("F", "Female"), ("M", "Male"), ("X", "Other"), ("U", "Not known"
 
 
 def search_page(who: Practitioner, csrf: str, purposes: Sequence[tuple[str, str]],
-                values: Mapping[str, str], errors: Sequence[FormError], mediator: bool) -> str:
+                values: Mapping[str, str], errors: Sequence[FormError], mediator: bool,
+                notice: bool = False) -> str:
+    """``notice``: an authority answered one of the practitioner's checks since they last looked."""
     return _render("search.html", title="Search for a child", who=who, csrf=csrf, errors=errors,
-                   purposes=list(purposes), values=values, mediator=mediator, sex_options=SEX_OPTIONS)
+                   purposes=list(purposes), values=values, mediator=mediator, sex_options=SEX_OPTIONS,
+                   notice=notice)
 
 
 def _names(unavailable: Sequence[Any]) -> list[str]:
@@ -144,7 +147,10 @@ def _names(unavailable: Sequence[Any]) -> list[str]:
 
 
 def results_page(who: Practitioner, csrf: str, answer: Mapping[str, Any],
-                 searched: Sequence[tuple[str, str]]) -> str:
+                 searched: Sequence[tuple[str, str]], ask: Mapping[str, str] | None = None,
+                 notice: bool = False) -> str:
+    """``ask``: the hidden fields of "Ask this authority to check" (the search's reference, purpose
+    and the identity as typed, posted in a form body, never a URL); ``None`` shows no button."""
     results = answer["results"]
     by_status = {status: [r for r in results if r["status"] == status]
                  for status in ("match", "possible_match", "shielded", "no_match")}
@@ -152,4 +158,24 @@ def results_page(who: Practitioner, csrf: str, answer: Mapping[str, Any],
                    complete=answer["complete"], unavailable=_names(answer.get("unavailable", [])),
                    matched=by_status["match"], possible=by_status["possible_match"],
                    shielded=by_status["shielded"], nothing=by_status["no_match"],
-                   searched=list(searched), query_id=answer["query_id"])
+                   searched=list(searched), query_id=answer["query_id"], ask=ask, notice=notice)
+
+
+def ask_check_page(who: Practitioner, csrf: str, carried: Mapping[str, str], authority: str,
+                   values: Mapping[str, str], errors: Sequence[FormError]) -> str:
+    """Ask one authority to check: the practitioner's contact; ``carried`` goes on as hidden fields."""
+    return _render("check_ask.html", title=f"Ask {authority} to check", who=who, csrf=csrf, errors=errors,
+                   carried=carried, authority=authority, values=values)
+
+
+def checks_page(who: Practitioner, csrf: str, checks: Sequence[Mapping[str, Any]]) -> str:
+    """Your checks: each with ``id``, ``authority``, ``label``, ``unseen`` and ``expires``."""
+    return _render("checks.html", title="Your checks", who=who, csrf=csrf, checks=list(checks))
+
+
+def check_page(who: Practitioner, csrf: str, check: Mapping[str, Any], errors: Sequence[FormError]) -> str:
+    """One check: ``id``, ``search_id``, ``authority``, ``label``, ``text``, ``message``,
+    ``can_add_information``, ``lead_informed``, ``unavailable`` and, when confirmed, ``disclosure``
+    (what a match discloses, as a node answer's fields)."""
+    return _render("check.html", title=f"Check with {check['authority']}", who=who, csrf=csrf,
+                   errors=errors, check=check)

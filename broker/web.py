@@ -33,6 +33,7 @@ from aiohttp import web
 
 from broker import oidc, pages, ratelimit
 from broker.api import BROKER
+from broker.checks import CHECKS
 from broker.demo_idp import DemoIdentityProvider
 from broker.pages import FormError
 from broker.sessions import Session, SessionStore, SessionStoreUnavailable
@@ -429,7 +430,9 @@ async def handle_search_form(request: web.Request) -> web.Response:
     refusal = _refusal(request, session, who)
     if refusal is not None:
         return refusal
-    return html(pages.search_page(who, session.csrf, _purposes(request), {}, [], who.role == "mediator"))
+    notice = request.app[CHECKS].unseen(who) > 0
+    return html(pages.search_page(who, session.csrf, _purposes(request), {}, [], who.role == "mediator",
+                                  notice))
 
 
 async def handle_search(request: web.Request) -> web.Response:
@@ -492,7 +495,10 @@ async def handle_search(request: web.Request) -> web.Response:
              "date_of_birth": dob or "", "sex": dict(pages.SEX_OPTIONS).get(values["sex"], values["sex"])}
     searched = [(LABELS[k], pages.long_date(typed[k]) if k == "date_of_birth" else typed[k])
                 for k in LABELS if typed.get(k)]
-    return html(pages.results_page(who, session.csrf, answer.to_wire(), searched))
+    ask = {"search_id": answer.query_id, "purpose": search.purpose,
+           **{f"id-{k}": str(v) for k, v in search.identity.to_wire().items()}}
+    return html(pages.results_page(who, session.csrf, answer.to_wire(), searched, ask=ask,
+                                   notice=request.app[CHECKS].unseen(who) > 0))
 
 
 async def handle_static(request: web.Request) -> web.Response:

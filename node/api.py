@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from aiohttp import web
@@ -34,7 +34,8 @@ from federation.protocol import (
     Status,
 )
 from node import audit as audits
-from node import channel
+from node import channel, staff
+from node import checks as checking
 from node import outbox as outboxes
 from node import purge as purging
 from node.config import NodeConfig
@@ -176,6 +177,14 @@ class Node:
             assessment=disclosure.assessment if disclosure.status is Status.MATCH else None,
             extra={},
         )
+
+    async def current_index(self, _today: date) -> MatchIndex:
+        """The index answering queries now, once the first is built (checks read candidates from it)."""
+        await self.indexes.ready.wait()
+        holder = self.indexes.current
+        if holder is None:
+            raise RuntimeError("index ready but not held")
+        return holder.index
 
     def close(self) -> None:
         self.indexes.close()
@@ -410,6 +419,10 @@ def create_app(config: NodeConfig) -> web.Application:
     app.cleanup_ctx.append(_trust_refresh)
     app.cleanup_ctx.append(_notifications)
     app.cleanup_ctx.append(_purge)
+    desk = checking.CheckDesk(config, node.trust, node.key, node.contact, node.audit, node.current_index,
+                              node.notifier.wake)
+    checking.install(app, desk)  # POST /v1/checks...: checks asked of this authority (node/checks.py)
+    staff.install(app, desk)  # the signposting officers' pages, on their own listener (node/staff.py)
 
     async def close(_: web.Application) -> None:
         node.close()

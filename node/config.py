@@ -43,6 +43,12 @@ class NodeConfig:
     unsafe_plain_http: bool = False  # serve without mutual TLS (development only)
     unsafe_http_webhooks: bool = False  # deliver notifications to http:// URLs (development only)
     unsafe_accept_audit_log_reset: bool = False  # start on a non-empty log whose checkpoint is gone
+    staff_host: str = "127.0.0.1"
+    staff_port: int | None = None  # the signposting officers' pages (node/staff.py); None: not served
+    staff_audience: str | None = None  # officers' token audience; default: this node's id
+    staff_idle_seconds: int = 900
+    notify_lead_on_check: bool = True  # tell the lead practitioner when a check discloses a match
+    check_sweep_seconds: float = 300  # how often expired checks are deleted
 
     def __post_init__(self) -> None:
         coerce_paths(self, ("database", "key", "trust_list", "trust_root", "audit_log",
@@ -64,6 +70,12 @@ class NodeConfig:
             raise ValueError(f"busy_timeout_seconds: expected 0.01-60, got {self.busy_timeout_seconds}")
         if not 0.01 <= self.index_poll_seconds <= 3600:
             raise ValueError(f"index_poll_seconds: expected 0.01-3600, got {self.index_poll_seconds}")
+        if self.staff_port is not None and not 0 <= self.staff_port < 65536:
+            raise ValueError(f"staff_port: expected 0-65535, got {self.staff_port}")
+        if not 60 <= self.staff_idle_seconds <= 3600:
+            raise ValueError(f"staff_idle_seconds: expected 60-3600, got {self.staff_idle_seconds}")
+        if not 0.05 <= self.check_sweep_seconds <= 86400:
+            raise ValueError(f"check_sweep_seconds: expected 0.05-86400, got {self.check_sweep_seconds}")
         if not 0 <= self.port < 65536:
             raise ValueError(f"port: expected 0-65535, got {self.port}")
 

@@ -115,6 +115,26 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE children ADD COLUMN middle_names TEXT NOT NULL DEFAULT '';
     """,
+    # 7: checks a practitioner asked this authority to make by hand (node/checks.py); each row is
+    # deleted when it expires, with the identity typed in it.
+    """
+    CREATE TABLE checks (
+        id            TEXT PRIMARY KEY,
+        search_id     TEXT NOT NULL,
+        broker        TEXT NOT NULL,
+        received      INTEGER NOT NULL,
+        expires       INTEGER NOT NULL,
+        state         TEXT NOT NULL,
+        request       TEXT NOT NULL,
+        information   TEXT,
+        message       TEXT,
+        decided_by    TEXT,
+        decided_at    INTEGER,
+        record_id     TEXT,
+        lead_informed INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX checks_expires ON checks(expires);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -91,6 +91,15 @@ def errors(value: str) -> list[FormError]:
                                                     "username", value)]
 
 
+def check(value: str, email: str, status: str | None) -> dict[str, object]:
+    """A check page's data with ``value`` in every field a node or the practitioner can fill."""
+    results = answer(value, email)["results"]
+    disclosure = next((r for r in results if r["status"] == status), None)  # type: ignore[index]
+    return {"id": value, "search_id": value, "authority": value, "label": value, "text": value,
+            "message": value if disclosure is None else None, "can_add_information": disclosure is None,
+            "lead_informed": disclosure is not None, "disclosure": disclosure, "unavailable": True}
+
+
 def access_rows(value: str) -> list[dict[str, str]]:
     return [dict.fromkeys(auditor.ACCESS_COLUMNS, value)]
 
@@ -104,6 +113,15 @@ PAGES: dict[str, Callable[[str, str], str]] = {
     "search": lambda v, e: pages.search_page(who(v), v, [(v, v)], form_values(v), errors(v), False),
     "mediator's search": lambda v, e: pages.search_page(who(v), v, [(v, v)], form_values(v), errors(v), True),
     "results": lambda v, e: pages.results_page(who(v), v, answer(v, e), [(v, v)]),
+    "results with a check to ask": lambda v, e: pages.results_page(
+        who(v), v, answer(v, e), [(v, v)], ask={"search_id": v, "id-given_name": v}, notice=True),
+    "ask for a check": lambda v, e: pages.ask_check_page(
+        who(v), v, {"search_id": v, "id-given_name": v}, v, {"contact-email": v}, errors(v)),
+    "your checks": lambda v, e: pages.checks_page(
+        who(v), v, [{"id": v, "authority": v, "label": v, "unseen": True, "expires": v}]),
+    "a confirmed check": lambda v, e: pages.check_page(who(v), v, check(v, e, "match"), []),
+    "a shielded check": lambda v, e: pages.check_page(who(v), v, check(v, e, "shielded"), []),
+    "a check needing more": lambda v, e: pages.check_page(who(v), v, check(v, e, None), errors(v)),
     "access report": lambda v, e: access_html(
         access_rows(v), node=v, node_name=v, record_id=v, checkpoint=Checkpoint(v, 3, bytes(32)),
         generated=datetime(2026, 1, 2, tzinfo=UTC)),

@@ -50,6 +50,14 @@ class DiscrepancyKind(StrEnum):
     """An outcome does not account for a node the search entry says was asked."""
     OUTCOME_WITHOUT_SEARCH = "outcome-without-search"
     """An outcome entry has no search entry before it."""
+    CHECK_NODE_WITHOUT_BROKER = "check-step-without-broker-entry"
+    """A node answered a check message the broker never logged an answer to (or a different one)."""
+    CHECK_BROKER_WITHOUT_NODE = "check-answer-without-node-entry"
+    """The broker logged a node's answer to a check message that node never logged."""
+    CHECK_WITHOUT_POSSIBLE_MATCH = "check-without-possible-match"
+    """The broker sent a check to a node that did not answer that search ``possible_match``."""
+    CHECK_REQUEST_UNANSWERED = "check-request-without-answer"
+    """The broker logged a check message but no answer (nor ``unanswered``) for it."""
 
 
 @dataclass(frozen=True)
@@ -217,6 +225,7 @@ def reconcile(broker: Entries, nodes: Mapping[str, Entries]) -> ReconcileReport:
                     f"the broker logged an answer from {node_id} to query {qid} (status "
                     f"{result.get('status')!r}), but {node_id}'s log has no answer to it",
                     qid, node_id, o_index))
+    found.extend(reconcile_checks(broker, nodes, outcomes))
     found.sort(key=lambda d: (d.broker_index if d.broker_index is not None else -1,
                               d.node or "", d.node_index if d.node_index is not None else -1))
     return ReconcileReport(len(searches), counts, tuple(found), refused)
@@ -231,16 +240,21 @@ def access_rows(entries: Entries, pseudonym: str) -> list[dict[str, str]]:
     who searched, when, from which organisation, in which role and for what purpose."""
     rows: list[dict[str, str]] = []
     for index, entry in entries:
-        if entry.get("type") != "query":
+        kind = entry.get("type")
+        if kind not in ("query", *CHECK_ACCESS):
             continue
         candidates = entry.get("candidate_pseudonyms")
-        if entry.get("pseudonym") == pseudonym:
+        if kind in CHECK_ACCESS:
+            how = _check_access(entry, pseudonym)
+            if how is None:
+                continue
+        elif entry.get("pseudonym") == pseudonym:
             how = "matched"
         elif isinstance(candidates, list) and pseudonym in candidates:
             how = "possible match (one of several candidates)"
         else:
             continue
-        who = entry.get("practitioner")
+        who = entry.get("practitioner") or entry.get("officer")
         who = who if isinstance(who, Mapping) else {}
         mediated = entry.get("on_behalf_of")
         on_behalf_of = ""
@@ -258,8 +272,105 @@ def access_rows(entries: Entries, pseudonym: str) -> list[dict[str, str]]:
             "identity_provider": str(who.get("iss", "")),
             "purpose": str(entry.get("purpose") or ""),
             "on_behalf_of": on_behalf_of,
-            "outcome": str(entry.get("outcome", ""))
+            "outcome": (_check_outcome(entry) if kind in CHECK_ACCESS else str(entry.get("outcome", "")))
             + (f" ({entry['reason']})" if entry.get("reason") else ""),
             "how_matched": how,
         })
     return rows
+
+
+CHECK_ACCESS = ("check-request", "check-view", "check-decision", "check-outcome")
+"""Check steps that reach a record (see ``node.checks``): asked about it, shown it, decided, disclosed."""
+
+
+def _check_access(entry: Mapping[str, Any], pseudonym: str) -> str | None:
+    """How a check step reached the record with ``pseudonym``, or ``None`` if it did not."""
+    kind = entry.get("type")
+    candidates = entry.get("candidate_pseudonyms")
+    if kind in ("check-request", "check-view"):
+        if isinstance(candidates, list) and pseudonym in candidates:
+            return ("check asked (one of the candidates)" if kind == "check-request"
+                    else "check opened by a signposting officer (one of the candidates)")
+        return None
+    if entry.get("pseudonym") != pseudonym:
+        return None
+    return "check decided by a signposting officer" if kind == "check-decision" else "check answered"
+
+
+def _check_outcome(entry: Mapping[str, Any]) -> str:
+    kind = entry.get("type")
+    if kind == "check-decision":
+        return f"decided {entry.get('decision')}"
+    if kind == "check-outcome":
+        disclosed = entry.get("disclosed")
+        return f"{entry.get('state')}" + (f", disclosed {disclosed}" if disclosed else "")
+    if kind == "check-view":
+        return "viewed"
+    return "check requested"
+
+
+CHECK_NODE_STEPS = ("check-request", "check-information", "check-outcome")
+CHECK_BROKER_SENT = ("check-request", "check-information")
+
+
+def reconcile_checks(broker: Entries, nodes: Mapping[str, Entries],
+                     outcomes: Mapping[str, tuple[int, Mapping[str, Any]]]) -> list[Discrepancy]:
+    """Pair every check step (see ``node.checks`` and ``broker.checks``) between the logs.
+
+    Each node answer to a check message (request, information, outcome) is paired by its answer
+    hash with the broker's ``check-answer`` entry, and the reverse; each ``check-request`` the
+    broker sent names a search whose outcome says that node answered ``possible_match``; each
+    request or information the broker logged has its ``check-answer`` (an answer or
+    ``unanswered``). Officers' decisions, views and expiries are the node's own steps: they are
+    read from its log alone (``access_rows``).
+    """
+    found: list[Discrepancy] = []
+    answers: dict[str, tuple[int, Mapping[str, Any]]] = {}
+    answered_requests: set[str] = set()
+    for index, entry in broker:
+        if entry.get("type") == "check-answer":
+            if isinstance(entry.get("answer_hash"), str) and entry.get("status") != "unanswered":
+                answers.setdefault(str(entry["answer_hash"]), (index, entry))
+            answered_requests.add(str(entry.get("request_hash")))
+    for index, entry in broker:
+        kind = entry.get("type")
+        if kind not in CHECK_BROKER_SENT:
+            continue
+        check = _str(entry, "check_id")
+        node = _str(entry, "authority")
+        if str(entry.get("request_hash")) not in answered_requests:
+            found.append(Discrepancy(DiscrepancyKind.CHECK_REQUEST_UNANSWERED,
+                                     f"{kind} for check {check} has no check-answer entry", check, node,
+                                     broker_index=index))
+        if kind == "check-request":
+            outcome = outcomes.get(_str(entry, "search_id") or "")
+            results = outcome[1].get("results") if outcome is not None else None
+            result = results.get(node) if isinstance(results, Mapping) and node else None
+            if not isinstance(result, Mapping) or result.get("status") != "possible_match":
+                found.append(Discrepancy(DiscrepancyKind.CHECK_WITHOUT_POSSIBLE_MATCH,
+                                         f"check {check} was sent to {node}, which did not answer search "
+                                         f"{entry.get('search_id')} possible_match", check, node,
+                                         broker_index=index))
+    seen: set[str] = set()
+    for node_id, entries in sorted(nodes.items()):
+        for index, entry in entries:
+            if entry.get("type") not in CHECK_NODE_STEPS or not isinstance(entry.get("answer_hash"), str):
+                continue
+            answer_hash = str(entry["answer_hash"])
+            seen.add(answer_hash)
+            paired = answers.get(answer_hash)
+            if (paired is None or paired[1].get("check_id") != entry.get("check_id")
+                    or paired[1].get("authority") != node_id
+                    or paired[1].get("request_hash") != entry.get("request_hash")):
+                found.append(Discrepancy(DiscrepancyKind.CHECK_NODE_WITHOUT_BROKER,
+                                         f"{node_id} logged {entry.get('type')} for check "
+                                         f"{entry.get('check_id')} but the broker logged no matching "
+                                         "check-answer",
+                                         _str(entry, "check_id"), node_id, node_index=index))
+    for answer_hash, (index, entry) in answers.items():
+        if answer_hash not in seen and entry.get("authority") in nodes:
+            found.append(Discrepancy(DiscrepancyKind.CHECK_BROKER_WITHOUT_NODE,
+                                     f"the broker logged an answer from {entry.get('authority')} to check "
+                                     f"{entry.get('check_id')} that the node never logged",
+                                     _str(entry, "check_id"), _str(entry, "authority"), broker_index=index))
+    return found

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from federation.canonical import JsonObject, canonical_json
+from federation.checks import DEFAULT_EXPIRY_DAYS as DEFAULT_CHECK_EXPIRY_DAYS
 from federation.errors import FieldError
 from federation.identity import MINIMUM_SETS, MinimumSets, parse_minimum_sets
 from federation.rules import DEFAULT_RETENTION_AGE, PRACTITIONER_ROLES
@@ -167,6 +168,7 @@ class Policy:
     retention_age: int = DEFAULT_RETENTION_AGE
     # Identity sets a search must include one of (broker and node both check); default today's.
     minimum_identity_sets: MinimumSets = MINIMUM_SETS
+    check_expiry_days: int = DEFAULT_CHECK_EXPIRY_DAYS  # a check not decided by then is deleted
 
     def purpose(self, code: str) -> Purpose | None:
         return next((p for p in self.purposes if p.code == code), None)
@@ -365,6 +367,7 @@ def _parse_policy(data: Any) -> Policy:
                      for k, v in limits.items()},
         retention_age=_positive_int(data.get("retention_age", DEFAULT_RETENTION_AGE), "policy.retention_age"),
         minimum_identity_sets=_parse_minimum_sets(data),
+        check_expiry_days=_check_expiry_days(data.get("check_expiry_days", DEFAULT_CHECK_EXPIRY_DAYS)),
     )
 
 
@@ -375,6 +378,12 @@ def _parse_minimum_sets(data: Mapping[str, Any]) -> MinimumSets:
         return parse_minimum_sets(data["minimum_identity_sets"], "policy.minimum_identity_sets")
     except FieldError as exc:
         raise TrustError(str(exc)) from exc
+
+
+def _check_expiry_days(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 90:
+        raise TrustError(f"policy.check_expiry_days: expected an integer 1-90, got {value!r}")
+    return value
 
 
 def _parse_signed(signed: Mapping[str, Any]) -> TrustList:

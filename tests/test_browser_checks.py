@@ -1,0 +1,103 @@
+"""A check end to end in a real headless Chromium: practitioner and signposting officer.
+
+The practitioner gets a possible match from Leeds and asks it to check; a Leeds signposting
+officer signs in at the node's staff pages, sees the request beside the candidate records and
+confirms one; the practitioner sees the notice and the contacts. Skips, as test_browser does,
+when Playwright or Debian's chromium is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from broker.demo_idp import DEMO_PASSWORD
+from broker.web import SECURITY_HEADERS as BROKER_HEADERS
+from federation.tools.demo import free_port
+from node.staff import SECURITY_HEADERS as STAFF_HEADERS
+from tests.checkfed import officer_token, staff_url
+from tests.conftest import Federation
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, fill_date, playwright_api
+from tests.webfed import LEO_DOB, build_web_federation, fresh_code
+
+
+@pytest.fixture
+async def staff_federation(tmp_path: Path) -> AsyncIterator[Federation]:
+    fed = build_web_federation(tmp_path / "federation")
+    fed.node_configs = {k: dataclasses.replace(c, staff_port=free_port())
+                        for k, c in fed.node_configs.items()}
+    fed.broker_config = dataclasses.replace(fed.broker_config, check_poll_seconds=0.2,
+                                            node_deadline_seconds=10.0)  # see tests/checkfed.py
+    await fed.start()
+    try:
+        yield fed
+    finally:
+        await fed.close()
+
+
+def test_staff_pages_carry_the_broker_pages_safety_headers() -> None:
+    """Proves the officers' pages send exactly the practitioner pages' safety headers."""
+    assert BROKER_HEADERS == STAFF_HEADERS
+
+
+async def test_possible_match_checked_by_an_officer_in_a_real_browser(staff_federation: Federation) -> None:
+    """Proves the whole check in Chromium with no script and no CSP violation: possible match,
+    ask, the officer sees the typed identity beside both Leeds candidates and confirms, and the
+    practitioner sees the notice and the confirmed child's contacts."""
+    fed = staff_federation
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    console: list[str] = []
+    async with playwright_api.async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1024, "height": 900})
+            page.on("console", lambda m: console.append(m.text))
+            await page.goto(fed.broker_url + "/")
+            await page.fill("#username", "sam.patel")
+            await page.fill("#password", DEMO_PASSWORD)
+            await page.fill("#code", fresh_code())
+            await page.click("button[type=submit]")
+            await page.fill("#given_name", "Leo")
+            await page.fill("#family_name", "Smith")
+            await fill_date(page, LEO_DOB)
+            await page.check("input[name=sex][value=M]")
+            await page.check("input[name=purpose][value=early_help]")
+            await page.click("button[type=submit]:has-text('Search')")
+            await page.click("button:has-text('Ask Leeds to check')")
+            assert "Ask Leeds to check" == await page.text_content("h1")
+            await page.fill("#contact-email", "sam.patel@example.gov.uk")
+            await page.click("button:has-text('Ask for a check')")
+            assert "Waiting" in (await page.locator("main").text_content() or "")
+            await page.screenshot(path=str(SHOTS / "10-check-asked.png"), full_page=True)
+
+            officer = await browser.new_page(viewport={"width": 1200, "height": 900})
+            officer.on("console", lambda m: console.append(m.text))
+            await officer.goto(staff_url(fed, "leeds") + "/")
+            assert officer.url.endswith("/sign-in")
+            await officer.fill("#token", officer_token(fed, "leeds"))
+            await officer.click("button:has-text('Sign in')")
+            assert "Checks" == await officer.text_content("h1")
+            await officer.click("table a")
+            compare = await officer.locator("table.compare").inner_text()
+            assert "Record L-2" in compare and "Record L-3" in compare and "leo" in compare.lower()
+            await officer.screenshot(path=str(SHOTS / "11-officer-check.png"), full_page=True)
+            await officer.check("input[value='same:L-2']")
+            await officer.click("button:has-text('Save decision')")
+            assert "Same child" in (await officer.locator("main").text_content() or "")
+
+            for _ in range(100):
+                await page.goto(fed.broker_url + "/search")
+                if await page.locator("text=An authority has answered your check").count():
+                    break
+                await page.wait_for_timeout(100)
+            await page.click("text=See your checks")
+            await page.click("table a")
+            main = await page.locator("main").text_content() or ""
+            assert "Confirmed" in main and "Mo Khan" in main
+            await page.screenshot(path=str(SHOTS / "12-check-confirmed.png"), full_page=True)
+        finally:
+            await browser.close()
+    assert [] == [m for m in console if "Content Security Policy" in m]
