@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 from aiohttp import WSMsgType, web
 
-from federation import frames
+from federation import frames, safejson
 from federation.protocol import MessageError, QueryId
 from node.config import NodeConfig
 from trust import tls
@@ -134,9 +134,10 @@ def _bad_frame(detail: str) -> dict[str, Any]:
 
 
 def _claimed_id(data: str) -> str | None:
+    """The id a frame that failed ``frames.parse`` claims, to address the refusal (never trusted)."""
     try:
-        value: Any = json.loads(data)
-    except ValueError:
+        value: Any = safejson.parse(data, "frame", frames.FRAME_LIMITS)
+    except safejson.JsonError:
         return None
     frame_id = value.get("id") if isinstance(value, dict) else None
     return frame_id if isinstance(frame_id, str) and frame_id else None
