@@ -103,8 +103,13 @@ class NodeChannel:
         if ws.protocol != frames.SUBPROTOCOL:
             await ws.close()
             raise aiohttp.ClientError(f"channel: expected subprotocol {frames.SUBPROTOCOL}")
-        transport = ws.get_extra_info("ssl_object")
-        self._der = bytes(transport.getpeercert(binary_form=True)) if transport is not None else None
+        ssl_object = ws.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if server_hostname is not None and not der:
+            # Fail closed: over TLS a channel whose node certificate cannot be re-checked is not used.
+            await ws.close()
+            raise aiohttp.ClientError("channel: the node's certificate is not available")
+        self._der = bytes(der) if der else None
         self._bound_version = None
         self.ws = ws
         self.counters.opened(self.node_id)
