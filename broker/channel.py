@@ -37,6 +37,7 @@ from trust.trustlist import Member, TrustList
 log = logging.getLogger("signpost.broker")
 
 HTTP_RETRY_SECONDS = 300.0  # how long a node without the channel is asked over HTTP before trying again
+CLOSE_SECONDS = 1.0  # how long closing a channel waits for the node's close frame
 RECONNECT_SECONDS = (0.2, 1.0, 5.0, 15.0)  # background reconnection back-off, then every last value
 
 
@@ -93,7 +94,9 @@ class NodeChannel:
         try:
             ws = await self.session.ws_connect(
                 url, protocols=(frames.SUBPROTOCOL,), heartbeat=frames.HEARTBEAT_SECONDS,
-                max_msg_size=self.max_frame, server_hostname=server_hostname)
+                max_msg_size=self.max_frame, server_hostname=server_hostname,
+                # A broker that stops does not wait on a node that does not answer its close.
+                timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_SECONDS))
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in (404, 405):
                 log.info("node %s has no channel (HTTP %d): asked over HTTP", self.node_id, exc.status)
@@ -103,8 +106,13 @@ class NodeChannel:
         if ws.protocol != frames.SUBPROTOCOL:
             await ws.close()
             raise aiohttp.ClientError(f"channel: expected subprotocol {frames.SUBPROTOCOL}")
-        transport = ws.get_extra_info("ssl_object")
-        self._der = bytes(transport.getpeercert(binary_form=True)) if transport is not None else None
+        ssl_object = ws.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if server_hostname is not None and not der:
+            # Fail closed: over TLS a channel whose node certificate cannot be re-checked is not used.
+            await ws.close()
+            raise aiohttp.ClientError("channel: the node's certificate is not available")
+        self._der = bytes(der) if der else None
         self._bound_version = None
         self.ws = ws
         self.counters.opened(self.node_id)

@@ -27,10 +27,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from federation import safejson
 from federation.protocol import PROTOCOL_VERSION, MessageError, QueryId
 
 CHANNEL_PATH = "/v1/channel"
 SUBPROTOCOL = "signpost.v1"  # the WebSocket subprotocol both ends must agree on
+FRAME_LIMITS = safejson.JsonLimits(max_bytes=256 * 1024, max_depth=16)  # a frame holds one envelope
 HEARTBEAT_SECONDS = 20.0  # WebSocket ping interval: keeps the connection warm and finds dead peers
 
 
@@ -75,13 +77,12 @@ Frame = QueryFrame | AnswerFrame | RefusedFrame
 
 
 def parse(data: str | bytes) -> Frame:
-    """The one door for channel frames: text in, a typed frame out, or ``MessageError``."""
+    """The one door for channel frames: text in (through ``federation.safejson``, bounded and
+    duplicate-free), a typed frame out, or ``MessageError``."""
     try:
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MessageError("frame", "expected a JSON object") from exc
-    if not isinstance(value, dict):
-        raise MessageError("frame", f"expected a JSON object, got {type(value).__name__}")
+        value = safejson.parse_object(data, "frame", FRAME_LIMITS)
+    except safejson.JsonError as exc:
+        raise MessageError(exc.field, exc.message) from None
     version = value.get("v")
     if version != PROTOCOL_VERSION:
         raise MessageError("v", f"expected {PROTOCOL_VERSION}, got {version!r}")

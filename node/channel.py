@@ -19,7 +19,8 @@ from typing import Any, Protocol, TypeVar
 
 from aiohttp import WSMsgType, web
 
-from federation import frames
+from federation import frames, safejson
+from federation.http import problem
 from federation.protocol import MessageError, QueryId
 from node.config import NodeConfig
 from trust import tls
@@ -72,6 +73,9 @@ async def _channel(node: Node, request: web.Request, peer: str | None,
     der = tls.peer_certificate(request.transport) if node.config.tls is not None else None
     ws = web.WebSocketResponse(protocols=(frames.SUBPROTOCOL,), heartbeat=frames.HEARTBEAT_SECONDS,
                                max_msg_size=node.config.body_limit)
+    if not ws.can_prepare(request).ok:
+        detail = f"expected a WebSocket upgrade with subprotocol {frames.SUBPROTOCOL}"
+        return problem(400, "Bad request", detail, kind="not-a-channel")
     await ws.prepare(request)
     if ws.ws_protocol != frames.SUBPROTOCOL:
         await ws.close(code=1002, message=f"expected subprotocol {frames.SUBPROTOCOL}".encode())
@@ -134,9 +138,10 @@ def _bad_frame(detail: str) -> dict[str, Any]:
 
 
 def _claimed_id(data: str) -> str | None:
+    """The id a frame that failed ``frames.parse`` claims, to address the refusal (never trusted)."""
     try:
-        value: Any = json.loads(data)
-    except ValueError:
+        value: Any = safejson.parse(data, "frame", frames.FRAME_LIMITS)
+    except safejson.JsonError:
         return None
     frame_id = value.get("id") if isinstance(value, dict) else None
     return frame_id if isinstance(frame_id, str) and frame_id else None

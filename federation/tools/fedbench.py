@@ -40,7 +40,7 @@ from node.store import Store
 from trust import keys as keyfiles
 from trust import tls, tokens
 
-FORMAT = 1  # bump when the cached layout changes
+FORMAT = 2  # bump when the cached layout changes (configs or logs an older build wrote)
 BROKER_ID = "broker"
 ISSUER = "bench-idp"
 AUDIENCE = "signpost-broker"
