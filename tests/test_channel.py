@@ -7,6 +7,8 @@ import asyncio
 import dataclasses
 import json
 import socket
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -228,14 +230,15 @@ async def test_a_connection_broken_mid_search_is_unavailable_then_reopened(patie
     federation = patient
     node = federation.runners["gamma"].app[NODE]
     entered = asyncio.Event()
-    original = node.index
+    original = node.respond
+    loop = asyncio.get_running_loop()
 
-    async def stalled(today: Any) -> Any:
-        entered.set()
-        await asyncio.sleep(0.5)
-        return await original(today)
+    def stalled(*args: Any) -> Any:  # runs on the node's store thread
+        loop.call_soon_threadsafe(entered.set)
+        time.sleep(0.5)
+        return original(*args)
 
-    node.index = stalled  # type: ignore[method-assign]
+    node.respond = stalled  # type: ignore[method-assign]
     broker = federation.runners["broker"].app[BROKER]
     assert broker.channels is not None
     search = asyncio.create_task(federation.search({"identity": AMARA, "purpose": PURPOSE}))
@@ -244,7 +247,7 @@ async def test_a_connection_broken_mid_search_is_unavailable_then_reopened(patie
     assert ws is not None
     ws.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
     status, answer = await search
-    node.index = original  # type: ignore[method-assign]
+    node.respond = original  # type: ignore[method-assign]
     assert (200, "unavailable") == (status, statuses(answer)["gamma"])
     status, answer = await federation.search({"identity": AMARA, "purpose": PURPOSE})
     assert (200, True) == (status, answer["complete"])
@@ -292,7 +295,7 @@ async def test_reconcile_catches_a_node_that_logs_one_answer_and_sends_another(
     federation = patient
     await federation.stop("alpha")
     node = Node(federation.node_configs["alpha"])
-    await node.index(datetime.now(UTC).date())  # built before it serves, as a running node's would be
+    await asyncio.to_thread(node.indexes.refresh)  # built before it serves, as a running node's would be
     runner = await serve(federation, "alpha", lying_node(node))
     try:
         status, answer = await federation.search({"identity": AMARA, "purpose": PURPOSE})
@@ -315,15 +318,16 @@ async def test_an_overloaded_broker_refuses_early_naming_itself(one_at_a_time: F
     completes."""
     federation = one_at_a_time
     node = federation.runners["gamma"].app[NODE]
-    entered, release = asyncio.Event(), asyncio.Event()
-    original = node.index
+    entered, release = asyncio.Event(), threading.Event()
+    original = node.respond
+    loop = asyncio.get_running_loop()
 
-    async def held(today: Any) -> Any:
-        entered.set()
-        await release.wait()
-        return await original(today)
+    def held(*args: Any) -> Any:  # runs on the node's store thread
+        loop.call_soon_threadsafe(entered.set)
+        release.wait()
+        return original(*args)
 
-    node.index = held  # type: ignore[method-assign]
+    node.respond = held  # type: ignore[method-assign]
     first = asyncio.create_task(federation.search({"identity": AMARA, "purpose": PURPOSE}))
     await entered.wait()
     async with aiohttp.ClientSession() as session, session.post(
@@ -333,7 +337,7 @@ async def test_an_overloaded_broker_refuses_early_naming_itself(one_at_a_time: F
                    (await response.json(content_type=None))["type"].rsplit("/", 1)[1])
     release.set()
     status, answer = await first
-    node.index = original  # type: ignore[method-assign]
+    node.respond = original  # type: ignore[method-assign]
     assert (503, "1", "broker-overloaded") == refused
     assert (200, True) == (status, answer["complete"])
 
