@@ -20,7 +20,7 @@ from federation.tools.demo import free_port
 from node.staff import SECURITY_HEADERS as STAFF_HEADERS
 from tests.checkfed import officer_token, staff_url
 from tests.conftest import Federation
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, fill_date, playwright_api
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, Checks, fill_date, playwright_api
 from tests.webfed import LEO_DOB, build_web_federation, fresh_code
 
 
@@ -46,7 +46,9 @@ def test_staff_pages_carry_the_broker_pages_safety_headers() -> None:
 async def test_possible_match_checked_by_an_officer_in_a_real_browser(staff_federation: Federation) -> None:
     """Proves the whole check in Chromium with no script and no CSP violation: possible match,
     ask, the officer sees the typed identity beside both Leeds candidates and confirms, and the
-    practitioner sees the notice and the confirmed child's contacts."""
+    practitioner sees the notice and the confirmed child's contacts. Every page state on both
+    sides (the practitioner's check pages and the officers' staff pages) has no axe violation at
+    1024 and 320 px and does not scroll sideways at 320 px."""
     fed = staff_federation
     SHOTS.mkdir(parents=True, exist_ok=True)
     console: list[str] = []
@@ -55,6 +57,7 @@ async def test_possible_match_checked_by_an_officer_in_a_real_browser(staff_fede
         try:
             page = await browser.new_page(viewport={"width": 1024, "height": 900})
             page.on("console", lambda m: console.append(m.text))
+            practitioner_checks = Checks(page)
             await page.goto(fed.broker_url + "/")
             await page.fill("#username", "sam.patel")
             await page.fill("#password", DEMO_PASSWORD)
@@ -68,25 +71,32 @@ async def test_possible_match_checked_by_an_officer_in_a_real_browser(staff_fede
             await page.click("button[type=submit]:has-text('Search')")
             await page.click("button:has-text('Ask Leeds to check')")
             assert "Ask Leeds to check" == await page.text_content("h1")
+            await practitioner_checks.state("check-ask")
             await page.fill("#contact-email", "sam.patel@example.gov.uk")
             await page.click("button:has-text('Ask for a check')")
             assert "Waiting" in (await page.locator("main").text_content() or "")
+            await practitioner_checks.state("check-waiting")
             await page.screenshot(path=str(SHOTS / "10-check-asked.png"), full_page=True)
 
             officer = await browser.new_page(viewport={"width": 1200, "height": 900})
             officer.on("console", lambda m: console.append(m.text))
+            officer_checks = Checks(officer)
             await officer.goto(staff_url(fed, "leeds") + "/")
             assert officer.url.endswith("/sign-in")
+            await officer_checks.state("staff-sign-in")
             await officer.fill("#token", officer_token(fed, "leeds"))
             await officer.click("button:has-text('Sign in')")
             assert "Checks" == await officer.text_content("h1")
+            await officer_checks.state("staff-queue")
             await officer.click("table a")
             compare = await officer.locator("table.compare").inner_text()
             assert "Record L-2" in compare and "Record L-3" in compare and "leo" in compare.lower()
+            await officer_checks.state("staff-decide")
             await officer.screenshot(path=str(SHOTS / "11-officer-check.png"), full_page=True)
             await officer.check("input[value='same:L-2']")
             await officer.click("button:has-text('Save decision')")
             assert "Same child" in (await officer.locator("main").text_content() or "")
+            await officer_checks.state("staff-decided")
 
             for _ in range(100):
                 await page.goto(fed.broker_url + "/search")
@@ -97,7 +107,11 @@ async def test_possible_match_checked_by_an_officer_in_a_real_browser(staff_fede
             await page.click("table a")
             main = await page.locator("main").text_content() or ""
             assert "Confirmed" in main and "Mo Khan" in main
+            await practitioner_checks.state("check-confirmed")
             await page.screenshot(path=str(SHOTS / "12-check-confirmed.png"), full_page=True)
         finally:
             await browser.close()
     assert [] == [m for m in console if "Content Security Policy" in m]
+    for checks in (practitioner_checks, officer_checks):
+        assert {name: [] for name in checks.violations} == checks.violations
+        assert dict.fromkeys(checks.states, 0) == checks.overflow
