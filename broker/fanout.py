@@ -18,6 +18,7 @@ import aiohttp
 
 from federation import safejson
 from federation.canonical import JsonObject
+from federation.http import read_capped
 from federation.protocol import AnswerClaims, Contact, Disclosed, MessageError, Status
 from trust import envelope, tls
 from trust.errors import TrustError
@@ -154,7 +155,7 @@ async def ask_http(
                     log.warning("node %s answered HTTP %d", node.id, response.status)
                     return unavailable(
                         node, f"node refused the query (HTTP {response.status})", started)
-                raw = await response.content.read(ANSWER_LIMITS.max_bytes + 1)
+                raw = await read_capped(response.content, ANSWER_LIMITS.max_bytes)
     except TimeoutError:
         return unavailable(node, f"no answer within {deadline:g} s", started, abandoned=sent)
     except aiohttp.ClientConnectorCertificateError as exc:

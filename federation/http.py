@@ -49,6 +49,18 @@ def problem(
     )
 
 
+async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The whole body, or its first ``limit + 1`` bytes when it is longer (so the caller can refuse
+    it): ``StreamReader.read(n)`` alone may return only the part that has arrived so far."""
+    body = bytearray()
+    while len(body) <= limit:
+        chunk = await stream.read(limit + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
+
+
 async def read_json_object(request: web.Request, limit: int) -> JsonObject:
     """Read a JSON object body of at most ``limit`` bytes through ``federation.safejson``.
 
@@ -58,7 +70,7 @@ async def read_json_object(request: web.Request, limit: int) -> JsonObject:
     if request.content_length is not None and request.content_length > limit:
         raise JsonError("body", f"expected at most {limit} bytes, got {request.content_length}")
     try:
-        raw = await request.content.read(limit + 1)
+        raw = await read_capped(request.content, limit)
     except (ValueError, aiohttp.ClientPayloadError, web.HTTPException) as exc:
         raise JsonError("body", f"expected a readable body ({exc.__class__.__name__})") from None
     return safejson.parse_object(raw, "body", JsonLimits(max_bytes=limit))
