@@ -18,6 +18,7 @@ from broker import pages, ratelimit
 from broker.checks import CHECKS, BrokerCheck, CheckRefused
 from broker.pages import FormError
 from broker.web import current_session, html, redirect
+from federation.canonical import JsonObject
 from federation.checks import CheckOutcome, CheckState
 from federation.identity import IDENTITY_FIELDS
 from trust.logapi import AuditUnavailable
@@ -49,7 +50,7 @@ def _text(value: Any, limit: int = 200) -> str:
     return value.strip()[:limit] if isinstance(value, str) else ""
 
 
-def _check_view(check: BrokerCheck, outcome: CheckOutcome | None, *, looked: bool) -> dict[str, Any]:
+def _check_view(check: BrokerCheck, outcome: CheckOutcome | None, *, looked: bool) -> JsonObject:
     """What the check page shows (``looked``: the node was asked just now)."""
     label, text = STATE_TEXT[check.state]
     disclosure = outcome.disclosure.to_wire() if outcome is not None and outcome.disclosure else None

@@ -35,6 +35,7 @@ from broker import audit as audits
 from broker import ratelimit
 from broker.api import BROKER, Broker
 from federation import rules
+from federation.canonical import JsonObject
 from federation.checks import (
     CHECK_ANSWER_TYPE,
     CHECK_INFORMATION_TYPE,
@@ -96,8 +97,8 @@ class BrokerCheck:
     unseen: bool = False
     expires_at: float = field(default=0.0)
 
-    def to_wire(self, outcome: CheckOutcome | None = None, *, unavailable: bool = False) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def to_wire(self, outcome: CheckOutcome | None = None, *, unavailable: bool = False) -> JsonObject:
+        out: JsonObject = {
             "check_id": self.id, "search_id": self.search_id,
             "authority": {"id": self.authority, "name": self.authority_name},
             "state": self.state.value, "expires": self.expires, "lead_informed": self.lead_informed,
@@ -127,7 +128,7 @@ def _time(now: datetime) -> str:
     return now.isoformat(timespec="milliseconds")
 
 
-def _entry(kind: str, broker_id: str, now: datetime, check: BrokerCheck, **fields: Any) -> dict[str, Any]:
+def _entry(kind: str, broker_id: str, now: datetime, check: BrokerCheck, **fields: Any) -> JsonObject:
     return {"v": audits.ENTRY_VERSION, "type": f"check-{kind}", "broker": broker_id, "time": _time(now),
             "check_id": check.id, "authority": check.authority, **fields}
 
@@ -202,7 +203,7 @@ class CheckService:
         await self.broker.audit.append(item)
 
     async def _answered(self, check: BrokerCheck, kind: str, sent: Exchange, now: datetime) -> None:
-        result: dict[str, Any] = {"request": kind, "request_hash": envelope.envelope_hash(sent.token)}
+        result: JsonObject = {"request": kind, "request_hash": envelope.envelope_hash(sent.token)}
         if sent.outcome is not None:
             result.update(answer_hash=sent.answer_hash, state=sent.outcome.state.value,
                           disclosed=sent.outcome.disclosure.status.value if sent.outcome.disclosure else None)

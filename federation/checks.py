@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from federation.canonical import JsonObject
 from federation.errors import FieldError, ValidationError
 from federation.identity import Identity, parse_identity
 from federation.protocol import NODE_STATUSES, Contact, Disclosed, Status
@@ -126,9 +127,9 @@ class RequesterContact:
         return cls(email=email, phone=phone)
 
 
-def _practitioner(data: Any) -> dict[str, Any]:
+def _practitioner(data: Any) -> JsonObject:
     body = _object(data, "practitioner")
-    out: dict[str, Any] = {k: body[k] for k in PRACTITIONER_FIELDS if isinstance(body.get(k), str)}
+    out: JsonObject = {k: body[k] for k in PRACTITIONER_FIELDS if isinstance(body.get(k), str)}
     missing = [k for k in ("iss", "sub", "org", "role") if not out.get(k)]
     if missing:
         raise ValidationError([FieldError(f"practitioner.{m}", "is required") for m in missing])
@@ -158,7 +159,7 @@ class CheckRequest:
             missing = "authority" if not self.authority else "purpose"
             raise ValidationError([FieldError(missing, "is required")])
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> JsonObject:
         return {
             **dict(self.extra),
             "v": CHECK_VERSION,
@@ -207,7 +208,7 @@ class CheckInformation:
         if not self.identity.present():
             raise ValidationError([FieldError("identity", "expected at least one identifier")])
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> JsonObject:
         return {"v": CHECK_VERSION, "check_id": self.check_id, "identity": self.identity.to_wire()}
 
     @classmethod
@@ -240,7 +241,7 @@ class CheckPoll:
     def __post_init__(self) -> None:
         check_id(self.check_id)
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> JsonObject:
         return {"v": CHECK_VERSION, "check_id": self.check_id, "disclose": self.disclose}
 
     @classmethod
@@ -271,8 +272,8 @@ class CheckDisclosure:
         if self.status is not Status.MATCH and self.involvements:
             raise ValidationError([FieldError("disclosure.involvements", "only a match lists involvements")])
 
-    def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"status": self.status.value}
+    def to_wire(self) -> JsonObject:
+        out: JsonObject = {"status": self.status.value}
         if self.status is Status.MATCH:
             out["involvements"] = [i.to_wire() for i in self.involvements]
             out["assessment"] = self.assessment.to_wire() if self.assessment else None
@@ -312,8 +313,8 @@ class CheckOutcome:
         if self.message is not None and len(self.message) > MESSAGE_LIMIT:
             raise ValidationError([FieldError("message", f"expected at most {MESSAGE_LIMIT} characters")])
 
-    def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"v": CHECK_VERSION, "check_id": self.check_id, "state": self.state.value,
+    def to_wire(self) -> JsonObject:
+        out: JsonObject = {"v": CHECK_VERSION, "check_id": self.check_id, "state": self.state.value,
                                "expires": self.expires, "lead_informed": self.lead_informed,
                                "information_used": self.information_used}
         if self.message is not None:

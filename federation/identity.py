@@ -337,7 +337,7 @@ def parse_minimum_sets(data: Any, prefix: str = "minimum_identity_sets") -> Mini
     return tuple(sets)
 
 
-def minimum_sets_to_json(sets: MinimumSets) -> list[dict[str, Any]]:
+def minimum_sets_to_json(sets: MinimumSets) -> list[JsonObject]:
     """The form ``parse_minimum_sets`` reads."""
     return [{"label": label, "fields": sorted(fields)} for label, fields in sets]
 

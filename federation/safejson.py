@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
+from federation.canonical import JsonObject
 from federation.errors import FieldError
 
 
@@ -56,7 +57,7 @@ def _check_depth(raw: bytes, field: str, max_depth: int) -> None:
 
 def _refuse_duplicates(field: str) -> Any:
     def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+        out: JsonObject = {}
         for key, value in pairs:
             if key in out:
                 raise JsonError(field, f"duplicate key {key[:40]!r}")
@@ -112,7 +113,7 @@ def parse(raw: bytes | str, field: str = "body", limits: JsonLimits = DEFAULT_LI
 
 
 def parse_object(raw: bytes | str, field: str = "body",
-                 limits: JsonLimits = DEFAULT_LIMITS) -> dict[str, Any]:
+                 limits: JsonLimits = DEFAULT_LIMITS) -> JsonObject:
     """``parse``, and the value must be a JSON object."""
     value = parse(raw, field, limits)
     if not isinstance(value, dict):

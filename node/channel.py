@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 from aiohttp import WSMsgType, web
 
 from federation import frames, safejson
+from federation.canonical import JsonObject
 from federation.http import problem
 from federation.protocol import MessageError, QueryId
 from node.config import NodeConfig
@@ -133,7 +134,7 @@ async def _serve(node: Node, ws: web.WebSocketResponse, data: str, peer: str | N
         await _send(ws, frames.RefusedFrame(frame.id, status, body))
 
 
-def _bad_frame(detail: str) -> dict[str, Any]:
+def _bad_frame(detail: str) -> JsonObject:
     return {"title": "Bad frame", "status": 400, "detail": detail}
 
 

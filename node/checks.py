@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from federation.canonical import JsonObject
 from federation.checks import (
     CHECK_ANSWER_TYPE,
     CHECK_INFORMATION_TYPE,
@@ -142,7 +143,7 @@ def _time(now: datetime) -> str:
     return now.isoformat(timespec="milliseconds")
 
 
-def entry(kind: str, node_id: str, now: datetime, check_id: str, **fields: Any) -> dict[str, Any]:
+def entry(kind: str, node_id: str, now: datetime, check_id: str, **fields: Any) -> JsonObject:
     """One check step in the node's log: ``check-<kind>``, the check id, and what the step needs."""
     return {"v": ENTRY_VERSION, "type": f"check-{kind}", "node": node_id, "time": _time(now),
             "check_id": check_id, **fields}
@@ -225,7 +226,7 @@ class CheckDesk:
 
     # --- broker messages --------------------------------------------------------------------
 
-    def verify(self, token: str, typ: str, now: datetime) -> tuple[dict[str, Any], str]:
+    def verify(self, token: str, typ: str, now: datetime) -> tuple[JsonObject, str]:
         """Verify a broker's check envelope; return its claims and the broker's id."""
         claims, broker = envelope.verify(token, self.trust.current, role="broker", typ=typ, now=now,
                                          audience=self.trust.current.federation)
@@ -476,7 +477,7 @@ def lead_messages(check: Check, child: Child, involvements: list[Any], authority
     how to reach them and why. Only leads of involvements the disclosure showed (current, and not
     a hidden sensitive service), so nobody learns of a service the practitioner could not see."""
     who = check.request.practitioner
-    out: list[dict[str, Any]] = []
+    out: list[JsonObject] = []
     for inv in involvements:
         if not inv.lead or not inv.notify_url or not is_current(inv, today):
             continue

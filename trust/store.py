@@ -74,7 +74,7 @@ class RefreshStatus:
         return self.last_error_time is not None and (
             self.last_success is None or self.last_error_time > self.last_success)
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> JsonObject:
         def stamp(moment: datetime | None) -> str | None:
             return moment.isoformat(timespec="seconds") if moment else None
         return {"attempts": self.attempts, "last_success": stamp(self.last_success),

@@ -262,7 +262,7 @@ class TrustList:
 MAX_TEXT = 2048  # the longest string a trust list field may hold (a PEM fingerprint, a URL)
 
 
-def _object(value: Any, where: str) -> dict[str, Any]:
+def _object(value: Any, where: str) -> JsonObject:
     if not isinstance(value, dict):
         raise TrustError(f"{where}: expected an object, got {type(value).__name__}")
     return value
@@ -410,7 +410,7 @@ def _parse_signed(signed: Mapping[str, Any]) -> TrustList:
     )
 
 
-def parse_document(raw: bytes | str) -> dict[str, Any]:
+def parse_document(raw: bytes | str) -> JsonObject:
     """The door for trust-list and root bytes: a bounded JSON object, or ``TrustError``."""
     try:
         return parse_object(raw, "trust list", DOCUMENT_LIMITS)
