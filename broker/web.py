@@ -38,6 +38,8 @@ from broker.demo_idp import DemoIdentityProvider
 from broker.pages import FormError
 from broker.sessions import Session, SessionStore, SessionStoreUnavailable
 from federation.errors import ValidationError
+from federation.pagesafety import SECURITY_HEADERS as SECURITY_HEADERS  # the pages' headers, re-exported
+from federation.pagesafety import add_safety_headers, cookie_name, loopback_http
 from federation.rules import SEARCHING_ROLES
 from trust import tokens
 from trust.errors import ExpiredError, TrustError, UnknownMemberError
@@ -49,18 +51,7 @@ SECURE_COOKIE = "__Host-signpost-session"
 LOOPBACK_COOKIE = "signpost-session"
 SECURE_SIGN_IN_COOKIE = "__Host-signpost-sign-in"
 LOOPBACK_SIGN_IN_COOKIE = "signpost-sign-in"
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 FIELD_LIMIT = 200
-CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-       "frame-ancestors 'none'; base-uri 'none'")
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
-}
 FORM_FIELDS = ("nhs_number", "upn", "given_name", "family_name", "dob-day", "dob-month", "dob-year",
                "sex", "postcode", "purpose", "obo-name", "obo-organisation", "obo-role", "obo-phone")
 DOB_FIELDS = ("dob-day", "dob-month", "dob-year")
@@ -101,9 +92,7 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
         log.error("pages refused: %s", exc)
         response = html(pages.message_page("Signpost is not available", "Sign-in cannot be checked just "
                                            "now. Try again in a minute."), status=503)
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    response.headers["Cache-Control"] = "no-store"
+    add_safety_headers(response.headers)
     return response
 
 
@@ -116,23 +105,17 @@ def redirect(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location})
 
 
-def _loopback_http(request: web.Request) -> bool:
-    host = request.host
-    host = host.split("]")[0] + "]" if host.startswith("[") else host.rsplit(":", 1)[0]
-    return not request.secure and host in LOOPBACK_HOSTS
-
-
 def _cookie_name(request: web.Request) -> str:
-    return LOOPBACK_COOKIE if _loopback_http(request) else SECURE_COOKIE
+    return cookie_name(request, SECURE_COOKIE, LOOPBACK_COOKIE)
 
 
 def set_cookie(request: web.Request, response: web.Response, session: Session) -> None:
     response.set_cookie(_cookie_name(request), session.id, path="/", httponly=True,
-                        secure=not _loopback_http(request), samesite="Strict")
+                        secure=not loopback_http(request), samesite="Strict")
 
 
 def clear_cookie(request: web.Request, response: web.Response) -> None:
-    response.del_cookie(_cookie_name(request), path="/", secure=not _loopback_http(request),
+    response.del_cookie(_cookie_name(request), path="/", secure=not loopback_http(request),
                         httponly=True, samesite="Strict")
 
 
@@ -226,13 +209,13 @@ async def handle_demo_sign_in(request: web.Request) -> web.Response:
 
 
 def _sign_in_cookie_name(request: web.Request) -> str:
-    return LOOPBACK_SIGN_IN_COOKIE if _loopback_http(request) else SECURE_SIGN_IN_COOKIE
+    return cookie_name(request, SECURE_SIGN_IN_COOKIE, LOOPBACK_SIGN_IN_COOKIE)
 
 
 def _sign_in_failed(request: web.Request, status: int, text: str) -> web.Response:
     request.app[BROKER].metrics.sessions.inc("refused")
     response = html(pages.message_page("Sign-in failed", text), status=status)
-    response.del_cookie(_sign_in_cookie_name(request), path="/", secure=not _loopback_http(request),
+    response.del_cookie(_sign_in_cookie_name(request), path="/", secure=not loopback_http(request),
                         httponly=True, samesite="Lax")
     return response
 
@@ -264,7 +247,7 @@ async def handle_oidc_start(request: web.Request) -> web.Response:
     await state.sessions.put_pending(transaction, pending.to_record(), oidc.PENDING_SECONDS)
     response = redirect(url)
     response.set_cookie(_sign_in_cookie_name(request), transaction, path="/", httponly=True,
-                        secure=not _loopback_http(request), samesite="Lax", max_age=oidc.PENDING_SECONDS)
+                        secure=not loopback_http(request), samesite="Lax", max_age=oidc.PENDING_SECONDS)
     return response
 
 
@@ -307,7 +290,7 @@ async def handle_oidc_callback(request: web.Request) -> web.Response:
     # that began at another site, so the next page is reached by a same-site navigation.
     response = html(pages.signed_in_page())
     set_cookie(request, response, fresh)
-    response.del_cookie(_sign_in_cookie_name(request), path="/", secure=not _loopback_http(request),
+    response.del_cookie(_sign_in_cookie_name(request), path="/", secure=not loopback_http(request),
                         httponly=True, samesite="Lax")
     return response
 

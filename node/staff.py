@@ -36,6 +36,7 @@ from aiohttp import web
 
 from federation.checks import CheckState, Decision
 from federation.identity import Identity
+from federation.pagesafety import SECURITY_HEADERS, add_safety_headers, cookie_name, loopback_http
 from node.checks import Check, CheckDesk, CheckError
 from node.store import Child
 from trust import auditor, tokens
@@ -48,20 +49,8 @@ log = logging.getLogger("signpost.node.staff")
 OFFICER_ROLE = "signposting_officer"
 LOOPBACK_COOKIE = "signpost-staff"
 SECURE_COOKIE = "__Host-signpost-staff"
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 MAX_SESSIONS = 2000
 TOKEN_LIMIT = 8000
-# The same headers as the broker's practitioner pages (broker/web.py); a test keeps them equal.
-CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-       "frame-ancestors 'none'; base-uri 'none'")
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
-}
 STATE_LABELS = {
     CheckState.PENDING: "Waiting for you", CheckState.SAME_CHILD: "Same child",
     CheckState.NOT_THIS_CHILD: "Not this child", CheckState.MORE_INFORMATION: "Asked for more information",
@@ -141,29 +130,19 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        for name, value in SECURITY_HEADERS.items():
-            exc.headers.setdefault(name, value)
-        exc.headers["Cache-Control"] = "no-store"
+        add_safety_headers(exc.headers)
         raise
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    response.headers["Cache-Control"] = "no-store"
+    add_safety_headers(response.headers)
     return response
 
 
-def _loopback_http(request: web.Request) -> bool:
-    host = request.host
-    host = host.split("]")[0] + "]" if host.startswith("[") else host.rsplit(":", 1)[0]
-    return not request.secure and host in LOOPBACK_HOSTS
-
-
 def _cookie(request: web.Request) -> str:
-    return LOOPBACK_COOKIE if _loopback_http(request) else SECURE_COOKIE
+    return cookie_name(request, SECURE_COOKIE, LOOPBACK_COOKIE)
 
 
 def _set_cookie(request: web.Request, response: web.Response, session: StaffSession) -> None:
     response.set_cookie(_cookie(request), session.id, path="/", httponly=True,
-                        secure=not _loopback_http(request), samesite="Strict")
+                        secure=not loopback_http(request), samesite="Strict")
 
 
 def _session(request: web.Request) -> StaffSession | None:
