@@ -19,7 +19,7 @@ import aiohttp
 from federation import safejson
 from federation.canonical import JsonObject
 from federation.http import read_capped
-from federation.protocol import AnswerClaims, Contact, Disclosed, MessageError, Status
+from federation.protocol import AnswerClaims, Contact, Disclosed, MessageError, Status, disclosure_wire
 from trust import envelope, tls
 from trust.errors import TrustError
 from trust.trustlist import Member, TrustList
@@ -47,15 +47,8 @@ class NodeResult:
     seconds: float = 0.0
 
     def to_wire(self) -> JsonObject:
-        out: JsonObject = {
-            "authority": {"id": self.authority, "name": self.name},
-            "status": self.status.value,
-        }
-        if self.status is Status.MATCH:
-            out["involvements"] = [i.to_wire() for i in self.involvements]
-            out["assessment"] = self.assessment.to_wire() if self.assessment else None
-        if self.contact is not None:
-            out["contact"] = self.contact.to_wire()
+        out: JsonObject = {"authority": {"id": self.authority, "name": self.name},
+                           **disclosure_wire(self.status, self.involvements, self.contact, self.assessment)}
         if self.reason is not None:
             out["reason"] = self.reason
         return out

@@ -30,7 +30,7 @@ from typing import Any
 from federation.canonical import JsonObject
 from federation.errors import FieldError, ValidationError
 from federation.identity import Identity, parse_identity
-from federation.protocol import NODE_STATUSES, Contact, Disclosed, Status
+from federation.protocol import NODE_STATUSES, Contact, Disclosed, Status, disclosure_wire
 
 CHECK_VERSION = 1
 CHECK_REQUEST_TYPE = "signpost-check+jwt"
@@ -273,13 +273,7 @@ class CheckDisclosure:
             raise ValidationError([FieldError("disclosure.involvements", "only a match lists involvements")])
 
     def to_wire(self) -> JsonObject:
-        out: JsonObject = {"status": self.status.value}
-        if self.status is Status.MATCH:
-            out["involvements"] = [i.to_wire() for i in self.involvements]
-            out["assessment"] = self.assessment.to_wire() if self.assessment else None
-        if self.contact is not None:
-            out["contact"] = self.contact.to_wire()
-        return out
+        return disclosure_wire(self.status, self.involvements, self.contact, self.assessment)
 
     @classmethod
     def from_wire(cls, data: Any) -> CheckDisclosure:

@@ -91,6 +91,19 @@ class Disclosed:
 DISCLOSED_FIELDS = frozenset(Disclosed.__dataclass_fields__)
 
 
+def disclosure_wire(status: Status, involvements: tuple[Disclosed, ...], contact: Contact | None,
+                    assessment: Contact | None) -> JsonObject:
+    """What an answer discloses, as it travels: involvements and the assessment for a match only,
+    the contact whenever there is one. Answers, checks and the broker's results all use this."""
+    out: JsonObject = {"status": status.value}
+    if status is Status.MATCH:
+        out["involvements"] = [i.to_wire() for i in involvements]
+        out["assessment"] = assessment.to_wire() if assessment else None
+    if contact is not None:
+        out["contact"] = contact.to_wire()
+    return out
+
+
 # --- messages ---------------------------------------------------------------------------------
 #
 # The claims inside the two signed envelopes, as typed values. ``to_wire`` gives the JSON object
@@ -229,15 +242,9 @@ class AnswerClaims(Envelope):
                                f"not {self.status.value}")
 
     def to_wire(self) -> JsonObject:
-        out: JsonObject = {**self.extra, **self.header_wire(), "query_jti": self.query_jti,
-                               "query_hash": self.query_hash, "authority": self.authority.to_wire(),
-                               "status": self.status.value}
-        if self.status is Status.MATCH:
-            out["involvements"] = [i.to_wire() for i in self.involvements]
-            out["assessment"] = self.assessment.to_wire() if self.assessment else None
-        if self.contact is not None:
-            out["contact"] = self.contact.to_wire()
-        return out
+        return {**self.extra, **self.header_wire(), "query_jti": self.query_jti,
+                "query_hash": self.query_hash, "authority": self.authority.to_wire(),
+                **disclosure_wire(self.status, self.involvements, self.contact, self.assessment)}
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> AnswerClaims:

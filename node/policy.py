@@ -32,7 +32,7 @@ from typing import Any
 from federation.canonical import JsonObject
 from federation.errors import SignpostError
 from federation.identity import age_on
-from federation.protocol import Contact, Disclosed, QueryClaims, Status
+from federation.protocol import Contact, Disclosed, QueryClaims, Status, disclosure_wire
 from federation.rules import ARCHIVE_AGE, SEARCHING_ROLES, check_mediation, check_role
 from node.store import Child, Involvement
 from trust.tokens import MFA_METHODS
@@ -118,13 +118,7 @@ class Disclosure:
     assessment: Contact | None = None
 
     def to_wire(self) -> JsonObject:
-        out: JsonObject = {"status": self.status.value}
-        if self.status is Status.MATCH:
-            out["involvements"] = [i.to_wire() for i in self.involvements]
-            out["assessment"] = self.assessment.to_wire() if self.assessment else None
-        if self.contact is not None:
-            out["contact"] = self.contact.to_wire()
-        return out
+        return disclosure_wire(self.status, self.involvements, self.contact, self.assessment)
 
 
 def is_archived(child: Child, today: date) -> bool:
