@@ -54,6 +54,7 @@ from federation.checks import (
 from federation.errors import FieldError, SignpostError, ValidationError
 from federation.http import json_response, problem, read_json_object
 from federation.identity import Identity, check_searchable, parse_identity
+from federation.tasks import every
 from trust import envelope, logapi, tls
 from trust.errors import TrustError
 from trust.tokens import Practitioner
@@ -527,19 +528,10 @@ def install(app: web.Application) -> None:
     app.router.add_post("/v1/checks/{check_id}/information", handle_information)
 
     async def following(_: web.Application) -> AsyncIterator[None]:
-        async def loop() -> None:
-            while True:
-                try:
-                    await service.poll_pending(datetime.now(UTC))
-                except Exception:  # retried next round
-                    log.exception("check follow-up failed")
-                await asyncio.sleep(service.broker.config.check_poll_seconds)
-
-        task = asyncio.create_task(loop())
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        async with every(service.broker.config.check_poll_seconds,
+                         lambda: service.poll_pending(datetime.now(UTC)), log=log,
+                         failure="check follow-up failed"):
+            yield
 
     app.cleanup_ctx.append(following)
 

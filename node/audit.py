@@ -12,7 +12,6 @@ and ``drain_pending`` what the running node uses to pick up what they queued.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import functools
@@ -26,6 +25,7 @@ from typing import Any
 
 from federation.canonical import JsonObject, canonical_json
 from federation.protocol import QueryClaims, QueryId
+from federation.tasks import every
 from node.store import Store
 from node.worker import StoreWorker
 from trust.envelope import envelope_hash
@@ -191,18 +191,9 @@ def pending_worker(worker: StoreWorker, service: LogService) -> Callable[[Any], 
     """A ``cleanup_ctx`` that logs queued entries at start and every ``PENDING_INTERVAL_SECONDS``."""
 
     async def context(_: Any) -> AsyncIterator[None]:
-        async def loop() -> None:
-            while True:
-                try:
-                    await drain_pending(worker, service.append)
-                except Exception:  # retried next round; the rows stay queued
-                    log.exception("queued audit entries not logged yet")
-                await asyncio.sleep(PENDING_INTERVAL_SECONDS)
-
-        task = asyncio.create_task(loop())
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # A failed round is retried next round; the rows stay queued.
+        async with every(PENDING_INTERVAL_SECONDS, lambda: drain_pending(worker, service.append), log=log,
+                         failure="queued audit entries not logged yet"):
+            yield
 
     return context

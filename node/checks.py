@@ -23,7 +23,6 @@ waits on the disk.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import uuid
@@ -57,6 +56,7 @@ from federation.errors import FieldError, SignpostError, ValidationError
 from federation.http import json_response, problem, read_json_object
 from federation.identity import Identity, check_searchable, parse_identity
 from federation.protocol import Contact, MemberId, QueryClaims, Status
+from federation.tasks import every
 from node import outbox as outboxes
 from node.config import NodeConfig
 from node.matching import MatchIndex
@@ -574,19 +574,10 @@ def install(app: web.Application, desk: CheckDesk) -> None:
     app.router.add_post("/v1/checks/{check_id}/outcome", handle_outcome)
 
     async def sweeping(_: web.Application) -> AsyncIterator[None]:
-        async def loop() -> None:
-            while True:
-                try:
-                    await desk.sweep(datetime.now(UTC))
-                except Exception:  # retried next round; an expired check waits until then
-                    log.exception("check expiry failed")
-                await asyncio.sleep(desk.config.check_sweep_seconds)
-
-        task = asyncio.create_task(loop())
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # A failed sweep is retried next round; an expired check waits until then.
+        async with every(desk.config.check_sweep_seconds, lambda: desk.sweep(datetime.now(UTC)), log=log,
+                         failure="check expiry failed"):
+            yield
         await desk.close()
 
     app.cleanup_ctx.append(sweeping)
