@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from broker.fanout import NodeResult, Query, ask_http, judge, unavailable
+from broker.fanout import NodeResult, Query, ask_http, judge, judge_no_match, unavailable
 from federation import frames
 from federation.protocol import MessageError, QueryId, Status
 from trust import tls
@@ -39,6 +39,16 @@ log = logging.getLogger("signpost.broker")
 HTTP_RETRY_SECONDS = 300.0  # how long a node without the channel is asked over HTTP before trying again
 CLOSE_SECONDS = 1.0  # how long closing a channel waits for the node's close frame
 RECONNECT_SECONDS = (0.2, 1.0, 5.0, 15.0)  # background reconnection back-off, then every last value
+
+
+@dataclass(frozen=True)
+class Heard:
+    """A frame a node sent for a query the broker waits for: the frame, its exact text (whose hash
+    is logged for an unsigned answer), and whether the channel agreed unsigned no_match frames."""
+
+    frame: frames.Frame
+    text: str
+    unsigned: bool
 
 
 class ChannelLost(Exception):
@@ -64,8 +74,9 @@ class NodeChannel:
         self.counters = counters
         self.max_frame = max_frame
         self.ws: aiohttp.ClientWebSocketResponse | None = None
-        self.pending: dict[str, asyncio.Future[frames.Frame]] = {}
+        self.pending: dict[str, asyncio.Future[Heard]] = {}
         self.http_until = 0.0
+        self.unsigned = False  # the open channel carries unsigned no_match frames (signpost.v2, mutual TLS)
         self._der: bytes | None = None
         self._bound_version: int | None = None
         self._opening: asyncio.Task[None] | None = None
@@ -93,7 +104,7 @@ class NodeChannel:
         server_hostname = self.node_id if url.startswith("https:") else None
         try:
             ws = await self.session.ws_connect(
-                url, protocols=(frames.SUBPROTOCOL,), heartbeat=frames.HEARTBEAT_SECONDS,
+                url, protocols=frames.SUBPROTOCOLS, heartbeat=frames.HEARTBEAT_SECONDS,
                 max_msg_size=self.max_frame, server_hostname=server_hostname,
                 # A broker that stops does not wait on a node that does not answer its close.
                 timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_SECONDS))
@@ -103,9 +114,9 @@ class NodeChannel:
                 self.http_until = time.monotonic() + HTTP_RETRY_SECONDS
                 return
             raise
-        if ws.protocol != frames.SUBPROTOCOL:
+        if ws.protocol not in frames.SUBPROTOCOLS:
             await ws.close()
-            raise aiohttp.ClientError(f"channel: expected subprotocol {frames.SUBPROTOCOL}")
+            raise aiohttp.ClientError(f"channel: expected subprotocol {' or '.join(frames.SUBPROTOCOLS)}")
         ssl_object = ws.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         if server_hostname is not None and not der:
@@ -114,6 +125,8 @@ class NodeChannel:
             raise aiohttp.ClientError("channel: the node's certificate is not available")
         self._der = bytes(der) if der else None
         self._bound_version = None
+        # Unsigned no_match frames are believed only on a channel that agreed them, over mutual TLS.
+        self.unsigned = ws.protocol == frames.SUBPROTOCOL_V2 and self._der is not None
         self.ws = ws
         self.counters.opened(self.node_id)
         self._reader = asyncio.create_task(self._read(ws))
@@ -148,7 +161,7 @@ class NodeChannel:
                     # Late (the search stopped waiting), replayed, or never asked for.
                     self.counters.dropped(self.node_id)
                     continue
-                waiting.set_result(frame)
+                waiting.set_result(Heard(frame, message.data, self.unsigned))
         finally:
             if self.ws is ws:
                 self.ws = None
@@ -169,13 +182,13 @@ class NodeChannel:
             with contextlib.suppress(Exception):  # any failure: try again after the next pause
                 await self.ensure_open()
 
-    def send(self, query: Query, text: str | None = None) -> asyncio.Future[frames.Frame] | None:
+    def send(self, query: Query, text: str | None = None) -> asyncio.Future[Heard] | None:
         """Write ``query`` (its frame ``text``, made once per search) to the open channel; the future
         gets the node's frame. None if the channel is not open."""
         ws = self.ws
         if ws is None or ws.closed:
             return None
-        waiting: asyncio.Future[frames.Frame] = asyncio.get_running_loop().create_future()
+        waiting: asyncio.Future[Heard] = asyncio.get_running_loop().create_future()
         self.pending[query.jti] = waiting
         text = text or frames.QueryFrame(QueryId(query.jti), query.token).to_text()
         # One small task per node, so that a node that stops reading never holds up the others.
@@ -257,7 +270,7 @@ class Channels:
             self._version = trust.version
         text = frames.QueryFrame(QueryId(query.jti), query.token).to_text()  # the same frame for every node
         results: list[NodeResult | None] = [None] * len(nodes)
-        waiting: dict[asyncio.Future[frames.Frame], int] = {}
+        waiting: dict[asyncio.Future[Heard], int] = {}
         others: dict[asyncio.Task[NodeResult], int] = {}
         for i, node in enumerate(nodes):
             if not node.endpoint:
@@ -274,7 +287,7 @@ class Channels:
             else:
                 others[asyncio.create_task(self._ask_slowly(channel, node, query, trust, deadline))] = i
         if waiting or others:
-            pending: list[asyncio.Future[frames.Frame] | asyncio.Task[NodeResult]] = [*waiting, *others]
+            pending: list[asyncio.Future[Heard] | asyncio.Task[NodeResult]] = [*waiting, *others]
             await asyncio.wait(pending, timeout=max(0.0, deadline - (time.monotonic() - started)))
         for task, i in others.items():
             if not task.done():
@@ -289,7 +302,7 @@ class Channels:
             results[i] = self._judge(nodes[i], future, query, trust, deadline, started)
         return [r for r in results if r is not None]
 
-    def _judge(self, node: Member, future: asyncio.Future[frames.Frame], query: Query, trust: TrustList,
+    def _judge(self, node: Member, future: asyncio.Future[Heard], query: Query, trust: TrustList,
                deadline: float, started: float) -> NodeResult:
         if not future.done() or future.cancelled():
             self.channel(node).forget(query.jti)
@@ -298,7 +311,13 @@ class Channels:
         error = future.exception()
         if error is not None:
             return unavailable(node, "not reachable (channel closed)", started, abandoned=True)
-        frame = future.result()
+        heard = future.result()
+        frame = heard.frame
+        if isinstance(frame, frames.NoMatchFrame):
+            if not heard.unsigned:
+                return unavailable(node, "unsigned answer on a channel that did not agree them", started,
+                                   integrity=True)
+            return judge_no_match(node, frame, heard.text, query, self.broker_id, started)
         if isinstance(frame, frames.RefusedFrame):
             log.warning("node %s refused query %s (%d)", node.id, query.jti, frame.status)
             return unavailable(node, f"node refused the query (HTTP {frame.status})", started)
@@ -345,4 +364,4 @@ def _quiet(task: asyncio.Task[None]) -> None:
         task.exception()
 
 
-__all__ = ["ChannelLost", "Channels", "Counters", "NodeChannel", "Status"]
+__all__ = ["ChannelLost", "Channels", "Counters", "Heard", "NodeChannel", "Status"]

@@ -106,13 +106,13 @@ async def serve(federation: Federation, name: str, app: web.Application) -> web.
 Reply = Callable[[str, str], Awaitable[str | None]]
 
 
-def hostile_node(reply: Reply) -> web.Application:
+def hostile_node(reply: Reply, protocols: tuple[str, ...] = (frames.SUBPROTOCOL,)) -> web.Application:
     """A node endpoint that speaks the channel but answers each query with ``reply(jti, envelope)``."""
 
     sockets: set[web.WebSocketResponse] = set()
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(protocols=(frames.SUBPROTOCOL,))
+        ws = web.WebSocketResponse(protocols=protocols)
         await ws.prepare(request)
         sockets.add(ws)
         async for message in ws:
@@ -176,15 +176,20 @@ async def test_a_node_refuses_forged_and_replayed_query_frames(federation: Feder
          r.status if isinstance(r, frames.RefusedFrame) else None) for r in replies]
 
 
-@pytest.mark.parametrize("case", ["forged", "replayed", "misrouted", "late"])
+@pytest.mark.parametrize("case", ["forged", "replayed", "misrouted", "late", "unsigned without mutual TLS"])
 async def test_the_broker_refuses_hostile_answer_frames(federation: Federation, case: str) -> None:
     """Proves an answer frame the broker must not believe makes that authority `unavailable` (an
     integrity failure, logged as unanswered) while the others answer: signed with a key outside
     the trust list (forged), a genuine answer to an earlier query sent again (replayed), an answer
-    signed by another node (misrouted), or an answer after the deadline (late, counted as dropped)."""
+    signed by another node (misrouted), an answer after the deadline (late, counted as dropped),
+    or an unsigned `no_match` frame on a channel without mutual TLS, even one that agreed
+    `signpost.v2`."""
     earlier: dict[str, str] = {}
 
     async def reply(jti: str, query: str) -> str | None:
+        if case.startswith("unsigned"):
+            return frames.NoMatchFrame(QueryId(jti), "gamma", "broker", envelope.envelope_hash(query),
+                                       int(datetime.now(UTC).timestamp())).to_text()
         if case == "forged":
             now = int(datetime.now(UTC).timestamp())
             claims = {"v": 1, "iss": "gamma", "aud": "broker", "iat": now, "exp": now + 60, "jti": "a",
@@ -203,7 +208,8 @@ async def test_the_broker_refuses_hostile_answer_frames(federation: Federation, 
         return frames.AnswerFrame(QueryId(jti), answer).to_text()
 
     await federation.stop("gamma")
-    runner = await serve(federation, "gamma", hostile_node(reply))
+    runner = await serve(federation, "gamma", hostile_node(
+        reply, frames.SUBPROTOCOLS if case.startswith("unsigned") else (frames.SUBPROTOCOL,)))
     try:
         if case == "replayed":
             status, answer = await federation.search({"identity": AMARA, "purpose": PURPOSE})
@@ -270,7 +276,7 @@ async def test_a_node_that_restarts_is_reconnected_without_a_failed_search(patie
 def lying_node(node: Node) -> web.Application:
     """A node that answers and logs each query truly, then sends the broker a different answer."""
 
-    async def lie(host: Node, token: str, peer: str | None) -> web.Response:
+    async def lie(host: Node, token: str, peer: str | None, seal: channel.Seal | None = None) -> web.Response:
         response = await process_query(host, token, peer)  # logs the true answer's hash
         assert isinstance(response.body, bytes)
         true = json.loads(response.body)["answer"]
