@@ -56,7 +56,7 @@ def cmd_bench_federation(args: argparse.Namespace) -> int:
     quiet = args.json
     report = fedbench.run(nodes=args.nodes, children=args.children_per_node, concurrency=args.concurrency,
                           searches=args.searches, idle=args.idle, central=not args.no_central, http=args.http,
-                          folder=Path(args.dir) if args.dir else None,
+                          seconds=args.seconds, redis=args.redis, folder=Path(args.dir) if args.dir else None,
                           out=(lambda _: None) if quiet else print)
     print(json.dumps(report, indent=2) if quiet else fedbench.render(report))
     return 0

@@ -260,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle", type=float, default=0,
                    help="also time one search after this many seconds idle (default: skip)")
     p.add_argument("--no-central", action="store_true", help="skip the central baseline")
+    p.add_argument("--seconds", type=float,
+                   help="instead of the phases: keep --concurrency searches in flight for this long "
+                   "(federated side only), and report p50/p99, incomplete searches and every refusal by type")
+    p.add_argument("--redis", action="store_true",
+                   help="with --seconds: the broker keeps its rate limits in a private redis-server, "
+                   "PINGed twice a second during the run")
     p.add_argument("--http", action="store_true",
                    help="the broker asks nodes over POST /v1/query, not the channel")
     p.add_argument("--dir", help="where the federation is built and cached "
