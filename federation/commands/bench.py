@@ -57,6 +57,7 @@ def cmd_bench_federation(args: argparse.Namespace) -> int:
     report = fedbench.run(nodes=args.nodes, children=args.children_per_node, concurrency=args.concurrency,
                           searches=args.searches, idle=args.idle, central=not args.no_central, http=args.http,
                           seconds=args.seconds, redis=args.redis, folder=Path(args.dir) if args.dir else None,
+                          baseline_source=Path(args.baseline_source) if args.baseline_source else None,
                           out=(lambda _: None) if quiet else print)
     print(json.dumps(report, indent=2) if quiet else fedbench.render(report))
     return 0

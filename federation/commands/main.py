@@ -268,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "PINGed twice a second during the run")
     p.add_argument("--http", action="store_true",
                    help="the broker asks nodes over POST /v1/query, not the channel")
+    p.add_argument("--baseline-source", metavar="DIR",
+                   help="also measure the federated side with the node and broker processes of the "
+                   "checkout in DIR (for example the code before a change), in the same run")
     p.add_argument("--dir", help="where the federation is built and cached "
                    "(default ~/.cache/signpost/bench/federation-NxM)")
     p.add_argument("--json", action="store_true", help="print every figure as one JSON object")

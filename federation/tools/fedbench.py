@@ -25,7 +25,7 @@ import statistics
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -522,28 +522,52 @@ def measure(side: Side, bodies: list[dict[str, Any]], *, searches: int, concurre
         return result
 
 
+@contextlib.contextmanager
+def processes_from(source: Path | None) -> Iterator[None]:
+    """Node and broker processes started inside run the code of checkout ``source`` (the bench
+    itself, already imported, keeps running this one's)."""
+    if source is None:
+        yield
+        return
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(source.resolve())
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
 def run(*, nodes: int, children: int = 1000, concurrency: int = 8, searches: int = 48, idle: float = 0,
         folder: Path | None = None, central: bool = True, http: bool = False, seconds: float | None = None,
-        redis: bool = False, out: Callable[[str], None] = print) -> dict[str, Any]:
+        redis: bool = False, baseline_source: Path | None = None,
+        out: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure the federated side and the central baseline; return every figure as one object.
 
     With ``seconds``, measure the federated side only, under ``concurrency`` searches in flight
-    for that long (``load``)."""
+    for that long (``load``). With ``baseline_source``, measure the federated side a second time
+    with the node and broker processes of that checkout (``baseline``), in the same run."""
     where = folder or Path.home() / ".cache" / "signpost" / "bench" / f"federation-{nodes}x{children}"
     layout = load_or_build(where, nodes, children, out=out)
-    if seconds is not None:
-        out(f"federated: {nodes} node processes, {concurrency} searches in flight for {seconds:g} s ...")
-        return {"nodes": nodes, "children_per_node": children, "concurrency": concurrency,
-                "cpus": os.cpu_count(), "folder": str(where), "transport": "http" if http else "channel",
-                "federated": load(layout.federated, layout.bodies, seconds=seconds, concurrency=concurrency,
-                                  out=out, http=http, redis=redis)}
-    out(f"federated: {nodes} node processes ...")
     report: dict[str, Any] = {
         "nodes": nodes, "children_per_node": children, "concurrency": concurrency, "searches": searches,
         "cpus": os.cpu_count(), "folder": str(where), "transport": "http" if http else "channel",
-        "federated": measure(layout.federated, layout.bodies, searches=searches, concurrency=concurrency,
-                             idle=idle, out=out, http=http),
     }
+    sides = [("federated", None), *([("baseline", baseline_source)] if baseline_source else [])]
+    if seconds is not None:
+        for label, source in sides:
+            out(f"{label}: {nodes} node processes, {concurrency} searches in flight for {seconds:g} s ...")
+            with processes_from(source):
+                report[label] = load(layout.federated, layout.bodies, seconds=seconds,
+                                     concurrency=concurrency, out=out, http=http, redis=redis)
+        return report
+    for label, source in sides:
+        out(f"{label}: {nodes} node processes ...")
+        with processes_from(source):
+            report[label] = measure(layout.federated, layout.bodies, searches=searches,
+                                    concurrency=concurrency, idle=idle, out=out, http=http)
     if central:
         out("central baseline: one node with every child ...")
         report["central"] = measure(layout.central, layout.bodies, searches=searches,
@@ -558,9 +582,13 @@ def run(*, nodes: int, children: int = 1000, concurrency: int = 8, searches: int
 
 
 def render_load(report: dict[str, Any]) -> str:
-    """A ``load`` report as text."""
-    side, p = report["federated"], report["federated"]["timed"]
-    lines = [f"{report['nodes']} authorities x {report['children_per_node']:,} children, "
+    """A ``load`` report as text (this checkout, then the baseline checkout if one ran)."""
+    return "\n\n".join(_render_load(report, label) for label in ("federated", "baseline") if label in report)
+
+
+def _render_load(report: dict[str, Any], label: str) -> str:
+    side, p = report[label], report[label]["timed"]
+    lines = [f"{label}: {report['nodes']} authorities x {report['children_per_node']:,} children, "
              f"{report['concurrency']} searches in flight for {p['seconds']:g} s, {report['cpus']} CPU(s), "
              f"broker to nodes over {report['transport']}{', rate limits in Redis' if side['redis'] else ''}",
              f"load {side['load_before']} -> {side['load_after']}",
@@ -588,7 +616,7 @@ def render(report: dict[str, Any]) -> str:
              f"broker to nodes over {report.get('transport', 'http')}"]
     header = (f"{'':<24}{'p50 ms':>8}{'p99 ms':>8}{'search/s':>9}{'broker CPU':>11}{'node CPU':>10}"
               f"{'incompl.':>9}{'failed':>7}{'503':>5}{'new TLS':>8}")
-    for label in ("federated", "central"):
+    for label in ("federated", "baseline", "central"):
         if label not in report:
             continue
         side = report[label]
