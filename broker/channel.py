@@ -23,8 +23,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -55,6 +56,89 @@ class ChannelLost(Exception):
     """The channel closed while a query was waiting on it."""
 
 
+class Gathering:
+    """The frames one search waits for on the channels, by node index, and one future that is
+    done when every node expected has sent one (or its channel failed). Delivering is a plain
+    call from the channel's reader: no future or callback per node."""
+
+    __slots__ = ("all_in", "left", "results", "sealed")
+
+    def __init__(self, size: int) -> None:
+        self.results: list[Heard | ChannelLost | None] = [None] * size
+        self.left = 0
+        self.sealed = False
+        self.all_in: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def expect(self) -> None:
+        self.left += 1
+
+    def deliver(self, index: int, result: Heard | ChannelLost) -> bool:
+        """Keep the first result for ``index``; False if it already had one."""
+        if self.results[index] is not None:
+            return False
+        self.results[index] = result
+        self.left -= 1
+        if self.left <= 0 and self.sealed and not self.all_in.done():
+            self.all_in.set_result(None)
+        return True
+
+    def seal(self) -> None:
+        """Every frame expected has been asked for: ``all_in`` is done once they are in."""
+        self.sealed = True
+        if self.left <= 0 and not self.all_in.done():
+            self.all_in.set_result(None)
+
+
+WRITING: set[asyncio.Future[None]] = set()  # writes waiting for a full socket to drain (held here)
+
+
+def write_now(ws: aiohttp.ClientWebSocketResponse, data: bytes,
+              failed: Callable[[BaseException], None]) -> None:
+    """Write one text frame at once, without a task: an uncompressed frame is written by the first
+    step of ``send_frame``, which then waits only when the socket's buffer is full. Only then does
+    the rest go to a task, so that a node that stops reading never holds up the others. (Python
+    3.12's eager tasks do the same; this runs on 3.11.)"""
+    step = ws.send_frame(data, aiohttp.WSMsgType.TEXT)
+    try:
+        blocked = step.send(None)
+    except StopIteration:
+        return
+    except Exception as exc:  # the channel is closing: the node is unavailable for this search
+        failed(exc)
+        return
+    if isinstance(blocked, asyncio.Future):
+        blocked._asyncio_future_blocking = False  # taken at once, as asyncio.Task takes it
+    finishing = asyncio.ensure_future(_finish(step, blocked))
+    WRITING.add(finishing)
+
+    def finished(done: asyncio.Future[None]) -> None:
+        WRITING.discard(done)
+        if done.cancelled():
+            failed(ChannelLost("write cancelled"))
+        elif done.exception() is not None:
+            failed(done.exception() or ChannelLost("write failed"))
+
+    finishing.add_done_callback(finished)
+
+
+async def _finish(step: Coroutine[Any, Any, None], blocked: Any) -> None:
+
+    """Drive ``step`` on from where ``write_now`` left it, as a task would."""
+    try:
+        while True:
+            if isinstance(blocked, asyncio.Future):
+                await asyncio.wait([blocked])
+            else:
+                await asyncio.sleep(0)
+            blocked = step.send(None)
+            if isinstance(blocked, asyncio.Future):
+                blocked._asyncio_future_blocking = False
+    except StopIteration:
+        return
+    finally:
+        step.close()
+
+
 @dataclass
 class Counters:
     """What the channels count for ``/metrics`` (callbacks into the broker's registry)."""
@@ -74,7 +158,7 @@ class NodeChannel:
         self.counters = counters
         self.max_frame = max_frame
         self.ws: aiohttp.ClientWebSocketResponse | None = None
-        self.pending: dict[str, asyncio.Future[Heard]] = {}
+        self.pending: dict[str, tuple[Gathering, int]] = {}  # query id -> where its answer goes
         self.http_until = 0.0
         self.unsigned = False  # the open channel carries unsigned no_match frames (signpost.v2, mutual TLS)
         self._der: bytes | None = None
@@ -157,17 +241,16 @@ class NodeChannel:
                     self.counters.dropped(self.node_id)
                     continue
                 waiting = self.pending.pop(frame.id, None)
-                if waiting is None or waiting.done() or isinstance(frame, frames.QueryFrame):
+                if (waiting is None or isinstance(frame, frames.QueryFrame)
+                        or not waiting[0].deliver(waiting[1], Heard(frame, message.data, self.unsigned))):
                     # Late (the search stopped waiting), replayed, or never asked for.
                     self.counters.dropped(self.node_id)
-                    continue
-                waiting.set_result(Heard(frame, message.data, self.unsigned))
         finally:
             if self.ws is ws:
                 self.ws = None
-            for waiting in self.pending.values():
-                if not waiting.done():
-                    waiting.set_exception(ChannelLost(f"channel to {self.node_id} closed"))
+            lost = ChannelLost(f"channel to {self.node_id} closed")
+            for gathering, index in self.pending.values():
+                gathering.deliver(index, lost)
             self.pending.clear()
             if not self._closed:
                 log.info("channel to %s closed; reopening", self.node_id)
@@ -182,26 +265,21 @@ class NodeChannel:
             with contextlib.suppress(Exception):  # any failure: try again after the next pause
                 await self.ensure_open()
 
-    def send(self, query: Query, text: str | None = None) -> asyncio.Future[Heard] | None:
-        """Write ``query`` (its frame ``text``, made once per search) to the open channel; the future
-        gets the node's frame. None if the channel is not open."""
+    def send(self, query_id: str, data: bytes, gathering: Gathering, index: int) -> bool:
+        """Write one query frame (``data``, the same bytes for every node) to the open channel; the
+        node's frame goes to ``gathering`` at ``index``. False if the channel is not open."""
         ws = self.ws
         if ws is None or ws.closed:
-            return None
-        waiting: asyncio.Future[Heard] = asyncio.get_running_loop().create_future()
-        self.pending[query.jti] = waiting
-        text = text or frames.QueryFrame(QueryId(query.jti), query.token).to_text()
-        # One small task per node, so that a node that stops reading never holds up the others.
-        writing = asyncio.ensure_future(ws.send_str(text))
-        writing.add_done_callback(lambda done: self._written(done, query.jti))
-        return waiting
+            return False
+        self.pending[query_id] = (gathering, index)
+        gathering.expect()
+        write_now(ws, data, lambda error: self._unwritten(query_id, error))
+        return True
 
-    def _written(self, done: asyncio.Future[None], jti: str) -> None:
-        error = None if done.cancelled() else done.exception()
-        if done.cancelled() or error is not None:
-            waiting = self.pending.pop(jti, None)
-            if waiting is not None and not waiting.done():
-                waiting.set_exception(ChannelLost(f"query not written ({error.__class__.__name__})"))
+    def _unwritten(self, query_id: str, error: BaseException) -> None:
+        waiting = self.pending.pop(query_id, None)
+        if waiting is not None:
+            waiting[0].deliver(waiting[1], ChannelLost(f"query not written ({error.__class__.__name__})"))
 
     def forget(self, jti: str) -> None:
         """Stop waiting for ``jti`` (its deadline passed): a later answer is counted as dropped."""
@@ -268,9 +346,10 @@ class Channels:
         if trust.version != self._version:
             self._prune({n.id for n in nodes})
             self._version = trust.version
-        text = frames.QueryFrame(QueryId(query.jti), query.token).to_text()  # the same frame for every node
+        data = frames.QueryFrame(QueryId(query.jti), query.token).to_text().encode()  # the same for all
         results: list[NodeResult | None] = [None] * len(nodes)
-        waiting: dict[asyncio.Future[Heard], int] = {}
+        gathering = Gathering(len(nodes))
+        on_channel: list[int] = []
         others: dict[asyncio.Task[NodeResult], int] = {}
         for i, node in enumerate(nodes):
             if not node.endpoint:
@@ -281,14 +360,14 @@ class Channels:
                 results[i] = unavailable(node, "node certificate is not bound to it in the trust list",
                                          started, integrity=True)
                 continue
-            sent = channel.send(query, text) if channel.open else None
-            if sent is not None:
-                waiting[sent] = i
+            if channel.open and channel.send(query.jti, data, gathering, i):
+                on_channel.append(i)
             else:
                 others[asyncio.create_task(self._ask_slowly(channel, node, query, trust, deadline))] = i
-        if waiting or others:
-            pending: list[asyncio.Future[Heard] | asyncio.Task[NodeResult]] = [*waiting, *others]
-            await asyncio.wait(pending, timeout=max(0.0, deadline - (time.monotonic() - started)))
+        gathering.seal()
+        if on_channel or others:
+            waiting: list[asyncio.Future[Any]] = [gathering.all_in, *others]
+            await asyncio.wait(waiting, timeout=max(0.0, deadline - (time.monotonic() - started)))
         for task, i in others.items():
             if not task.done():
                 task.cancel()
@@ -298,20 +377,17 @@ class Channels:
                                          abandoned=True)
             else:
                 results[i] = task.result()
-        for future, i in waiting.items():
-            results[i] = self._judge(nodes[i], future, query, trust, deadline, started)
+        for i in on_channel:
+            results[i] = self._judge(nodes[i], gathering.results[i], query, trust, deadline, started)
         return [r for r in results if r is not None]
 
-    def _judge(self, node: Member, future: asyncio.Future[Heard], query: Query, trust: TrustList,
+    def _judge(self, node: Member, heard: Heard | ChannelLost | None, query: Query, trust: TrustList,
                deadline: float, started: float) -> NodeResult:
-        if not future.done() or future.cancelled():
+        if heard is None:
             self.channel(node).forget(query.jti)
-            future.cancel()
             return unavailable(node, f"no answer within {deadline:g} s", started, abandoned=True)
-        error = future.exception()
-        if error is not None:
+        if isinstance(heard, ChannelLost):
             return unavailable(node, "not reachable (channel closed)", started, abandoned=True)
-        heard = future.result()
         frame = heard.frame
         if isinstance(frame, frames.NoMatchFrame):
             if not heard.unsigned:
@@ -341,18 +417,19 @@ class Channels:
         if channel.over_http or not channel.open:
             return await ask_http(self.session, node, query, trust, self.broker_id,
                                   max(0.001, deadline - (time.monotonic() - started)))
-        future = channel.send(query)
-        if future is None:
+        gathering = Gathering(1)
+        data = frames.QueryFrame(QueryId(query.jti), query.token).to_text().encode()
+        if not channel.send(query.jti, data, gathering, 0):
             return unavailable(node, "not reachable (channel closed)", started)
+        gathering.seal()
         try:
-            with contextlib.suppress(TimeoutError, ChannelLost):
+            with contextlib.suppress(TimeoutError):
                 left = max(0.001, deadline - (time.monotonic() - started))
-                await asyncio.wait_for(asyncio.shield(future), left)
+                await asyncio.wait_for(asyncio.shield(gathering.all_in), left)
         finally:
-            if not future.done():  # cancelled at the search's deadline: a later answer is dropped
+            if gathering.results[0] is None:  # cancelled at the search's deadline: a later answer is dropped
                 channel.forget(query.jti)
-                future.cancel()
-        return self._judge(node, future, query, trust, deadline, started)
+        return self._judge(node, gathering.results[0], query, trust, deadline, started)
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._by_node.values()), return_exceptions=True)
@@ -364,4 +441,4 @@ def _quiet(task: asyncio.Task[None]) -> None:
         task.exception()
 
 
-__all__ = ["ChannelLost", "Channels", "Counters", "Heard", "NodeChannel", "Status"]
+__all__ = ["ChannelLost", "Channels", "Counters", "Gathering", "Heard", "NodeChannel", "Status"]
