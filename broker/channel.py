@@ -213,7 +213,7 @@ class NodeChannel:
         self.unsigned = ws.protocol == frames.SUBPROTOCOL_V2 and self._der is not None
         self.ws = ws
         self.counters.opened(self.node_id)
-        self._reader = asyncio.create_task(self._read(ws))
+        self._reader = asyncio.create_task(self._read(ws, self.unsigned))
         log.info("channel to %s open", self.node_id)
 
     def bound(self, trust: TrustList) -> bool:
@@ -229,7 +229,9 @@ class NodeChannel:
         self._bound_version = trust.version
         return True
 
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse, unsigned: bool) -> None:
+        """Hand each frame on ``ws`` to the search waiting for it (``unsigned``: what this very
+        connection agreed, whatever a later one agrees)."""
         try:
             async for message in ws:
                 if message.type is not aiohttp.WSMsgType.TEXT:
@@ -242,7 +244,7 @@ class NodeChannel:
                     continue
                 waiting = self.pending.pop(frame.id, None)
                 if (waiting is None or isinstance(frame, frames.QueryFrame)
-                        or not waiting[0].deliver(waiting[1], Heard(frame, message.data, self.unsigned))):
+                        or not waiting[0].deliver(waiting[1], Heard(frame, message.data, unsigned))):
                     # Late (the search stopped waiting), replayed, or never asked for.
                     self.counters.dropped(self.node_id)
         finally:
