@@ -49,11 +49,13 @@ def test_cpu_is_read_from_the_process_clock() -> None:
 
 def test_processes_started_for_a_baseline_run_another_checkout(tmp_path: Path) -> None:
     """Proves `--baseline-source` points the processes started inside at the other checkout (their
-    PYTHONPATH) and puts the environment back afterwards."""
-    before = os.environ.get("PYTHONPATH")
+    PYTHONPATH, and the working folder that `python -m` puts first on the path) and puts both back
+    afterwards."""
+    before, cwd = os.environ.get("PYTHONPATH"), os.getcwd()
     with fedbench.processes_from(tmp_path):
-        inside = os.environ.get("PYTHONPATH")
-    assert (str(tmp_path.resolve()), before) == (inside, os.environ.get("PYTHONPATH"))
+        inside = (os.environ.get("PYTHONPATH"), os.getcwd())
+    source = str(tmp_path.resolve())
+    assert ((source, source), (before, cwd)) == (inside, (os.environ.get("PYTHONPATH"), os.getcwd()))
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")

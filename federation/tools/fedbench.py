@@ -525,15 +525,18 @@ def measure(side: Side, bodies: list[dict[str, Any]], *, searches: int, concurre
 @contextlib.contextmanager
 def processes_from(source: Path | None) -> Iterator[None]:
     """Node and broker processes started inside run the code of checkout ``source`` (the bench
-    itself, already imported, keeps running this one's)."""
+    itself, already imported, keeps running this one's). They start with ``python -m``, which puts
+    the working folder first on the path, so the working folder is ``source`` too meanwhile."""
     if source is None:
         yield
         return
-    before = os.environ.get("PYTHONPATH")
+    before, cwd = os.environ.get("PYTHONPATH"), os.getcwd()
     os.environ["PYTHONPATH"] = str(source.resolve())
+    os.chdir(source)
     try:
         yield
     finally:
+        os.chdir(cwd)
         if before is None:
             os.environ.pop("PYTHONPATH", None)
         else:
@@ -550,6 +553,7 @@ def run(*, nodes: int, children: int = 1000, concurrency: int = 8, searches: int
     for that long (``load``). With ``baseline_source``, measure the federated side a second time
     with the node and broker processes of that checkout (``baseline``), in the same run."""
     where = folder or Path.home() / ".cache" / "signpost" / "bench" / f"federation-{nodes}x{children}"
+    where = where.resolve()  # the processes of a baseline checkout run in another working folder
     layout = load_or_build(where, nodes, children, out=out)
     report: dict[str, Any] = {
         "nodes": nodes, "children_per_node": children, "concurrency": concurrency, "searches": searches,
