@@ -21,7 +21,7 @@ from broker.app import create_app as create_broker
 from broker.config import BrokerConfig
 from federation.http import runner as app_runner
 from federation.tools import provision
-from federation.tools.demo import free_port
+from federation.tools.ports import free_port
 from node.api import NODE
 from node.api import create_app as create_node
 from node.config import NodeConfig

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from federation.http import runner as app_runner
-from federation.tools.demo import free_port
+from federation.tools.ports import free_port
 from node.outbox import NOTIFICATION_TYPE, Outbox
 from node.store import Store
 from tests.conftest import AMARA, TEST_GRACE, Federation, build_federation, child_row, involvement_row

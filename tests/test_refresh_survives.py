@@ -17,7 +17,7 @@ from aiohttp import web
 
 from federation.http import runner as app_runner
 from federation.tools import provision
-from federation.tools.demo import free_port
+from federation.tools.ports import free_port
 from tests.conftest import TEST_GRACE, Federation, build_federation, default_records
 from trust import trustlist
 from trust.fetcher import Fetcher
