@@ -20,6 +20,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import statistics
 import subprocess
 import time
