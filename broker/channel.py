@@ -6,7 +6,9 @@ TLS connector (the handshake checks the CA chain and the node's trust-list bindi
 dead peer. Sending a query is one frame written to a socket that is already open; answers come
 back on the channel's reader and are matched to the waiting search by query id, then verified
 exactly as over HTTP (``fanout.judge``: signed by that node, for this broker, bound to the
-query's ``jti`` and hash).
+query's ``jti`` and hash); on a channel over mutual TLS that agreed ``signpost.v2``, an unsigned
+``no_match`` frame is checked by ``fanout.judge_no_match`` (that node, this broker, this query's
+hash) and logged by the hash of its exact text (decision 6).
 
 A channel that breaks fails the searches waiting on it (that node is ``unavailable`` for them)
 and is opened again in the background and, at the latest, by the next search. A node that
@@ -122,7 +124,6 @@ def write_now(ws: aiohttp.ClientWebSocketResponse, data: bytes,
 
 
 async def _finish(step: Coroutine[Any, Any, None], blocked: Any) -> None:
-
     """Drive ``step`` on from where ``write_now`` left it, as a task would."""
     try:
         while True:
