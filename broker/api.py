@@ -26,6 +26,7 @@ from broker.ledger import SearchLedger
 from broker.metrics import BrokerMetrics
 from federation import identity, rules
 from federation.canonical import JsonObject
+from federation.checks import RequesterContact
 from federation.errors import FieldError, ValidationError
 from federation.http import health, json_response, problem, read_json_object
 from federation.protocol import MemberId, QueryClaims, QueryId, Status
@@ -67,6 +68,7 @@ class SearchRequest:
     identity: identity.Identity
     purpose: str
     on_behalf_of: dict[str, str] | None
+    contact: RequesterContact | None = None  # told to the lead practitioner of a matched child
 
 
 class Broker:
@@ -118,13 +120,19 @@ class Broker:
                                      f"{', '.join(p.code for p in policy.purposes)}, got {purpose!r}"))
         on_behalf_of, mediation_errors = rules.check_mediation(who.role, body.get("on_behalf_of"))
         errors.extend(mediation_errors)
-        unknown = set(body) - {"identity", "purpose", "on_behalf_of"}
+        contact: RequesterContact | None = None
+        if body.get("contact") is not None:
+            try:
+                contact = RequesterContact.from_wire(body["contact"])
+            except ValidationError as exc:
+                errors.extend(exc.errors)
+        unknown = set(body) - {"identity", "purpose", "on_behalf_of", "contact"}
         if unknown:
             errors.append(FieldError(sorted(unknown)[0], "is not a search field"))
         if errors:
             raise ValidationError(errors)
         assert found is not None and isinstance(purpose, str)
-        return SearchRequest(found, purpose, on_behalf_of)
+        return SearchRequest(found, purpose, on_behalf_of, contact)
 
     def sign_query(self, search: SearchRequest, who: Practitioner, now: datetime) -> tuple[QueryId, str]:
         """A new query id and the signed query envelope for ``search``."""
@@ -134,6 +142,7 @@ class Broker:
             exp=iat + self.config.query_lifetime_seconds, jti=str(uuid.uuid4()),
             practitioner=who.to_claims(), purpose=search.purpose, on_behalf_of=search.on_behalf_of,
             identity=search.identity.to_wire(), extra={},
+            contact=search.contact.to_wire() if search.contact is not None else None,
         )
         return claims.query_id, envelope.sign(claims.to_wire(), self.key, envelope.QUERY_TYPE)
 

@@ -53,7 +53,8 @@ SECURE_SIGN_IN_COOKIE = "__Host-signpost-sign-in"
 LOOPBACK_SIGN_IN_COOKIE = "signpost-sign-in"
 FIELD_LIMIT = 200
 FORM_FIELDS = ("nhs_number", "upn", "given_name", "family_name", "dob-day", "dob-month", "dob-year",
-               "sex", "postcode", "purpose", "obo-name", "obo-organisation", "obo-role", "obo-phone")
+               "sex", "postcode", "purpose", "obo-name", "obo-organisation", "obo-role", "obo-phone",
+               "contact-email", "contact-phone")
 DOB_FIELDS = ("dob-day", "dob-month", "dob-year")
 LABELS = {
     "nhs_number": "NHS number", "upn": "UPN", "given_name": "Given name", "family_name": "Family name",
@@ -352,6 +353,8 @@ def _anchor(field: str) -> str:
     if field.startswith("on_behalf_of"):
         name = field.partition(".")[2] or "name"
         return f"obo-{name}"
+    if field.startswith("contact"):
+        return "contact-phone" if field == "contact.phone" else "contact-email"
     return field if field in ("purpose", "identity") else "identity"
 
 
@@ -370,6 +373,8 @@ PAGE_MESSAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "identity.postcode": (("", "Enter a real postcode, for example LS1 4AB"),),
     "identity.sex": (("", "Select the child's sex"),),
     "identity.date_of_birth": (("expected", "Date of birth must be a real date, for example 27 3 2015"),),
+    "contact.email": (("", "Enter your email address in the right format, for example name@example.gov.uk"),),
+    "contact.phone": (("", "Enter your phone number, for example 0113 496 0000"),),
 }
 
 
@@ -454,6 +459,9 @@ async def handle_search(request: web.Request) -> web.Response:
         body["purpose"] = values["purpose"]
     if mediator:
         body["on_behalf_of"] = {k: values[f"obo-{k}"] for k in ("name", "organisation", "role", "phone")}
+    contact = {k: values[f"contact-{k}"] for k in ("email", "phone") if values[f"contact-{k}"]}
+    if contact:
+        body["contact"] = contact
     errors: list[FormError] = [dob_error] if dob_error else []
     try:
         search = broker.validate(body, who, now)
@@ -481,7 +489,8 @@ async def handle_search(request: web.Request) -> web.Response:
     ask = {"search_id": answer.query_id, "purpose": search.purpose,
            **{f"id-{k}": str(v) for k, v in search.identity.to_wire().items()}}
     return html(pages.results_page(who, session.csrf, answer.to_wire(), searched, ask=ask,
-                                   notice=request.app[CHECKS].unseen(who) > 0))
+                                   notice=request.app[CHECKS].unseen(who) > 0,
+                                   contact_given=search.contact is not None))
 
 
 async def handle_static(request: web.Request) -> web.Response:

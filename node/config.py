@@ -48,6 +48,7 @@ class NodeConfig:
     staff_audience: str | None = None  # officers' token audience; default: this node's id
     staff_idle_seconds: int = 900
     notify_lead_on_check: bool = True  # tell the lead practitioner when a check discloses a match
+    notify_lead_on_match: bool = True  # tell the lead practitioner when a search discloses a match
     check_sweep_seconds: float = 300  # how often expired checks are deleted
 
     def __post_init__(self) -> None:

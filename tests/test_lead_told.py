@@ -1,0 +1,136 @@
+"""Both sides told on a match: when a search discloses a match, the lead practitioner of the
+child's current, disclosed involvements hears who asked (through the node's outbox, signed, at a
+real webhook receiver on loopback), and the searcher is told the lead was informed."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from federation.tools.demo import free_port
+from node.api import NODE
+from node.outbox import NOTIFICATION_TYPE
+from tests.checkfed import CONTACT, LEO, PURPOSE, build_check_federation
+from tests.conftest import LEO_NHS, Federation
+from tests.test_audit import entries
+from tests.test_notifications import Receiver
+from trust import envelope
+
+BY_NHS = {"nhs_number": LEO_NHS, "date_of_birth": LEO["date_of_birth"]}
+NAMED = {"name": "Dr Ada Jones", "organisation": "Hillside Surgery", "role": "GP", "phone": "0113 496 0123"}
+
+
+async def started(tmp_path: Path, *, notify: bool) -> tuple[Federation, Receiver]:
+    receiver = Receiver(free_port())
+    await receiver.start()
+    fed = build_check_federation(tmp_path / "federation", receiver.url)
+    fed.node_configs = {k: dataclasses.replace(c, notify_lead_on_match=notify)
+                        for k, c in fed.node_configs.items()}
+    await fed.start()
+    return fed, receiver
+
+
+@pytest.fixture
+async def told(tmp_path: Path) -> AsyncIterator[tuple[Federation, Receiver]]:
+    fed, receiver = await started(tmp_path, notify=True)
+    try:
+        yield fed, receiver
+    finally:
+        await fed.close()
+        await receiver.stop()
+
+
+def alpha(answer: dict[str, object]) -> dict[str, object]:
+    results = answer["results"]
+    assert isinstance(results, list)
+    found = next(r for r in results if r["authority"]["id"] == "alpha")
+    assert isinstance(found, dict)
+    return found
+
+
+async def test_a_match_tells_the_lead_who_asked_and_the_searcher_that_the_lead_knows(
+        told: tuple[Federation, Receiver]) -> None:
+    """Proves a matcher `match` sends the lead practitioner (and only the lead) one message signed
+    by the node naming the searcher, organisation, contact and purpose; the answer says
+    `lead_informed`; the node's query entry counts the message and its delivery is logged."""
+    fed, receiver = told
+    status, answer = await fed.search({"identity": BY_NHS, "purpose": PURPOSE, "contact": CONTACT})
+    assert 200 == status, answer
+    assert ("match", True) == (alpha(answer)["status"], alpha(answer)["lead_informed"])
+    assert all("lead_informed" not in r for r in answer["results"] if r["status"] != "match")
+    await receiver.wait_for(1)
+    trust = fed.runners["alpha"].app[NODE].trust.current
+    claims, signer = envelope.verify(receiver.bodies[0], trust, role="node", typ=NOTIFICATION_TYPE,
+                                     now=datetime.now(UTC))
+    assert ("alpha", "match-disclosure", "Sam Patel", "alpha children's services", CONTACT, PURPOSE,
+            answer["query_id"], None) == (
+        signer.id, claims["type"], claims["searcher"]["name"], claims["searcher"]["organisation"],
+        claims["contact"], claims["purpose"], claims["query_id"], claims["on_behalf_of"])
+    assert 1 == len(receiver.bodies)  # Sue Brown is not the lead; the ended involvement is not told
+    logged = [e for e in await entries(fed, "alpha") if e.get("query_id") == answer["query_id"]]
+    assert {"lead": 1, "access": 0} == next(e for e in logged if e["type"] == "query")["notifications"]
+    for _ in range(200):
+        delivered = [e for e in await entries(fed, "alpha") if e["type"] == "notification"]
+        if delivered:
+            break
+        await asyncio.sleep(0.05)
+    assert [("match-disclosure", answer["query_id"], "delivered")] == [
+        (e["kind"], e["query_id"], e["outcome"]) for e in delivered]
+
+
+async def test_a_mediators_match_names_the_professional_to_the_lead(told: tuple[Federation, Receiver]) -> None:
+    """Proves a mediator's search carries the named professional to the lead practitioner."""
+    fed, receiver = told
+    body = {"identity": BY_NHS, "purpose": PURPOSE, "on_behalf_of": NAMED}
+    status, answer = await fed.search(body, fed.token("mediator"))
+    assert 200 == status, answer
+    assert alpha(answer)["lead_informed"] is True
+    await receiver.wait_for(1)
+    trust = fed.runners["alpha"].app[NODE].trust.current
+    claims, _ = envelope.verify(receiver.bodies[0], trust, role="node", typ=NOTIFICATION_TYPE,
+                                now=datetime.now(UTC))
+    assert (NAMED, None) == (claims["on_behalf_of"], claims["contact"])
+
+
+async def test_a_possible_match_tells_nobody(told: tuple[Federation, Receiver]) -> None:
+    """Proves nothing disclosed, nobody told: a `possible_match` carries no `lead_informed` and
+    queues no message for the lead."""
+    fed, receiver = told
+    status, answer = await fed.search({"identity": LEO, "purpose": PURPOSE, "contact": CONTACT})
+    assert ("possible_match", None) == (alpha(answer)["status"], alpha(answer).get("lead_informed"))
+    items = await fed.runners["alpha"].app[NODE].worker.run(
+        lambda store: store.db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    assert (200, 0, []) == (status, items, receiver.bodies)
+
+
+async def test_an_authority_can_turn_telling_the_lead_off(tmp_path: Path) -> None:
+    """Proves `notify_lead_on_match: false` keeps the match but tells no lead, and the searcher is
+    not told the lead knows."""
+    fed, receiver = await started(tmp_path, notify=False)
+    try:
+        status, answer = await fed.search({"identity": BY_NHS, "purpose": PURPOSE, "contact": CONTACT})
+        items = await fed.runners["alpha"].app[NODE].worker.run(
+            lambda store: store.db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    finally:
+        await fed.close()
+        await receiver.stop()
+    assert (200, "match", False, 0) == (status, alpha(answer)["status"], alpha(answer)["lead_informed"], items)
+
+
+@pytest.mark.parametrize(("contact", "field"), [
+    ({"email": "not an address"}, "contact.email"),
+    ({"phone": "call me"}, "contact.phone"),
+    ({}, "contact"),
+    ("sam@example.gov.uk", "contact"),
+])
+async def test_a_bad_contact_is_refused_naming_the_field(told: tuple[Federation, Receiver], contact: object,
+                                                         field: str) -> None:
+    """Proves the searcher's contact is checked at the broker and the error names the field."""
+    fed, _ = told
+    status, problem = await fed.search({"identity": BY_NHS, "purpose": PURPOSE, "contact": contact})
+    assert (400, [field]) == (status, [e["field"] for e in problem["errors"]])
