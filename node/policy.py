@@ -288,8 +288,9 @@ def lead_notices(
     officer confirmed a check); ``reference`` names the search or check.
 
     Only leads of involvements the disclosure showed (current, and not a hidden sensitive
-    service) are told (for a search, not when the searcher is from the lead's own organisation), so nobody learns of a service the searcher could not see, and the
-    searcher is told only about leads that really are informed.
+    service) are told, so nobody learns of a service the searcher could not see, and the
+    searcher is told only about leads that really are informed. For a search, a searcher from
+    the lead's own organisation tells nobody (as for notify-on-access).
     """
     out: list[JsonObject] = []
     for inv in involvements:

@@ -83,7 +83,8 @@ async def test_a_match_tells_the_lead_who_asked_and_the_searcher_that_the_lead_k
         (e["kind"], e["query_id"], e["outcome"]) for e in delivered]
 
 
-async def test_a_mediators_match_names_the_professional_to_the_lead(told: tuple[Federation, Receiver]) -> None:
+async def test_a_mediators_match_names_the_professional_to_the_lead(
+        told: tuple[Federation, Receiver]) -> None:
     """Proves a mediator's search carries the named professional to the lead practitioner."""
     fed, receiver = told
     body = {"identity": BY_NHS, "purpose": PURPOSE, "on_behalf_of": NAMED}
@@ -119,7 +120,8 @@ async def test_an_authority_can_turn_telling_the_lead_off(tmp_path: Path) -> Non
     finally:
         await fed.close()
         await receiver.stop()
-    assert (200, "match", False, 0) == (status, alpha(answer)["status"], alpha(answer)["lead_informed"], items)
+    assert (200, "match", False, 0) == (
+        status, alpha(answer)["status"], alpha(answer)["lead_informed"], items)
 
 
 @pytest.mark.parametrize(("contact", "field"), [
