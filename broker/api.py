@@ -22,7 +22,7 @@ from broker.admission import ADMISSION
 from broker.channel import Channels
 from broker.config import BrokerConfig
 from broker.fanout import NodeResult, Query, fan_out_http
-from broker.ledger import SearchLedger
+from broker.ledger import Ledger
 from broker.metrics import BrokerMetrics
 from federation import identity, rules
 from federation.canonical import JsonObject
@@ -87,7 +87,8 @@ class Broker:
             config.audit_log, config.id, self.key, lambda: self.trust.current, config.audience,
             checkpoint_interval=config.checkpoint_interval_seconds,
             accept_reset=config.unsafe_accept_audit_log_reset)
-        self.ledger = SearchLedger()  # per search: who searched, who said possible_match (checks)
+        # Per search: who searched, who said possible_match; and the checks (broker/ledger.py).
+        self.ledger = Ledger(config.check_ledger_path)
         self.commitment_key = b""
         if config.audit_log is not None:
             self.commitment_key = audits.load_or_create_key(
@@ -178,9 +179,9 @@ class Broker:
                 log.error("query %s: integrity failure from %s: %s", jti, r.authority, r.reason)
         # Which authorities know the child is part of the answer: it goes to the audit log only.
         log.info("query %s: %d node(s) asked, %d unavailable", jti, len(results), len(unavailable))
-        self.ledger.remember(jti, who.issuer, who.sub, (r.authority for r in results
-                                                        if r.status is Status.POSSIBLE_MATCH),
-                             search.identity.to_wire(), now.timestamp())
+        await self.ledger.remember(jti, who.issuer, who.sub, (r.authority for r in results
+                                                              if r.status is Status.POSSIBLE_MATCH),
+                                   search.identity.to_wire(), now.timestamp(), search.on_behalf_of)
         return SearchResponse(jti, tuple(results))
 
 

@@ -293,6 +293,7 @@ async def _check_page(request: web.Request, session: StaffSession, check: Check,
         asker={"name": practitioner.get("name", ""), "role": practitioner.get("role", ""),
                "org": practitioner.get("org", "")},
         contact=list(check.request.contact.to_wire().values()),
+        on_behalf_of=check.request.on_behalf_of,
         purpose=_purpose(staff, check.request.purpose),
         state_label=STATE_LABELS[check.state], expires=_day(check.expires), candidates=candidates, rows=rows,
         open=check.state is CheckState.PENDING, can_ask=check.information is None)
