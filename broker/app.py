@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from broker import admission, check_pages, checks, oidc, ratelimit, sessions
+from broker import admission, check_pages, checks, ratelimit, sessions
 from broker import web as pages
 from broker.api import BROKER, Broker, handle_health, handle_search
 from broker.channel import Channels, Counters
@@ -20,7 +20,7 @@ from broker.config import BrokerConfig
 from broker.demo_idp import DemoIdentityProvider
 from federation import metrics
 from federation.errors import ConfigError
-from trust import logapi, tls
+from trust import logapi, oidc, tls
 
 KEEPALIVE_SECONDS = 120.0  # pooled HTTP connections to nodes (the fallback path) survive idle minutes
 

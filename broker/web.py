@@ -10,7 +10,7 @@ The pages are a thin skin over the API: a search goes through ``Broker.validate`
   prefix. Only when the browser reached the broker at a loopback address over plain HTTP (the
   demo, the tests) is the cookie sent without ``Secure``, because browsers would not return it
   otherwise.
-* Sign-in is through the practitioner's own OpenID Connect provider (``broker.oidc``): the
+* Sign-in is through the practitioner's own OpenID Connect provider (``trust.oidc``): the
   sign-in in progress is named by a second, short-lived ``SameSite=Lax`` cookie (the provider's
   redirect back is a cross-site navigation, which a Strict cookie would not survive) and is
   taken from the store exactly once, so a replayed callback is refused. The demo keeps its own
@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from broker import oidc, pages, ratelimit
+from broker import pages, ratelimit
 from broker.api import BROKER
 from broker.checks import CHECKS
 from broker.demo_idp import DemoIdentityProvider
@@ -41,7 +41,7 @@ from federation.errors import ValidationError
 from federation.pagesafety import SECURITY_HEADERS as SECURITY_HEADERS  # the pages' headers, re-exported
 from federation.pagesafety import add_safety_headers, cookie_name, loopback_http
 from federation.rules import SEARCHING_ROLES
-from trust import tokens
+from trust import oidc, tokens
 from trust.errors import ExpiredError, TrustError, UnknownMemberError
 from trust.logapi import AuditUnavailable
 
