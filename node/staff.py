@@ -1,12 +1,16 @@
 """The signposting officers' pages: a separate listener, for the authority's own staff only.
 
 Served on ``staff_host:staff_port`` (never on the broker-facing port), from the same process as
-the node. An officer signs in with a token from an identity provider in the trust list (the same
-EdDSA/ES256 practitioner tokens the broker accepts, audience ``staff_audience``, by default the
-node's id); it must say ``role`` ``signposting_officer``, come from an issuer whose ``authority``
-is this node's, and show multi-factor sign-in (``amr``). Pasting a token is the sign-in for now;
-an OpenID Connect redirect to the authority's provider can replace it without changing anything
-behind it.
+the node. An officer signs in through the council's own OpenID Connect provider
+(``staff_oidc_issuer``: a token issuer in the trust list whose ``oidc`` entry says how its claims
+read, ``trust.oidc``): authorization code flow with PKCE S256, ``state`` and ``nonce`` kept
+server-side and named by a short-lived ``SameSite=Lax`` cookie, the ID token checked against the
+provider's JWKS. Whatever the sign-in, the person must map to ``role`` ``signposting_officer``,
+come from an issuer whose ``authority`` is this node's, and show multi-factor sign-in.
+
+For development and tests only, ``unsafe_staff_token_sign_in`` lets an officer paste a token
+instead (the same EdDSA/ES256 practitioner tokens the broker accepts, audience
+``staff_audience``, by default the node's id), checked by the same rules.
 
 Pages: the queue of checks; one check, with the identity as typed beside the node's candidate
 records (this node's records only: the pages have no way to reach any other), and the decision
@@ -22,6 +26,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
 import secrets
 import time
 from collections import OrderedDict
@@ -35,11 +40,12 @@ import jinja2
 from aiohttp import web
 
 from federation.checks import CheckState, Decision
+from federation.errors import ConfigError
 from federation.identity import Identity
 from federation.pagesafety import SECURITY_HEADERS, add_safety_headers, cookie_name, loopback_http
 from node.checks import Check, CheckDesk, CheckError
 from node.store import Child
-from trust import auditor, tokens
+from trust import auditor, oidc, tokens
 from trust.errors import TrustError
 from trust.logapi import AuditUnavailable
 from trust.tokens import Practitioner
@@ -108,6 +114,25 @@ class StaffSessions:
         self._sessions.pop(session_id, None)
 
 
+MAX_PENDING = 2000
+LOOPBACK_SIGN_IN_COOKIE = "signpost-staff-sign-in"
+SECURE_SIGN_IN_COOKIE = "__Host-signpost-staff-sign-in"
+
+
+def open_id(desk: CheckDesk) -> oidc.OpenIdSignIn | None:
+    """Sign-in through the officers' OpenID provider, when the node's config names one."""
+    config = desk.config
+    if config.staff_oidc_issuer is None or config.staff_oidc_client_id is None:
+        return None
+    secret_env = config.staff_oidc_client_secret_env
+    secret = os.environ.get(secret_env) if secret_env else None
+    if secret_env and not secret:
+        raise ConfigError(f"staff_oidc_client_secret_env: variable {secret_env} is not set")
+    return oidc.OpenIdSignIn({config.staff_oidc_issuer: oidc.OidcClient(config.staff_oidc_client_id, secret)},
+                             (config.staff_public_url or "").rstrip("/") + oidc.CALLBACK_PATH,
+                             session_seconds=config.staff_session_max_seconds)
+
+
 class Staff:
     """The staff app's state."""
 
@@ -115,6 +140,19 @@ class Staff:
         self.desk = desk
         self.sessions = StaffSessions(desk.config.staff_idle_seconds)
         self.authority = desk.trust.current.member(desk.config.id, "node").name
+        self.oidc = open_id(desk)
+        # Sign-ins under way: transaction id -> (what to check at the callback, when it lapses).
+        self.pending: OrderedDict[str, tuple[oidc.PendingSignIn, float]] = OrderedDict()
+
+    def put_pending(self, transaction: str, pending: oidc.PendingSignIn, now: float) -> None:
+        while len(self.pending) >= MAX_PENDING:
+            self.pending.popitem(last=False)
+        self.pending[transaction] = (pending, now + oidc.PENDING_SECONDS)
+
+    def take_pending(self, transaction: str, now: float) -> oidc.PendingSignIn | None:
+        """The sign-in ``transaction`` names, once (a replayed callback finds nothing)."""
+        found = self.pending.pop(transaction, None)
+        return found[0] if found is not None and found[1] > now else None
 
     @property
     def audience(self) -> str:
@@ -188,16 +226,28 @@ def check_officer(who: Practitioner, authority_id: str) -> str | None:
     return None
 
 
+def _sign_in_page(request: web.Request, session: StaffSession, status: int = 200,
+                  errors: list[str] | None = None) -> web.Response:
+    staff = request.app[STAFF]
+    return render(request, "sign_in.html", status, session=StaffSession("", session.csrf, 0), title="Sign in",
+                  errors=errors or [], open_id=staff.oidc is not None,
+                  token_sign_in=staff.desk.config.unsafe_staff_token_sign_in)
+
+
 async def handle_sign_in_form(request: web.Request) -> web.Response:
     staff = request.app[STAFF]
     session = _session(request) or staff.sessions.new(time.time())
-    response = render(request, "sign_in.html", session=StaffSession("", session.csrf, 0), title="Sign in")
+    response = _sign_in_page(request, session)
     _set_cookie(request, response, session)
     return response
 
 
 async def handle_sign_in(request: web.Request) -> web.Response:
+    """The development sign-in: a pasted token (only with ``unsafe_staff_token_sign_in``)."""
     staff = request.app[STAFF]
+    if not staff.desk.config.unsafe_staff_token_sign_in:
+        return _message(request, "Sign in with your organisation's account",
+                        "These pages take no pasted tokens: use the sign-in button.", 403)
     session = _session(request)
     form = await request.post()
     if session is None or not session.csrf_ok(form.get("csrf_token")):
@@ -221,13 +271,97 @@ async def handle_sign_in(request: web.Request) -> web.Response:
             log.warning("staff sign-in refused: not an officer of this authority")
             return _message(request, "You cannot use these pages", refusal, 403)
     if errors or who is None:
-        response = render(request, "sign_in.html", 400, session=StaffSession("", session.csrf, 0),
-                          title="Sign in", errors=errors)
-        return response
+        return _sign_in_page(request, session, 400, errors)
     staff.sessions.drop(session.id)
     fresh = staff.sessions.new(time.time(), who)
     response = _redirect("/checks")
     _set_cookie(request, response, fresh)
+    return response
+
+
+def _sign_in_cookie(request: web.Request) -> str:
+    return cookie_name(request, SECURE_SIGN_IN_COOKIE, LOOPBACK_SIGN_IN_COOKIE)
+
+
+def _sign_in_failed(request: web.Request, status: int, text: str) -> web.Response:
+    response = _message(request, "Sign-in failed", text, status)
+    response.del_cookie(_sign_in_cookie(request), path="/", secure=not loopback_http(request),
+                        httponly=True, samesite="Lax")
+    return response
+
+
+async def handle_oidc_start(request: web.Request) -> web.Response:
+    """Send the officer's browser to the council's OpenID provider (state, nonce, PKCE kept here)."""
+    staff = request.app[STAFF]
+    if staff.oidc is None:
+        return _redirect("/sign-in")
+    issuer = staff.desk.config.staff_oidc_issuer or ""
+    try:
+        member = staff.desk.trust.current.member(issuer, "token_issuer")
+        if member.authority != staff.desk.config.id:
+            raise oidc.SignInRefused(f"{issuer}: a token issuer of another authority")
+        url, pending = await staff.oidc.start(member)
+    except oidc.ProviderUnavailable as exc:
+        log.warning("staff sign-in: provider unavailable: %s", exc)
+        return _sign_in_failed(request, 503, "Your organisation's sign-in service did not answer. "
+                                             "Try again in a minute.")
+    except (oidc.OidcError, TrustError) as exc:
+        log.error("staff sign-in is not set up: %s", exc)
+        return _sign_in_failed(request, 403, "Sign-in to these pages is not set up. Contact your "
+                                             "Signpost operator.")
+    transaction = oidc.new_transaction_id()
+    staff.put_pending(transaction, pending, time.time())
+    response = web.Response(status=303, headers={"Location": url})
+    response.set_cookie(_sign_in_cookie(request), transaction, path="/", httponly=True,
+                        secure=not loopback_http(request), samesite="Lax", max_age=oidc.PENDING_SECONDS)
+    return response
+
+
+async def handle_oidc_callback(request: web.Request) -> web.Response:
+    """The provider's redirect back: exchange the code, verify the ID token, check the officer."""
+    staff = request.app[STAFF]
+    if staff.oidc is None:
+        return _redirect("/sign-in")
+    now = time.time()
+    pending = staff.take_pending(request.cookies.get(_sign_in_cookie(request), ""), now)
+    if pending is None:
+        return _sign_in_failed(request, 400, "This sign-in has already been used or has timed out. "
+                                             "Sign in again.")
+    if "error" in request.query:
+        return _sign_in_failed(request, 403, "Your organisation's sign-in did not complete. Sign in again.")
+    code, state = request.query.get("code", ""), request.query.get("state", "")
+    if not code or not state:
+        return _sign_in_failed(request, 400, "The sign-in answer was incomplete. Sign in again.")
+    try:
+        member = staff.desk.trust.current.member(pending.issuer_member, "token_issuer")
+        who = await staff.oidc.finish(member, pending, state, code, now)
+    except oidc.MfaRequired as exc:
+        log.warning("staff sign-in refused: %s", exc)
+        return _sign_in_failed(request, 403, "These pages need a sign-in with a second factor (a code, an "
+                                             "app or a security key). Sign in again with one.")
+    except oidc.ProviderUnavailable as exc:
+        log.warning("staff sign-in: provider unavailable: %s", exc)
+        return _sign_in_failed(request, 503, "Your organisation's sign-in service did not answer. "
+                                             "Try again in a minute.")
+    except (oidc.OidcError, TrustError) as exc:
+        log.error("staff sign-in refused: %s", exc)
+        return _sign_in_failed(request, 403, "Your sign-in could not be accepted. Sign in again.")
+    refusal = check_officer(who, staff.desk.config.id)
+    if refusal is not None:
+        log.warning("staff sign-in refused: not an officer of this authority")
+        return _sign_in_failed(request, 403, refusal)
+    old = _session(request)
+    if old is not None:
+        staff.sessions.drop(old.id)
+    fresh = staff.sessions.new(now, who)
+    # A page rather than a redirect: browsers send no SameSite=Strict cookie on a redirect chain
+    # that began at another site, so the queue is reached by a same-site navigation.
+    response = render(request, "message.html", session=fresh, title="You are signed in",
+                      text=f"Signed in as {who.name}, signposting officer of {staff.authority}.",
+                      link="/checks", link_text="Go to the checks waiting for you")
+    _set_cookie(request, response, fresh)
+    response.del_cookie(_sign_in_cookie(request), path="/", secure=not loopback_http(request),
+                        httponly=True, samesite="Lax")
     return response
 
 
@@ -401,12 +535,24 @@ def create_app(desk: CheckDesk) -> web.Application:
     app.router.add_get("/", handle_root)
     app.router.add_get("/sign-in", handle_sign_in_form)
     app.router.add_post("/sign-in", handle_sign_in)
+    app.router.add_get("/sign-in/oidc", handle_oidc_start)
+    app.router.add_get(oidc.CALLBACK_PATH, handle_oidc_callback)
     app.router.add_post("/sign-out", handle_sign_out)
     app.router.add_get("/checks", handle_queue)
     app.router.add_get("/checks/{check_id}", handle_check)
     app.router.add_post("/checks/{check_id}/decision", handle_decision)
     app.router.add_get("/children/{record_id}/looked", handle_looked)
     app.router.add_get("/static/{name}", handle_static)
+
+    async def provider_client(app: web.Application) -> AsyncIterator[None]:
+        sign_in = app[STAFF].oidc
+        if sign_in is not None:
+            await sign_in.open()
+        yield
+        if sign_in is not None:
+            await sign_in.close()
+
+    app.cleanup_ctx.append(provider_client)
     return app
 
 

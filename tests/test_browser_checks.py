@@ -27,7 +27,7 @@ from tests.webfed import LEO_DOB, build_web_federation, fresh_code
 @pytest.fixture
 async def staff_federation(tmp_path: Path) -> AsyncIterator[Federation]:
     fed = build_web_federation(tmp_path / "federation")
-    fed.node_configs = {k: dataclasses.replace(c, staff_port=free_port())
+    fed.node_configs = {k: dataclasses.replace(c, staff_port=free_port(), unsafe_staff_token_sign_in=True)
                         for k, c in fed.node_configs.items()}
     fed.broker_config = dataclasses.replace(fed.broker_config, check_poll_seconds=0.2,
                                             node_deadline_seconds=10.0)  # see tests/checkfed.py
