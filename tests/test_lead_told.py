@@ -5,7 +5,10 @@ real webhook receiver on loopback), and the searcher is told the lead was inform
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import json
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,9 +19,10 @@ from federation.tools.demo import free_port
 from node.api import NODE
 from node.outbox import NOTIFICATION_TYPE
 from tests.checkfed import CONTACT, LEO, PURPOSE, build_check_federation
-from tests.conftest import LEO_NHS, Federation
+from tests.conftest import AMARA, AMARA_NHS, LEO_NHS, Federation, build_federation
 from tests.test_audit import entries
 from tests.test_notifications import Receiver
+from tests.webfed import Browser, web_records
 from trust import envelope
 
 BY_NHS = {"nhs_number": LEO_NHS, "date_of_birth": LEO["date_of_birth"]}
@@ -136,3 +140,44 @@ async def test_a_bad_contact_is_refused_naming_the_field(told: tuple[Federation,
     fed, _ = told
     status, problem = await fed.search({"identity": BY_NHS, "purpose": PURPOSE, "contact": contact})
     assert (400, [field]) == (status, [e["field"] for e in problem["errors"]])
+
+
+async def test_the_results_page_says_the_lead_was_told_and_checks_the_contact(tmp_path: Path) -> None:
+    """Proves the practitioner's page: a search with a contact shows, on the authority whose lead
+    was told, that the lead practitioner knows and how to reach the searcher; the lead receives
+    the contact typed on the form; a malformed contact is an error linked to its field."""
+    receiver = Receiver(free_port())
+    await receiver.start()
+    records = web_records()
+    children, involvements = records["rochdale"]
+    records["rochdale"] = (children, [{**involvements[0], "notify_url": receiver.url}])
+    fed = build_federation(tmp_path / "federation", records)
+    fed.broker_config = dataclasses.replace(fed.broker_config,
+                                            unsafe_demo_identity_provider=fed.folder / "keys")
+    fed.node_configs = {k: dataclasses.replace(c, unsafe_http_webhooks=True)
+                        for k, c in fed.node_configs.items()}
+    await fed.start()
+    browser = Browser(fed.broker_url)
+    try:
+        csrf = await browser.sign_in()
+        year, month, day = AMARA["date_of_birth"].split("-")
+        form = {"csrf_token": csrf, "nhs_number": AMARA_NHS, "dob-day": day, "dob-month": month,
+                "dob-year": year, "purpose": "early_help", "contact-email": "not an address"}
+        status, page, _ = await browser.post("/search", form)
+        assert (400, ["#contact-email"]) == (status, re.findall(r'href="(#contact-[a-z]+)"', page))
+        form["contact-email"] = "sam.patel@example.gov.uk"
+        status, page, _ = await browser.post("/search", form)
+        await receiver.wait_for(1)
+    finally:
+        await browser.close()
+        await fed.close()
+        await receiver.stop()
+    panels = re.findall(r'<section class="panel" aria-labelledby="a-(\w+)">(.*?)</section>', page, re.S)
+    told = [(authority, re.findall(r"lead practitioner has been told[^<]*", body))
+            for authority, body in panels]
+    assert 200 == status
+    assert [("leeds", []), ("rochdale", ["lead practitioner has been told that you searched, from which "
+                                         "organisation and why, and how to reach you."])] == told
+    claims = json.loads(base64.urlsafe_b64decode(receiver.bodies[0].split(".")[1] + "=="))
+    assert ("match-disclosure", {"email": "sam.patel@example.gov.uk"}, "Sam Patel") == (
+        claims["type"], claims["contact"], claims["searcher"]["name"])
