@@ -20,10 +20,11 @@ from node.api import NODE
 from node.outbox import NOTIFICATION_TYPE
 from tests.checkfed import CONTACT, LEO, PURPOSE, build_check_federation
 from tests.conftest import AMARA, AMARA_NHS, LEO_NHS, Federation, build_federation
-from tests.test_audit import entries
+from tests.test_audit import broker_signed_query, entries, post_query
 from tests.test_notifications import Receiver
 from tests.webfed import Browser, web_records
 from trust import envelope
+from trust import keys as keyfiles
 
 BY_NHS = {"nhs_number": LEO_NHS, "date_of_birth": LEO["date_of_birth"]}
 NAMED = {"name": "Dr Ada Jones", "organisation": "Hillside Surgery", "role": "GP", "phone": "0113 496 0123"}
@@ -181,3 +182,19 @@ async def test_the_results_page_says_the_lead_was_told_and_checks_the_contact(tm
     claims = json.loads(base64.urlsafe_b64decode(receiver.bodies[0].split(".")[1] + "=="))
     assert ("match-disclosure", {"email": "sam.patel@example.gov.uk"}, "Sam Patel") == (
         claims["type"], claims["contact"], claims["searcher"]["name"])
+
+
+@pytest.mark.parametrize(("contact", "field"), [
+    ({"email": "not an address"}, "contact.email"),
+    ("sam@example.gov.uk", "contact"),
+])
+async def test_a_node_refuses_a_signed_query_with_a_malformed_contact(
+        told: tuple[Federation, Receiver], contact: object, field: str) -> None:
+    """Proves the node judges the contact itself (a trusted broker is no excuse): a signed query
+    whose contact is malformed is refused naming the field, before anything is matched or told."""
+    fed, receiver = told
+    key = keyfiles.load_private(fed.folder / "keys" / "broker.pem")
+    payload = broker_signed_query(fed, BY_NHS).split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))) | {"contact": contact}
+    status, problem = await post_query(fed, "alpha", envelope.sign(claims, key, envelope.QUERY_TYPE))
+    assert (400, [field], []) == (status, [e["field"] for e in problem.get("errors", [])], receiver.bodies)
