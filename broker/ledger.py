@@ -80,6 +80,10 @@ class Ledger:
     def _open(self) -> bytes:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # It holds practitioners' contacts and the digest key: readable by this service only
+            # (SQLite gives its journal files the same mode).
+            self.path.touch(mode=0o600, exist_ok=True)
+            self.path.chmod(0o600)
         db = sqlite3.connect(str(self.path) if self.path is not None else ":memory:", isolation_level=None)
         db.row_factory = sqlite3.Row
         if self.path is not None:

@@ -287,6 +287,7 @@ class CheckDesk:
             "request", self.config.id, now, check.id, search_id=check.search_id, broker=broker_id,
             request_hash=envelope.envelope_hash(token), answer_hash=envelope.envelope_hash(answer),
             practitioner=practitioner_fields(request.practitioner), purpose=request.purpose,
+            on_behalf_of=dict(request.on_behalf_of) if request.on_behalf_of else None,
             candidate_pseudonyms=sorted(c.pseudonym for c in candidates), state=check.state.value,
             expires=check.outcome().expires))
         log.info("check %s received", check.id)

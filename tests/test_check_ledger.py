@@ -69,6 +69,7 @@ async def test_a_broker_restart_loses_no_search_and_no_check(
 
     status, listed = await api(fed, "GET", "/v1/checks")
     assert (200, [check_id]) == (status, [c["check_id"] for c in listed["checks"]])
+    assert 0o600 == fed.broker_config.check_ledger_path.stat().st_mode & 0o777  # type: ignore[union-attr]
     status, body = await ask(fed, second, LEO)
     assert 201 == status, body
     assert (303, "") == await decide(fed, check_id, "not_this_child")
@@ -111,7 +112,7 @@ async def test_a_mediator_asks_for_a_check_for_the_professional_named(
     node = [e for e in await entries(fed, "alpha") if e["type"] == "check-request"]
     broker = [e for e in await entries(fed, "broker") if e["type"] == "check-request"]
     assert NAMED == broker[-1]["on_behalf_of"]
-    assert check_id == node[-1]["check_id"]
+    assert (check_id, NAMED) == (node[-1]["check_id"], node[-1]["on_behalf_of"])
 
 
 async def test_the_practitioner_is_told_at_the_check_webhook(
