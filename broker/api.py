@@ -22,7 +22,7 @@ from broker.admission import ADMISSION
 from broker.channel import Channels
 from broker.config import BrokerConfig
 from broker.fanout import NodeResult, Query, fan_out_http
-from broker.ledger import Ledger
+from broker.ledger import Ledger, LedgerUnavailable, create_ledger
 from broker.metrics import BrokerMetrics
 from federation import identity, rules
 from federation.canonical import JsonObject
@@ -88,7 +88,10 @@ class Broker:
             checkpoint_interval=config.checkpoint_interval_seconds,
             accept_reset=config.unsafe_accept_audit_log_reset)
         # Per search: who searched, who said possible_match; and the checks (broker/ledger.py).
-        self.ledger = Ledger(config.check_ledger_path)
+        self.ledger: Ledger = create_ledger(
+            config.check_ledger_path, config.redis_url,
+            prefix=f"signpost:checks:{self.trust.current.federation}",
+            timeout_seconds=config.redis_timeout_seconds)
         self.commitment_key = b""
         if config.audit_log is not None:
             self.commitment_key = audits.load_or_create_key(
@@ -179,9 +182,12 @@ class Broker:
                 log.error("query %s: integrity failure from %s: %s", jti, r.authority, r.reason)
         # Which authorities know the child is part of the answer: it goes to the audit log only.
         log.info("query %s: %d node(s) asked, %d unavailable", jti, len(results), len(unavailable))
-        await self.ledger.remember(jti, who.issuer, who.sub, (r.authority for r in results
-                                                              if r.status is Status.POSSIBLE_MATCH),
-                                   search.identity.to_wire(), now.timestamp(), search.on_behalf_of)
+        try:
+            await self.ledger.remember(jti, who.issuer, who.sub, (r.authority for r in results
+                                                                  if r.status is Status.POSSIBLE_MATCH),
+                                       search.identity.to_wire(), now.timestamp(), search.on_behalf_of)
+        except LedgerUnavailable as exc:  # the answer stands; only a later check of it is refused
+            log.error("query %s: not remembered for checks: %s", jti, exc)
         return SearchResponse(jti, tuple(results))
 
 

@@ -13,9 +13,10 @@ webhook the configuration names (``check_webhook_url``: a signed notice with the
 contact email and the check's reference, nothing about the child) and on their next page load.
 What a confirmed check discloses is fetched from the node each time the practitioner looks
 (``GET /v1/checks/{id}``), signed by the node and bound to the request, and passed on without
-being kept. Checks are kept in the broker's ledger (``broker.ledger``, a SQLite file beside the
-audit log), so a restart loses none; a notice that could not be delivered is tried again every
-round.
+being kept. Checks are kept in the broker's ledger (``broker.ledger``: Redis when the broker has
+a Redis URL, else a SQLite file beside the audit log), so neither a restart nor another replica
+loses any; one replica at a time follows them up; a notice that could not be delivered is tried
+again every round.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from aiohttp import web
 from broker import audit as audits
 from broker import ratelimit
 from broker.api import BROKER, Broker
+from broker.ledger import LedgerUnavailable
 from federation import rules
 from federation.canonical import JsonObject
 from federation.checks import (
@@ -165,13 +167,12 @@ class CheckService:
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        # Read through from the ledger at start; every change is written back before it is answered.
-        self.checks: dict[str, BrokerCheck] = {
-            c.id: c for c in map(BrokerCheck.from_row, broker.ledger.all_checks())}
         self.wake = asyncio.Event()
 
+    # Every check is read from the ledger when it is needed and written back before anything is
+    # answered, so any replica (or this one after a restart) sees the same checks.
+
     async def save(self, check: BrokerCheck) -> None:
-        self.checks[check.id] = check
         await self.broker.ledger.save_check(check.id, check.issuer, check.sub, check.created, check.to_row())
 
     # --- the node channel -------------------------------------------------------------------
@@ -313,7 +314,7 @@ class CheckService:
         if authority not in record.possible:
             raise CheckRefused(403, "not-possible-match", "authority: did not answer possible_match to that "
                                "search")
-        if self.broker.ledger.digest(found.to_wire()) != record.identity_digest:
+        if await self.broker.ledger.digest(found.to_wire()) != record.identity_digest:
             raise CheckRefused(403, "not-searched-identity", "identity: not the identity searched for under "
                                "that search_id")
         # A mediator's check is for the professional named in the search, as the search was
@@ -349,23 +350,28 @@ class CheckService:
         await self._answered(check, "request", sent, now)
         return sent
 
-    def mine(self, who: Practitioner, check_ref: str) -> BrokerCheck:
-        check = self.checks.get(check_ref)
+    async def mine(self, who: Practitioner, check_ref: str) -> BrokerCheck:
+        row = await self.broker.ledger.check(check_ref) if len(check_ref) <= 64 else None
+        check = BrokerCheck.from_row(row) if row is not None else None
         if check is None or (check.issuer, check.sub) != (who.issuer, who.sub):
             raise CheckRefused(404, "unknown-check", f"check_id: no check {check_ref!r} of yours")
         return check
 
-    def list_mine(self, who: Practitioner) -> list[BrokerCheck]:
-        return sorted((c for c in self.checks.values() if (c.issuer, c.sub) == (who.issuer, who.sub)),
-                      key=lambda c: -c.created)
+    async def list_mine(self, who: Practitioner) -> list[BrokerCheck]:
+        rows = await self.broker.ledger.checks_of(who.issuer, who.sub)
+        return sorted(map(BrokerCheck.from_row, rows), key=lambda c: -c.created)
 
-    def unseen(self, who: Practitioner) -> int:
-        return sum(1 for c in self.list_mine(who) if c.unseen)
+    async def unseen(self, who: Practitioner) -> int:
+        """How many of ``who``'s checks have news; 0 when the ledger cannot say (a hint only)."""
+        try:
+            return sum(1 for c in await self.list_mine(who) if c.unseen)
+        except LedgerUnavailable:
+            return 0
 
     async def look(self, who: Practitioner, check_ref: str,
                    now: datetime) -> tuple[BrokerCheck, CheckOutcome | None]:
         """The check as it stands, with the disclosure when confirmed (fetched fresh, never kept)."""
-        check = self.mine(who, check_ref)
+        check = await self.mine(who, check_ref)
         if check.unseen:
             check.unseen = False
             await self.save(check)
@@ -376,7 +382,7 @@ class CheckService:
 
     async def add_information(self, who: Practitioner, check_ref: str, body: Mapping[str, Any],
                               now: datetime) -> BrokerCheck:
-        check = self.mine(who, check_ref)
+        check = await self.mine(who, check_ref)
         if check.state is not CheckState.MORE_INFORMATION or check.information_used:
             raise CheckRefused(409, "information-not-wanted", "identity: more information can be given once, "
                                "after the authority asks for it")
@@ -433,12 +439,14 @@ class CheckService:
     async def poll_pending(self, now: datetime) -> int:
         """Ask about every pending check; tell practitioners about the ones that changed."""
         changed = 0
-        for check in list(self.checks.values()):
+        # One replica follows up at a time (a lease a little shorter than a round).
+        if not await self.broker.ledger.lease("follow-up", self.broker.config.check_poll_seconds * 0.9):
+            return 0
+        for check in map(BrokerCheck.from_row, await self.broker.ledger.all_checks()):
             if check.notice_due:
                 await self.send_notice(check)  # a notice not delivered last round
             if check.state is CheckState.EXPIRED:
                 if now.timestamp() > check.expires_at + KEEP_AFTER_EXPIRY_SECONDS:
-                    del self.checks[check.id]
                     await self.broker.ledger.delete_check(check.id)
                 continue
             if check.expires_at and now.timestamp() > check.expires_at:
@@ -505,6 +513,11 @@ CHECKS = web.AppKey("checks", CheckService)
 # --- API ------------------------------------------------------------------------------------
 
 
+def _ledger_down(exc: LedgerUnavailable) -> web.Response:
+    return problem(503, "Checks unavailable", f"the broker cannot read or keep checks just now: {exc}",
+                   kind="ledger-unavailable")
+
+
 def _problem(exc: CheckRefused) -> web.Response:
     return problem(exc.status, "Check refused" if exc.status != 400 else "Invalid check", str(exc),
                    kind=exc.kind, errors=exc.errors)
@@ -538,6 +551,8 @@ async def handle_ask(request: web.Request) -> web.Response:
     except logapi.AuditUnavailable as exc:
         return problem(503, "Audit log unavailable", "the broker cannot log checks, so it does not send "
                        f"them: {exc}", kind="audit-unavailable")
+    except LedgerUnavailable as exc:
+        return _ledger_down(exc)
     return json_response({"check": check.to_wire()}, status=201,
                          headers={"Location": f"/v1/checks/{check.id}"})
 
@@ -553,6 +568,8 @@ async def handle_get(request: web.Request) -> web.Response:
         return _problem(exc)
     except logapi.AuditUnavailable as exc:
         return problem(503, "Audit log unavailable", str(exc), kind="audit-unavailable")
+    except LedgerUnavailable as exc:
+        return _ledger_down(exc)
     unavailable = outcome is None and check.state is not CheckState.EXPIRED
     return json_response({"check": check.to_wire(outcome, unavailable=unavailable)})
 
@@ -562,7 +579,11 @@ async def handle_list(request: web.Request) -> web.Response:
     who = await _who(request, now)
     if isinstance(who, web.Response):
         return who
-    return json_response({"checks": [c.to_wire() for c in request.app[CHECKS].list_mine(who)]})
+    try:
+        mine = await request.app[CHECKS].list_mine(who)
+    except LedgerUnavailable as exc:
+        return _ledger_down(exc)
+    return json_response({"checks": [c.to_wire() for c in mine]})
 
 
 async def handle_information(request: web.Request) -> web.Response:
@@ -580,6 +601,8 @@ async def handle_information(request: web.Request) -> web.Response:
         return _problem(exc)
     except logapi.AuditUnavailable as exc:
         return problem(503, "Audit log unavailable", str(exc), kind="audit-unavailable")
+    except LedgerUnavailable as exc:
+        return _ledger_down(exc)
     return json_response({"check": check.to_wire()})
 
 
@@ -597,7 +620,7 @@ def install(app: web.Application) -> None:
                          lambda: service.poll_pending(datetime.now(UTC)), log=log,
                          failure="check follow-up failed"):
             yield
-        service.broker.ledger.close()
+        await service.broker.ledger.close()
 
     app.cleanup_ctx.append(following)
 

@@ -418,7 +418,7 @@ async def handle_search_form(request: web.Request) -> web.Response:
     refusal = _refusal(request, session, who)
     if refusal is not None:
         return refusal
-    notice = request.app[CHECKS].unseen(who) > 0
+    notice = await request.app[CHECKS].unseen(who) > 0
     return html(pages.search_page(who, session.csrf, _purposes(request), {}, [], who.role == "mediator",
                                   notice))
 
@@ -489,7 +489,7 @@ async def handle_search(request: web.Request) -> web.Response:
     ask = {"search_id": answer.query_id, "purpose": search.purpose,
            **{f"id-{k}": str(v) for k, v in search.identity.to_wire().items()}}
     return html(pages.results_page(who, session.csrf, answer.to_wire(), searched, ask=ask,
-                                   notice=request.app[CHECKS].unseen(who) > 0,
+                                   notice=await request.app[CHECKS].unseen(who) > 0,
                                    contact_given=search.contact is not None))
 
 

@@ -11,9 +11,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from broker.api import BROKER
+from broker.app import create_app as create_broker
 from broker.checks import NOTICE_TYPE
 from broker.config import BrokerConfig
 from federation.tools.demo import free_port
@@ -29,10 +31,13 @@ from tests.checkfed import (
     staff_url,
 )
 from tests.conftest import Federation
+from tests.conftest_redis import RedisServer, redis_server
 from tests.test_audit import entries
 from tests.test_checks import decide, wait_for_state
 from tests.test_notifications import Receiver
 from trust import envelope
+
+__all__ = ["redis_server"]
 
 NAMED = {"name": "Dr Ada Jones", "organisation": "Hillside Surgery", "role": "GP", "phone": "0113 496 0123"}
 
@@ -195,3 +200,53 @@ async def test_a_notice_the_receiver_refused_is_sent_again(tmp_path: Path) -> No
         await fed.close()
         await receiver.stop()
     assert (2, [check_id]) == (receiver.attempts, logged)
+
+
+@pytest.fixture
+async def two_replicas(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[tuple[Federation, str]]:
+    """The check federation with two broker replicas (in process) sharing one Redis."""
+    fed = build_check_federation(tmp_path / "federation", "http://127.0.0.1:9/unused")
+    fed.broker_config = dataclasses.replace(fed.broker_config, redis_url=redis_server.url)
+    await fed.start()
+    other = dataclasses.replace(fed.broker_config, port=free_port(),
+                                audit_log=fed.folder / "broker" / "audit-b.log")
+    await fed._serve("broker-b", create_broker(other), other.port)
+    try:
+        yield fed, f"http://127.0.0.1:{other.port}"
+    finally:
+        await fed.close()
+
+
+async def call(base: str, fed: Federation, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as session, session.request(
+            method, base + path, json=body, headers={"Authorization": f"Bearer {fed.token()}"}) as response:
+        return response.status, await response.json(content_type=None)
+
+
+async def test_replicas_sharing_redis_share_searches_and_checks(
+        two_replicas: tuple[Federation, str], redis_server: RedisServer) -> None:
+    """Proves that with a Redis URL the ledger is Redis: a search made through one replica is
+    checked through the other, each replica lists the check, one of them follows it to its
+    answer, a replica started afresh still lists it, and without Redis the checks answer 503
+    (never an empty list)."""
+    fed, other = two_replicas
+    search_id = await possible_match(fed, LEO)
+    status, body = await call(other, fed, "POST", "/v1/checks", {
+        "search_id": search_id, "authority": "alpha", "identity": LEO,
+        "purpose": "child_protection_enquiry", "contact": CONTACT})
+    assert 201 == status, body
+    check_id = body["check"]["check_id"]
+    for base in (fed.broker_url, other):
+        status, listed = await call(base, fed, "GET", "/v1/checks")
+        assert (200, [check_id]) == (status, [c["check_id"] for c in listed["checks"]])
+    assert (303, "") == await decide(fed, check_id, "not_this_child")
+    await wait_for_state(fed, check_id, "not_this_child")
+
+    await fed.stop("broker")
+    await fed.start_broker()
+    status, listed = await api(fed, "GET", "/v1/checks")
+    assert (200, ["not_this_child"]) == (status, [c["state"] for c in listed["checks"]])
+
+    redis_server.stop()
+    status, problem = await call(other, fed, "GET", "/v1/checks")
+    assert (503, "https://signpost.example/problems/ledger-unavailable") == (status, problem["type"])
