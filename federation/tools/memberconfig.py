@@ -111,7 +111,8 @@ BROKER: dict[str, str] = {
                          "https:// only; null sends none.",
     "check_poll_seconds": "How often the broker asks nodes about pending checks.",
     "check_ledger": "The SQLite file keeping checks and the searches a check may follow; null keeps "
-                    "broker-checks.sqlite beside the audit log's folder.",
+                    "broker-checks.sqlite beside the audit log's folder. With redis_url they are kept "
+                    "in Redis instead (shared by every replica).",
     "unsafe_http_webhooks": "Development only: allow an http:// check_webhook_url. Leave false.",
     "unsafe_demo_identity_provider": "Demo only: a folder of <authority>-idp.pem keys enabling the public "
                                      "demo sign-in. Never set it in production.",
