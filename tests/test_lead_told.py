@@ -20,7 +20,7 @@ from node.api import NODE
 from node.outbox import NOTIFICATION_TYPE
 from tests.checkfed import CONTACT, LEO, PURPOSE, build_check_federation
 from tests.conftest import AMARA, AMARA_NHS, LEO_NHS, Federation, build_federation
-from tests.test_audit import broker_signed_query, entries, post_query
+from tests.test_audit import broker_signed_query, entries, post_query, run_cli
 from tests.test_notifications import Receiver
 from tests.webfed import Browser, web_records
 from trust import envelope
@@ -198,3 +198,18 @@ async def test_a_node_refuses_a_signed_query_with_a_malformed_contact(
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))) | {"contact": contact}
     status, problem = await post_query(fed, "alpha", envelope.sign(claims, key, envelope.QUERY_TYPE))
     assert (400, [field], []) == (status, [e["field"] for e in problem.get("errors", [])], receiver.bodies)
+
+
+async def test_the_command_line_carries_the_contact_and_says_the_lead_was_told(
+        told: tuple[Federation, Receiver], capsys: pytest.CaptureFixture[str]) -> None:
+    """Proves `signpost search --contact-email` carries the contact to the lead, and the printed
+    answer says the lead practitioner has been told."""
+    fed, receiver = told
+    code, out = await run_cli(["search", "--broker", fed.broker_url, "--token", fed.token(),
+                               "--nhs-number", LEO_NHS, "--date-of-birth", LEO["date_of_birth"],
+                               "--purpose", PURPOSE, "--contact-email", CONTACT["email"]], capsys)
+    await receiver.wait_for(1)
+    payload = receiver.bodies[0].split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert (0, True) == (code, "the lead practitioner has been told that you searched" in out), out
+    assert {"email": CONTACT["email"]} == claims["contact"]
