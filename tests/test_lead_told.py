@@ -18,9 +18,10 @@ import pytest
 from federation.tools.demo import free_port
 from node.api import NODE
 from node.outbox import NOTIFICATION_TYPE
-from tests.checkfed import CONTACT, LEO, PURPOSE, build_check_federation
+from tests.checkfed import CONTACT, LEO, PURPOSE, api, ask, build_check_federation, possible_match
 from tests.conftest import AMARA, AMARA_NHS, LEO_NHS, Federation, build_federation
 from tests.test_audit import broker_signed_query, entries, post_query, run_cli
+from tests.test_checks import decide, wait_for_state
 from tests.test_notifications import Receiver
 from tests.webfed import Browser, web_records
 from trust import envelope
@@ -129,18 +130,23 @@ async def test_an_authority_can_turn_telling_the_lead_off(tmp_path: Path) -> Non
         status, alpha(answer)["status"], alpha(answer)["lead_informed"], items)
 
 
-@pytest.mark.parametrize(("contact", "field"), [
+BAD_CONTACTS = [
     ({"email": "not an address"}, "contact.email"),
     ({"phone": "call me"}, "contact.phone"),
     ({}, "contact"),
     ("sam@example.gov.uk", "contact"),
-])
-async def test_a_bad_contact_is_refused_naming_the_field(told: tuple[Federation, Receiver], contact: object,
-                                                         field: str) -> None:
-    """Proves the searcher's contact is checked at the broker and the error names the field."""
+]
+
+
+async def test_a_bad_contact_is_refused_naming_the_field(told: tuple[Federation, Receiver]) -> None:
+    """Proves the searcher's contact is checked at the broker and the error names the field
+    (a table of cases on one federation)."""
     fed, _ = told
-    status, problem = await fed.search({"identity": BY_NHS, "purpose": PURPOSE, "contact": contact})
-    assert (400, [field]) == (status, [e["field"] for e in problem["errors"]])
+    refused = []
+    for contact, _field in BAD_CONTACTS:
+        status, problem = await fed.search({"identity": BY_NHS, "purpose": PURPOSE, "contact": contact})
+        refused.append((status, [e["field"] for e in problem["errors"]]))
+    assert [(400, [field]) for _, field in BAD_CONTACTS] == refused
 
 
 async def test_the_results_page_says_the_lead_was_told_and_checks_the_contact(tmp_path: Path) -> None:
@@ -184,20 +190,21 @@ async def test_the_results_page_says_the_lead_was_told_and_checks_the_contact(tm
         claims["type"], claims["contact"], claims["searcher"]["name"])
 
 
-@pytest.mark.parametrize(("contact", "field"), [
-    ({"email": "not an address"}, "contact.email"),
-    ("sam@example.gov.uk", "contact"),
-])
 async def test_a_node_refuses_a_signed_query_with_a_malformed_contact(
-        told: tuple[Federation, Receiver], contact: object, field: str) -> None:
+        told: tuple[Federation, Receiver]) -> None:
     """Proves the node judges the contact itself (a trusted broker is no excuse): a signed query
     whose contact is malformed is refused naming the field, before anything is matched or told."""
     fed, receiver = told
     key = keyfiles.load_private(fed.folder / "keys" / "broker.pem")
-    payload = broker_signed_query(fed, BY_NHS).split(".")[1]
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))) | {"contact": contact}
-    status, problem = await post_query(fed, "alpha", envelope.sign(claims, key, envelope.QUERY_TYPE))
-    assert (400, [field], []) == (status, [e["field"] for e in problem.get("errors", [])], receiver.bodies)
+    cases = [({"email": "not an address"}, "contact.email"), ("sam@example.gov.uk", "contact")]
+    refused = []
+    for contact, _field in cases:
+        payload = broker_signed_query(fed, BY_NHS).split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        claims["contact"] = contact
+        status, problem = await post_query(fed, "alpha", envelope.sign(claims, key, envelope.QUERY_TYPE))
+        refused.append((status, [e["field"] for e in problem.get("errors", [])]))
+    assert ([(400, [field]) for _, field in cases], []) == (refused, receiver.bodies)
 
 
 async def test_the_command_line_carries_the_contact_and_says_the_lead_was_told(
@@ -213,3 +220,28 @@ async def test_the_command_line_carries_the_contact_and_says_the_lead_was_told(
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     assert (0, True) == (code, "the lead practitioner has been told that you searched" in out), out
     assert {"email": CONTACT["email"]} == claims["contact"]
+
+
+async def test_an_authority_can_turn_telling_the_lead_of_a_confirmed_check_off(tmp_path: Path) -> None:
+    """Proves `notify_lead_on_check: false`: an officer's confirmation discloses the match but
+    queues no message for the lead, and the practitioner is not told the lead knows."""
+    receiver = Receiver(free_port())
+    await receiver.start()
+    fed = build_check_federation(tmp_path / "federation", receiver.url)
+    fed.node_configs = {k: dataclasses.replace(c, notify_lead_on_check=False)
+                        for k, c in fed.node_configs.items()}
+    await fed.start()
+    try:
+        search_id = await possible_match(fed, LEO)
+        _, body = await ask(fed, search_id, LEO)
+        check_id = body["check"]["check_id"]
+        await decide(fed, check_id, "same:L-2")
+        await wait_for_state(fed, check_id, "same_child")
+        _, body = await api(fed, "GET", f"/v1/checks/{check_id}")
+        items = await fed.runners["alpha"].app[NODE].worker.run(
+            lambda store: store.db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    finally:
+        await fed.close()
+        await receiver.stop()
+    assert ("match", False, 0) == (
+        body["check"]["disclosure"]["status"], body["check"]["lead_informed"], items)
