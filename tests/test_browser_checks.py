@@ -18,7 +18,7 @@ import pytest
 from broker.demo_idp import DEMO_PASSWORD
 from broker.web import SECURITY_HEADERS as BROKER_HEADERS
 from federation.tools import provision
-from federation.tools.demo import free_port
+from federation.tools.ports import free_port
 from node.config import NodeConfig
 from node.staff import SECURITY_HEADERS as STAFF_HEADERS
 from tests.checkfed import staff_url

@@ -18,7 +18,7 @@ from broker.api import BROKER
 from broker.app import create_app as create_broker
 from broker.checks import NOTICE_TYPE
 from broker.config import BrokerConfig
-from federation.tools.demo import free_port
+from federation.tools.ports import free_port
 from tests.checkfed import (
     CONTACT,
     LEO,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from federation.tools.demo import free_port
+from federation.tools.ports import free_port
 from node.api import NODE
 from node.outbox import NOTIFICATION_TYPE
 from tests.checkfed import CONTACT, LEO, PURPOSE, api, ask, build_check_federation, possible_match
