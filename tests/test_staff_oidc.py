@@ -165,3 +165,20 @@ def test_staff_sign_in_settings_are_checked(tmp_path: Path, settings: dict[str, 
         NodeConfig(id="alpha", database=tmp_path / "d", key=tmp_path / "k", trust_list=tmp_path / "t",
                    trust_root=tmp_path / "r", audit_log=tmp_path / "log", unsafe_plain_http=True,
                    **settings)  # type: ignore[arg-type]
+
+
+async def test_a_callback_with_another_state_is_refused(staff_oidc: Federation) -> None:
+    """Proves the `state` the node sent must come back: a callback carrying another one (a forged
+    or mixed-up sign-in) gets no session, and the sign-in cannot be finished afterwards."""
+    browser = Browser(staff_url(staff_oidc, "alpha"))
+    try:
+        await browser.get("/sign-in")
+        _, _, response = await browser.get("/sign-in/oidc")
+        back = urlsplit(await sign_in_at_provider(browser.session, response.headers["Location"], "olu"))
+        query = parse_qs(back.query)
+        status, page, _ = await browser.get(f"{back.path}?code={query['code'][0]}&state=forged")
+        again, _, _ = await browser.get(f"{back.path}?{back.query}")
+        queue_status, _, _ = await browser.get("/checks")
+    finally:
+        await browser.close()
+    assert (403, 400, 303) == (status, again, queue_status), page
