@@ -83,7 +83,7 @@ async def _check_page(request: web.Request, session: StaffSession, check: Check,
         await staff.desk.viewed(check, session.officer, candidates, now)
     except CheckError:
         return message_page(request, "The check cannot be shown", "Views cannot be recorded in the audit log "
-                        "just now, so nothing is shown. Try again later.", 503, session)
+                            "just now, so nothing is shown. Try again later.", 503, session)
     typed = check.identity
     rows = [(label, _value(typed, name), [_value(c, name) for c in candidates])
             for name, label in IDENTITY_ROWS]
@@ -138,7 +138,7 @@ async def handle_decision(request: web.Request) -> web.Response:
         except CheckError as exc:
             if exc.status == 404:
                 return message_page(request, "Check not found", "It may have expired and been deleted.", 404,
-                                session)
+                                    session)
             errors.append({"anchor": "decision", "text": str(exc).split(": ", 1)[-1].capitalize()})
         else:
             return redirect(f"/checks/{check_id}")
@@ -178,7 +178,7 @@ async def handle_looked(request: web.Request) -> web.Response:
                                  "pseudonym": child.pseudonym})
     except AuditUnavailable:
         return message_page(request, "Not available", "Views cannot be recorded in the audit log just now, "
-                        "so nothing is shown. Try again later.", 503, session)
+                            "so nothing is shown. Try again later.", 503, session)
     return render(request, "looked.html", session=session, title="Who has looked", record_id=record_id,
                   rows=rows)
 

@@ -72,12 +72,12 @@ async def handle_sign_in(request: web.Request) -> web.Response:
     staff = request.app[STAFF]
     if not staff.desk.config.unsafe_staff_token_sign_in:
         return message_page(request, "Sign in with your organisation's account",
-                        "These pages take no pasted tokens: use the sign-in button.", 403)
+                            "These pages take no pasted tokens: use the sign-in button.", 403)
     session = session_of(request)
     form = await request.post()
     if session is None or not session.csrf_ok(form.get("csrf_token")):
         return message_page(request, "Your session has ended", "Go back to the sign-in page and try again.",
-                            403)
+                                403)
     token = form.get("token")
     token = token.strip() if isinstance(token, str) else ""
     errors: list[str] = []
