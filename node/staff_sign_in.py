@@ -77,7 +77,7 @@ async def handle_sign_in(request: web.Request) -> web.Response:
     form = await request.post()
     if session is None or not session.csrf_ok(form.get("csrf_token")):
         return message_page(request, "Your session has ended", "Go back to the sign-in page and try again.",
-                                403)
+                            403)
     token = form.get("token")
     token = token.strip() if isinstance(token, str) else ""
     errors: list[str] = []
