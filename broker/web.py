@@ -25,7 +25,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from importlib import resources
 from typing import Any
 from urllib.parse import quote
 
@@ -39,7 +38,7 @@ from broker.pages import FormError
 from broker.sessions import Session, SessionStore, SessionStoreUnavailable
 from federation.errors import ValidationError
 from federation.pagesafety import SECURITY_HEADERS as SECURITY_HEADERS  # the pages' headers, re-exported
-from federation.pagesafety import add_safety_headers, cookie_name, loopback_http
+from federation.pagesafety import add_safety_headers, cookie_name, loopback_http, stylesheet
 from federation.rules import SEARCHING_ROLES
 from trust import oidc, tokens
 from trust.errors import ExpiredError, TrustError, UnknownMemberError
@@ -494,11 +493,7 @@ async def handle_search(request: web.Request) -> web.Response:
 
 
 async def handle_static(request: web.Request) -> web.Response:
-    name = request.match_info["name"]
-    if name != "signpost.css":
-        raise web.HTTPNotFound()
-    css = resources.files("broker").joinpath("static/signpost.css").read_bytes()
-    return web.Response(body=css, content_type="text/css", charset="utf-8")
+    return stylesheet(request, {})
 
 
 def add_routes(app: web.Application, sessions: SessionStore, idp: DemoIdentityProvider | None,

@@ -16,14 +16,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from importlib import resources
 
 from aiohttp import web
 
 from federation.checks import CheckState, Decision
 from federation.http import runner as app_runner
 from federation.identity import Identity
-from federation.pagesafety import SECURITY_HEADERS
+from federation.pagesafety import SECURITY_HEADERS, stylesheet
 from node import staff_sign_in
 from node.checks import Check, CheckDesk, CheckError
 from node.staff_web import (
@@ -188,10 +187,7 @@ async def handle_root(request: web.Request) -> web.Response:
 
 
 async def handle_static(request: web.Request) -> web.Response:
-    if request.match_info["name"] != "staff.css":
-        raise web.HTTPNotFound()
-    css = resources.files("node").joinpath("static/staff.css").read_bytes()
-    return web.Response(body=css, content_type="text/css", charset="utf-8")
+    return stylesheet(request, {"staff.css": ("node", "static/staff.css")})
 
 
 def create_app(desk: CheckDesk) -> web.Application:
