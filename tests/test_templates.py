@@ -154,7 +154,8 @@ def _queued(v: str, e: str) -> list[SimpleNamespace]:
 
 STAFF_PAGES: dict[str, Callable[[str, str], str]] = {
     "staff sign in": staff_page("sign_in.html", open_id=True, token_sign_in=True),
-    "staff message": staff_page("message.html", text=lambda v, e: v, link="/checks", link_text=lambda v, e: v),
+    "staff message": staff_page("message.html", text=lambda v, e: v, link="/checks",
+                                link_text=lambda v, e: v),
     "staff queue": staff_page("queue.html", checks=_queued),
     "staff check": staff_page(
         "check.html", check=_check, asker=lambda v, e: SimpleNamespace(name=v, org=v, role=v),
