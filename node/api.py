@@ -64,6 +64,7 @@ class Node:
         self.trust = TrustStore(config.trust_root, config.trust_list, url=config.trust_list_url)
         self.trust.load()
         self.key = load_private(config.key)
+        self.signer = envelope.Signer(self.key)
         self.metrics = NodeMetrics()
         me = self.trust.current.member(config.id, "node")
         self.name = me.name
@@ -119,7 +120,7 @@ class Node:
         signed answer (raises on a bad query)."""
         with store.unit():
             claims = self.answer(store, query_token, now, index, outcome)
-        return claims, envelope.sign(claims.to_wire(), self.key, envelope.ANSWER_TYPE)
+        return claims, self.signer.sign(claims.to_wire(), envelope.ANSWER_TYPE)
 
     def answer(self, store: Store, query_token: str, now: datetime, index: MatchIndex,
                outcome: QueryOutcome) -> AnswerClaims:
