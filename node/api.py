@@ -38,6 +38,7 @@ from node import channel, staff
 from node import checks as checking
 from node import outbox as outboxes
 from node import purge as purging
+from node import snapshot as snapshots
 from node.config import NodeConfig
 from node.indexing import IndexKeeper
 from node.matching import MatchIndex
@@ -60,7 +61,8 @@ class Node:
         self.config = config
         self.worker = StoreWorker(config.database, busy_timeout_seconds=config.busy_timeout_seconds)
         self.indexes = IndexKeeper(config.database, busy_timeout_seconds=config.busy_timeout_seconds,
-                                   today=lambda: datetime.now(UTC).date())
+                                   today=lambda: datetime.now(UTC).date(),
+                                   snapshot=snapshots.path_for(config.database))
         self.trust = TrustStore(config.trust_root, config.trust_list, url=config.trust_list_url)
         self.trust.load()
         self.key = load_private(config.key)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import secrets
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -345,6 +346,18 @@ class Store:
             conn.execute("UPDATE meta SET value = max(CAST(value AS INTEGER), ?) WHERE key='changes_from'",
                          (oldest,))
         return generation
+
+    def index_key(self) -> bytes:
+        """The key that authenticates this store's saved index (``node.snapshot``); made once.
+
+        It lives in the store, so a saved index is only ever accepted by the store it came from.
+        """
+        row = self.db.execute("SELECT value FROM meta WHERE key='index_key'").fetchone()
+        if row is None:
+            with self.transaction() as conn:
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('index_key', ?)", (secrets.token_hex(32),))
+            row = self.db.execute("SELECT value FROM meta WHERE key='index_key'").fetchone()
+        return bytes.fromhex(row[0])
 
     def changed_since(self, generation: int, limit: int) -> list[str] | None:
         """The children changed after ``generation``; ``None`` if unknown or more than ``limit``."""
