@@ -17,16 +17,19 @@ so a running node reading the store sees all of the old records or all of the ne
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
+import operator
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from federation import identity
 from federation.canonical import JsonObject
@@ -47,6 +50,7 @@ INVOLVEMENT_REQUIRED = (
 )
 DEFAULT_RETENTION_AGE = 24
 """The retention age the import summary counts against when the caller names none."""
+T = TypeVar("T")
 _TRUE = {"1", "true", "yes", "y"}
 _FALSE = {"", "0", "false", "no", "n"}
 
@@ -102,13 +106,44 @@ class ImportSummary:
         }
 
 
+_FLAGS = {**dict.fromkeys(_TRUE, 1), **dict.fromkeys(_FALSE, 0)}
+_PHONE = re.compile(r"[0-9 +()-]*")
+_MEMO_LIMIT = 200_000
+"""Most distinct values each memo of ``_memo`` keeps (then it starts again): bounded memory."""
+
+
 def _flag(value: str, name: str) -> int:
-    v = value.strip().casefold()
-    if v in _TRUE:
-        return 1
-    if v in _FALSE:
-        return 0
-    raise FieldError(name, f"expected true/false (or 1/0, yes/no), got {value!r}")
+    flag = _FLAGS.get(value)
+    if flag is None:
+        flag = _FLAGS.get(value.strip().casefold())
+    if flag is None:
+        raise FieldError(name, f"expected true/false (or 1/0, yes/no), got {value!r}")
+    return flag
+
+
+def _memo(function: Callable[[str], T]) -> Callable[[str], T]:
+    """``function`` (pure, of one string) remembering its results: names, dates and postcodes
+    repeat from row to row, so most rows of a large file cost a dictionary look-up each. Errors
+    are not remembered (they are raised again, with the same message)."""
+    seen: dict[str, T] = {}
+
+    def remembered(value: str) -> T:
+        found = seen.get(value, _MISSING)
+        if found is _MISSING:
+            if len(seen) >= _MEMO_LIMIT:
+                seen.clear()
+            found = seen[value] = function(value)
+        return found  # type: ignore[no-any-return]
+
+    return remembered
+
+
+_MISSING: Any = object()
+_name = _memo(identity.normalise_name)
+_child_date = _memo(functools.partial(identity.parse_date, field_name="date_of_birth"))
+_start_date = _memo(functools.partial(identity.parse_date, field_name="start_date"))
+_end_date = _memo(functools.partial(identity.parse_date, field_name="end_date"))
+_postcode = _memo(identity.normalise_postcode)
 
 
 def _optional(value: str) -> str | None:
@@ -122,18 +157,18 @@ def _parse_child(row: dict[str, str]) -> dict[str, Any]:
         if not row.get(name, "").strip():
             raise FieldError(name, "is required")
     record_id = row["record_id"].strip()
-    given = identity.normalise_name(row["given_name"])
-    family = identity.normalise_name(row["family_name"])
+    given = _name(row["given_name"])
+    family = _name(row["family_name"])
     if not given:
         raise FieldError("given_name", f"expected letters, got {row['given_name']!r}")
     if not family:
         raise FieldError("family_name", f"expected letters, got {row['family_name']!r}")
-    middle = identity.normalise_name(row.get("middle_names") or "")
+    middle = _name(row.get("middle_names") or "")
     if (row.get("middle_names") or "").strip() and not middle:
         raise FieldError("middle_names", f"expected letters, got {row['middle_names']!r}")
     others = []
     for alias in (row.get("other_names") or "").split(";"):
-        normalised = identity.normalise_name(alias)
+        normalised = _name(alias) if alias else ""
         if normalised:
             others.append(normalised)
     nhs = _optional(row.get("nhs_number", ""))
@@ -146,10 +181,10 @@ def _parse_child(row: dict[str, str]) -> dict[str, Any]:
         "upn": identity.validate_upn(upn) if upn else None,
         "given_name": given,
         "family_name": family,
-        "other_names": json.dumps(others),
-        "date_of_birth": identity.parse_date(row["date_of_birth"], "date_of_birth").isoformat(),
+        "other_names": json.dumps(others) if others else "[]",
+        "date_of_birth": _child_date(row["date_of_birth"]).isoformat(),
         "sex": identity.normalise_sex(sex) if sex else None,
-        "postcode": identity.normalise_postcode(postcode) if postcode else None,
+        "postcode": _postcode(postcode) if postcode else None,
         "shielded": _flag(row.get("shielded", ""), "shielded"),
         "middle_names": middle,
     }
@@ -162,19 +197,19 @@ def _parse_involvement(row: dict[str, str]) -> dict[str, Any]:
     out: JsonObject = {name: row[name].strip() for name in INVOLVEMENT_REQUIRED}
     out["service_category"] = out["service_category"].casefold().replace(" ", "_")
     phone = _optional(row.get("phone", ""))
-    if phone is not None and not all(c.isdigit() or c in " +()-" for c in phone):
+    if phone is not None and not (_PHONE.fullmatch(phone) and phone.isascii()):
         raise FieldError("phone", f"expected a telephone number, got {phone!r}")
     out["phone"] = phone
     email = _optional(row.get("secure_email", ""))
     if email is not None and (email.count("@") != 1 or " " in email):
         raise FieldError("secure_email", f"expected an email address, got {email!r}")
     out["secure_email"] = email
-    dates: dict[str, date | None] = {}
-    for name in ("start_date", "end_date"):
-        value = _optional(row.get(name, ""))
-        dates[name] = identity.parse_date(value, name) if value else None
-        out[name] = dates[name].isoformat() if dates[name] else None  # type: ignore[union-attr]
-    if dates["start_date"] and dates["end_date"] and dates["end_date"] < dates["start_date"]:
+    start, end = row.get("start_date", "").strip(), row.get("end_date", "").strip()
+    start_date = _start_date(start) if start else None
+    end_date = _end_date(end) if end else None
+    out["start_date"] = start_date.isoformat() if start_date else None
+    out["end_date"] = end_date.isoformat() if end_date else None
+    if start_date and end_date and end_date < start_date:
         raise FieldError("end_date", "must not be before start_date")
     for name in ("lead", "sensitive", "consent", "notify_on_access", "assessment"):
         out[name] = _flag(row.get(name, ""), name)
@@ -245,12 +280,11 @@ class _Staging:
         conn.execute("ATTACH DATABASE '' AS stage")  # private, temporary, deleted on detach
         conn.execute("PRAGMA stage.journal_mode=OFF")
         conn.execute("PRAGMA stage.synchronous=OFF")
-        conn.execute("CREATE TABLE stage.batch (pos INTEGER PRIMARY KEY, record_id TEXT, row_hash INTEGER, "
-                     "child_record_id TEXT)")
         for table in tables:
+            # No key: rows are appended (ok_* below keeps record ids unique), read once by the merge.
             extra = ", pseudonym TEXT" if table.name == "children" else ""
             conn.execute(f"CREATE TABLE stage.{table.name} ({', '.join(table.columns)}{extra}, "
-                         "row_hash INTEGER, PRIMARY KEY (record_id)) WITHOUT ROWID")
+                         "row_hash INTEGER)")
             conn.execute(f"CREATE TABLE stage.ok_{table.name} (record_id TEXT PRIMARY KEY) WITHOUT ROWID")
 
     def close(self) -> None:
@@ -288,44 +322,51 @@ class _Shape:
     key: bytes
 
 
+_IN_BATCH = "IN (SELECT value FROM json_each(?))"
+"""A batch's record ids go to SQLite as one JSON array parameter, not a row each."""
+
+
 def _stage_batch(
     conn: Any, path: Path, table: _Table, summary: ImportSummary, batch: list[tuple[int, list[str]]],
     shape: _Shape, *, full: bool,
 ) -> None:
+    """Stage one batch: three set-based look-ups (stored hashes, ids already accepted, known
+    children), then each row is counted unchanged, rejected or parsed and staged."""
     name = table.name
     header, id_at, child_at, key = shape.header, shape.id_at, shape.child_at, shape.key
     width = len(header)
-    keyed = []
-    for pos, (_, fields) in enumerate(batch):
-        record_id = fields[id_at].strip() if id_at < len(fields) else ""
-        digest = hashlib.blake2b("\x1f".join(fields).encode(), digest_size=8, key=key).digest()
-        child = fields[child_at].strip() if child_at is not None and child_at < len(fields) else None
-        keyed.append((pos, record_id, int.from_bytes(digest, "big", signed=True), child))
-    conn.executemany("INSERT INTO stage.batch VALUES (?, ?, ?, ?)", keyed)
-    known_child = "NULL"
-    if child_at is not None:
-        staged_child = "EXISTS (SELECT 1 FROM stage.ok_children k WHERE k.record_id = b.child_record_id)"
-        held_child = "EXISTS (SELECT 1 FROM main.children c WHERE c.record_id = b.child_record_id)"
-        known_child = f"({staged_child})" if full else f"({staged_child} OR {held_child})"
+    blake2b = hashlib.blake2b
+    ids = [fields[id_at].strip() if id_at < len(fields) else "" for _, fields in batch]
+    hashes = [int.from_bytes(blake2b("\x1f".join(fields).encode(), digest_size=8, key=key).digest(), "big",
+                             signed=True) for _, fields in batch]
     cursor = conn.cursor()
-    cursor.row_factory = None  # plain tuples: this runs once per row of the file
-    looked_up = cursor.execute(
-        f"SELECT m.record_id IS NOT NULL, m.row_hash, o.record_id IS NOT NULL, {known_child} "  # noqa: S608
-        f"FROM stage.batch b LEFT JOIN main.{name} m ON m.record_id = b.record_id "
-        f"LEFT JOIN stage.ok_{name} o ON o.record_id = b.record_id ORDER BY b.pos").fetchall()
-    conn.execute("DELETE FROM stage.batch")
+    cursor.row_factory = None  # plain tuples
+    batch_ids = json.dumps(ids)
+    stored = dict(cursor.execute(
+        f"SELECT record_id, row_hash FROM main.{name} WHERE record_id {_IN_BATCH}", (batch_ids,)))  # noqa: S608
+    seen = {r for (r,) in cursor.execute(
+        f"SELECT record_id FROM stage.ok_{name} WHERE record_id {_IN_BATCH}", (batch_ids,))}  # noqa: S608
+    known_children: set[str] = set()
+    if child_at is not None:
+        wanted = json.dumps(sorted({f[child_at].strip() for _, f in batch if child_at < len(f)}))
+        sources = ("stage.ok_children",) if full else ("stage.ok_children", "main.children")
+        for source in sources:
+            known_children.update(r for (r,) in cursor.execute(
+                f"SELECT record_id FROM {source} WHERE record_id {_IN_BATCH}", (wanted,)))  # noqa: S608
     accepted: list[tuple[str]] = []
     staged: list[tuple[Any, ...]] = []
     in_batch: set[str] = set()
     unchanged = added = 0
-    for (line, fields), (_, record_id, row_hash, _child), (exists, stored_hash, seen, child_known) in zip(
-            batch, keyed, looked_up, strict=True):
+    columns = operator.itemgetter(*table.columns)
+    children = name == "children"
+    for (line, fields), record_id, row_hash in zip(batch, ids, hashes, strict=True):
         try:
             if len(fields) > width:
                 raise FieldError("row", "has more fields than the header")
-            if seen or record_id in in_batch:
+            if record_id in seen or record_id in in_batch:
                 raise FieldError("record_id", f"duplicate of an earlier row ({record_id!r})")
-            if exists and stored_hash == row_hash:
+            stored_hash = stored.get(record_id, _MISSING)
+            if stored_hash == row_hash:
                 unchanged += 1
                 in_batch.add(record_id)
                 accepted.append((record_id,))
@@ -334,7 +375,7 @@ def _stage_batch(
             for column in header[len(fields):]:
                 row[column] = ""
             values = table.parse(row)
-            if child_at is not None and not child_known:
+            if child_at is not None and values["child_record_id"] not in known_children:
                 child_id = values["child_record_id"]
                 raise FieldError("child_record_id", f"no accepted child with record_id {child_id!r}")
         except FieldError as exc:
@@ -342,9 +383,11 @@ def _stage_batch(
             continue
         in_batch.add(record_id)
         accepted.append((record_id,))
-        extra = (secrets.token_hex(16),) if name == "children" else ()
-        staged.append((*(values[c] for c in table.columns), *extra, row_hash))
-        added += not exists
+        if children:
+            staged.append((*columns(values), secrets.token_hex(16), row_hash))
+        else:
+            staged.append((*columns(values), row_hash))
+        added += stored_hash is _MISSING
     setattr(summary, f"{name}_unchanged", getattr(summary, f"{name}_unchanged") + unchanged)
     setattr(summary, f"{name}_added", getattr(summary, f"{name}_added") + added)
     if staged:

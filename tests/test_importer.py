@@ -187,3 +187,23 @@ def test_a_store_from_before_middle_names_gains_the_column(tmp_path: Path) -> No
     expected = [("mary jane", "")]
     actual = [(c.given_name, c.middle_names) for c in store.children()]
     assert expected == actual
+
+
+def test_a_value_repeated_from_row_to_row_is_judged_the_same_every_time(tmp_path: Path) -> None:
+    """Names, dates and postcodes are remembered across rows for speed; a bad value seen again is
+    rejected again, naming the field it is in, and a good one is normalised the same way."""
+    store = Store(tmp_path / "node.sqlite3")
+    children = [child_row(f"R-{i}", "Zoë", "O'Neill", "2015-02-31" if i < 2 else years_ago(6),
+                          postcode="ls1 4ab" if i % 2 else "NOT A POSTCODE") for i in range(4)]
+    involvements = [involvement_row("V-1", "R-3", start_date="2020-13-01"),
+                    involvement_row("V-2", "R-3", end_date="2020-13-01"),
+                    involvement_row("V-3", "R-3", phone="0113 ２４６"),
+                    involvement_row("V-4", "R-3", lead=" ")]
+    summary = import_files(store, *files(tmp_path, children, involvements))
+    assert [(2, "date_of_birth"), (3, "date_of_birth"), (4, "postcode")] == [
+        (r.line, r.field) for r in summary.rejects if r.file == "children.csv"]
+    assert [(2, "start_date"), (3, "end_date"), (4, "phone")] == [
+        (r.line, r.field) for r in summary.rejects if r.file == "involvements.csv"]
+    held = store.child("R-3")
+    assert held is not None
+    assert ("zoe", "oneill", "LS1 4AB") == (held.given_name, held.family_name, held.postcode)
