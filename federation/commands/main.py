@@ -284,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", type=int, default=2_000, help="queries to time (default 2,000)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--baseline-source", metavar="DIR",
-                   help="run the same steps with another Signpost checkout (a baseline in the same run)")
+                   help="first run the same steps with another Signpost checkout, on the same records, "
+                        "as the baseline printed beside this checkout's figures")
     p.set_defaults(func=bench_cli.cmd_bench_node)
 
     p = sub.add_parser(

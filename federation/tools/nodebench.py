@@ -8,15 +8,21 @@ Every step runs the shipped commands as separate processes (``signpost node impo
 3. queries one at a time over HTTP: latency, and the node process's CPU per answered query;
 4. a re-import with 1% of the children changed into the live node, with queries running
    throughout until the node answers from the new index: failures and p99;
-5. the node's resident memory and its index build time; and the CPU per query again at 1,000.
+5. the node's resident memory and its index build time;
+6. a restart with the records as they are (and the index the node saved): ready and first answer;
+7. the CPU per query again at 1,000 children.
 
-``source`` runs the same steps against another checkout of Signpost (for a baseline measured
-in the same run, on the same data and load); steps it cannot do are reported as missing.
+The machine (CPUs, model, memory) and the load average at every step are part of the result:
+on a shared machine wall-clock figures mean little without them.
+
+``source`` (another checkout of Signpost) runs the same steps with it first, on the same records
+in the same run, as the baseline printed beside this checkout's figures.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import itertools
 import json
@@ -303,70 +309,124 @@ async def _during_import(node: Node, client: Client, files: Files, source: Path 
             "import_seconds": import_result["seconds"]}
 
 
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: CPUs, their model, memory, Python, and the load now."""
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    memory = 0.0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        memory = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
+    return {"cpus": os.cpu_count(), "cpu_model": model, "memory_gib": round(memory, 1),
+            "python": sys.version.split()[0], "load_average": os.getloadavg()}
+
+
+def _load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def run(children: int = 50_000, *, queries: int = 2_000, source: Path | None = None,
         out: Callable[[str], None] = print) -> dict[str, Any]:
-    """All the node's figures at ``children`` (and CPU per query at 1,000); see the module docstring."""
-    result: dict[str, Any] = {"children": children, "source": str(source) if source else "this checkout"}
+    """All the node's figures at ``children`` (and CPU per query at 1,000); see the module docstring.
+
+    With ``source`` (another checkout), its figures are measured first, on the same records and
+    in the same run, as ``baseline``; this checkout's follow.
+    """
+    result: dict[str, Any] = {"children": children, "machine": machine()}
     with tempfile.TemporaryDirectory(prefix="signpost-nodebench-") as tmp:
         folder = Path(tmp)
+        out(f"machine           {result['machine']['cpus']} CPUs ({result['machine']['cpu_model']}), "
+            f"load {_load()}")
         out(f"writing {children:,} synthetic children ...")
-        files = write_records(folder, children)
+        for part in ("records", "changed", "small"):
+            (folder / part).mkdir()
+        files = write_records(folder / "records", children)
+        changed = write_records(folder / "changed", children, changed=0.01)
+        small = write_records(folder / "small", 1_000)
         result["involvements"] = files.involvement_rows
-        node = provision_node(folder / "federation", say_plain_http=source is None)
+        runs = [("baseline", source), ("this", None)] if source is not None else [("this", None)]
+        for name, checkout in runs:
+            out(f"--- {name}: {checkout or 'this checkout'}")
+            result[name] = _run_one(folder / name, children, (files, changed, small), checkout, queries, out)
+    return result
 
-        fresh = run_import(node, files, source)
-        result["fresh_import"] = {**fresh, "children_per_s": children / fresh["seconds"],
-                                  "rows_per_s": (children + files.involvement_rows) / fresh["seconds"]}
-        out(f"fresh import      {fresh['seconds']:.1f} s = {children / fresh['seconds']:,.0f} children/s "
-            f"(+ {files.involvement_rows:,} involvements), peak {fresh['peak_rss_mib']:.0f} MiB")
-        again = run_import(node, files, source)
-        result["unchanged_import"] = {**again, "children_per_s": children / again["seconds"]}
-        out(f"unchanged import  {again['seconds']:.1f} s = {children / again['seconds']:,.0f} children/s")
 
-        client = Client(node, files.samples)
-        serving = Serving(node, source)
-        try:
-            ready = asyncio.run(_until_ready(node, serving, client))
-            result["start"] = ready
-            out(f"start             ready {ready['ready_seconds']:.1f} s, first answer "
-                f"{ready['first_answer_seconds']:.1f} s")
-            cost = asyncio.run(_query_cost(node, serving, client, queries))
-            result["queries"] = cost
-            out(f"queries           p50 {cost['p50_ms']:.1f} ms, p99 {cost['p99_ms']:.1f} ms, "
-                f"node CPU {cost['cpu_ms_per_query']:.2f} ms per answer")
-            (folder / "changed").mkdir()
-            changed = write_records(folder / "changed", children, changed=0.01)
-            live = asyncio.run(_during_import(node, client, changed, source))
-            result["live_reimport"] = live
-            out(f"live re-import    {live['queries']:.0f} queries during a {live['import_seconds']:.1f} s "
-                f"import (1% changed) and the index swap: {live['failures']:.0f} failed, "
-                f"p99 {live['p99_ms']:.1f} ms")
-            memory = _memory_mib(serving.proc.pid)
-            health = asyncio.run(_health_once(node))
-            result["node_memory_mib"] = memory
-            result["index"] = health.get("index")
-            build = (health.get("index") or {}).get("full_build_seconds")
-            out(f"node memory       RSS {memory.get('VmRSS', 0):.0f} MiB, "
-                f"peak {memory.get('VmHWM', 0):.0f} MiB"
-                + (f"; index build {build:.1f} s" if build is not None else ""))
-        finally:
-            serving.stop()
+def _run_one(folder: Path, children: int, records: tuple[Files, Files, Files], source: Path | None,
+             queries: int, out: Callable[[str], None]) -> dict[str, Any]:
+    """Every step for one checkout (``source``, else this one), in a folder of its own.
 
-        small = folder / "small"
-        small.mkdir()
-        small_files = write_records(small, 1_000)
-        small_node = provision_node(small / "federation", say_plain_http=source is None)
-        run_import(small_node, small_files, source)
-        small_client = Client(small_node, small_files.samples)
-        serving = Serving(small_node, source)
-        try:
-            asyncio.run(_until_ready(small_node, serving, small_client))
-            cost = asyncio.run(_query_cost(small_node, serving, small_client, queries))
-            result["queries_at_1000"] = cost
-            out(f"queries at 1,000  p50 {cost['p50_ms']:.1f} ms, node CPU {cost['cpu_ms_per_query']:.2f} ms "
-                "per answer")
-        finally:
-            serving.stop()
+    ``records``: the children and involvements, the same with 1% changed, and 1,000 children.
+    """
+    files, changed, small = records
+    plain = source is None or "unsafe_plain_http" in (source / "node" / "config.py").read_text()
+    result: dict[str, Any] = {"source": str(source) if source else "this checkout"}
+    folder.mkdir()
+    node = provision_node(folder / "federation", say_plain_http=plain)
+
+    result["load_at_start"] = os.getloadavg()
+    fresh = run_import(node, files, source)
+    result["fresh_import"] = {**fresh, "children_per_s": children / fresh["seconds"],
+                              "children_per_cpu_s": children / fresh["cpu_seconds"],
+                              "rows_per_s": (children + files.involvement_rows) / fresh["seconds"]}
+    out(f"fresh import      {fresh['seconds']:.1f} s = {children / fresh['seconds']:,.0f} children/s "
+        f"(+ {files.involvement_rows:,} involvements), CPU {fresh['cpu_seconds']:.1f} s, "
+        f"peak {fresh['peak_rss_mib']:.0f} MiB, load {_load()}")
+    again = run_import(node, files, source)
+    result["unchanged_import"] = {**again, "children_per_s": children / again["seconds"],
+                                  "children_per_cpu_s": children / again["cpu_seconds"]}
+    out(f"unchanged import  {again['seconds']:.1f} s = {children / again['seconds']:,.0f} children/s, "
+        f"CPU {again['cpu_seconds']:.1f} s, load {_load()}")
+
+    client = Client(node, files.samples)
+    serving = Serving(node, source)
+    try:
+        ready = asyncio.run(_until_ready(node, serving, client))
+        index = asyncio.run(_health_once(node)).get("index") or {}
+        result["start"] = {**ready, "index": index, "load": os.getloadavg()}
+        out(f"start             ready {ready['ready_seconds']:.1f} s, first answer "
+            f"{ready['first_answer_seconds']:.1f} s (index: {index.get('source', 'built')}, full build "
+            f"{index.get('full_build_seconds')} s), load {_load()}")
+        cost = asyncio.run(_query_cost(node, serving, client, queries))
+        result["queries"] = {**cost, "load": os.getloadavg()}
+        out(f"queries           p50 {cost['p50_ms']:.1f} ms, p99 {cost['p99_ms']:.1f} ms, "
+            f"node CPU {cost['cpu_ms_per_query']:.2f} ms per answer, load {_load()}")
+        live = asyncio.run(_during_import(node, client, changed, source))
+        result["live_reimport"] = {**live, "load": os.getloadavg()}
+        out(f"live re-import    {live['queries']:.0f} queries during a {live['import_seconds']:.1f} s "
+            f"import (1% changed) and the index swap: {live['failures']:.0f} failed, "
+            f"p50 {live['p50_ms']:.1f} ms, p99 {live['p99_ms']:.1f} ms, load {_load()}")
+        memory = _memory_mib(serving.proc.pid)
+        result["node_memory_mib"] = memory
+        out(f"node memory       RSS {memory.get('VmRSS', 0):.0f} MiB, peak {memory.get('VmHWM', 0):.0f} MiB")
+    finally:
+        serving.stop()
+
+    serving = Serving(node, source)  # a restart, with the records (and any saved index) as they are
+    try:
+        ready = asyncio.run(_until_ready(node, serving, client))
+        index = asyncio.run(_health_once(node)).get("index") or {}
+        result["restart"] = {**ready, "index": index, "load": os.getloadavg()}
+        out(f"restart           ready {ready['ready_seconds']:.1f} s, first answer "
+            f"{ready['first_answer_seconds']:.1f} s (index: {index.get('source', 'built')}), load {_load()}")
+        result["node_memory_after_restart_mib"] = _memory_mib(serving.proc.pid)
+    finally:
+        serving.stop()
+
+    small_node = provision_node(folder / "small", say_plain_http=plain)
+    run_import(small_node, small, source)
+    small_client = Client(small_node, small.samples)
+    serving = Serving(small_node, source)
+    try:
+        asyncio.run(_until_ready(small_node, serving, small_client))
+        cost = asyncio.run(_query_cost(small_node, serving, small_client, queries))
+        result["queries_at_1000"] = {**cost, "load": os.getloadavg()}
+        out(f"queries at 1,000  p50 {cost['p50_ms']:.1f} ms, node CPU {cost['cpu_ms_per_query']:.2f} ms "
+            f"per answer, load {_load()}")
+    finally:
+        serving.stop()
     return result
 
 
