@@ -452,6 +452,25 @@ def import_files(
     for path, table in ((children_csv, tables[0]), (involvements_csv, tables[1])):
         for _ in _rows(path, table.required):
             pass  # both headers are checked before anything is read or written
+    digests = [_file_digest(children_csv), _file_digest(involvements_csv)]
+    cutoffs = (retention_cutoff(today, ARCHIVE_AGE), retention_cutoff(today, retention_age))
+    if _same_as_last_time(store, digests, full=full):
+        _count_unchanged(store, children_csv, summary, cutoffs)
+    else:
+        _import_rows(store, (children_csv, involvements_csv), tables, summary, cutoffs, digests,
+                     full=full, progress=progress)
+    if rejects_path is not None:
+        write_rejects(summary.rejects, rejects_path)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _import_rows(store: Store, paths: tuple[Path, Path], tables: tuple[_Table, _Table],
+                 summary: ImportSummary, cutoffs: tuple[str, str], digests: list[str], *, full: bool,
+                 progress: Callable[[int, int], None] | None) -> None:
+    """The import proper: every row looked up by its content hash, new and changed rows staged,
+    then one short write transaction merges them (and records the files, ``_LAST_IMPORT``)."""
+    children_csv, involvements_csv = paths
     total = _count_rows(children_csv) + _count_rows(involvements_csv)
     done = 0
 
@@ -471,21 +490,85 @@ def import_files(
             _merge(conn, tables[1], summary)
             if full:
                 changed += _remove_absent(conn, summary, children_csv.name, involvements_csv.name)
-            if summary.changed:
-                store.bump_generation(conn, changed)
+            generation = store.bump_generation(conn, changed) if summary.changed else store.generation()
             archived, past = conn.execute(
                 "SELECT coalesce(sum(date_of_birth <= ?), 0), coalesce(sum(date_of_birth <= ?), 0) "
                 "FROM main.children WHERE record_id IN (SELECT record_id FROM stage.ok_children)",
-                (retention_cutoff(today, ARCHIVE_AGE), retention_cutoff(today, retention_age))).fetchone()
+                cutoffs).fetchone()
             summary.children_archived, summary.children_past_retention = archived, past
+            # Remembered only when the files did not change while they were read.
+            unchanged_since = digests == [_file_digest(children_csv), _file_digest(involvements_csv)]
+            last = {"digests": digests, "generation": generation, "full": full, "rejected": summary.rejected,
+                    "children": (summary.children_added + summary.children_updated
+                                 + summary.children_unchanged),
+                    "involvements": (summary.involvements_added + summary.involvements_updated
+                                     + summary.involvements_unchanged)}
+            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                         (_LAST_IMPORT, json.dumps(last) if unchanged_since else "{}"))
     finally:
         staging.close()
     if progress is not None:
         progress(total, total)
-    if rejects_path is not None:
-        write_rejects(summary.rejects, rejects_path)
-    summary.seconds = time.monotonic() - started
-    return summary
+
+
+_LAST_IMPORT = "last_import"
+"""The ``meta`` row describing the last import: its files' digests, the generation it left, and
+its counts. Files with the same digests, into a store still at that generation, are unchanged
+row for row (``_same_as_last_time``)."""
+
+
+def _file_digest(path: Path) -> str:
+    """BLAKE2b of a file's bytes (and ``HASH_VERSION``): the same digest, the same rows."""
+    digest = hashlib.blake2b(HASH_VERSION, digest_size=32)
+    try:
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+    except OSError as exc:
+        raise ImportFileError(f"{path}: cannot read: {exc}") from exc
+    return digest.hexdigest()
+
+
+def _same_as_last_time(store: Store, digests: list[str], *, full: bool) -> bool:
+    """Whether every row of these files is known to be unchanged without reading them: the files
+    are byte for byte those of the last import, which rejected no row, nothing has changed the
+    store since (its generation is the one that import left), and a ``--full`` import follows a
+    ``--full`` one (else records outside the files could be held, and must be removed)."""
+    row = store.db.execute("SELECT value FROM meta WHERE key = ?", (_LAST_IMPORT,)).fetchone()
+    if row is None:
+        return False
+    try:
+        last = json.loads(row[0])
+    except ValueError:
+        return False
+    return (isinstance(last, dict) and last.get("digests") == digests and last.get("rejected") == 0
+            and last.get("generation") == store.generation() and (last.get("full") or not full))
+
+
+def _count_unchanged(store: Store, children_csv: Path, summary: ImportSummary,
+                     cutoffs: tuple[str, str]) -> None:
+    """The summary of an import of unchanged files: every row unchanged, and the imported
+    children past the archive and retention ages counted as a full import would."""
+    last = json.loads(store.db.execute("SELECT value FROM meta WHERE key = ?", (_LAST_IMPORT,)).fetchone()[0])
+    summary.children_unchanged, summary.involvements_unchanged = last["children"], last["involvements"]
+    query = ("SELECT coalesce(sum(date_of_birth <= ?), 0), coalesce(sum(date_of_birth <= ?), 0) "  # noqa: S608
+             f"FROM children WHERE record_id {_IN_BATCH}")
+
+    def count(batch: list[str]) -> None:
+        archived, past = store.db.execute(query, (*cutoffs, json.dumps(batch))).fetchone()
+        summary.children_archived += archived
+        summary.children_past_retention += past
+
+    for header, rows in _rows(children_csv, CHILD_REQUIRED):
+        at = header.index("record_id")
+        batch: list[str] = []
+        for _, fields in rows:
+            batch.append(fields[at].strip() if at < len(fields) else "")
+            if len(batch) >= BATCH_ROWS:
+                count(batch)
+                batch = []
+        if batch:
+            count(batch)
 
 
 def _remove_absent(conn: Any, summary: ImportSummary, children_file: str,

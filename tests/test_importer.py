@@ -207,3 +207,53 @@ def test_a_value_repeated_from_row_to_row_is_judged_the_same_every_time(tmp_path
     held = store.child("R-3")
     assert held is not None
     assert ("zoe", "oneill", "LS1 4AB") == (held.given_name, held.family_name, held.postcode)
+
+
+def test_files_unchanged_since_the_last_import_are_not_read_again_but_summed_up_alike(
+        tmp_path: Path) -> None:
+    """Importing byte-identical files into a store nothing has changed since reports what the
+    row-by-row import reported (every row unchanged, the same archived and past-retention counts)
+    without reading the rows: a value changed behind the importer's back stays changed."""
+    children = [child_row("C-1", "Amara", "Okafor", years_ago(6)),
+                child_row("C-2", "Old", "Er", years_ago(19)),
+                child_row("C-3", "Older", "Still", years_ago(30))]
+    store = Store(tmp_path / "node.sqlite3")
+    paths = files(tmp_path, children, [involvement_row("I-1", "C-1")])
+    first = import_files(store, *paths, full=True)
+    store.db.execute("UPDATE children SET sex = 'X' WHERE record_id = 'C-1'")
+    again = import_files(store, *paths, full=True)
+    assert ((3, 1, 2, 1), "X") == ((again.children_unchanged, again.involvements_unchanged,
+                                    again.children_archived, again.children_past_retention),
+                                   store.child("C-1").sex)  # type: ignore[union-attr]
+    assert (first.children_archived, first.children_past_retention) == (2, 1)
+
+
+def test_unchanged_files_are_read_again_when_the_last_import_rejected_rows(tmp_path: Path) -> None:
+    """Rejected rows are reported by every import of a file, so a file with rejects is read again."""
+    store = Store(tmp_path / "node.sqlite3")
+    paths = files(tmp_path, GOOD_CHILDREN + BAD_CHILDREN[:1], GOOD_INVOLVEMENTS)
+    assert [1, 1] == [import_files(store, *paths).rejected for _ in range(2)]
+
+
+def test_unchanged_files_are_read_again_when_the_store_changed_since(tmp_path: Path) -> None:
+    """After anything changed the store (another import, a purge), the same files are read row
+    by row again: here a full import puts back what another import added and removes it."""
+    store = Store(tmp_path / "node.sqlite3")
+    paths = files(tmp_path, GOOD_CHILDREN, GOOD_INVOLVEMENTS)
+    import_files(store, *paths, full=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    import_files(store, *files(other, [child_row("X-1", "Extra", "Child", years_ago(4))], []))
+    again = import_files(store, *paths, full=True)
+    assert (1, 2) == (again.children_removed, again.children_unchanged)
+    assert {"children": 2, "involvements": 2} == store.counts()
+
+
+def test_a_full_import_after_a_partial_one_of_the_same_files_reads_them(tmp_path: Path) -> None:
+    """--full after an import without it must look for records outside the files, so it reads them."""
+    store = Store(tmp_path / "node.sqlite3")
+    (tmp_path / "other").mkdir()
+    import_files(store, *files(tmp_path / "other", [child_row("X-1", "Extra", "Child", years_ago(4))], []))
+    paths = files(tmp_path, GOOD_CHILDREN, GOOD_INVOLVEMENTS)
+    import_files(store, *paths)
+    assert 1 == import_files(store, *paths, full=True).children_removed
