@@ -17,7 +17,6 @@ so a running node reading the store sees all of the old records or all of the ne
 from __future__ import annotations
 
 import csv
-import functools
 import hashlib
 import json
 import operator
@@ -140,9 +139,18 @@ def _memo(function: Callable[[str], T]) -> Callable[[str], T]:
 
 _MISSING: Any = object()
 _name = _memo(identity.normalise_name)
-_child_date = _memo(functools.partial(identity.parse_date, field_name="date_of_birth"))
-_start_date = _memo(functools.partial(identity.parse_date, field_name="start_date"))
-_end_date = _memo(functools.partial(identity.parse_date, field_name="end_date"))
+
+
+def _iso_date(field_name: str) -> Callable[[str], str]:
+    """A memo of a date field's check, giving ``YYYY-MM-DD`` (which also orders dates)."""
+    def checked(value: str) -> str:
+        return identity.parse_date(value, field_name).isoformat()
+    return _memo(checked)
+
+
+_child_date = _iso_date("date_of_birth")
+_start_date = _iso_date("start_date")
+_end_date = _iso_date("end_date")
 _postcode = _memo(identity.normalise_postcode)
 
 
@@ -182,7 +190,7 @@ def _parse_child(row: dict[str, str]) -> dict[str, Any]:
         "given_name": given,
         "family_name": family,
         "other_names": json.dumps(others) if others else "[]",
-        "date_of_birth": _child_date(row["date_of_birth"]).isoformat(),
+        "date_of_birth": _child_date(row["date_of_birth"]),
         "sex": identity.normalise_sex(sex) if sex else None,
         "postcode": _postcode(postcode) if postcode else None,
         "shielded": _flag(row.get("shielded", ""), "shielded"),
@@ -191,29 +199,30 @@ def _parse_child(row: dict[str, str]) -> dict[str, Any]:
 
 
 def _parse_involvement(row: dict[str, str]) -> dict[str, Any]:
+    get = row.get
+    out: JsonObject = {}
     for name in INVOLVEMENT_REQUIRED:
-        if not row.get(name, "").strip():
+        value = get(name, "").strip()
+        if not value:
             raise FieldError(name, "is required")
-    out: JsonObject = {name: row[name].strip() for name in INVOLVEMENT_REQUIRED}
+        out[name] = value
     out["service_category"] = out["service_category"].casefold().replace(" ", "_")
-    phone = _optional(row.get("phone", ""))
+    phone = get("phone", "").strip() or None
     if phone is not None and not (_PHONE.fullmatch(phone) and phone.isascii()):
         raise FieldError("phone", f"expected a telephone number, got {phone!r}")
     out["phone"] = phone
-    email = _optional(row.get("secure_email", ""))
+    email = get("secure_email", "").strip() or None
     if email is not None and (email.count("@") != 1 or " " in email):
         raise FieldError("secure_email", f"expected an email address, got {email!r}")
     out["secure_email"] = email
-    start, end = row.get("start_date", "").strip(), row.get("end_date", "").strip()
-    start_date = _start_date(start) if start else None
-    end_date = _end_date(end) if end else None
-    out["start_date"] = start_date.isoformat() if start_date else None
-    out["end_date"] = end_date.isoformat() if end_date else None
+    start, end = get("start_date", "").strip(), get("end_date", "").strip()
+    out["start_date"] = start_date = _start_date(start) if start else None
+    out["end_date"] = end_date = _end_date(end) if end else None
     if start_date and end_date and end_date < start_date:
         raise FieldError("end_date", "must not be before start_date")
     for name in ("lead", "sensitive", "consent", "notify_on_access", "assessment"):
-        out[name] = _flag(row.get(name, ""), name)
-    url = _optional(row.get("notify_url", ""))
+        out[name] = _flag(get(name, ""), name)
+    url = get("notify_url", "").strip() or None
     if url is not None and not url.startswith(("https://", "http://")):
         raise FieldError("notify_url", f"expected an http(s) URL, got {url!r}")
     if out["notify_on_access"] and url is None:
@@ -359,7 +368,8 @@ def _stage_batch(
     unchanged = added = 0
     columns = operator.itemgetter(*table.columns)
     children = name == "children"
-    for (line, fields), record_id, row_hash in zip(batch, ids, hashes, strict=True):
+    pseudonyms = secrets.token_bytes(16 * len(batch)).hex() if children else ""  # 32 hex digits each
+    for at, ((line, fields), record_id, row_hash) in enumerate(zip(batch, ids, hashes, strict=True)):
         try:
             if len(fields) > width:
                 raise FieldError("row", "has more fields than the header")
@@ -384,7 +394,7 @@ def _stage_batch(
         in_batch.add(record_id)
         accepted.append((record_id,))
         if children:
-            staged.append((*columns(values), secrets.token_hex(16), row_hash))
+            staged.append((*columns(values), pseudonyms[32 * at:32 * at + 32], row_hash))
         else:
             staged.append((*columns(values), row_hash))
         added += stored_hash is _MISSING
@@ -452,12 +462,13 @@ def import_files(
     for path, table in ((children_csv, tables[0]), (involvements_csv, tables[1])):
         for _ in _rows(path, table.required):
             pass  # both headers are checked before anything is read or written
+    stats = [_file_stat(children_csv), _file_stat(involvements_csv)]  # before the digests are made
     digests = [_file_digest(children_csv), _file_digest(involvements_csv)]
     cutoffs = (retention_cutoff(today, ARCHIVE_AGE), retention_cutoff(today, retention_age))
     if _same_as_last_time(store, digests, full=full):
         _count_unchanged(store, children_csv, summary, cutoffs)
     else:
-        _import_rows(store, (children_csv, involvements_csv), tables, summary, cutoffs, digests,
+        _import_rows(store, (children_csv, involvements_csv), tables, summary, cutoffs, (stats, digests),
                      full=full, progress=progress)
     if rejects_path is not None:
         write_rejects(summary.rejects, rejects_path)
@@ -466,11 +477,16 @@ def import_files(
 
 
 def _import_rows(store: Store, paths: tuple[Path, Path], tables: tuple[_Table, _Table],
-                 summary: ImportSummary, cutoffs: tuple[str, str], digests: list[str], *, full: bool,
+                 summary: ImportSummary, cutoffs: tuple[str, str],
+                 files: tuple[list[tuple[int, int, int, int]], list[str]], *, full: bool,
                  progress: Callable[[int, int], None] | None) -> None:
     """The import proper: every row looked up by its content hash, new and changed rows staged,
-    then one short write transaction merges them (and records the files, ``_LAST_IMPORT``)."""
+    then one short write transaction merges them (and records the files, ``_LAST_IMPORT``).
+
+    ``files``: the files' ``_file_stat`` taken before their digests were made, and the digests.
+    """
     children_csv, involvements_csv = paths
+    stats, digests = files
     total = _count_rows(children_csv) + _count_rows(involvements_csv)
     done = 0
 
@@ -497,7 +513,7 @@ def _import_rows(store: Store, paths: tuple[Path, Path], tables: tuple[_Table, _
                 cutoffs).fetchone()
             summary.children_archived, summary.children_past_retention = archived, past
             # Remembered only when the files did not change while they were read.
-            unchanged_since = digests == [_file_digest(children_csv), _file_digest(involvements_csv)]
+            unchanged_since = stats == [_file_stat(children_csv), _file_stat(involvements_csv)]
             last = {"digests": digests, "generation": generation, "full": full, "rejected": summary.rejected,
                     "children": (summary.children_added + summary.children_updated
                                  + summary.children_unchanged),
@@ -527,6 +543,12 @@ def _file_digest(path: Path) -> str:
     except OSError as exc:
         raise ImportFileError(f"{path}: cannot read: {exc}") from exc
     return digest.hexdigest()
+
+
+def _file_stat(path: Path) -> tuple[int, int, int, int]:
+    """What changes when a file is written or replaced: device, inode, size, modification time."""
+    st = path.stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _same_as_last_time(store: Store, digests: list[str], *, full: bool) -> bool:
