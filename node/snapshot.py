@@ -67,32 +67,32 @@ def _framed(data: bytes) -> bytes:
     return len(data).to_bytes(_LENGTH_SIZE, "big") + data
 
 
-def encode(snapshot: Snapshot, key: bytes) -> bytes:
-    """The file's bytes, authenticated with ``key``."""
+def _parts(snapshot: Snapshot) -> list[bytes | memoryview]:
+    """The file's parts before its authentication code (the keys as a view, not a copy)."""
     header = json.dumps({"format": FORMAT, "generation": snapshot.generation,
                          "built_on": snapshot.built_on.isoformat(), "byteorder": sys.byteorder,
                          "records": len(snapshot.record_ids), "keys": len(snapshot.packed)},
                         sort_keys=True, separators=(",", ":")).encode("ascii")
     ids = json.dumps(snapshot.record_ids, separators=(",", ":")).encode("utf-8")
-    body = b"".join((MAGIC, _framed(header), _framed(ids), snapshot.packed.tobytes()))
-    return body + hmac.digest(key, body, hashlib.sha256)
+    return [MAGIC, _framed(header), _framed(ids), memoryview(snapshot.packed).cast("B")]
 
 
 def decode(data: bytes, key: bytes) -> Snapshot:
     """Check and read a snapshot's bytes; ``SnapshotError`` says why one cannot be used."""
     if len(data) < len(MAGIC) + 2 * _LENGTH_SIZE + _MAC_SIZE or not data.startswith(MAGIC):
         raise SnapshotError("not an index snapshot")
-    body, mac = data[:-_MAC_SIZE], data[-_MAC_SIZE:]
+    view = memoryview(data)
+    body, mac = view[:-_MAC_SIZE], bytes(view[-_MAC_SIZE:])
     if not hmac.compare_digest(mac, hmac.digest(key, body, hashlib.sha256)):
         raise SnapshotError("its authentication code does not match this store's key "
                             "(damaged, changed, or from another store)")
     at = len(MAGIC)
     try:
         length = int.from_bytes(body[at:at + _LENGTH_SIZE], "big")
-        header = json.loads(body[at + _LENGTH_SIZE:at + _LENGTH_SIZE + length])
+        header = json.loads(bytes(body[at + _LENGTH_SIZE:at + _LENGTH_SIZE + length]))
         at += _LENGTH_SIZE + length
         length = int.from_bytes(body[at:at + _LENGTH_SIZE], "big")
-        record_ids = json.loads(body[at + _LENGTH_SIZE:at + _LENGTH_SIZE + length])
+        record_ids = json.loads(bytes(body[at + _LENGTH_SIZE:at + _LENGTH_SIZE + length]))
         at += _LENGTH_SIZE + length
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise SnapshotError(f"expected format {FORMAT}, got {header.get('format')!r}")
@@ -128,13 +128,17 @@ def write(path: Path, snapshot: Snapshot, key: bytes, *, like: Path) -> None:
     The temporary file is created readable by its owner only and given the store's permissions
     just before it is renamed into place, so it is never more open than the store.
     """
-    data = encode(snapshot, key)
+    parts = _parts(snapshot)
+    mac = hmac.new(key, digestmod=hashlib.sha256)
     mode = like.stat().st_mode & 0o777
     temporary = path.with_name(path.name + ".tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with open(descriptor, "wb", closefd=False) as handle:
-            handle.write(data)
+            for part in parts:  # written and authenticated part by part: no copy of the whole
+                mac.update(part)
+                handle.write(part)
+            handle.write(mac.digest())
             handle.flush()
             os.fsync(descriptor)
         os.fchmod(descriptor, mode)
