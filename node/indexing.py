@@ -195,9 +195,8 @@ class IndexKeeper:
             elif is_archived(child, today):
                 gone.add(record_id)  # turned 18 since the snapshot's day
             records.append(child)
-        saved_ids = set(saved.record_ids)
-        if any(r not in saved_ids and r not in changed and not is_archived(c, today)
-               for r, c in held.items()):
+        unsaved = held.keys() - set(saved.record_ids) - changed  # set operations, not a loop per child
+        if any(not is_archived(held[r], today) for r in unsaved):
             raise snapshots.SnapshotError("the store holds records it does not")
         try:
             index = MatchIndex(records, candidates=CandidateIndex.from_packed(saved.packed))
