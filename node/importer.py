@@ -507,11 +507,6 @@ def _import_rows(store: Store, paths: tuple[Path, Path], tables: tuple[_Table, _
             if full:
                 changed += _remove_absent(conn, summary, children_csv.name, involvements_csv.name)
             generation = store.bump_generation(conn, changed) if summary.changed else store.generation()
-            archived, past = conn.execute(
-                "SELECT coalesce(sum(date_of_birth <= ?), 0), coalesce(sum(date_of_birth <= ?), 0) "
-                "FROM main.children WHERE record_id IN (SELECT record_id FROM stage.ok_children)",
-                cutoffs).fetchone()
-            summary.children_archived, summary.children_past_retention = archived, past
             # Remembered only when the files did not change while they were read.
             unchanged_since = stats == [_file_stat(children_csv), _file_stat(involvements_csv)]
             last = {"digests": digests, "generation": generation, "full": full, "rejected": summary.rejected,
@@ -521,6 +516,12 @@ def _import_rows(store: Store, paths: tuple[Path, Path], tables: tuple[_Table, _
                                      + summary.involvements_unchanged)}
             conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                          (_LAST_IMPORT, json.dumps(last) if unchanged_since else "{}"))
+        # Counted after the commit, outside the write lock (a running node's queries need it).
+        archived, past = conn.execute(
+            "SELECT coalesce(sum(date_of_birth <= ?), 0), coalesce(sum(date_of_birth <= ?), 0) "
+            "FROM main.children WHERE record_id IN (SELECT record_id FROM stage.ok_children)",
+            cutoffs).fetchone()
+        summary.children_archived, summary.children_past_retention = archived, past
     finally:
         staging.close()
     if progress is not None:
