@@ -17,7 +17,8 @@ def test_the_node_benchmark_runs_every_step_and_reports_every_figure() -> None:
     result: dict[str, Any] = nodebench.run(300, queries=20, out=lines.append)
     this = result["this"]
     assert {"cpus", "cpu_model", "memory_gib", "python", "load_average"} <= set(result["machine"])
-    assert (20.0, 20.0) == (this["queries"]["answered"], this["queries_at_1000"]["answered"])
+    assert (20.0, 20.0, 20.0) == (this["queries"]["answered"], this["queries_8_in_flight"]["answered"],
+                                  this["queries_at_1000"]["answered"])
     assert ("built", "snapshot") == (this["start"]["index"]["source"], this["restart"]["index"]["source"])
     assert 0.0 == this["live_reimport"]["failures"] and this["live_reimport"]["queries"] > 0
     assert {"VmRSS", "VmHWM"} <= set(this["node_memory_mib"])

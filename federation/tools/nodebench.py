@@ -6,6 +6,7 @@ Every step runs the shipped commands as separate processes (``signpost node impo
 1. fresh import of N children and their involvements; then an unchanged re-import;
 2. node start until ``/healthz`` says ready, and until the first answer;
 3. queries one at a time over HTTP: latency, and the node process's CPU per answered query;
+   then eight at a time (the audit log's group commit at work);
 4. a re-import with 1% of the children changed into the live node, with queries running
    throughout until the node answers from the new index: failures and p99;
 5. the node's resident memory and its index build time;
@@ -266,20 +267,30 @@ async def _until_ready(node: Node, serving: Serving, client: Client) -> dict[str
     return result
 
 
-async def _query_cost(node: Node, serving: Serving, client: Client, queries: int) -> dict[str, float]:
-    """Queries one at a time: latency, and the node's CPU per answered query."""
-    latencies = []
+async def _query_cost(node: Node, serving: Serving, client: Client, queries: int,
+                      in_flight: int = 1) -> dict[str, float]:
+    """Queries ``in_flight`` at a time (one by default): latency, and the node's CPU per answered
+    query. With more than one in flight, the node's audit log writes several entries with one
+    fsync (group commit), which a one-at-a-time client never lets it do."""
+    latencies: list[float] = []
     answered = 0
     async with aiohttp.ClientSession() as session:
         for _ in range(min(100, queries)):  # warm up
             await client.ask(session)
+        remaining = queries
+
+        async def asker() -> None:
+            nonlocal answered, remaining
+            while remaining > 0:
+                remaining -= 1
+                status, seconds = await client.ask(session)
+                answered += status == 200
+                latencies.append(seconds)
+
         cpu = _cpu_seconds(serving.proc.pid)
-        for _ in range(queries):
-            status, seconds = await client.ask(session)
-            answered += status == 200
-            latencies.append(seconds)
+        await asyncio.gather(*(asker() for _ in range(in_flight)))
         cpu = _cpu_seconds(serving.proc.pid) - cpu
-    return {"queries": float(queries), "answered": float(answered),
+    return {"queries": float(queries), "answered": float(answered), "in_flight": float(in_flight),
             "p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * _percentile(latencies, 0.99),
             "cpu_ms_per_query": 1000 * cpu / max(answered, 1)}
 
@@ -408,6 +419,10 @@ def _run_one(folder: Path, children: int, records: tuple[Files, Files, Files], s
         result["queries"] = {**cost, "load": os.getloadavg()}
         out(f"queries           p50 {cost['p50_ms']:.1f} ms, p99 {cost['p99_ms']:.1f} ms, "
             f"node CPU {cost['cpu_ms_per_query']:.2f} ms per answer, load {_load()}")
+        busy = asyncio.run(_query_cost(node, serving, client, queries, in_flight=8))
+        result["queries_8_in_flight"] = {**busy, "load": os.getloadavg()}
+        out(f"8 in flight       p50 {busy['p50_ms']:.1f} ms, p99 {busy['p99_ms']:.1f} ms, "
+            f"node CPU {busy['cpu_ms_per_query']:.2f} ms per answer, load {_load()}")
         live = asyncio.run(_during_import(node, client, changed, source))
         result["live_reimport"] = {**live, "load": os.getloadavg()}
         out(f"live re-import    {live['queries']:.0f} queries during a {live['import_seconds']:.1f} s "
