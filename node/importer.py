@@ -447,12 +447,16 @@ def import_files(
     progress: Callable[[int, int], None] | None = None,
     retention_age: int = DEFAULT_RETENTION_AGE,
     today: date | None = None,
+    stage: Callable[[Callable[[], None]], None] = lambda work: work(),
 ) -> ImportSummary:
     """Import both files (one transaction as readers see it) and return what happened.
 
     ``progress(done, total)`` is called now and then with the number of rows handled. The
     summary also counts the imported children already archived (18 or over: kept, never
     returned) and those at or past ``retention_age`` (deleted by the node's next purge).
+    ``stage(work)`` runs the reading and staging of the rows (all but the short final write
+    transaction): the command line runs it on a thread of lower CPU priority, and keeps the
+    write transaction, which a running node's queries wait on, at normal priority.
     """
     started = time.monotonic()
     today = today or datetime.now(UTC).date()
@@ -469,7 +473,7 @@ def import_files(
         _count_unchanged(store, children_csv, summary, cutoffs)
     else:
         _import_rows(store, (children_csv, involvements_csv), tables, summary, cutoffs, (stats, digests),
-                     full=full, progress=progress)
+                     full=full, progress=progress, stage=stage)
     if rejects_path is not None:
         write_rejects(summary.rejects, rejects_path)
     summary.seconds = time.monotonic() - started
@@ -479,7 +483,8 @@ def import_files(
 def _import_rows(store: Store, paths: tuple[Path, Path], tables: tuple[_Table, _Table],
                  summary: ImportSummary, cutoffs: tuple[str, str],
                  files: tuple[list[tuple[int, int, int, int]], list[str]], *, full: bool,
-                 progress: Callable[[int, int], None] | None) -> None:
+                 progress: Callable[[int, int], None] | None,
+                 stage: Callable[[Callable[[], None]], None]) -> None:
     """The import proper: every row looked up by its content hash, new and changed rows staged,
     then one short write transaction merges them (and records the files, ``_LAST_IMPORT``).
 
@@ -499,8 +504,11 @@ def _import_rows(store: Store, paths: tuple[Path, Path], tables: tuple[_Table, _
     conn = store.db
     staging = _Staging(conn, tables)
     try:
-        _stage_file(conn, children_csv, tables[0], summary, tick, full=full)
-        _stage_file(conn, involvements_csv, tables[1], summary, tick, full=full)
+        def staging_work() -> None:
+            _stage_file(conn, children_csv, tables[0], summary, tick, full=full)
+            _stage_file(conn, involvements_csv, tables[1], summary, tick, full=full)
+
+        stage(staging_work)
         with store.transaction():
             changed = _merge(conn, tables[0], summary)
             _merge(conn, tables[1], summary)

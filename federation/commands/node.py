@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import threading
@@ -65,9 +66,9 @@ def cmd_node_import(args: argparse.Namespace) -> int:
 
     bar = ProgressBar("importing")
     try:
-        summary = _yielding(args.nice, lambda: import_files(
-            store, Path(args.children), Path(args.involvements), full=args.full, rejects_path=rejects,
-            progress=bar.update, retention_age=retention_age))
+        summary = import_files(store, Path(args.children), Path(args.involvements), full=args.full,
+                               rejects_path=rejects, progress=bar.update, retention_age=retention_age,
+                               stage=functools.partial(_yielding, args.nice))
         logged = _audit_import(store, node_config, args, summary)
     finally:
         store.close()
@@ -97,9 +98,10 @@ def cmd_node_import(args: argparse.Namespace) -> int:
 
 def _yielding(nice: int, work: Callable[[], T]) -> T:
     """``work()`` on a thread whose CPU priority is lowered by ``nice``, so that a node serving
-    from the same machine keeps answering promptly while a large import runs. Only that thread
-    is lowered (Linux gives each thread its own priority), never the caller; elsewhere, or with
-    ``nice`` 0, ``work`` runs as it is."""
+    from the same machine keeps answering promptly while a large import reads its files. Only
+    that thread is lowered (Linux gives each thread its own priority), never the caller, so the
+    import's final write transaction, which the node's queries wait on, is not starved;
+    elsewhere, or with ``nice`` 0, ``work`` runs as it is."""
     if not nice or sys.platform != "linux":
         return work()
     outcome: list[T] = []
