@@ -17,6 +17,7 @@ so a running node reading the store sees all of the old records or all of the ne
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import operator
@@ -198,7 +199,7 @@ def _parse_child(row: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _parse_involvement(row: dict[str, str]) -> dict[str, Any]:
+def _parse_involvement(row: dict[str, str], *, unsafe_http_webhooks: bool = False) -> dict[str, Any]:
     get = row.get
     out: JsonObject = {}
     for name in INVOLVEMENT_REQUIRED:
@@ -224,7 +225,11 @@ def _parse_involvement(row: dict[str, str]) -> dict[str, Any]:
         out[name] = _flag(get(name, ""), name)
     url = get("notify_url", "").strip() or None
     if url is not None and not url.startswith(("https://", "http://")):
-        raise FieldError("notify_url", f"expected an http(s) URL, got {url!r}")
+        raise FieldError("notify_url", f"expected an https:// URL, got {url!r}")
+    if url is not None and url.startswith("http://") and not unsafe_http_webhooks:
+        # Closed by default: a message about a child never travels in clear text.
+        raise FieldError("notify_url", "expected an https:// URL (http:// only with the node's "
+                         "unsafe_http_webhooks, development only)")
     if out["notify_on_access"] and url is None:
         raise FieldError("notify_url", "is required when notify_on_access is true")
     out["notify_url"] = url
@@ -239,12 +244,15 @@ HASH_VERSION = b"signpost-import-1"
 
 @dataclass(frozen=True)
 class _Table:
-    """One file's table: its stored columns, required columns and row parser."""
+    """One file's table: its stored columns, required columns and row parser, and what its row
+    hashes and file digest are made with (``HASH_VERSION`` and any setting the parser obeys, so
+    that changing the setting has every row checked again)."""
 
     name: str
     columns: tuple[str, ...]
     required: tuple[str, ...]
     parse: Callable[[dict[str, str]], dict[str, Any]]
+    version: bytes = HASH_VERSION
 
 
 def _count_rows(path: Path) -> int:
@@ -307,7 +315,7 @@ def _stage_file(
     for header, rows in _rows(path, table.required):
         shape = _Shape(header, header.index("record_id"),
                        header.index("child_record_id") if "child_record_id" in header else None,
-                       hashlib.blake2b(HASH_VERSION + b"\x1f" + "\x1f".join(header).encode(),
+                       hashlib.blake2b(table.version + b"\x1f" + "\x1f".join(header).encode(),
                                        digest_size=32).digest())
         batch: list[tuple[int, list[str]]] = []
         for item in rows:
@@ -448,8 +456,12 @@ def import_files(
     retention_age: int = DEFAULT_RETENTION_AGE,
     today: date | None = None,
     stage: Callable[[Callable[[], None]], None] = lambda work: work(),
+    unsafe_http_webhooks: bool = False,
 ) -> ImportSummary:
     """Import both files (one transaction as readers see it) and return what happened.
+
+    A ``notify_url`` must be https:// unless ``unsafe_http_webhooks`` (the node's setting of that
+    name) allows http://; a row naming another is rejected.
 
     ``progress(done, total)`` is called now and then with the number of rows handled. The
     summary also counts the imported children already archived (18 or over: kept, never
@@ -462,17 +474,20 @@ def import_files(
     today = today or datetime.now(UTC).date()
     summary = ImportSummary(retention_age=retention_age)
     tables = (_Table("children", CHILD_COLUMNS, CHILD_REQUIRED, _parse_child),
-              _Table("involvements", INVOLVEMENT_COLUMNS, INVOLVEMENT_REQUIRED, _parse_involvement))
+              _Table("involvements", INVOLVEMENT_COLUMNS, INVOLVEMENT_REQUIRED,
+                     functools.partial(_parse_involvement, unsafe_http_webhooks=unsafe_http_webhooks),
+                     HASH_VERSION + (b"+unsafe_http_webhooks" if unsafe_http_webhooks else b"")))
     for path, table in ((children_csv, tables[0]), (involvements_csv, tables[1])):
         for _ in _rows(path, table.required):
             pass  # both headers are checked before anything is read or written
+    paths = (children_csv, involvements_csv)
     stats = [_file_stat(children_csv), _file_stat(involvements_csv)]  # before the digests are made
-    digests = [_file_digest(children_csv), _file_digest(involvements_csv)]
+    digests = [_file_digest(path, table.version) for path, table in zip(paths, tables, strict=True)]
     cutoffs = (retention_cutoff(today, ARCHIVE_AGE), retention_cutoff(today, retention_age))
     if _same_as_last_time(store, digests, full=full):
         _count_unchanged(store, children_csv, summary, cutoffs)
     else:
-        _import_rows(store, (children_csv, involvements_csv), tables, summary, cutoffs, (stats, digests),
+        _import_rows(store, paths, tables, summary, cutoffs, (stats, digests),
                      full=full, progress=progress, stage=stage)
     if rejects_path is not None:
         write_rejects(summary.rejects, rejects_path)
@@ -542,9 +557,9 @@ its counts. Files with the same digests, into a store still at that generation, 
 row for row (``_same_as_last_time``)."""
 
 
-def _file_digest(path: Path) -> str:
-    """BLAKE2b of a file's bytes (and ``HASH_VERSION``): the same digest, the same rows."""
-    digest = hashlib.blake2b(HASH_VERSION, digest_size=32)
+def _file_digest(path: Path, version: bytes) -> str:
+    """BLAKE2b of a file's bytes (and its table's ``version``): the same digest, the same rows."""
+    digest = hashlib.blake2b(version, digest_size=32)
     try:
         with open(path, "rb") as fh:
             while block := fh.read(1 << 20):

@@ -257,3 +257,29 @@ def test_a_full_import_after_a_partial_one_of_the_same_files_reads_them(tmp_path
     paths = files(tmp_path, GOOD_CHILDREN, GOOD_INVOLVEMENTS)
     import_files(store, *paths)
     assert 1 == import_files(store, *paths, full=True).children_removed
+
+
+def test_a_plain_http_notify_url_is_rejected_unless_the_node_allows_it(tmp_path: Path) -> None:
+    """Proves closed by default at import: a notification URL must be https://; http:// is taken
+    only with the node's `unsafe_http_webhooks`, and the rejection names the field and setting."""
+    rows = [involvement_row("I-1", "C-1", lead="true", notify_url="https://hooks.example.gov.uk/lead"),
+            involvement_row("I-2", "C-2", lead="true", notify_url="http://hooks.example.gov.uk/lead")]
+    children, involvements = files(tmp_path, GOOD_CHILDREN, rows)
+    with Store(tmp_path / "closed.sqlite3") as store:
+        closed = import_files(store, children, involvements)
+    with Store(tmp_path / "open.sqlite3") as store:
+        opened = import_files(store, children, involvements, unsafe_http_webhooks=True)
+    assert [("I-2", "notify_url")] == [(r.record_id, r.field) for r in closed.rejects]
+    assert "unsafe_http_webhooks" in closed.rejects[0].reason
+    assert ([], 2) == (opened.rejects, opened.involvements_added)
+
+
+def test_the_same_files_are_checked_again_when_the_node_no_longer_allows_plain_http(tmp_path: Path) -> None:
+    """A row taken under unsafe_http_webhooks is not 'unchanged' once the setting is off: the same
+    files are read again and the http:// notification URL rejected, naming the field."""
+    rows = [involvement_row("I-1", "C-1", lead="true", notify_url="http://hooks.example.gov.uk/lead")]
+    paths = files(tmp_path, GOOD_CHILDREN, rows)
+    with Store(tmp_path / "node.sqlite3") as store:
+        assert 0 == import_files(store, *paths, unsafe_http_webhooks=True).rejected
+        again = import_files(store, *paths)
+    assert [("I-1", "notify_url")] == [(r.record_id, r.field) for r in again.rejects]
