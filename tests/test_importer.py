@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import csv
+import os
 import sqlite3
+import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from federation.commands import node as node_cli
 from node.importer import import_files
 from node.store import MIGRATIONS, Store
 from tests.conftest import (
@@ -283,3 +290,31 @@ def test_the_same_files_are_checked_again_when_the_node_no_longer_allows_plain_h
         assert 0 == import_files(store, *paths, unsafe_http_webhooks=True).rejected
         again = import_files(store, *paths)
     assert [("I-1", "notify_url")] == [(r.record_id, r.field) for r in again.rejects]
+
+
+def test_only_the_reading_runs_in_stage_and_the_merge_after_it(tmp_path: Path) -> None:
+    """The command line runs ``stage`` at a lower CPU priority; the write transaction that a live
+    node's queries wait on must not be inside it: when the staging is done nothing is merged yet."""
+    store = Store(tmp_path / "node.sqlite3")
+    seen: list[dict[str, int]] = []
+
+    def stage(work: Callable[[], None]) -> None:
+        work()
+        with Store(tmp_path / "node.sqlite3") as other:
+            seen.append(other.counts())
+
+    import_files(store, *files(tmp_path, GOOD_CHILDREN, GOOD_INVOLVEMENTS), stage=stage)
+    assert [{"children": 0, "involvements": 0}] == seen
+    assert {"children": 2, "involvements": 2} == store.counts()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread CPU priority is Linux's")
+def test_the_import_thread_alone_runs_at_lower_priority() -> None:
+    """``signpost node import --nice N`` lowers the priority of the thread that reads the files,
+    never the caller's (which then commits the import at its own priority)."""
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = niceness()
+    inside = node_cli._yielding(5, niceness)
+    assert (min(19, before + 5), before) == (inside, niceness())
