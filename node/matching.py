@@ -105,9 +105,8 @@ MATCH_MARGIN = 6.0
 POSSIBLE_THRESHOLD = 0.0
 """At or above this (even odds) and not a match: ``possible_match``."""
 _TWIN_FAMILY = frozenset({NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL, NameLevel.TYPO})
-RARE_NAME_SHARE = 500
-"""An ambiguous typo's other name is rare when fewer than 1 in this many children of the
-query's sex carry it (see ``MatchIndex._could_be_another_child``)."""
+# Given-name levels at which the first names are one name (spelling and middle names aside).
+_SAME_FIRST_NAME = frozenset({NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL, NameLevel.MISSING})
 MIN_PRIOR_POPULATION = 1000
 """The prior is one in the node's size, but never more generous than one in this many."""
 
@@ -203,8 +202,11 @@ class MatchIndex:
             DateLevel.DIFFERENT: w.dob_different,
             DateLevel.MISSING: 0.0,
         }
+        # Names a co-twin may be registered under, for the ambiguous-typo rule: England's list
+        # and first names held here twice or more (short forms children are not registered
+        # under, such as Ted or Kate, are not another child's name).
         self._deletions: dict[str, set[str]] = {}
-        for name in self._known:
+        for name in self._registered:
             for variant in _deletions(name):
                 self._deletions.setdefault(variant, set()).add(name)
 
@@ -374,9 +376,10 @@ class MatchIndex:
         else:
             score += POSTCODE_WEIGHTS[pc_level]
 
-        sex_agrees = False
+        sex_agrees = sex_disagrees = False
         if query.sex in ("F", "M") and child.sex in ("F", "M"):
             sex_agrees = query.sex == child.sex
+            sex_disagrees = not sex_agrees
             score += w.sex_agree if sex_agrees else w.sex_disagree
 
         demographic_score = score
@@ -405,6 +408,10 @@ class MatchIndex:
                     compatible = s_level in COMPATIBLE
                     twin_like = not self._given_tells_apart(
                         s_level, query.family_name, r_given, sex_agrees, None)
+            if sex_disagrees and given not in _SAME_FIRST_NAME and family in _TWIN_FAMILY:
+                # A name that only resembles the record's, and the other sex: a boy-girl
+                # co-twin (Zievan typed, Kieran held), not a typo.
+                twin_like = True
         id_agrees = nhs in (IdLevel.AGREE, IdLevel.NEAR) or upn in (IdLevel.AGREE, IdLevel.NEAR)
         # An agreeing identifier lifts the twin guard only when the typed given name fits this
         # record (another twin's number typed with the other twin's name does not).
@@ -424,29 +431,33 @@ class MatchIndex:
 
     def _relaxed_for(self, query: Identity, child: Child, family: NameLevel, dob: DateLevel,
                      postcode: PostcodeLevel, sex_agrees: bool) -> tuple[str, str] | None:
-        """(sex, family name) when everything but the given name agrees exactly (family name,
-        date of birth, postcode and sex), so that an ambiguous typo may be weighed against the
-        node's own records (``_could_be_another_child``); otherwise ``None``."""
-        if (family in STRONG and dob is DateLevel.EXACT and postcode is PostcodeLevel.EXACT
-                and sex_agrees and query.sex is not None):
+        """(sex, family name) when the sex is given and agrees with the record's, so that an
+        ambiguous typo may be weighed against the node's own records
+        (``_could_be_another_child``); otherwise ``None``. The date of birth and postcode need
+        not agree exactly: a co-twin shares them, so they never told the two apart."""
+        del dob, postcode  # see above: they say nothing about which twin was meant
+        if sex_agrees and query.sex is not None and family in _TWIN_FAMILY:
             return query.sex, "".join(name_tokens(child.family_name))
         return None
 
     def _could_be_another_child(self, name: str, relaxed: tuple[str, str] | None) -> bool:
         """Whether another real given name close to a typo could be the child searched for.
 
-        Always, unless everything else agrees exactly (``relaxed``). Then not when the node holds
+        Always, unless the sex was given and agrees (``relaxed``). Then not when the node holds
         no child of that family with that name (no sibling or twin here it could be), and the
-        name is rare among the node's children of the query's sex (fewer than 1 in
-        ``RARE_NAME_SHARE``; none at all for a name of the other sex): an unheld twin so named
-        is then far less likely than a typing error."""
+        node gives that name only to children of the other sex (at least one of them, none of
+        the query's sex): a co-twin so named would be of the other sex, and the query's sex
+        says it is not. How rare the name is does not decide it: twins are often given
+        look-alike names, so a co-twin's name is not drawn at random from the node's names
+        (``trap_co_twin_typo`` in ``federation/tools/traps.py``)."""
         if relaxed is None:
             return True
         sex, family = relaxed
         if f"{name}|{family}" in self._first_family:
             return True
+        other = "M" if sex == "F" else "F"
         same_sex = self._first_sex_counts.get((name, sex), 0)
-        return same_sex * RARE_NAME_SHARE >= max(self._sex_totals.get(sex, 0), 1)
+        return same_sex > 0 or self._first_sex_counts.get((name, other), 0) == 0
 
     def _given_tells_apart(self, level: NameLevel, query: str, record: str, sex_agrees: bool,
                            relaxed: tuple[str, str] | None = None) -> bool:
@@ -493,8 +504,11 @@ class MatchIndex:
         Closeness is ``typo_cost``: an edit touching the first letter counts two, so ``rily``
         (a letter dropped from Riley) is not taken for ``lily`` (the first letter changed)."""
         record_tokens = name_tokens(record)
+        # The held name as spelt and in canonical spelling: Reene is one keystroke from Reece,
+        # whatever the canonical spelling of Reece (Rhys) is.
+        spellings = set(record_tokens) | set(record.split())
         for token in set(name_tokens(query)) - set(record_tokens):
-            own = min((typo_cost(token, r) for r in record_tokens), default=0)
+            own = min((typo_cost(token, r) for r in spellings), default=0)
             for near in self._near_known(token):
                 if near in record_tokens:
                     continue
@@ -510,7 +524,8 @@ class MatchIndex:
         return False
 
     def _near_known(self, token: str) -> set[str]:
-        """Real given names at most one keystroke from ``token`` (a deletion-neighbourhood index)."""
+        """Registered given names at most one keystroke from ``token`` (a deletion-neighbourhood
+        index over England's list and the first names held here twice or more)."""
         found: set[str] = set()
         for variant in _deletions(token):
             found.update(self._deletions.get(variant, ()))

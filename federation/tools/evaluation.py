@@ -39,7 +39,13 @@ from typing import Any
 
 from federation.errors import SignpostError
 from federation.identity import Identity, normalise_name, parse_identity
-from federation.names import canonical_token, nickname_related, short_forms
+from federation.names import (
+    canonical_token,
+    is_variant,
+    nickname_related,
+    registered_given_names,
+    short_forms,
+)
 from federation.protocol import Status
 from federation.tools import synthetic, traps
 from node.comparison import DateLevel, compare_dates
@@ -461,11 +467,16 @@ def _trap_queries(rng: random.Random, homes: list[list[_Person]], held: dict[str
     rng.shuffle(candidates)
     counter = 0
 
-    def person(template: _Person, **changes: Any) -> _Person:
+    typed_as: dict[str, str] = {}  # a trap's given name as typed, when that is the trap
+
+    def person(template: _Person, typed: str | None = None, **changes: Any) -> _Person:
         nonlocal counter
         counter += 1
-        return dataclasses.replace(template, key=f"trap-{counter}", nhs=synthetic.nhs_number(rng),
+        made = dataclasses.replace(template, key=f"trap-{counter}", nhs=synthetic.nhs_number(rng),
                                    upn=None, aliases=[], twin=None, **changes)
+        if typed is not None:
+            typed_as[made.key] = typed
+        return made
 
     def first(p: _Person) -> str:
         return canonical_token(normalise_name(p.given).split()[0])
@@ -492,6 +503,17 @@ def _trap_queries(rng: random.Random, homes: list[list[_Person]], held: dict[str
         if category == "trap_co_twin_lookalike":
             name = traps.lookalike_name(rng, first(p))
             return (person(p, given=name.capitalize(), sex=rng.choice("FM")), None) if name else None
+        if category == "trap_co_twin_typo":
+            name = traps.lookalike_name(rng, first(p))
+            held_first = normalise_name(p.given).split()[0]
+            typed = traps.ambiguous_typo(rng, name, held_first) if name else None
+            if name is None or typed is None:
+                return None
+            # the co-twin's sex is the one that name is given to here, when it is known
+            sexes = [s for s in "FM" if name in {canonical_token(normalise_name(n).split()[0])
+                                                 for n in pool(s)}]
+            sex = sexes[0] if len(sexes) == 1 else rng.choice("FM")
+            return person(p, given=name.capitalize(), sex=sex, typed=typed.capitalize()), None
         if category == "trap_co_twin_short_form":
             name = traps.short_form_name(rng, first(p))
             return (person(p, given=name.capitalize()), None) if name else None
@@ -554,14 +576,22 @@ def _trap_queries(rng: random.Random, homes: list[list[_Person]], held: dict[str
                 raw["sex"] = trap.sex
             if nhs:
                 raw["nhs_number"] = nhs
-            # Half the traps are typed with one of the errors people make, as any query is.
-            pattern = rng.choice(PATTERNS) if rng.random() < 0.5 else None
-            applied = (pattern,) if pattern and _apply(rng, pattern, raw, trap) else ()
+            if trap.key in typed_as:
+                # The error is the trap itself (a typo of the co-twin's name that reads as one
+                # of the held twin's): nothing else is mistyped.
+                raw["given_name"] = typed_as[trap.key]
+                applied: tuple[str, ...] = ("typo_given",)
+            else:
+                # Half the traps are typed with one of the errors people make, as any query is.
+                pattern = rng.choice(PATTERNS) if rng.random() < 0.5 else None
+                applied = (pattern,) if pattern and _apply(rng, pattern, raw, trap) else ()
             typed = parse_identity(raw)
             typed_first = canonical_token((typed.given_name or " ").split()[0])
             typed_key = (typed.family_name or "", typed.date_of_birth or trap.dob)
             if typed_first in by_family_dob.get(typed_key, ()):
                 continue  # the error made the query exactly a held child's: not a trap any more
+            if applied and _names_held_child(typed_first, first(p)):
+                continue  # the error turned the name into a listed form of the held child's
             if category == "trap_namesake_dob" and compare_dates(
                     typed.date_of_birth, p.dob) is not DateLevel.DIFFERENT:
                 continue  # the error brought the date within a typo of the held child's
@@ -569,6 +599,14 @@ def _trap_queries(rng: random.Random, homes: list[list[_Person]], held: dict[str
             out.append(LabelledQuery(typed, None, applied, p.key, category))
             made += 1
     return out
+
+
+def _names_held_child(typed: str, held: str) -> bool:
+    """A mistyped trap name that has become a listed form of the held child's name (Lottie
+    mistyped as Lotte, a listed short form of Charlotte that children are not registered
+    under): the query then names the held child in every field, and is no trap."""
+    return typed != held and (is_variant(typed, held) or (
+        nickname_related(typed, held) and typed not in registered_given_names()))
 
 
 def _related_names(a: str, b: str) -> bool:
