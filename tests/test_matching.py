@@ -475,6 +475,16 @@ def test_middle_names_count_less_than_the_first_name(fields: dict[str, str], sta
     (("Oluwafemi", "Adeyemi"), ("Femi", "Adeyemi")),  # Yoruba: a part of the long name
     (("Wei", "Chen"), ("Wei", "Chan")),  # Mandarin and Cantonese romanisations of one surname
     (("Katherine", "Nowak"), ("Cath", "Nowak")),  # an English short form, formal name spelt with K
+    (("Fredrick", "Nowak"), ("Fred", "Nowak")),  # a short form of another spelling of the name
+    (("Geoffrey", "Nowak"), ("Jeff", "Nowak")),
+    (("Jokūbas", "Kazlauskas"), ("Kuba", "Kazlauskas")),  # Lithuanian form, Polish diminutive
+    (("Kateryna", "Kovalenko"), ("Katarzyna", "Kovalenko")),  # Ukrainian and Polish forms
+    (("Sergei", "Ivanov"), ("Seryozha", "Ivanov")),  # Russian diminutive
+    (("Maxamed", "Cabdi"), ("Mohamed", "Abdi")),  # Somali spelling of Muhammad and Abdi
+    (("Zeynep", "Yilmaz"), ("Zainab", "Yilmaz")),  # Turkish form of an Arabic name
+    (("Babatunde", "Adeyemi"), ("Tunde", "Adeyemi")),  # Yoruba: a part of the long name
+    (("Wei", "Zheng"), ("Wei", "Cheng")),  # Mandarin and Cantonese romanisations
+    (("Ion", "Popescu"), ("John", "Popescu")),  # Romanian and English forms
 ])
 def test_cross_language_forms_and_diminutives_find_the_child(held: tuple[str, str],
                                                              asked: tuple[str, str]) -> None:
