@@ -107,6 +107,10 @@ class Weights:
     # The query's first name is the record's middle name (or the other way round): a child may
     # be known by a middle name, but so is a sibling given the same name first.
     middle: float = bits(0.02, 0.005)  # 2.0
+    # Both sides give middle names and they agree (first names agreeing too): m is how often a
+    # child's middle names are typed as held; u how many children with middle names share them.
+    middle_agree_m: float = 0.9
+    middle_weight_max: float = 6.0
     similar: float = bits(0.01, 0.03)  # -1.6
     different: float = bits(0.02, 0.97)  # -5.6
     swap_penalty: float = 1.5

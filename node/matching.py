@@ -106,6 +106,9 @@ POSSIBLE_THRESHOLD = 0.0
 """At or above this (even odds) and not a match: ``possible_match``."""
 _TWIN_FAMILY = frozenset({NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL, NameLevel.TYPO})
 # Given-name levels at which the first names are one name (spelling and middle names aside).
+# Given-name levels at which the first names agree (so middle names may add evidence).
+_FIRST_AGREES = frozenset({NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL,
+                           NameLevel.NICKNAME, NameLevel.NICKNAME_AMBIGUOUS, NameLevel.TYPO})
 _SAME_FIRST_NAME = frozenset({NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL, NameLevel.MISSING})
 MIN_PRIOR_POPULATION = 1000
 """The prior is one in the node's size, but never more generous than one in this many."""
@@ -149,6 +152,7 @@ class MatchIndex:
         family_counts: Counter[str] = Counter()
         dob_counts: Counter[date] = Counter()
         postcode_counts: Counter[str] = Counter()
+        middle_counts: Counter[str] = Counter()
         for child in children:
             if child.record_id in self.children:
                 raise ValueError(f"record_id: {child.record_id!r} appears twice")
@@ -156,8 +160,10 @@ class MatchIndex:
                 raise ValueError(f"a node may hold at most {MAX_RECORDS} children")
             self.children[child.record_id] = child
             self._records.append(child)
-            first = split_given(child.given_name, child.middle_names)[0]
+            first, middle = split_given(child.given_name, child.middle_names)
             given_counts["".join(name_tokens(first))] += 1
+            if middle:
+                middle_counts["".join(sorted(name_tokens(middle)))] += 1
             first_token = next(iter(name_tokens(child.given_name)), "")
             first_counts[first_token] += 1
             first_family.add(f"{first_token}|{''.join(name_tokens(child.family_name))}")
@@ -177,6 +183,10 @@ class MatchIndex:
         self._given_counts = given_counts
         self._family_counts = family_counts
         self._postcode_counts = postcode_counts
+        self._middle_counts = middle_counts
+        self._with_middle = sum(middle_counts.values())
+        self._u_middle = pair_rate(middle_counts, self._with_middle, DEFAULT_U["given"])
+        self._middle_weights: dict[str, float] = {}
         self._u_given = pair_rate(given_counts, n, DEFAULT_U["given"])
         self._u_family = pair_rate(family_counts, n, DEFAULT_U["family"])
         self._u_postcode = pair_rate(postcode_counts, n, DEFAULT_U["postcode"])
@@ -366,6 +376,9 @@ class MatchIndex:
             q_first, q_middle, query.family_name or "", child)
         score += name_score
 
+        if q_middle and not swapped and not alias and given in _FIRST_AGREES:
+            score += self._middle_agreement(q_middle, child)
+
         dob_level = compare_dates(query.date_of_birth, child.date_of_birth)
         score += self._dob_weights[dob_level]
 
@@ -428,6 +441,24 @@ class MatchIndex:
             namesake=(dob_level is DateLevel.DIFFERENT and not id_agrees
                       and pc_level is not PostcodeLevel.EXACT),
         )
+
+    def _middle_agreement(self, q_middle: str, child: Child) -> float:
+        """Weight of the query's middle names agreeing with the record's (the first names agree
+        already): ``log2(m / u)``, u how many of the node's children with middle names share
+        these, at most ``middle_weight_max``. Nothing when either side gives none or they
+        differ (a middle name is often left out or recorded differently)."""
+        r_middle = split_given(child.given_name, child.middle_names)[1]
+        if not r_middle:
+            return 0.0
+        q_key = "".join(sorted(name_tokens(q_middle)))
+        if q_key != "".join(sorted(name_tokens(r_middle))):
+            return 0.0
+        weight = self._middle_weights.get(q_key)
+        if weight is None:
+            u = value_rate(self._middle_counts.get(q_key, 0), self._with_middle, self._u_middle)
+            weight = min(bits(WEIGHTS.middle_agree_m, u), WEIGHTS.middle_weight_max)
+            self._middle_weights[q_key] = weight
+        return weight
 
     def _relaxed_for(self, query: Identity, child: Child, family: NameLevel, dob: DateLevel,
                      postcode: PostcodeLevel, sex_agrees: bool) -> tuple[str, str] | None:

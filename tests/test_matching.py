@@ -568,3 +568,25 @@ def test_typo_is_measured_from_the_name_as_spelt() -> None:
     expected = (Status.MATCH, "held")
     actual = (result.status, result.record_id)
     assert expected == actual
+
+
+@pytest.mark.parametrize(("case", "middle", "status"), [
+    ("the same rare middle name", "Perpetua", Status.MATCH),
+    ("no middle name typed", None, Status.POSSIBLE_MATCH),
+    ("another middle name", "Anne", Status.POSSIBLE_MATCH),
+])
+def test_agreeing_middle_names_add_evidence(case: str, middle: str | None, status: Status) -> None:
+    """With the date one digit out and no postcode, a common first and family name are not
+    enough; the same middle name on both sides (rare among the node's middle names) is evidence
+    that it is this child, and a different or missing one is none."""
+    rng = random.Random(3)
+    background = [evaluation._as_child(p) for home in evaluation._population(rng, 1500) for p in home]
+    held = Child(**{**make_child("held", "Olivia", "Nowak", "2015-03-02", "LS7 3JT", "F").__dict__,
+                    "middle_names": "perpetua"})
+    node = MatchIndex([held, *background])
+    fields = dict(given_name="Olivia", family_name="Nowak", date_of_birth="2015-03-08", sex="F")
+    if middle:
+        fields["middle_name"] = middle
+    expected = status
+    actual = node.match(ask(**fields)).status
+    assert expected == actual, case
