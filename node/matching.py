@@ -110,6 +110,10 @@ _TWIN_FAMILY = frozenset({NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL,
 _FIRST_AGREES = frozenset({NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL,
                            NameLevel.NICKNAME, NameLevel.NICKNAME_AMBIGUOUS, NameLevel.TYPO})
 _SAME_FIRST_NAME = frozenset({NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL, NameLevel.MISSING})
+NAME_SEX_EVIDENCE = 3
+"""An ambiguous typo's other name counts as a name of the other sex only when the node gives it
+to at least this many children of that sex and to none of the query's (one or two records may
+be a slip, or a rare name given to either sex)."""
 MIN_PRIOR_POPULATION = 1000
 """The prior is one in the node's size, but never more generous than one in this many."""
 
@@ -476,8 +480,8 @@ class MatchIndex:
 
         Always, unless the sex was given and agrees (``relaxed``). Then not when the node holds
         no child of that family with that name (no sibling or twin here it could be), and the
-        node gives that name only to children of the other sex (at least one of them, none of
-        the query's sex): a co-twin so named would be of the other sex, and the query's sex
+        node gives that name only to children of the other sex (at least ``NAME_SEX_EVIDENCE``
+        of them, none of the query's sex): a co-twin so named would be of the other sex, and the query's sex
         says it is not. How rare the name is does not decide it: twins are often given
         look-alike names, so a co-twin's name is not drawn at random from the node's names
         (``trap_co_twin_typo`` in ``federation/tools/traps.py``)."""
@@ -488,7 +492,8 @@ class MatchIndex:
             return True
         other = "M" if sex == "F" else "F"
         same_sex = self._first_sex_counts.get((name, sex), 0)
-        return same_sex > 0 or self._first_sex_counts.get((name, other), 0) == 0
+        other_sex = self._first_sex_counts.get((name, other), 0)
+        return same_sex > 0 or other_sex < NAME_SEX_EVIDENCE
 
     def _given_tells_apart(self, level: NameLevel, query: str, record: str, sex_agrees: bool,
                            relaxed: tuple[str, str] | None = None) -> bool:
