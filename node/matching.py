@@ -412,9 +412,13 @@ class MatchIndex:
         twin_like, compatible = False, given in COMPATIBLE
         if dob_level in (DateLevel.EXACT, DateLevel.SWAPPED, DateLevel.DIGIT):
             relaxed = self._relaxed_for(query, child, family, dob_level, pc_level, sex_agrees)
+            # Only the record's first name tells it from a twin: a typo as close to its middle
+            # name (Tyulia: Tulie, or a sister Yulia?) may be a child given that name first.
+            r_first = (split_given(r_given)[0] if alias or swapped
+                       else split_given(child.given_name, child.middle_names)[0])
             if given is not NameLevel.MISSING and family in _TWIN_FAMILY:
-                twin_like = not self._given_tells_apart(given, q_given, r_given, sex_agrees, relaxed)
-                if given is NameLevel.TYPO and self._typed_real_name(q_given, r_given):
+                twin_like = not self._given_tells_apart(given, q_given, r_first, sex_agrees, relaxed)
+                if given is NameLevel.TYPO and self._typed_real_name(q_given, r_first):
                     compatible = False  # Maya typed, Raya held: another name, not a typo
             elif not swapped and query.given_name and query.family_name and self._name_level(
                     query.given_name, child.family_name, False) in _TWIN_FAMILY:

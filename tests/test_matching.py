@@ -592,3 +592,16 @@ def test_agreeing_middle_names_add_evidence(case: str, middle: str | None, statu
     expected = status
     actual = node.match(ask(**fields)).status
     assert expected == actual, case
+
+
+def test_typo_as_close_to_the_middle_name_is_not_matched() -> None:
+    """A typo as close to the held child's middle name as to the first name (Tyulia typed;
+    Tulie Julia held) may be a twin or sibling given that name first: never a ``match``."""
+    held = Child(**{**make_child("held", "Tulie", "Fuby", "2021-02-28", "LS9 2AL", "F").__dict__,
+                    "middle_names": "julia"})
+    node = MatchIndex([held])
+    result = node.match(ask(given_name="Tyulia", family_name="Fuby", date_of_birth="2021-02-28",
+                            postcode="LS9 2AL", sex="F"))
+    expected = Status.POSSIBLE_MATCH
+    actual = result.status
+    assert expected == actual
