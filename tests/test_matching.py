@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from federation.identity import Identity, normalise_name, parse_identity
 from federation.protocol import Status
-from federation.tools import evaluation, synthetic
+from federation.tools import households, synthetic
 from node.comparison import DateLevel, IdLevel, NameLevel, compare_dates, compare_names, compare_nhs
 from node.matching import MATCH_MARGIN, MATCH_THRESHOLD, POSSIBLE_THRESHOLD, MatchIndex
 from node.store import Child
@@ -64,7 +64,7 @@ RECORDS = [
 def index() -> MatchIndex:
     """The named records among a few thousand synthetic children (common names included)."""
     rng = random.Random(7)
-    background = [evaluation._as_child(p) for home in evaluation._population(rng, 2500) for p in home]
+    background = [households.as_child(p) for home in households.population(rng, 2500) for p in home]
     return MatchIndex(RECORDS + background)
 
 
@@ -244,7 +244,7 @@ TWIN_NAMES = st.sampled_from(sorted({normalise_name(n).split()[0] for n in
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(held=TWIN_NAMES, asked=TWIN_NAMES, family=st.sampled_from(synthetic.FAMILY_NAMES),
-       pattern=st.sampled_from(evaluation.PATTERNS), seed=st.integers(0, 10_000),
+       pattern=st.sampled_from(households.PATTERNS), seed=st.integers(0, 10_000),
        both_held=st.booleans())
 def test_twins_never_cross_match(held: str, asked: str, family: str, pattern: str, seed: int,
                                  both_held: bool) -> None:
@@ -255,13 +255,13 @@ def test_twins_never_cross_match(held: str, asked: str, family: str, pattern: st
     if a == b or nickname_related(a, b):
         return  # parents do not give twins one name in two spellings
     dob = date(2018, 4, 7)
-    twin = evaluation._Person(key="held", given=held.capitalize(), family=family, dob=dob, sex="F",
+    twin = households.Person(key="held", given=held.capitalize(), family=family, dob=dob, sex="F",
                               postcode="LS7 3JT", nhs=None, upn=None)
-    other = evaluation._Person(key="asked", given=asked.capitalize(), family=family, dob=dob,
+    other = households.Person(key="asked", given=asked.capitalize(), family=family, dob=dob,
                                sex="F", postcode="LS7 3JT", nhs=None, upn=None)
-    records = [evaluation._as_child(twin)] + ([evaluation._as_child(other)] if both_held else [])
+    records = [households.as_child(twin)] + ([households.as_child(other)] if both_held else [])
     node = MatchIndex(records)
-    query, _ = evaluation._query_for(random.Random(seed), other, False, (pattern,))
+    query, _ = households.query_for(random.Random(seed), other, False, (pattern,))
     result = node.match(query)
     expected = False
     actual = result.status is Status.MATCH and result.record_id == "held"
@@ -582,7 +582,7 @@ def test_agreeing_middle_names_add_evidence(case: str, middle: str | None, statu
     enough; the same middle name on both sides (rare among the node's middle names) is evidence
     that it is this child, and a different or missing one is none."""
     rng = random.Random(3)
-    background = [evaluation._as_child(p) for home in evaluation._population(rng, 1500) for p in home]
+    background = [households.as_child(p) for home in households.population(rng, 1500) for p in home]
     held = Child(**{**make_child("held", "Olivia", "Nowak", "2015-03-02", "LS7 3JT", "F").__dict__,
                     "middle_names": "perpetua"})
     node = MatchIndex([held, *background])

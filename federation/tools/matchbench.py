@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from federation.protocol import Status
-from federation.tools import evaluation
+from federation.tools import evaluation, households
 from node.matching import MatchIndex
 
 
@@ -41,8 +41,8 @@ def bench_matching(children: int = 350_000, queries: int = 10_000, seed: int = 0
                    out: Callable[[str], None] = print) -> dict[str, Any]:
     """Build an index of ``children`` synthetic children and time ``queries`` queries."""
     rng = random.Random(seed)
-    households = max(1, int(children / 1.6))
-    people = [p for home in evaluation._population(rng, households) for p in home]
+    homes = max(1, int(children / 1.6))
+    people = [p for home in households.population(rng, homes) for p in home]
     rng.shuffle(people)
     held = people[:children]
     spare = people[children:]
@@ -51,7 +51,7 @@ def bench_matching(children: int = 350_000, queries: int = 10_000, seed: int = 0
     asked = rng.sample(held, min(queries // 2, len(held)))
     not_held = spare[: queries - len(asked)]
     while len(asked) + len(not_held) < queries:
-        extra = [p for home in evaluation._population(rng, 1000) for p in home]
+        extra = [p for home in households.population(rng, 1000) for p in home]
         not_held.extend(extra[: queries - len(asked) - len(not_held)])
     # Not-held children keep their own identity: relabel so none shares a held record id.
     for p in not_held:
@@ -59,9 +59,9 @@ def bench_matching(children: int = 350_000, queries: int = 10_000, seed: int = 0
     query_list = []
     for p in asked + not_held:
         count = rng.choices((0, 1, 2), (20, 55, 25))[0]
-        identity, _ = evaluation._query_for(rng, p, False, tuple(rng.sample(evaluation.PATTERNS, count)))
+        identity, _ = households.query_for(rng, p, False, tuple(rng.sample(households.PATTERNS, count)))
         query_list.append(identity)
-    records = [evaluation._as_child(p) for p in held]
+    records = [households.as_child(p) for p in held]
     del people, held, spare, asked, not_held
     gc.collect()
     before = resident_memory_bytes()
@@ -88,8 +88,8 @@ def bench_matching(children: int = 350_000, queries: int = 10_000, seed: int = 0
         "resident_bytes": after,
         "index_bytes": after - before,
         "peak_resident_bytes": peak_memory_bytes(),
-        "latency_p50_ms": evaluation._percentile(latencies, 0.50) * 1000,
-        "latency_p99_ms": evaluation._percentile(latencies, 0.99) * 1000,
+        "latency_p50_ms": evaluation.percentile(latencies, 0.50) * 1000,
+        "latency_p99_ms": evaluation.percentile(latencies, 0.99) * 1000,
         "latency_max_ms": latencies[-1] * 1000 if latencies else 0.0,
         "statuses": statuses,
     }
