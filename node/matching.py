@@ -448,6 +448,8 @@ class MatchIndex:
             identifier_lifted=lifted,
             namesake=(dob_level is DateLevel.DIFFERENT and not id_agrees
                       and pc_level is not PostcodeLevel.EXACT),
+            cousin=(given is NameLevel.DIFFERENT and not id_agrees
+                    and pc_level in (PostcodeLevel.DIFFERENT, PostcodeLevel.DISTRICT)),
         )
 
     def _middle_agreement(self, q_middle: str, child: Child) -> float:
@@ -585,8 +587,10 @@ class MatchIndex:
         if not ranked:
             return MatchResult(Status.NO_MATCH)
         best = ranked[0]
-        plausible = sum(1 for c in ranked if c.score >= POSSIBLE_THRESHOLD)
-        if best.score < POSSIBLE_THRESHOLD:
+        # A candidate that only shares a family name and date of birth (``cousin``) is not
+        # plausible: a wholly different given name away from the child's home is another child.
+        plausible = sum(1 for c in ranked if c.score >= POSSIBLE_THRESHOLD and not c.cousin)
+        if best.score < POSSIBLE_THRESHOLD or not plausible:
             return MatchResult(Status.NO_MATCH, None, 0, best.score)
         runner_up = ranked[1].score if len(ranked) > 1 else -math.inf
         # An identifier that lifted the twin guard decides only if no other record fits the
@@ -597,7 +601,8 @@ class MatchIndex:
                 and best.score - runner_up >= MATCH_MARGIN):
             return MatchResult(Status.MATCH, best.record_id, plausible, best.score)
         return MatchResult(Status.POSSIBLE_MATCH, None, plausible, best.score,
-                           tuple(c.record_id for c in ranked if c.score >= POSSIBLE_THRESHOLD))
+                           tuple(c.record_id for c in ranked
+                                 if c.score >= POSSIBLE_THRESHOLD and not c.cousin))
 
 
 def _deletions(word: str) -> set[str]:

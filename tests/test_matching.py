@@ -605,3 +605,24 @@ def test_typo_as_close_to_the_middle_name_is_not_matched() -> None:
     expected = Status.POSSIBLE_MATCH
     actual = result.status
     assert expected == actual
+
+
+@pytest.mark.parametrize(("case", "fields", "status"), [
+    ("a cousin: another given name, another home", dict(given_name="Priya", postcode="LS9 8ZZ"),
+     Status.NO_MATCH),
+    ("another given name at the same home: a co-twin, ask for more",
+     dict(given_name="Priya", postcode="LS7 3JT"), Status.POSSIBLE_MATCH),
+    ("another given name, no postcode typed", dict(given_name="Priya"), Status.POSSIBLE_MATCH),
+    ("a typo of the given name, another home: moved, still found",
+     dict(given_name="Amraa", postcode="LS9 8ZZ"), Status.MATCH),
+])
+def test_trap_cousin_is_not_even_a_possible_match(case: str, fields: dict[str, str],
+                                                   status: Status) -> None:
+    """Family name and date of birth alone (a wholly different given name, another home typed,
+    no identifier) are what a cousin looks like: ``no_match``, not ``possible_match``; at the
+    same home it may be an unheld co-twin, and the practitioner is asked for more."""
+    node = MatchIndex([make_child("held", "Amara", "Kowalczyk", "2016-05-11", "LS7 3JT", "F")])
+    expected = status
+    actual = node.match(ask(**fields, family_name="Kowalczyk", date_of_birth="2016-05-11",
+                            sex="F")).status
+    assert expected == actual, case
