@@ -15,9 +15,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from federation.http import runner as app_runner
 from federation.tools import provision
-from federation.tools.demo import free_port
-from tests.conftest import Federation, build_federation, default_records
+from federation.tools.ports import free_port
+from tests.conftest import TEST_GRACE, Federation, build_federation, default_records
 from trust import trustlist
 from trust.fetcher import Fetcher
 from trust.store import TrustStore
@@ -41,7 +42,7 @@ async def source() -> AsyncIterator[Source]:
 
     app = web.Application()
     app.router.add_get("/trustlist.json", handler)
-    runner = web.AppRunner(app, access_log=None)
+    runner = app_runner(app, grace=TEST_GRACE)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
