@@ -9,6 +9,8 @@ resident memory and per-query latency. Everything runs in this process: no HTTP,
 from __future__ import annotations
 
 import gc
+import os
+import platform
 import random
 import resource
 import sys
@@ -32,6 +34,13 @@ def resident_memory_bytes() -> int:
     return peak_memory_bytes()
 
 
+def machine() -> dict[str, Any]:
+    """The machine and its load, reported with every figure (the load average of other work
+    on a shared machine changes latencies more than anything in the matcher)."""
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
 def peak_memory_bytes() -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
@@ -40,6 +49,7 @@ def peak_memory_bytes() -> int:
 def bench_matching(children: int = 350_000, queries: int = 10_000, seed: int = 0,
                    out: Callable[[str], None] = print) -> dict[str, Any]:
     """Build an index of ``children`` synthetic children and time ``queries`` queries."""
+    machine_before = machine()
     rng = random.Random(seed)
     homes = max(1, int(children / 1.6))
     people = [p for home in households.population(rng, homes) for p in home]
@@ -92,6 +102,8 @@ def bench_matching(children: int = 350_000, queries: int = 10_000, seed: int = 0
         "latency_p99_ms": evaluation.percentile(latencies, 0.99) * 1000,
         "latency_max_ms": latencies[-1] * 1000 if latencies else 0.0,
         "statuses": statuses,
+        "machine_before": machine_before,
+        "machine_after": machine(),
     }
     mib = 1024 * 1024
     out(f"matching: {report['children']:,} children, {report['queries']:,} queries "
@@ -102,4 +114,6 @@ def bench_matching(children: int = 350_000, queries: int = 10_000, seed: int = 0
     out(f"  latency         p50 {report['latency_p50_ms']:.3f} ms, p99 {report['latency_p99_ms']:.3f} ms,"
         f" max {report['latency_max_ms']:.1f} ms")
     out(f"  answers         {statuses}")
+    out(f"  machine         {machine_before['cpus']} CPUs, Python {machine_before['python']}, load average "
+        f"{machine_before['load_average']} before, {report['machine_after']['load_average']} after")
     return report
