@@ -196,9 +196,9 @@ class Comparison:
     # Another date of birth (not a typo of the record's), no agreeing identifier and not the same
     # home: a namesake born on another day looks exactly like this.
     namesake: bool = False
-    # Only the family name and date of birth say it may be this child: a wholly different given
-    # name, another home typed (not the same nor next door), no agreeing identifier. A cousin
-    # looks exactly like this; it is not even a ``possible_match``.
+    # A wholly different given name, or another date of birth (not a typo of it), another home
+    # typed (not the same nor next door), no agreeing identifier. A cousin or a namesake looks
+    # exactly like this; it is not even a ``possible_match``.
     cousin: bool = False
 
     @property

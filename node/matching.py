@@ -448,7 +448,8 @@ class MatchIndex:
             identifier_lifted=lifted,
             namesake=(dob_level is DateLevel.DIFFERENT and not id_agrees
                       and pc_level is not PostcodeLevel.EXACT),
-            cousin=(given is NameLevel.DIFFERENT and not id_agrees
+            cousin=((given is NameLevel.DIFFERENT or dob_level is DateLevel.DIFFERENT)
+                    and not id_agrees
                     and pc_level in (PostcodeLevel.DIFFERENT, PostcodeLevel.DISTRICT)),
         )
 
@@ -587,8 +588,8 @@ class MatchIndex:
         if not ranked:
             return MatchResult(Status.NO_MATCH)
         best = ranked[0]
-        # A candidate that only shares a family name and date of birth (``cousin``) is not
-        # plausible: a wholly different given name away from the child's home is another child.
+        # A cousin or a namesake elsewhere (``Comparison.cousin``) is not plausible: another
+        # given name or another date of birth, away from the child's home, is another child.
         plausible = sum(1 for c in ranked if c.score >= POSSIBLE_THRESHOLD and not c.cousin)
         if best.score < POSSIBLE_THRESHOLD or not plausible:
             return MatchResult(Status.NO_MATCH, None, 0, best.score)

@@ -615,14 +615,19 @@ def test_typo_as_close_to_the_middle_name_is_not_matched() -> None:
     ("another given name, no postcode typed", dict(given_name="Priya"), Status.POSSIBLE_MATCH),
     ("a typo of the given name, another home: moved, still found",
      dict(given_name="Amraa", postcode="LS9 8ZZ"), Status.MATCH),
+    ("a namesake: the same names born two typos away, another home",
+     dict(given_name="Amara", postcode="LS9 8ZZ", date_of_birth="2016-08-14"), Status.NO_MATCH),
+    ("the same names born two typos away, the same home: the date mistyped",
+     dict(given_name="Amara", postcode="LS7 3JT", date_of_birth="2016-08-14"), Status.MATCH),
 ])
 def test_trap_cousin_is_not_even_a_possible_match(case: str, fields: dict[str, str],
                                                    status: Status) -> None:
-    """Family name and date of birth alone (a wholly different given name, another home typed,
-    no identifier) are what a cousin looks like: ``no_match``, not ``possible_match``; at the
-    same home it may be an unheld co-twin, and the practitioner is asked for more."""
+    """Only one of the given name and the date of birth agreeing with the record, another home
+    typed, no identifier: that is a cousin (another given name) or a namesake (another date of
+    birth), ``no_match``, not ``possible_match``. At the same home another given name may be an
+    unheld co-twin (the practitioner is asked for more), and the same names a mistyped date."""
     node = MatchIndex([make_child("held", "Amara", "Kowalczyk", "2016-05-11", "LS7 3JT", "F")])
     expected = status
-    actual = node.match(ask(**fields, family_name="Kowalczyk", date_of_birth="2016-05-11",
+    actual = node.match(ask(**({"date_of_birth": "2016-05-11"} | fields), family_name="Kowalczyk",
                             sex="F")).status
     assert expected == actual, case
