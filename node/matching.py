@@ -17,7 +17,7 @@ nothing fits (``no_match``). It works in two steps:
    the dates of birth are). The sum, less the prior odds of picking one child out of the node,
    is the candidate's score.
 
-Two rules sit above the arithmetic, because a wrong match discloses another child's contacts:
+Rules sit above the arithmetic, because a wrong match discloses another child's contacts:
 
 - **Conflicting NHS numbers** (two different numbers that both pass the modulus 11 check) never
   ``match``: a typing error cannot turn one valid number into another.
@@ -26,9 +26,12 @@ Two rules sit above the arithmetic, because a wrong match discloses another chil
   ``match``. A name agreeing only through a middle name, or a short form registered as a name
   in its own right (Freddie), does not tell twins apart either. An agreeing identifier lifts
   this only when the typed given name fits the record and no other record fits the typed
-  demographics as well. A node may hold one twin and be asked about the other.
+  demographics as well. A node may hold one twin and be asked about the other. A name that
+  only resembles the record's, typed with the other sex, is a boy-girl co-twin.
 - **Namesakes and siblings**: another date of birth (not a typo of it) never matches without an
   agreeing identifier or the same postcode; a different given name and date of birth never match.
+- **Cousins and namesakes elsewhere** are not even ``possible_match``: another given name or
+  another date of birth, with another home typed and no agreeing identifier.
 
 Candidates come from ``node.candidates``; the field comparisons and their weights from
 ``node.comparison``. This module keeps the node's statistics, scores candidates with them and
@@ -105,10 +108,10 @@ MATCH_MARGIN = 6.0
 POSSIBLE_THRESHOLD = 0.0
 """At or above this (even odds) and not a match: ``possible_match``."""
 _TWIN_FAMILY = frozenset({NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL, NameLevel.TYPO})
-# Given-name levels at which the first names are one name (spelling and middle names aside).
 # Given-name levels at which the first names agree (so middle names may add evidence).
 _FIRST_AGREES = frozenset({NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL,
                            NameLevel.NICKNAME, NameLevel.NICKNAME_AMBIGUOUS, NameLevel.TYPO})
+# Given-name levels at which the first names are one name (spelling and middle names aside).
 _SAME_FIRST_NAME = frozenset({NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL, NameLevel.MISSING})
 NAME_SEX_EVIDENCE = 3
 """An ambiguous typo's other name counts as a name of the other sex only when the node gives it
@@ -151,7 +154,6 @@ class MatchIndex:
         given_counts: Counter[str] = Counter()
         first_counts: Counter[str] = Counter()
         first_sex_counts: Counter[tuple[str, str]] = Counter()
-        sex_totals: Counter[str] = Counter()
         first_family: set[str] = set()
         family_counts: Counter[str] = Counter()
         dob_counts: Counter[date] = Counter()
@@ -173,7 +175,6 @@ class MatchIndex:
             first_family.add(f"{first_token}|{''.join(name_tokens(child.family_name))}")
             if child.sex in ("F", "M"):
                 first_sex_counts[(first_token, child.sex)] += 1
-                sex_totals[child.sex] += 1
             family_counts["".join(name_tokens(child.family_name))] += 1
             dob: date | None = child.date_of_birth
             if dob is not None:
@@ -202,7 +203,6 @@ class MatchIndex:
         firsts_seen_twice = {name for name, count in first_counts.items() if count >= 2}
         self._registered = registered_given_names() | frozenset(firsts_seen_twice)
         self._first_sex_counts = first_sex_counts
-        self._sex_totals = sex_totals
         self._first_family = first_family
         self._name_cache: dict[tuple[str, str, bool], NameLevel] = {}
         self._given_cache: dict[tuple[str, str, str, str], NameLevel] = {}
@@ -488,10 +488,10 @@ class MatchIndex:
         Always, unless the sex was given and agrees (``relaxed``). Then not when the node holds
         no child of that family with that name (no sibling or twin here it could be), and the
         node gives that name only to children of the other sex (at least ``NAME_SEX_EVIDENCE``
-        of them, none of the query's sex): a co-twin so named would be of the other sex, and the query's sex
-        says it is not. How rare the name is does not decide it: twins are often given
-        look-alike names, so a co-twin's name is not drawn at random from the node's names
-        (``trap_co_twin_typo`` in ``federation/tools/traps.py``)."""
+        of them, none of the query's sex): a co-twin so named would be of the other sex, and
+        the query's sex says it is not. How rare the name is does not decide it: twins are
+        often given look-alike names, so a co-twin's name is not drawn at random from the
+        node's names (``trap_co_twin_typo`` in ``federation/tools/traps.py``)."""
         if relaxed is None:
             return True
         sex, family = relaxed
