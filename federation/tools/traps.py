@@ -1,7 +1,7 @@
 """Names and dates for adversarial queries: children the node does not hold who look like one
 it does (a co-twin with a look-alike or short-form name, a namesake born on a nearby date).
 
-Pure helpers for ``federation.tools.evaluation``: every function takes a seeded
+Pure helpers for ``federation.tools.trapset``: every function takes a seeded
 ``random.Random`` and returns ``None`` when the held child offers no such trap.
 """
 
