@@ -631,3 +631,21 @@ def test_trap_cousin_is_not_even_a_possible_match(case: str, fields: dict[str, s
     actual = node.match(ask(**({"date_of_birth": "2016-05-11"} | fields), family_name="Kowalczyk",
                             sex="F")).status
     assert expected == actual, case
+
+
+@pytest.mark.parametrize(("case", "given", "dob"), [
+    ("a co-twin given the same middle name", "Priya", "2015-03-02"),
+    ("a sibling given the same middle name", "Priya", "2012-07-19"),
+])
+def test_trap_sibling_sharing_a_middle_name(case: str, given: str, dob: str) -> None:
+    """Families often give every child one middle name (Kaur, Begum, Rose): agreeing middle
+    names add evidence only when the first names agree, so a twin or sibling typed with the
+    held child's middle name is never a ``match``."""
+    held = Child(**{**make_child("held", "Simran", "Sandhu", "2015-03-02", "LS7 3JT", "F").__dict__,
+                    "middle_names": "kaur"})
+    node = MatchIndex([held])
+    result = node.match(ask(given_name=given, middle_name="Kaur", family_name="Sandhu",
+                            date_of_birth=dob, postcode="LS7 3JT", sex="F"))
+    expected = False
+    actual = result.status is Status.MATCH
+    assert expected == actual, case
