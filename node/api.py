@@ -39,6 +39,7 @@ from node import channel, staff
 from node import checks as checking
 from node import outbox as outboxes
 from node import purge as purging
+from node import snapshot as snapshots
 from node.config import NodeConfig
 from node.indexing import IndexKeeper
 from node.matching import MatchIndex
@@ -61,10 +62,12 @@ class Node:
         self.config = config
         self.worker = StoreWorker(config.database, busy_timeout_seconds=config.busy_timeout_seconds)
         self.indexes = IndexKeeper(config.database, busy_timeout_seconds=config.busy_timeout_seconds,
-                                   today=lambda: datetime.now(UTC).date())
+                                   today=lambda: datetime.now(UTC).date(),
+                                   snapshot=snapshots.path_for(config.database))
         self.trust = TrustStore(config.trust_root, config.trust_list, url=config.trust_list_url)
         self.trust.load()
         self.key = load_private(config.key)
+        self.signer = envelope.Signer(self.key)
         self.metrics = NodeMetrics()
         me = self.trust.current.member(config.id, "node")
         self.name = me.name
@@ -121,7 +124,7 @@ class Node:
         signed answer (raises on a bad query)."""
         with store.unit():
             claims = self.answer(store, query_token, now, index, outcome)
-        return claims, envelope.sign(claims.to_wire(), self.key, envelope.ANSWER_TYPE)
+        return claims, self.signer.sign(claims.to_wire(), envelope.ANSWER_TYPE)
 
     def answer(self, store: Store, query_token: str, now: datetime, index: MatchIndex,
                outcome: QueryOutcome) -> AnswerClaims:

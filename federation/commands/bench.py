@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import sys
 from pathlib import Path
 
 from federation.tools import fedbench, fuzzbench, logbench, nodebench, searchbench, soak
@@ -44,7 +46,7 @@ def cmd_bench_trust(args: argparse.Namespace) -> int:
 def cmd_bench_node(args: argparse.Namespace) -> int:
     result = nodebench.run(args.children, queries=args.queries,
                            source=Path(args.baseline_source) if args.baseline_source else None,
-                           out=(lambda _: None) if args.json else print)
+                           out=functools.partial(print, file=sys.stderr, flush=True) if args.json else print)
     if args.json:
         print(json.dumps(result, indent=2))
     return 0

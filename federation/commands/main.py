@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--involvements", required=True)
     p.add_argument("--full", action="store_true", help="also remove records absent from the files")
     p.add_argument("--rejects", help="rejects CSV (default: rejects.csv beside the children file)")
+    p.add_argument("--nice", type=int, default=node_cli.IMPORT_NICENESS, metavar="N",
+                   help=f"lower the import's CPU priority by N (default {node_cli.IMPORT_NICENESS}; 0 keeps "
+                        "it), so that a node serving from the same machine keeps answering promptly")
     p.set_defaults(func=node_cli.cmd_node_import)
     p = nsub.add_parser("purge", help="delete records past the retention age (default: 24th birthday)")
     p.add_argument("--config", required=True, help="node config")
@@ -285,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", type=int, default=2_000, help="queries to time (default 2,000)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--baseline-source", metavar="DIR",
-                   help="run the same steps with another Signpost checkout (a baseline in the same run)")
+                   help="first run the same steps with another Signpost checkout, on the same records, "
+                        "as the baseline printed beside this checkout's figures")
     p.set_defaults(func=bench_cli.cmd_bench_node)
 
     p = sub.add_parser(
