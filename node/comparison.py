@@ -107,6 +107,10 @@ class Weights:
     # The query's first name is the record's middle name (or the other way round): a child may
     # be known by a middle name, but so is a sibling given the same name first.
     middle: float = bits(0.02, 0.005)  # 2.0
+    # Both sides give middle names and they agree (first names agreeing too): m is how often a
+    # child's middle names are typed as held; u how many children with middle names share them.
+    middle_agree_m: float = 0.9
+    middle_weight_max: float = 6.0
     similar: float = bits(0.01, 0.03)  # -1.6
     different: float = bits(0.02, 0.97)  # -5.6
     swap_penalty: float = 1.5
@@ -192,6 +196,10 @@ class Comparison:
     # Another date of birth (not a typo of the record's), no agreeing identifier and not the same
     # home: a namesake born on another day looks exactly like this.
     namesake: bool = False
+    # A wholly different given name, or another date of birth (not a typo of it), another home
+    # typed (not the same nor next door), no agreeing identifier. A cousin or a namesake looks
+    # exactly like this; it is not even a ``possible_match``.
+    cousin: bool = False
 
     @property
     def may_match(self) -> bool:

@@ -17,7 +17,7 @@ nothing fits (``no_match``). It works in two steps:
    the dates of birth are). The sum, less the prior odds of picking one child out of the node,
    is the candidate's score.
 
-Two rules sit above the arithmetic, because a wrong match discloses another child's contacts:
+Rules sit above the arithmetic, because a wrong match discloses another child's contacts:
 
 - **Conflicting NHS numbers** (two different numbers that both pass the modulus 11 check) never
   ``match``: a typing error cannot turn one valid number into another.
@@ -26,9 +26,12 @@ Two rules sit above the arithmetic, because a wrong match discloses another chil
   ``match``. A name agreeing only through a middle name, or a short form registered as a name
   in its own right (Freddie), does not tell twins apart either. An agreeing identifier lifts
   this only when the typed given name fits the record and no other record fits the typed
-  demographics as well. A node may hold one twin and be asked about the other.
+  demographics as well. A node may hold one twin and be asked about the other. A name that
+  only resembles the record's, typed with the other sex, is a boy-girl co-twin.
 - **Namesakes and siblings**: another date of birth (not a typo of it) never matches without an
   agreeing identifier or the same postcode; a different given name and date of birth never match.
+- **Cousins and namesakes elsewhere** are not even ``possible_match``: another given name or
+  another date of birth, with another home typed and no agreeing identifier.
 
 Candidates come from ``node.candidates``; the field comparisons and their weights from
 ``node.comparison``. This module keeps the node's statistics, scores candidates with them and
@@ -105,9 +108,15 @@ MATCH_MARGIN = 6.0
 POSSIBLE_THRESHOLD = 0.0
 """At or above this (even odds) and not a match: ``possible_match``."""
 _TWIN_FAMILY = frozenset({NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL, NameLevel.TYPO})
-RARE_NAME_SHARE = 500
-"""An ambiguous typo's other name is rare when fewer than 1 in this many children of the
-query's sex carry it (see ``MatchIndex._could_be_another_child``)."""
+# Given-name levels at which the first names agree (so middle names may add evidence).
+_FIRST_AGREES = frozenset({NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL,
+                           NameLevel.NICKNAME, NameLevel.NICKNAME_AMBIGUOUS, NameLevel.TYPO})
+# Given-name levels at which the first names are one name (spelling and middle names aside).
+_SAME_FIRST_NAME = frozenset({NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL, NameLevel.MISSING})
+NAME_SEX_EVIDENCE = 3
+"""An ambiguous typo's other name counts as a name of the other sex only when the node gives it
+to at least this many children of that sex and to none of the query's (one or two records may
+be a slip, or a rare name given to either sex)."""
 MIN_PRIOR_POPULATION = 1000
 """The prior is one in the node's size, but never more generous than one in this many."""
 
@@ -146,11 +155,11 @@ class MatchIndex:
         given_counts: Counter[str] = Counter()
         first_counts: Counter[str] = Counter()
         first_sex_counts: Counter[tuple[str, str]] = Counter()
-        sex_totals: Counter[str] = Counter()
         first_family: set[str] = set()
         family_counts: Counter[str] = Counter()
         dob_counts: Counter[date] = Counter()
         postcode_counts: Counter[str] = Counter()
+        middle_counts: Counter[str] = Counter()
         for child in children:
             if child.record_id in self.children:
                 raise ValueError(f"record_id: {child.record_id!r} appears twice")
@@ -158,14 +167,15 @@ class MatchIndex:
                 raise ValueError(f"a node may hold at most {MAX_RECORDS} children")
             self.children[child.record_id] = child
             self._records.append(child)
-            first = split_given(child.given_name, child.middle_names)[0]
+            first, middle = split_given(child.given_name, child.middle_names)
             given_counts["".join(name_tokens(first))] += 1
+            if middle:
+                middle_counts["".join(sorted(name_tokens(middle)))] += 1
             first_token = next(iter(name_tokens(child.given_name)), "")
             first_counts[first_token] += 1
             first_family.add(f"{first_token}|{''.join(name_tokens(child.family_name))}")
             if child.sex in ("F", "M"):
                 first_sex_counts[(first_token, child.sex)] += 1
-                sex_totals[child.sex] += 1
             family_counts["".join(name_tokens(child.family_name))] += 1
             dob: date | None = child.date_of_birth
             if dob is not None:
@@ -180,6 +190,10 @@ class MatchIndex:
         self._given_counts = given_counts
         self._family_counts = family_counts
         self._postcode_counts = postcode_counts
+        self._middle_counts = middle_counts
+        self._with_middle = sum(middle_counts.values())
+        self._u_middle = pair_rate(middle_counts, self._with_middle, DEFAULT_U["given"])
+        self._middle_weights: dict[str, float] = {}
         self._u_given = pair_rate(given_counts, n, DEFAULT_U["given"])
         self._u_family = pair_rate(family_counts, n, DEFAULT_U["family"])
         self._u_postcode = pair_rate(postcode_counts, n, DEFAULT_U["postcode"])
@@ -191,7 +205,6 @@ class MatchIndex:
         firsts_seen_twice = {name for name, count in first_counts.items() if count >= 2}
         self._registered = registered_given_names() | frozenset(firsts_seen_twice)
         self._first_sex_counts = first_sex_counts
-        self._sex_totals = sex_totals
         self._first_family = first_family
         self._name_cache: dict[tuple[str, str, bool], NameLevel] = {}
         self._given_cache: dict[tuple[str, str, str, str], NameLevel] = {}
@@ -205,8 +218,11 @@ class MatchIndex:
             DateLevel.DIFFERENT: w.dob_different,
             DateLevel.MISSING: 0.0,
         }
+        # Names a co-twin may be registered under, for the ambiguous-typo rule: England's list
+        # and first names held here twice or more (short forms children are not registered
+        # under, such as Ted or Kate, are not another child's name).
         self._deletions: dict[str, set[str]] = {}
-        for name in self._known:
+        for name in self._registered:
             for variant in _deletions(name):
                 self._deletions.setdefault(variant, set()).add(name)
 
@@ -374,6 +390,9 @@ class MatchIndex:
             q_first, q_middle, query.family_name or "", child)
         score += name_score
 
+        if q_middle and not swapped and not alias and given in _FIRST_AGREES:
+            score += self._middle_agreement(q_middle, child)
+
         dob_level = compare_dates(query.date_of_birth, child.date_of_birth)
         score += self._dob_weights[dob_level]
 
@@ -384,9 +403,10 @@ class MatchIndex:
         else:
             score += POSTCODE_WEIGHTS[pc_level]
 
-        sex_agrees = False
+        sex_agrees = sex_disagrees = False
         if query.sex in ("F", "M") and child.sex in ("F", "M"):
             sex_agrees = query.sex == child.sex
+            sex_disagrees = not sex_agrees
             score += w.sex_agree if sex_agrees else w.sex_disagree
 
         demographic_score = score
@@ -402,9 +422,13 @@ class MatchIndex:
         twin_like, compatible = False, given in COMPATIBLE
         if dob_level in (DateLevel.EXACT, DateLevel.SWAPPED, DateLevel.DIGIT):
             relaxed = self._relaxed_for(query, child, family, dob_level, pc_level, sex_agrees)
+            # Only the record's first name tells it from a twin: a typo as close to its middle
+            # name (Tyulia: Tulie, or a sister Yulia?) may be a child given that name first.
+            r_first = (split_given(r_given)[0] if alias or swapped
+                       else split_given(child.given_name, child.middle_names)[0])
             if given is not NameLevel.MISSING and family in _TWIN_FAMILY:
-                twin_like = not self._given_tells_apart(given, q_given, r_given, sex_agrees, relaxed)
-                if given is NameLevel.TYPO and self._typed_real_name(q_given, r_given):
+                twin_like = not self._given_tells_apart(given, q_given, r_first, sex_agrees, relaxed)
+                if given is NameLevel.TYPO and self._typed_real_name(q_given, r_first):
                     compatible = False  # Maya typed, Raya held: another name, not a typo
             elif not swapped and query.given_name and query.family_name and self._name_level(
                     query.given_name, child.family_name, False) in _TWIN_FAMILY:
@@ -415,6 +439,10 @@ class MatchIndex:
                     compatible = s_level in COMPATIBLE
                     twin_like = not self._given_tells_apart(
                         s_level, query.family_name, r_given, sex_agrees, None)
+            if sex_disagrees and given not in _SAME_FIRST_NAME and family in _TWIN_FAMILY:
+                # A name that only resembles the record's, and the other sex: a boy-girl
+                # co-twin (Zievan typed, Kieran held), not a typo.
+                twin_like = True
         id_agrees = nhs in (IdLevel.AGREE, IdLevel.NEAR) or upn in (IdLevel.AGREE, IdLevel.NEAR)
         # An agreeing identifier lifts the twin guard only when the typed given name fits this
         # record (another twin's number typed with the other twin's name does not).
@@ -430,33 +458,59 @@ class MatchIndex:
             identifier_lifted=lifted,
             namesake=(dob_level is DateLevel.DIFFERENT and not id_agrees
                       and pc_level is not PostcodeLevel.EXACT),
+            cousin=((given is NameLevel.DIFFERENT or dob_level is DateLevel.DIFFERENT)
+                    and not id_agrees
+                    and pc_level in (PostcodeLevel.DIFFERENT, PostcodeLevel.DISTRICT)),
         )
+
+    def _middle_agreement(self, q_middle: str, child: Child) -> float:
+        """Weight of the query's middle names agreeing with the record's (the first names agree
+        already): ``log2(m / u)``, u how many of the node's children with middle names share
+        these, at most ``middle_weight_max``. Nothing when either side gives none or they
+        differ (a middle name is often left out or recorded differently)."""
+        r_middle = split_given(child.given_name, child.middle_names)[1]
+        if not r_middle:
+            return 0.0
+        q_key = "".join(sorted(name_tokens(q_middle)))
+        if q_key != "".join(sorted(name_tokens(r_middle))):
+            return 0.0
+        weight = self._middle_weights.get(q_key)
+        if weight is None:
+            u = value_rate(self._middle_counts.get(q_key, 0), self._with_middle, self._u_middle)
+            weight = min(bits(WEIGHTS.middle_agree_m, u), WEIGHTS.middle_weight_max)
+            self._middle_weights[q_key] = weight
+        return weight
 
     def _relaxed_for(self, query: Identity, child: Child, family: NameLevel, dob: DateLevel,
                      postcode: PostcodeLevel, sex_agrees: bool) -> tuple[str, str] | None:
-        """(sex, family name) when everything but the given name agrees exactly (family name,
-        date of birth, postcode and sex), so that an ambiguous typo may be weighed against the
-        node's own records (``_could_be_another_child``); otherwise ``None``."""
-        if (family in STRONG and dob is DateLevel.EXACT and postcode is PostcodeLevel.EXACT
-                and sex_agrees and query.sex is not None):
+        """(sex, family name) when the sex is given and agrees with the record's, so that an
+        ambiguous typo may be weighed against the node's own records
+        (``_could_be_another_child``); otherwise ``None``. The date of birth and postcode need
+        not agree exactly: a co-twin shares them, so they never told the two apart."""
+        del dob, postcode  # see above: they say nothing about which twin was meant
+        if sex_agrees and query.sex is not None and family in _TWIN_FAMILY:
             return query.sex, "".join(name_tokens(child.family_name))
         return None
 
     def _could_be_another_child(self, name: str, relaxed: tuple[str, str] | None) -> bool:
         """Whether another real given name close to a typo could be the child searched for.
 
-        Always, unless everything else agrees exactly (``relaxed``). Then not when the node holds
+        Always, unless the sex was given and agrees (``relaxed``). Then not when the node holds
         no child of that family with that name (no sibling or twin here it could be), and the
-        name is rare among the node's children of the query's sex (fewer than 1 in
-        ``RARE_NAME_SHARE``; none at all for a name of the other sex): an unheld twin so named
-        is then far less likely than a typing error."""
+        node gives that name only to children of the other sex (at least ``NAME_SEX_EVIDENCE``
+        of them, none of the query's sex): a co-twin so named would be of the other sex, and
+        the query's sex says it is not. How rare the name is does not decide it: twins are
+        often given look-alike names, so a co-twin's name is not drawn at random from the
+        node's names (``trap_co_twin_typo`` in ``federation/tools/traps.py``)."""
         if relaxed is None:
             return True
         sex, family = relaxed
         if f"{name}|{family}" in self._first_family:
             return True
+        other = "M" if sex == "F" else "F"
         same_sex = self._first_sex_counts.get((name, sex), 0)
-        return same_sex * RARE_NAME_SHARE >= max(self._sex_totals.get(sex, 0), 1)
+        other_sex = self._first_sex_counts.get((name, other), 0)
+        return same_sex > 0 or other_sex < NAME_SEX_EVIDENCE
 
     def _given_tells_apart(self, level: NameLevel, query: str, record: str, sex_agrees: bool,
                            relaxed: tuple[str, str] | None = None) -> bool:
@@ -503,8 +557,11 @@ class MatchIndex:
         Closeness is ``typo_cost``: an edit touching the first letter counts two, so ``rily``
         (a letter dropped from Riley) is not taken for ``lily`` (the first letter changed)."""
         record_tokens = name_tokens(record)
+        # The held name as spelt and in canonical spelling: Reene is one keystroke from Reece,
+        # whatever the canonical spelling of Reece (Rhys) is.
+        spellings = set(record_tokens) | set(record.split())
         for token in set(name_tokens(query)) - set(record_tokens):
-            own = min((typo_cost(token, r) for r in record_tokens), default=0)
+            own = min((typo_cost(token, r) for r in spellings), default=0)
             for near in self._near_known(token):
                 if near in record_tokens:
                     continue
@@ -520,7 +577,8 @@ class MatchIndex:
         return False
 
     def _near_known(self, token: str) -> set[str]:
-        """Real given names at most one keystroke from ``token`` (a deletion-neighbourhood index)."""
+        """Registered given names at most one keystroke from ``token`` (a deletion-neighbourhood
+        index over England's list and the first names held here twice or more)."""
         found: set[str] = set()
         for variant in _deletions(token):
             found.update(self._deletions.get(variant, ()))
@@ -540,8 +598,10 @@ class MatchIndex:
         if not ranked:
             return MatchResult(Status.NO_MATCH)
         best = ranked[0]
-        plausible = sum(1 for c in ranked if c.score >= POSSIBLE_THRESHOLD)
-        if best.score < POSSIBLE_THRESHOLD:
+        # A cousin or a namesake elsewhere (``Comparison.cousin``) is not plausible: another
+        # given name or another date of birth, away from the child's home, is another child.
+        plausible = sum(1 for c in ranked if c.score >= POSSIBLE_THRESHOLD and not c.cousin)
+        if best.score < POSSIBLE_THRESHOLD or not plausible:
             return MatchResult(Status.NO_MATCH, None, 0, best.score)
         runner_up = ranked[1].score if len(ranked) > 1 else -math.inf
         # An identifier that lifted the twin guard decides only if no other record fits the
@@ -552,7 +612,8 @@ class MatchIndex:
                 and best.score - runner_up >= MATCH_MARGIN):
             return MatchResult(Status.MATCH, best.record_id, plausible, best.score)
         return MatchResult(Status.POSSIBLE_MATCH, None, plausible, best.score,
-                           tuple(c.record_id for c in ranked if c.score >= POSSIBLE_THRESHOLD))
+                           tuple(c.record_id for c in ranked
+                                 if c.score >= POSSIBLE_THRESHOLD and not c.cousin))
 
 
 def _deletions(word: str) -> set[str]:

@@ -79,7 +79,8 @@ def test_datasets_are_listed() -> None:
 
 
 def test_every_trap_category_is_asked_and_none_gets_a_wrong_child() -> None:
-    """The adversarial categories (a co-twin with a look-alike or short-form name, another
+    """The adversarial categories (a co-twin with a look-alike or short-form name, a co-twin's
+    look-alike name mistyped as close to the held twin's, another
     twin's NHS number, a sibling named with a held child's middle name, a namesake born two
     typos away, a cousin) are all present, every one for a child the node does not hold, and
     no category gets a single wrong-child answer."""

@@ -31,7 +31,10 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_matching(args: argparse.Namespace) -> int:
-    bench_matching(args.children, args.queries, seed=args.seed)
+    report = bench_matching(args.children, args.queries, seed=args.seed,
+                            out=(lambda _: None) if args.json else print)
+    if args.json:
+        print(json.dumps(report, indent=2))
     return 0
 
 

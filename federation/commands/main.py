@@ -240,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--children", type=int, default=350_000, help="children in the node (default 350,000)")
     p.add_argument("--queries", type=int, default=10_000, help="queries to time (default 10,000)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the figures (and the machine's load) as JSON")
     p.set_defaults(func=bench_cli.cmd_bench_matching)
     p = bench_sub.add_parser("trust", help="trust list of 150 authorities: verify, refresh, token, envelope")
     p.set_defaults(func=bench_cli.cmd_bench_trust)

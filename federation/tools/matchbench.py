@@ -9,6 +9,8 @@ resident memory and per-query latency. Everything runs in this process: no HTTP,
 from __future__ import annotations
 
 import gc
+import os
+import platform
 import random
 import resource
 import sys
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from federation.protocol import Status
-from federation.tools import evaluation
+from federation.tools import evaluation, households
 from node.matching import MatchIndex
 
 
@@ -32,6 +34,13 @@ def resident_memory_bytes() -> int:
     return peak_memory_bytes()
 
 
+def machine() -> dict[str, Any]:
+    """The machine and its load, reported with every figure (the load average of other work
+    on a shared machine changes latencies more than anything in the matcher)."""
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
 def peak_memory_bytes() -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
@@ -40,9 +49,10 @@ def peak_memory_bytes() -> int:
 def bench_matching(children: int = 350_000, queries: int = 10_000, seed: int = 0,
                    out: Callable[[str], None] = print) -> dict[str, Any]:
     """Build an index of ``children`` synthetic children and time ``queries`` queries."""
+    machine_before = machine()
     rng = random.Random(seed)
-    households = max(1, int(children / 1.6))
-    people = [p for home in evaluation._population(rng, households) for p in home]
+    homes = max(1, int(children / 1.6))
+    people = [p for home in households.population(rng, homes) for p in home]
     rng.shuffle(people)
     held = people[:children]
     spare = people[children:]
@@ -51,7 +61,7 @@ def bench_matching(children: int = 350_000, queries: int = 10_000, seed: int = 0
     asked = rng.sample(held, min(queries // 2, len(held)))
     not_held = spare[: queries - len(asked)]
     while len(asked) + len(not_held) < queries:
-        extra = [p for home in evaluation._population(rng, 1000) for p in home]
+        extra = [p for home in households.population(rng, 1000) for p in home]
         not_held.extend(extra[: queries - len(asked) - len(not_held)])
     # Not-held children keep their own identity: relabel so none shares a held record id.
     for p in not_held:
@@ -59,9 +69,9 @@ def bench_matching(children: int = 350_000, queries: int = 10_000, seed: int = 0
     query_list = []
     for p in asked + not_held:
         count = rng.choices((0, 1, 2), (20, 55, 25))[0]
-        identity, _ = evaluation._query_for(rng, p, False, tuple(rng.sample(evaluation.PATTERNS, count)))
+        identity, _ = households.query_for(rng, p, False, tuple(rng.sample(households.PATTERNS, count)))
         query_list.append(identity)
-    records = [evaluation._as_child(p) for p in held]
+    records = [households.as_child(p) for p in held]
     del people, held, spare, asked, not_held
     gc.collect()
     before = resident_memory_bytes()
@@ -88,10 +98,12 @@ def bench_matching(children: int = 350_000, queries: int = 10_000, seed: int = 0
         "resident_bytes": after,
         "index_bytes": after - before,
         "peak_resident_bytes": peak_memory_bytes(),
-        "latency_p50_ms": evaluation._percentile(latencies, 0.50) * 1000,
-        "latency_p99_ms": evaluation._percentile(latencies, 0.99) * 1000,
+        "latency_p50_ms": evaluation.percentile(latencies, 0.50) * 1000,
+        "latency_p99_ms": evaluation.percentile(latencies, 0.99) * 1000,
         "latency_max_ms": latencies[-1] * 1000 if latencies else 0.0,
         "statuses": statuses,
+        "machine_before": machine_before,
+        "machine_after": machine(),
     }
     mib = 1024 * 1024
     out(f"matching: {report['children']:,} children, {report['queries']:,} queries "
@@ -102,4 +114,6 @@ def bench_matching(children: int = 350_000, queries: int = 10_000, seed: int = 0
     out(f"  latency         p50 {report['latency_p50_ms']:.3f} ms, p99 {report['latency_p99_ms']:.3f} ms,"
         f" max {report['latency_max_ms']:.1f} ms")
     out(f"  answers         {statuses}")
+    out(f"  machine         {machine_before['cpus']} CPUs, Python {machine_before['python']}, load average "
+        f"{machine_before['load_average']} before, {report['machine_after']['load_average']} after")
     return report

@@ -1,7 +1,7 @@
 """Names and dates for adversarial queries: children the node does not hold who look like one
 it does (a co-twin with a look-alike or short-form name, a namesake born on a nearby date).
 
-Pure helpers for ``federation.tools.evaluation``: every function takes a seeded
+Pure helpers for ``federation.tools.trapset``: every function takes a seeded
 ``random.Random`` and returns ``None`` when the held child offers no such trap.
 """
 
@@ -14,16 +14,19 @@ from datetime import date
 from federation.names import (
     canonical_token,
     is_variant,
+    known_given_names,
     nickname_formals,
     nickname_related,
     osa_distance,
     registered_given_names,
     short_forms,
+    typo_cost,
 )
 
 TRAP_CATEGORIES = (
     "trap_co_twin_lookalike",  # an unheld co-twin whose name is one or two keystrokes away
     "trap_co_twin_short_form",  # an unheld co-twin named with a registered short form
+    "trap_co_twin_typo",  # an unheld co-twin's look-alike name typed as close to the held twin's
     "trap_twin_identifier",  # one twin's NHS number typed with the other twin's demographics
     "trap_sibling_middle_name",  # an unheld sibling whose first name is a held child's middle name
     "trap_namesake_dob",  # same names, the date of birth two typos away, living elsewhere
@@ -58,6 +61,34 @@ def short_form_name(rng: random.Random, first: str) -> str | None:
     if first in registered:
         options.extend(f for f in nickname_formals(first) if f != first)
     return rng.choice(sorted(options)) if options else None
+
+
+def one_keystroke_typos(name: str) -> set[str]:
+    """Every string one keystroke from ``name`` (a letter dropped, added, changed, or two
+    adjacent letters swapped), the first letter included."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    out = {name[:i] + name[i + 1:] for i in range(len(name))}
+    out |= {name[:i] + c + name[i:] for i in range(len(name) + 1) for c in letters}
+    out |= {name[:i] + c + name[i + 1:] for i in range(len(name)) for c in letters}
+    out |= {name[:i] + name[i + 1] + name[i] + name[i + 2:] for i in range(len(name) - 1)}
+    out.discard(name)
+    return out
+
+
+def ambiguous_typo(rng: random.Random, twin: str, held: str) -> str | None:
+    """A one-keystroke typo of ``twin`` (the unheld co-twin's first name) that is exactly as
+    close to ``held`` (the held twin's) by ``typo_cost``, and is not itself a real name: what
+    a practitioner searching for the co-twin may type, and what reads as a typo of either
+    (a typo nearer the held name than the twin's reads as the held child, and is matched)."""
+    known = known_given_names()
+
+    def cost(typed: str, name: str) -> int:  # to the name as spelt or in canonical spelling
+        return min(typo_cost(typed, name), typo_cost(typed, canonical_token(name)))
+
+    options = sorted(t for t in one_keystroke_typos(twin)
+                     if len(t) >= 3 and t not in known and canonical_token(t) == t
+                     and cost(t, held) == cost(t, twin))
+    return rng.choice(options) if options else None
 
 
 def other_name(rng: random.Random, pool: tuple[str, ...], avoid: set[str]) -> str:
