@@ -161,7 +161,8 @@ class Broker:
         await self.audit.append(audits.outcome_entry(
             broker_id=self.config.id, now=datetime.now(UTC), query_id=jti,
             results={r.authority: audits.node_result(r.status.value, r.answer_hash, r.reason,
-                                                     r.integrity_failure) for r in results}))
+                                                     r.integrity_failure, r.abandoned)
+                     for r in results}))
         self.metrics.record_search(results)
         unavailable = [r for r in results if r.status is Status.UNAVAILABLE]
         for r in results:
