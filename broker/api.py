@@ -81,6 +81,7 @@ class Broker:
         self.session: aiohttp.ClientSession | None = None
         self.channels: Channels | None = None  # None: every node is asked over POST /v1/query
         self.metrics = BrokerMetrics()
+        self.trust.report_metrics(self.metrics)
         self.audit = logapi.LogService(
             config.audit_log, config.id, self.key, lambda: self.trust.current, config.audience,
             checkpoint_interval=config.checkpoint_interval_seconds,

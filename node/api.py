@@ -65,6 +65,7 @@ class Node:
         self.trust.load()
         self.key = load_private(config.key)
         self.metrics = NodeMetrics()
+        self.trust.report_metrics(self.metrics)
         me = self.trust.current.member(config.id, "node")
         self.name = me.name
         contact = dict(me.contact or {}) | dict(config.signposting_contact)

@@ -1,5 +1,6 @@
 """The trust refresh survives anything a publication point can send, says so on ``/healthz``, and
-keeps "did not answer" apart from "answered wrong"; ``/healthz`` reports each degraded reason."""
+keeps "did not answer" apart from "answered wrong"; ``/healthz`` reports each degraded reason, and
+``/metrics`` the refresh's last success and last error."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from federation.tools import provision
 from federation.tools.demo import free_port
@@ -167,3 +169,60 @@ async def test_healthz_is_ok_when_nothing_is_wrong(federation: Federation) -> No
         status, body = await healthz(url)
         assert (200, "ok", None) == (status, body["status"], body.get("reasons"))
         assert body["trust_refresh"]["last_error"] is None
+
+
+async def refresh_metrics(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The trust samples of ``/metrics``, read with prometheus_client's own parser."""
+    async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as response:
+        assert 200 == response.status
+        text = await response.text()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) if family.name.startswith("signpost_trust")
+            for s in family.samples}
+
+
+async def test_refresh_success_and_errors_are_on_metrics_at_broker_and_node(
+        source: Source, tmp_path: Path) -> None:
+    """Proves `/metrics` at the broker and at a node (parsed by prometheus_client's parser) carries
+    the refresh's attempts, the time of its last success, whether it is failing, and the time and
+    kind of its last error: `answered-wrong` for a malformed list, `did-not-answer` for HTTP 503;
+    the last success stays while it fails, and the version in force is shown."""
+    fed = build_federation(tmp_path / "federation", {"alpha": default_records()["alpha"]})
+    source.body = (fed.folder / "trustlist.json").read_bytes()
+    version = float(json.loads(source.body)["signed"]["version"])
+    fed.broker_config = dataclasses.replace(fed.broker_config, trust_list_url=source.url,
+                                            trust_refresh_seconds=0.05)
+    fed.node_configs["alpha"] = dataclasses.replace(fed.node_configs["alpha"], trust_list_url=source.url,
+                                                    trust_refresh_seconds=0.05)
+    await fed.start()
+    urls = {"broker": fed.broker_url, "alpha": fed.node_url("alpha")}
+    failing = ("signpost_trust_refresh_failing", ())
+    success = ("signpost_trust_refresh_last_success_timestamp_seconds", ())
+
+    async def reach(what: str, ready: Callable[[dict[Any, float]], bool]) -> dict[str, dict[Any, float]]:
+        deadline = time.monotonic() + 30
+        while True:
+            found = {name: await refresh_metrics(url) for name, url in urls.items()}
+            if all(ready(samples) for samples in found.values()):
+                return found
+            assert time.monotonic() < deadline, f"never saw {what}: {found}"
+            await asyncio.sleep(0.05)
+
+    def error(kind: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+        return ("signpost_trust_refresh_last_error_timestamp_seconds", (("kind", kind),))
+
+    try:
+        started = time.time()
+        found = await reach("a success", lambda m: m.get(failing) == 0 and success in m)
+        for samples in found.values():
+            assert samples[success] >= started - 1
+            assert version == samples[("signpost_trust_list_version", ())]
+            assert samples[("signpost_trust_refresh_attempts_total", ())] >= 1
+            assert not any(name.endswith("error_timestamp_seconds") for name, _ in samples)
+        source.body = b'{"signed": [], "signatures": []}'
+        found = await reach("answered-wrong", lambda m: m.get(failing) == 1 and error("answered-wrong") in m)
+        assert all(success in samples for samples in found.values())
+        source.status = 503
+        await reach("did-not-answer", lambda m: m.get(failing) == 1 and error("did-not-answer") in m)
+    finally:
+        await fed.close()
