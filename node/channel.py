@@ -50,7 +50,7 @@ def add_route(app: web.Application, node: Node, *,
     """Serve ``GET /v1/channel`` on ``app``: each query frame goes through ``process``
     (``node.api.process_query``), after the same early refusals as ``POST /v1/query``."""
 
-    open_channels: set[web.WebSocketResponse] = set()
+    open_channels = OpenChannels()
 
     async def handle(request: web.Request) -> web.StreamResponse:
         refused = refuse_early(node, request, datetime.now(UTC))
@@ -59,17 +59,27 @@ def add_route(app: web.Application, node: Node, *,
         return await _channel(node, request, request.get(tls_peer), process, open_channels)
 
     async def going_away(_: web.Application) -> None:
-        # A channel never ends by itself: close them all (1001) so that shutdown does not wait.
-        for ws in list(open_channels):
+        # A channel never ends by itself: close them all (1001) so that shutdown does not wait,
+        # and any still being opened as soon as it is (see ``_channel``).
+        open_channels.closing = True
+        for ws in list(open_channels.sockets):
             await ws.close(code=1001, message=b"node shutting down")
 
     app.router.add_get(frames.CHANNEL_PATH, handle)
     app.on_shutdown.append(going_away)
 
 
+class OpenChannels:
+    """The channels open now, and whether the node has begun shutting down."""
+
+    def __init__(self) -> None:
+        self.sockets: set[web.WebSocketResponse] = set()
+        self.closing = False
+
+
 async def _channel(node: Node, request: web.Request, peer: str | None,
                    process: Callable[[Node, str, str | None], Awaitable[web.Response]],
-                   open_channels: set[web.WebSocketResponse]) -> web.StreamResponse:
+                   open_channels: OpenChannels) -> web.StreamResponse:
     """The WebSocket that carries query and answer frames."""
     der = tls.peer_certificate(request.transport) if node.config.tls is not None else None
     ws = web.WebSocketResponse(protocols=(frames.SUBPROTOCOL,), heartbeat=frames.HEARTBEAT_SECONDS,
@@ -81,9 +91,14 @@ async def _channel(node: Node, request: web.Request, peer: str | None,
     if ws.ws_protocol != frames.SUBPROTOCOL:
         await ws.close(code=1002, message=f"expected subprotocol {frames.SUBPROTOCOL}".encode())
         return ws
+    if open_channels.closing:
+        # Opened while the node was shutting down, after the open channels were closed: without
+        # this it would hold the shutdown until the broker's heartbeat gave up on it.
+        await ws.close(code=1001, message=b"node shutting down")
+        return ws
     log.info("channel opened by %s", peer or "a broker")
     serving: set[asyncio.Task[None]] = set()
-    open_channels.add(ws)
+    open_channels.sockets.add(ws)
     try:
         async for message in ws:
             if message.type is not WSMsgType.TEXT:
@@ -95,7 +110,7 @@ async def _channel(node: Node, request: web.Request, peer: str | None,
             serving.add(task)
             task.add_done_callback(serving.discard)
     finally:
-        open_channels.discard(ws)
+        open_channels.sockets.discard(ws)
     # Queries already read are answered and logged even though the answers can no longer be sent.
     if serving:
         await asyncio.gather(*serving, return_exceptions=True)
