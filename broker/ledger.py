@@ -4,7 +4,12 @@ Per search id: who searched (issuer and subject), which authorities answered ``p
 and a digest of the identity searched for, keyed with a random key that lives only in this
 process's memory (so a check is about the child that was searched, and nothing readable is
 kept). No answer and no identity is kept. Entries last ``ttl_seconds`` (a check is asked soon
-after the search, or the practitioner searches again), in memory, oldest dropped first when full.
+after the search, or the practitioner searches again), in memory, oldest dropped first when full
+and as they expire.
+
+Only searches that some authority answered ``possible_match`` are remembered: no check can be
+asked about any other, and remembering every search grew the broker's memory by about 600 bytes
+a search for a day (the soak in ``docs/performance.md``).
 """
 
 from __future__ import annotations
@@ -48,10 +53,20 @@ class SearchLedger:
 
     def remember(self, search_id: str, issuer: str, sub: str, possible: Iterable[str],
                  identity_wire: Mapping[str, Any], now: float) -> None:
+        """Remember a search whose ``possible`` authorities may be asked to check (none: forgotten)."""
+        # Entries are kept in the order they expire (one lifetime for all): drop the expired first.
+        while self._searches and next(iter(self._searches.values())).expires < now:
+            self._searches.popitem(last=False)
+        authorities = frozenset(possible)
+        if not authorities:
+            return
         while len(self._searches) >= self.max_searches:
             self._searches.popitem(last=False)
-        self._searches[search_id] = SearchRecord(issuer, sub, frozenset(possible), self.digest(identity_wire),
+        self._searches[search_id] = SearchRecord(issuer, sub, authorities, self.digest(identity_wire),
                                                  now + self.ttl_seconds)
+
+    def __len__(self) -> int:
+        return len(self._searches)
 
     def get(self, search_id: str, now: float) -> SearchRecord | None:
         found = self._searches.get(search_id)
