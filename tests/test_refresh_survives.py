@@ -5,6 +5,7 @@ keeps "did not answer" apart from "answered wrong"; ``/healthz`` reports each de
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import time
@@ -21,6 +22,7 @@ from federation.tools import provision
 from federation.tools.demo import free_port
 from tests.conftest import Federation, build_federation, default_records
 from trust import trustlist
+from trust.errors import DownloadError
 from trust.fetcher import Fetcher
 from trust.store import TrustStore
 
@@ -226,3 +228,35 @@ async def test_refresh_success_and_errors_are_on_metrics_at_broker_and_node(
         await reach("did-not-answer", lambda m: m.get(failing) == 1 and error("did-not-answer") in m)
     finally:
         await fed.close()
+
+
+async def test_a_source_that_drips_its_answer_is_cut_off_as_did_not_answer() -> None:
+    """Proves regression for a fetch that a publication point could hold for ever: a source that
+    sends its headers and then one byte every 50 ms, without end, is cut off by the fetcher's
+    deadline and reported as "did not answer" (before, each read waited for a whole 64 KiB and
+    the deadline was looked at only between reads, so the refresh hung)."""
+    stop = asyncio.Event()
+
+    async def drip(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            while not stop.is_set():
+                await response.write(b" ")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.05)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/trustlist.json", drip)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/trustlist.json"
+    try:
+        # The bound only stops a regression from hanging the suite; the fetch ends at its deadline.
+        with pytest.raises(DownloadError, match=r"did not finish within 0\.5 s"):
+            await asyncio.wait_for(Fetcher(timeout=0.5).fetch(url), 60)
+    finally:
+        stop.set()
+        await runner.cleanup()
