@@ -35,6 +35,7 @@ import jinja2
 from aiohttp import web
 
 from federation.checks import CheckState, Decision
+from federation.http import runner as app_runner
 from federation.identity import Identity
 from federation.pagesafety import SECURITY_HEADERS, add_safety_headers, cookie_name, loopback_http
 from node.checks import Check, CheckDesk, CheckError
@@ -416,7 +417,7 @@ def install(app: web.Application, desk: CheckDesk) -> None:
         return
 
     async def listener(_: web.Application) -> AsyncIterator[None]:
-        runner = web.AppRunner(create_app(desk), access_log=None)
+        runner = app_runner(create_app(desk))
         await runner.setup()
         await web.TCPSite(runner, config.staff_host, config.staff_port).start()
         log.info("staff pages on %s:%d", config.staff_host, config.staff_port)

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from federation.tools.demo import free_port
+from federation.tools.ports import free_port
 from tests.conftest import LEO_NHS, Federation, build_federation, child_row, involvement_row, years_ago
 from trust import keys as keyfiles
 from trust import tokens

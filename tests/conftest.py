@@ -19,8 +19,9 @@ from aiohttp import web
 
 from broker.app import create_app as create_broker
 from broker.config import BrokerConfig
+from federation.http import runner as app_runner
 from federation.tools import provision
-from federation.tools.demo import free_port
+from federation.tools.ports import free_port
 from node.api import NODE
 from node.api import create_app as create_node
 from node.config import NodeConfig
@@ -31,6 +32,10 @@ from trust import tokens
 
 AUDIENCE = "signpost-broker"
 TODAY = datetime.now(UTC).date()
+
+TEST_GRACE = 1.0
+"""Shutdown grace for test servers: their requests are short, and a stopping server otherwise
+waits the whole grace for a connection accepted just before it stopped."""
 
 
 def years_ago(years: int, month: int = 3, day: int = 14) -> str:
@@ -128,7 +133,7 @@ class Federation:
         return f"http://127.0.0.1:{self.node_configs[node_id].port}"
 
     async def _serve(self, name: str, app: web.Application, port: int) -> None:
-        runner = web.AppRunner(app, access_log=None)
+        runner = app_runner(app, grace=TEST_GRACE)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         self.runners[name] = runner

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from federation.tools.demo import free_port
+from federation.tools.ports import free_port
 
 
 @dataclass

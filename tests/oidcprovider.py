@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from federation.tools.demo import free_port
+from federation.tools.ports import free_port
 
 CLIENT_ID = "signpost-broker"
 LEEDS_MAPPING: dict[str, Any] = {

@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
+from federation.http import runner as app_runner
 from node.api import create_app as create_node
-from tests.conftest import AMARA, Federation, build_federation, default_records
+from tests.conftest import AMARA, TEST_GRACE, Federation, build_federation, default_records
 from tests.test_audit import audit_args, entries, run_cli
 from trust.checkpoint import parse_checkpoint
 from trust.logapi import AuditUnavailable
@@ -146,7 +146,7 @@ async def test_a_log_without_its_checkpoint_refuses_to_start_unless_a_reset_is_a
     assert 200 == (await federation.search({"identity": AMARA, "purpose": PURPOSE}))[0]
     await federation.stop("alpha")
     (folder_of(federation, "alpha") / "checkpoint").unlink()
-    runner = web.AppRunner(create_node(federation.node_configs["alpha"]), access_log=None)
+    runner = app_runner(create_node(federation.node_configs["alpha"]), grace=TEST_GRACE)
     with pytest.raises(AuditUnavailable, match="signed checkpoint is missing"):
         await runner.setup()
     await runner.cleanup()

@@ -16,7 +16,7 @@ import pytest
 
 from broker.demo_idp import DEMO_PASSWORD
 from broker.web import SECURITY_HEADERS as BROKER_HEADERS
-from federation.tools.demo import free_port
+from federation.tools.ports import free_port
 from node.staff import SECURITY_HEADERS as STAFF_HEADERS
 from tests.checkfed import officer_token, staff_url
 from tests.conftest import Federation

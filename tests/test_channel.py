@@ -21,10 +21,11 @@ from aiohttp import web
 from broker.api import BROKER
 from federation import frames
 from federation.commands.main import main
+from federation.http import runner as app_runner
 from federation.protocol import AnswerClaims, AuthorityRef, MemberId, QueryId, Status
 from node import channel
 from node.api import NODE, TLS_PEER, Node, process_query, refuse_early
-from tests.conftest import AMARA, Federation, build_federation, default_records
+from tests.conftest import AMARA, TEST_GRACE, Federation, build_federation, default_records
 from trust import envelope, logapi
 from trust import keys as keyfiles
 
@@ -96,7 +97,7 @@ async def channel_exchange(url: str, sent: list[str]) -> list[frames.Frame]:
 
 
 async def serve(federation: Federation, name: str, app: web.Application) -> web.AppRunner:
-    runner = web.AppRunner(app)
+    runner = app_runner(app, grace=TEST_GRACE)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", federation.node_configs[name].port).start()
     return runner

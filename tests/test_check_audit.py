@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from federation.tools.demo import free_port
+from federation.tools.ports import free_port
 from node.checks import DESK
 from node.outbox import NOTIFICATION_TYPE
 from tests.checkfed import (

@@ -20,9 +20,18 @@ from aiohttp import web
 
 from broker.api import BROKER
 from federation.errors import ConfigError
+from federation.http import runner as app_runner
 from node.api import NODE
 from node.api import create_app as create_node
-from tests.conftest import AMARA, Federation, build_federation, child_row, involvement_row, years_ago
+from tests.conftest import (
+    AMARA,
+    TEST_GRACE,
+    Federation,
+    build_federation,
+    child_row,
+    involvement_row,
+    years_ago,
+)
 from tests.conftest_redis import RedisServer, redis_server  # noqa: F401  (fixture)
 from trust import envelope
 from trust import keys as keyfiles
@@ -69,7 +78,7 @@ async def hostile_alpha(federation: Federation) -> AsyncIterator[dict[str, Any]]
 
     app = web.Application()
     app.router.add_post("/v1/query", handler)
-    runner = web.AppRunner(app, access_log=None)
+    runner = app_runner(app, grace=TEST_GRACE)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", federation.node_configs["alpha"].port).start()
     try:

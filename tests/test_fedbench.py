@@ -7,18 +7,22 @@ import os
 from pathlib import Path
 
 from federation import config as configfile
-from federation.tools import fedbench
+from federation.tools import fedbench, ports
 from node.config import NodeConfig
 from node.store import Store
 
 
 def test_ports_are_chosen_outside_the_ephemeral_range() -> None:
-    """Proves the benchmark never listens on a port the kernel may hand out for outgoing connections."""
-    low, high = fedbench._ephemeral_range()
-    ports = fedbench.pick_ports(20)
+    """Proves neither the benchmark nor the demo and tests listen on a port the kernel may hand
+    out for outgoing connections."""
+    low, high = ports.ephemeral_range()
+    chosen = fedbench.pick_ports(20)
     expected: list[int] = []
-    assert expected == [p for p in ports if low <= p <= high]
-    assert 20 == len(set(ports))
+    assert expected == [p for p in chosen if low <= p <= high]
+    assert 20 == len(set(chosen))
+    single = [ports.free_port() for _ in range(50)]
+    assert expected == [p for p in single if low <= p <= high]
+    assert all(ports.port_free(p) for p in single)
 
 
 def test_the_central_baseline_holds_every_child_of_the_federation(tmp_path: Path) -> None:

@@ -20,8 +20,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from federation.http import runner as app_runner
 from federation.tools import provision
-from tests.conftest import AMARA, Federation, build_federation, default_records
+from tests.conftest import AMARA, TEST_GRACE, Federation, build_federation, default_records
 from tests.test_revocation import broker_query
 from trust import keys as keyfiles
 from trust import tls
@@ -77,7 +78,7 @@ async def serve_tls_node(fed: Federation, node_id: str) -> None:
 
     config = fed.node_configs[node_id]
     assert config.tls is not None
-    runner = web.AppRunner(create_app(config), access_log=None)
+    runner = app_runner(create_app(config), grace=TEST_GRACE)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", config.port, ssl_context=tls.server_context(config.tls)).start()
     fed.runners[node_id] = runner
@@ -238,7 +239,7 @@ async def test_cli_search_reaches_an_https_broker_trusting_the_federation_ca(
     fed = tls_federation.fed
     config = dataclasses.replace(fed.broker_config, audit_log=fed.folder / "broker" / "https-audit.log")
     assert config.tls is not None
-    runner = web.AppRunner(create_app(config), access_log=None)
+    runner = app_runner(create_app(config), grace=TEST_GRACE)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0,
                       ssl_context=tls.server_context(config.tls, require_client=False)).start()

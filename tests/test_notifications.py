@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from federation.tools.demo import free_port
+from federation.http import runner as app_runner
+from federation.tools.ports import free_port
 from node.outbox import NOTIFICATION_TYPE, Outbox
 from node.store import Store
-from tests.conftest import AMARA, Federation, build_federation, child_row, involvement_row
+from tests.conftest import AMARA, TEST_GRACE, Federation, build_federation, child_row, involvement_row
 from trust import envelope
 
 PURPOSE = "child_in_need_assessment"
@@ -48,7 +49,7 @@ class Receiver:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/hook", self.handle)
-        self.runner = web.AppRunner(app, access_log=None)
+        self.runner = app_runner(app, grace=TEST_GRACE)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
 

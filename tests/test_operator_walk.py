@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from federation.config import strip_comments
-from federation.tools.demo import free_port
+from federation.tools.ports import free_port
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "operator-guide.md"
 MARKER = "<!-- walk: join a federation -->"

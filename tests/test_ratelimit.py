@@ -27,7 +27,7 @@ from broker.ratelimit import (
     subjects_for,
 )
 from federation import config as configfile
-from federation.tools.demo import free_port
+from federation.tools.ports import free_port
 from tests.conftest import AMARA, Federation
 from tests.conftest_redis import RedisServer, redis_server  # noqa: F401  (fixture)
 

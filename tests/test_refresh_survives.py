@@ -18,9 +18,10 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from federation.http import runner as app_runner
 from federation.tools import provision
-from federation.tools.demo import free_port
-from tests.conftest import Federation, build_federation, default_records
+from federation.tools.ports import free_port
+from tests.conftest import TEST_GRACE, Federation, build_federation, default_records
 from trust import trustlist
 from trust.errors import DownloadError
 from trust.fetcher import Fetcher
@@ -45,7 +46,7 @@ async def source() -> AsyncIterator[Source]:
 
     app = web.Application()
     app.router.add_get("/trustlist.json", handler)
-    runner = web.AppRunner(app, access_log=None)
+    runner = app_runner(app, grace=TEST_GRACE)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -19,8 +19,9 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from federation.http import runner as app_runner
 from federation.tools import provision
-from tests.conftest import AMARA, Federation, build_federation, default_records
+from tests.conftest import AMARA, TEST_GRACE, Federation, build_federation, default_records
 from trust import envelope
 from trust import keys as keyfiles
 
@@ -188,7 +189,7 @@ async def test_trust_list_is_fetched_from_a_url_and_cached(tmp_path: Path) -> No
 
     app = web.Application()
     app.router.add_get("/trustlist.json", handler)
-    runner = web.AppRunner(app, access_log=None)
+    runner = app_runner(app, grace=TEST_GRACE)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

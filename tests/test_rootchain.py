@@ -19,7 +19,9 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from federation.http import runner as app_runner
 from federation.tools import provision
+from tests.conftest import TEST_GRACE
 from trust import keys as keyfiles
 from trust import rootchain, trustlist
 from trust.errors import RollbackError, RootChainError, SignatureError, TrustError
@@ -246,7 +248,7 @@ async def test_root_chain_walk_over_http(tmp_path: Path) -> None:
     provision.create(folder, "test", governance=3, threshold=2)
     app = web.Application()
     app.router.add_static("/fed/", folder)
-    runner = web.AppRunner(app, access_log=None)
+    runner = app_runner(app, grace=TEST_GRACE)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

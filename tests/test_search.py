@@ -11,7 +11,8 @@ import jwt
 import pytest
 from aiohttp import web
 
-from tests.conftest import AMARA, AMARA_NHS, JORDAN, Federation
+from federation.http import runner as app_runner
+from tests.conftest import AMARA, AMARA_NHS, JORDAN, TEST_GRACE, Federation
 from trust import envelope, tokens
 from trust import keys as keyfiles
 
@@ -123,13 +124,15 @@ async def test_node_slower_than_its_deadline_is_unavailable(federation: Federati
     """A node that does not answer within the broker's deadline is `unavailable`; others are not held up."""
     await federation.stop("gamma")
 
+    released = asyncio.Event()
+
     async def stall(request: web.Request) -> web.Response:
-        await asyncio.sleep(10)
+        await released.wait()  # far beyond the broker's deadline: set only once the search is over
         return web.json_response({})
 
     slow = web.Application()
     slow.router.add_post("/v1/query", stall)
-    runner = web.AppRunner(slow)
+    runner = app_runner(slow, grace=TEST_GRACE)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", federation.node_configs["gamma"].port).start()
     try:
@@ -137,6 +140,7 @@ async def test_node_slower_than_its_deadline_is_unavailable(federation: Federati
         status, answer = await federation.search({"identity": AMARA, "purpose": PURPOSE})
         elapsed = asyncio.get_running_loop().time() - started
     finally:
+        released.set()
         await runner.cleanup()
     assert 200 == status
     assert {"alpha": "match", "beta": "match", "gamma": "unavailable"} == statuses(answer)

@@ -15,7 +15,7 @@ import pytest
 
 from broker.demo_idp import DEMO_PASSWORD
 from federation import config as configfile
-from federation.tools.demo import free_port
+from federation.tools.ports import free_port
 from tests.conftest import AMARA, Federation
 from tests.conftest_redis import RedisServer, redis_server
 from tests.webfed import Browser, build_web_federation, csrf_of, fresh_code

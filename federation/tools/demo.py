@@ -15,7 +15,6 @@ import json
 import os
 import random
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from broker.config import BrokerConfig
 from broker.demo_idp import DEMO_PASSWORD, DEMO_TOTP_SECRET, current_code
 from federation import config as configfile
 from federation.tools import provision, synthetic
+from federation.tools.ports import free_port
 from federation.tools.render import answer_text
 from node import audit as node_audit
 from node.config import NodeConfig
@@ -52,12 +52,6 @@ BROKER_ID = "broker"
 AUDIENCE = "signpost-broker"
 CHILD_FIELDS = [f.name for f in dataclasses.fields(synthetic.SyntheticChild)]
 INVOLVEMENT_FIELDS = [f.name for f in dataclasses.fields(synthetic.SyntheticInvolvement)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cell(value: Any) -> str:

@@ -19,7 +19,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ import aiohttp
 
 from broker.config import BrokerConfig
 from federation import config as configfile
-from federation.tools import demo, provision, synthetic
+from federation.tools import demo, ports, provision, synthetic
 from node import audit as node_audit
 from node.config import NodeConfig
 from node.importer import import_files
@@ -51,38 +50,9 @@ AREAS = ("leeds", "rochdale", "haringey", "kent", "cornwall")  # synthetic postc
 UNKNOWN_FAMILY = ("Quillfeather", "Marrowdown", "Thistlewick", "Bramblecote", "Yarrowmere", "Fenwhistle")
 
 
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32_768, 60_999
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def pick_ports(count: int, first: int = FIRST_PORT) -> list[int]:
     """``count`` free loopback ports from ``first`` upward, never inside the ephemeral range."""
-    low, high = _ephemeral_range()
-    found: list[int] = []
-    port = first
-    while len(found) < count:
-        if low <= port <= high:
-            port = high + 1
-        if port > 65_535:
-            raise RuntimeError(f"not enough free ports outside the ephemeral range {low}-{high}")
-        if _port_free(port):
-            found.append(port)
-        port += 1
-    return found
+    return ports.pick_ports(count, first)
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -346,7 +316,7 @@ class Running:
 
 def _start(side: Side, procs: demo.Processes, out: Callable[[str], None], *, http: bool = False) -> Running:
     busy = [p for p in [side.broker_port, *(configfile.load(NodeConfig, c).port for c in side.nodes.values())]
-            if not _port_free(p)]
+            if not ports.port_free(p)]
     if busy:
         raise RuntimeError(f"port(s) already in use: {busy[:5]}; stop what holds them or pass a new --dir")
     started = time.monotonic()

@@ -37,7 +37,7 @@ from typing import Any
 import aiohttp
 
 from federation.tools import provision, synthetic
-from federation.tools.demo import free_port
+from federation.tools.ports import free_port
 from trust import envelope
 from trust import keys as keyfiles
 
