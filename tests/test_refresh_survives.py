@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from federation.http import runner as app_runner
 from federation.tools import provision
 from federation.tools.ports import free_port
-from tests.conftest import TEST_GRACE, Federation, build_federation, default_records
+from tests.conftest import AMARA, TEST_GRACE, Federation, build_federation, default_records
 from trust import trustlist
 from trust.errors import DownloadError
 from trust.fetcher import Fetcher
@@ -261,3 +261,23 @@ async def test_a_source_that_drips_its_answer_is_cut_off_as_did_not_answer() -> 
     finally:
         stop.set()
         await runner.cleanup()
+
+
+async def test_stopping_the_services_leaves_no_task_behind(tmp_path: Path) -> None:
+    """Proves every background task of broker and nodes (trust refresh, checkpoint signer, index
+    keeper, outbox, purge, channels and their reopening) is stopped and finished when they stop:
+    after a search over the channels and a stop, no task but the test's own is left on the loop
+    (a task left running, or cancelled and never run to its end, would be listed)."""
+    fed = build_federation(tmp_path / "federation", default_records())
+    for node_id, config in fed.node_configs.items():
+        fed.node_configs[node_id] = dataclasses.replace(config, trust_refresh_seconds=0.05)
+    fed.broker_config = dataclasses.replace(fed.broker_config, trust_refresh_seconds=0.05)
+    await fed.start()
+    try:
+        status, answer = await fed.search({"identity": AMARA, "purpose": "child_protection_enquiry"})
+        assert (200, True) == (status, answer["complete"])
+        names = {t.get_name() for t in asyncio.all_tasks()}
+        assert {"trust-refresh", "audit-checkpoints"} <= names  # running while the services run
+    finally:
+        await fed.close()
+    assert [] == [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
