@@ -106,7 +106,8 @@ async def test_a_node_answering_garbage_or_another_query_is_unavailable(
 async def test_redis_frozen_fails_closed_within_its_timeout(
         federation: Federation, redis_server: RedisServer) -> None:  # noqa: F811
     """Proves a Redis that accepts connections but never answers (SIGSTOP) stops searches with 503
-    within the configured timeout, shows as degraded on /healthz, and searching resumes after."""
+    at the configured timeout (the search comes back while Redis is still frozen, refused for
+    its time-out), shows as degraded on /healthz, and searching resumes after."""
     await federation.stop("broker")
     federation.broker_config = dataclasses.replace(federation.broker_config, redis_url=redis_server.url,
                                                    redis_timeout_seconds=0.3)
@@ -115,15 +116,13 @@ async def test_redis_frozen_fails_closed_within_its_timeout(
     assert redis_server.process is not None
     os.kill(redis_server.process.pid, signal.SIGSTOP)
     try:
-        started = time.monotonic()
         status, body = await federation.search({"identity": AMARA, "purpose": PURPOSE})
-        took = time.monotonic() - started
         async with aiohttp.ClientSession() as session, session.get(federation.broker_url + "/healthz") as r:
             health = (r.status, [x["code"] for x in (await r.json()).get("reasons", [])])
     finally:
         os.kill(redis_server.process.pid, signal.SIGCONT)
     assert (503, True) == (status, body["type"].endswith("rate-limit-unavailable"))
-    assert took < 5.0
+    assert "did not answer (TimeoutError)" in body["detail"]
     assert (503, True) == (health[0], "redis-unreachable" in health[1])
     assert 200 == (await federation.search({"identity": AMARA, "purpose": PURPOSE}))[0]
 
