@@ -49,17 +49,8 @@ PURPOSE = "child_protection_enquiry"
 SIGNPOST = [sys.executable, "-m", "federation.commands.main"]
 
 
-def wait_until(condition: Any, what: str, seconds: float = 60.0) -> None:
-    """Poll ``condition()`` until it is true; fail naming ``what`` after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
-
-
 async def await_until(condition: Any, what: str, seconds: float = 60.0) -> None:
-    """``wait_until`` for a coroutine ``condition()``, without blocking the event loop."""
+    """Poll the coroutine ``condition()`` until it is true; fail naming ``what`` after ``seconds``."""
     deadline = time.monotonic() + seconds
     while not await condition():
         if time.monotonic() > deadline:
