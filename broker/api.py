@@ -22,10 +22,11 @@ from broker.admission import ADMISSION
 from broker.channel import Channels
 from broker.config import BrokerConfig
 from broker.fanout import NodeResult, Query, fan_out_http
-from broker.ledger import SearchLedger
+from broker.ledger import Ledger, LedgerUnavailable, create_ledger
 from broker.metrics import BrokerMetrics
 from federation import identity, rules
 from federation.canonical import JsonObject
+from federation.checks import RequesterContact
 from federation.errors import FieldError, ValidationError
 from federation.http import health, json_response, problem, read_json_object
 from federation.protocol import MemberId, QueryClaims, QueryId, Status
@@ -67,6 +68,7 @@ class SearchRequest:
     identity: identity.Identity
     purpose: str
     on_behalf_of: dict[str, str] | None
+    contact: RequesterContact | None = None  # told to the lead practitioner of a matched child
 
 
 class Broker:
@@ -86,7 +88,11 @@ class Broker:
             config.audit_log, config.id, self.key, lambda: self.trust.current, config.audience,
             checkpoint_interval=config.checkpoint_interval_seconds,
             accept_reset=config.unsafe_accept_audit_log_reset)
-        self.ledger = SearchLedger()  # per search: who searched, who said possible_match (checks)
+        # Per search: who searched, who said possible_match; and the checks (broker/ledger.py).
+        self.ledger: Ledger = create_ledger(
+            config.check_ledger_path, config.redis_url,
+            prefix=f"signpost:checks:{self.trust.current.federation}",
+            timeout_seconds=config.redis_timeout_seconds)
         self.commitment_key = b""
         if config.audit_log is not None:
             self.commitment_key = audits.load_or_create_key(
@@ -119,13 +125,19 @@ class Broker:
                                      f"{', '.join(p.code for p in policy.purposes)}, got {purpose!r}"))
         on_behalf_of, mediation_errors = rules.check_mediation(who.role, body.get("on_behalf_of"))
         errors.extend(mediation_errors)
-        unknown = set(body) - {"identity", "purpose", "on_behalf_of"}
+        contact: RequesterContact | None = None
+        if body.get("contact") is not None:
+            try:
+                contact = RequesterContact.from_wire(body["contact"])
+            except ValidationError as exc:
+                errors.extend(exc.errors)
+        unknown = set(body) - {"identity", "purpose", "on_behalf_of", "contact"}
         if unknown:
             errors.append(FieldError(sorted(unknown)[0], "is not a search field"))
         if errors:
             raise ValidationError(errors)
         assert found is not None and isinstance(purpose, str)
-        return SearchRequest(found, purpose, on_behalf_of)
+        return SearchRequest(found, purpose, on_behalf_of, contact)
 
     def sign_query(self, search: SearchRequest, who: Practitioner, now: datetime) -> tuple[QueryId, str]:
         """A new query id and the signed query envelope for ``search``."""
@@ -135,6 +147,7 @@ class Broker:
             exp=iat + self.config.query_lifetime_seconds, jti=str(uuid.uuid4()),
             practitioner=who.to_claims(), purpose=search.purpose, on_behalf_of=search.on_behalf_of,
             identity=search.identity.to_wire(), extra={},
+            contact=search.contact.to_wire() if search.contact is not None else None,
         )
         return claims.query_id, envelope.sign(claims.to_wire(), self.key, envelope.QUERY_TYPE)
 
@@ -171,9 +184,12 @@ class Broker:
                 log.error("query %s: integrity failure from %s: %s", jti, r.authority, r.reason)
         # Which authorities know the child is part of the answer: it goes to the audit log only.
         log.info("query %s: %d node(s) asked, %d unavailable", jti, len(results), len(unavailable))
-        self.ledger.remember(jti, who.issuer, who.sub, (r.authority for r in results
-                                                        if r.status is Status.POSSIBLE_MATCH),
-                             search.identity.to_wire(), now.timestamp())
+        try:
+            await self.ledger.remember(jti, who.issuer, who.sub, (r.authority for r in results
+                                                                  if r.status is Status.POSSIBLE_MATCH),
+                                       search.identity.to_wire(), now.timestamp(), search.on_behalf_of)
+        except LedgerUnavailable as exc:  # the answer stands; only a later check of it is refused
+            log.error("query %s: not remembered for checks: %s", jti, exc)
         return SearchResponse(jti, tuple(results))
 
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from broker import admission, check_pages, checks, oidc, ratelimit, sessions
+from broker import admission, check_api, check_pages, ratelimit, sessions
 from broker import web as pages
 from broker.api import BROKER, Broker, handle_health, handle_search
 from broker.channel import Channels, Counters
@@ -20,7 +20,7 @@ from broker.config import BrokerConfig
 from broker.demo_idp import DemoIdentityProvider
 from federation import metrics
 from federation.errors import ConfigError
-from trust import logapi, tls
+from trust import logapi, oidc, tls
 
 KEEPALIVE_SECONDS = 120.0  # pooled HTTP connections to nodes (the fallback path) survive idle minutes
 
@@ -91,7 +91,7 @@ def create_app(config: BrokerConfig) -> web.Application:
     logapi.install(app, app[BROKER].audit)
     app.cleanup_ctx.append(_client)
     admission.install(app, config.max_searches_in_flight, config.max_loop_lag_seconds)
-    checks.install(app)  # /v1/checks and the check pages' follow-up task, after the HTTP client
+    check_api.install(app)  # /v1/checks and the check pages' follow-up task, after the HTTP client
     check_pages.add_routes(app)  # "Ask this authority to check" and "Your checks"
     ratelimit.install(app, config.redis_url,
                       ratelimit.FollowingLimits(lambda: app[BROKER].trust.current, config.rate_limits),

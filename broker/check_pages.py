@@ -16,6 +16,7 @@ from aiohttp import web
 
 from broker import pages, ratelimit
 from broker.checks import CHECKS, BrokerCheck, CheckRefused
+from broker.ledger import LedgerUnavailable
 from broker.pages import FormError
 from broker.web import current_session, html, redirect
 from federation.canonical import JsonObject
@@ -118,10 +119,9 @@ async def handle_ask(request: web.Request) -> web.Response:
         reason = str(exc).split(": ", 1)[-1].capitalize()
         return html(pages.message_page("The check cannot be asked", reason, who=who, csrf=csrf),
                     status=exc.status)
-    except AuditUnavailable:
-        return html(pages.message_page("Signpost is not available", "Checks cannot be recorded in the "
-                                       "audit log just now, so none are sent. Try again later.", who=who,
-                                       csrf=csrf),
+    except (AuditUnavailable, LedgerUnavailable):
+        return html(pages.message_page("Signpost is not available", "Checks cannot be recorded just now, "
+                                       "so none are sent. Try again later.", who=who, csrf=csrf),
                     status=503)
     return redirect(f"/checks/{check.id}")
 
@@ -131,8 +131,13 @@ async def handle_list(request: web.Request) -> web.Response:
     if signed_in is None:
         return redirect("/sign-in")
     csrf, who = signed_in
+    try:
+        mine = await request.app[CHECKS].list_mine(who)
+    except LedgerUnavailable:
+        return html(pages.message_page("Signpost is not available", "Your checks cannot be read just now. "
+                                       "Try again later.", who=who, csrf=csrf), 503)
     rows = [{"id": c.id, "authority": c.authority_name, "label": STATE_TEXT[c.state][0], "unseen": c.unseen,
-             "expires": c.expires[:10]} for c in request.app[CHECKS].list_mine(who)]
+             "expires": c.expires[:10]} for c in mine]
     return html(pages.checks_page(who, csrf, rows))
 
 
@@ -146,7 +151,7 @@ async def handle_check(request: web.Request) -> web.Response:
                                                         datetime.now(UTC))
     except CheckRefused:
         return html(pages.message_page("Check not found", "It may have expired.", who=who, csrf=csrf), 404)
-    except AuditUnavailable:
+    except (AuditUnavailable, LedgerUnavailable):
         return html(pages.message_page("Signpost is not available", "Try again later.", who=who, csrf=csrf),
                     503)
     return html(pages.check_page(who, csrf, _check_view(check, outcome, looked=True), []))
@@ -162,6 +167,9 @@ async def handle_information(request: web.Request) -> web.Response:
     identity = {name: values[f"more-{name}"] for name, _ in MORE_FIELDS if values.get(f"more-{name}")}
     try:
         await service.add_information(who, check_ref, {"identity": identity}, datetime.now(UTC))
+    except (AuditUnavailable, LedgerUnavailable):
+        return html(pages.message_page("Signpost is not available", "Try again later.", who=who, csrf=csrf),
+                    503)
     except CheckRefused as exc:
         if exc.status != 400:
             return html(pages.message_page("The information was not sent", str(exc).split(": ", 1)[-1],
@@ -170,7 +178,7 @@ async def handle_information(request: web.Request) -> web.Response:
                             "Give at least one of these" if e.field == "identity"
                             else e.message.capitalize())
                   for e in exc.errors]
-        check = service.mine(who, check_ref)
+        check = await service.mine(who, check_ref)
         return html(pages.check_page(who, csrf, _check_view(check, None, looked=False), errors), status=400)
     return redirect(f"/checks/{check_ref}")
 

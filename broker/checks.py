@@ -13,7 +13,10 @@ webhook the configuration names (``check_webhook_url``: a signed notice with the
 contact email and the check's reference, nothing about the child) and on their next page load.
 What a confirmed check discloses is fetched from the node each time the practitioner looks
 (``GET /v1/checks/{id}``), signed by the node and bound to the request, and passed on without
-being kept. Checks are held in this process's memory, like web sessions.
+being kept. Checks are kept in the broker's ledger (``broker.ledger``: Redis when the broker has
+a Redis URL, else a SQLite file beside the audit log), so neither a restart nor another replica
+loses any; one replica at a time follows them up; a notice that could not be delivered is tried
+again every round.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,8 +35,8 @@ import aiohttp
 from aiohttp import web
 
 from broker import audit as audits
-from broker import ratelimit
-from broker.api import BROKER, Broker
+from broker.api import Broker
+from broker.ledger import LedgerUnavailable
 from federation import rules
 from federation.canonical import JsonObject
 from federation.checks import (
@@ -52,9 +55,7 @@ from federation.checks import (
     check_id,
 )
 from federation.errors import FieldError, SignpostError, ValidationError
-from federation.http import json_response, problem, read_json_object
 from federation.identity import Identity, check_searchable, parse_identity
-from federation.tasks import every
 from trust import envelope, logapi, tls
 from trust.errors import TrustError
 from trust.tokens import Practitioner
@@ -97,6 +98,30 @@ class BrokerCheck:
     lead_informed: bool = False
     unseen: bool = False
     expires_at: float = field(default=0.0)
+    on_behalf_of: dict[str, str] | None = None  # a mediator's check: the professional named
+    notice_due: bool = False  # the practitioner's notice is still to be sent (retried each round)
+
+    def to_row(self) -> JsonObject:
+        """The check as the ledger keeps it (``broker.ledger``)."""
+        return {"id": self.id, "search_id": self.search_id, "authority": self.authority,
+                "authority_name": self.authority_name, "issuer": self.issuer, "sub": self.sub,
+                "contact": self.contact.to_wire(), "purpose": self.purpose, "created": self.created,
+                "expires": self.expires, "state": self.state.value, "message": self.message,
+                "information_used": self.information_used, "lead_informed": self.lead_informed,
+                "unseen": self.unseen, "expires_at": self.expires_at, "on_behalf_of": self.on_behalf_of,
+                "notice_due": self.notice_due}
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> BrokerCheck:
+        return cls(
+            id=row["id"], search_id=row["search_id"], authority=row["authority"],
+            authority_name=row["authority_name"], issuer=row["issuer"], sub=row["sub"],
+            contact=RequesterContact.from_wire(row["contact"]), purpose=row["purpose"],
+            created=float(row["created"]), expires=row["expires"], state=CheckState(row["state"]),
+            message=row.get("message"), information_used=bool(row.get("information_used")),
+            lead_informed=bool(row.get("lead_informed")), unseen=bool(row.get("unseen")),
+            expires_at=float(row.get("expires_at") or 0.0), on_behalf_of=row.get("on_behalf_of"),
+            notice_due=bool(row.get("notice_due")))
 
     def to_wire(self, outcome: CheckOutcome | None = None, *, unavailable: bool = False) -> JsonObject:
         out: JsonObject = {
@@ -139,8 +164,13 @@ class CheckService:
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self.checks: dict[str, BrokerCheck] = {}
         self.wake = asyncio.Event()
+
+    # Every check is read from the ledger when it is needed and written back before anything is
+    # answered, so any replica (or this one after a restart) sees the same checks.
+
+    async def save(self, check: BrokerCheck) -> None:
+        await self.broker.ledger.save_check(check.id, check.issuer, check.sub, check.created, check.to_row())
 
     # --- the node channel -------------------------------------------------------------------
 
@@ -241,9 +271,6 @@ class CheckService:
         if not who.has_mfa:
             raise CheckRefused(403, "mfa-required",
                                "amr: asking for a check needs multi-factor authentication")
-        if who.role == rules.MEDIATOR_ROLE:
-            raise CheckRefused(403, "forbidden-role", "role: a mediator's search names another professional; "
-                               "that professional asks for the check")
         errors: list[FieldError] = []
         unknown = sorted(set(body) - CHECK_FIELDS)
         if unknown:
@@ -277,26 +304,32 @@ class CheckService:
         if errors:
             raise CheckRefused(400, "invalid-check", "; ".join(str(e) for e in errors), tuple(errors))
         assert found is not None and contact is not None
-        record = self.broker.ledger.get(search_id, now.timestamp())
+        record = await self.broker.ledger.search(search_id, now.timestamp())
         if record is None or (record.issuer, record.sub) != (who.issuer, who.sub):
-            raise CheckRefused(403, "not-your-search", "search_id: not a search you made that an authority "
-                               "answered possible_match (or it is more than a day old: search again)")
+            raise CheckRefused(403, "not-your-search", "search_id: not a search you made (or it is more than "
+                               "a day old: search again)")
         if authority not in record.possible:
             raise CheckRefused(403, "not-possible-match", "authority: did not answer possible_match to that "
                                "search")
-        if self.broker.ledger.digest(found.to_wire()) != record.identity_digest:
+        if await self.broker.ledger.digest(found.to_wire()) != record.identity_digest:
             raise CheckRefused(403, "not-searched-identity", "identity: not the identity searched for under "
                                "that search_id")
+        # A mediator's check is for the professional named in the search, as the search was
+        # (the same rule: a mediator names one, nobody else may).
+        on_behalf_of, mediation_errors = rules.check_mediation(who.role, record.on_behalf_of)
+        if mediation_errors:
+            raise CheckRefused(403, "mediation", str(mediation_errors[0]), tuple(mediation_errors))
         node = self._node(authority)
         check = BrokerCheck(str(uuid.uuid4()), search_id, authority, node.name, who.issuer, who.sub, contact,
-                            purpose, now.timestamp())
-        request = CheckRequest(check.id, search_id, authority, found, purpose, who.to_claims(), contact)
+                            purpose, now.timestamp(), on_behalf_of=on_behalf_of)
+        request = CheckRequest(check.id, search_id, authority, found, purpose, who.to_claims(), contact,
+                               on_behalf_of=on_behalf_of)
         sent_first = await self._send_request(check, request, who, now)
         if sent_first.outcome is None:
             raise CheckRefused(502, "authority-unavailable", f"authority: {node.name} did not take the check "
                                f"({sent_first.reason}); try again later")
         self._follow(check, sent_first.outcome)
-        self.checks[check.id] = check
+        await self.save(check)
         log.info("check %s asked of %s", check.id, authority)
         return check
 
@@ -308,29 +341,37 @@ class CheckService:
         await self._log(_entry(
             "request", self.broker.config.id, now, check, search_id=check.search_id,
             request_hash=envelope.envelope_hash(token), practitioner=who.to_claims(), purpose=check.purpose,
+            on_behalf_of=check.on_behalf_of,
             identity_commitment=audits.commit(self.broker.commitment_key, request.identity.to_wire())))
         sent = await self.send(node, "/v1/checks", token, jti, request.to_wire())
         await self._answered(check, "request", sent, now)
         return sent
 
-    def mine(self, who: Practitioner, check_ref: str) -> BrokerCheck:
-        check = self.checks.get(check_ref)
+    async def mine(self, who: Practitioner, check_ref: str) -> BrokerCheck:
+        row = await self.broker.ledger.check(check_ref) if len(check_ref) <= 64 else None
+        check = BrokerCheck.from_row(row) if row is not None else None
         if check is None or (check.issuer, check.sub) != (who.issuer, who.sub):
             raise CheckRefused(404, "unknown-check", f"check_id: no check {check_ref!r} of yours")
         return check
 
-    def list_mine(self, who: Practitioner) -> list[BrokerCheck]:
-        return sorted((c for c in self.checks.values() if (c.issuer, c.sub) == (who.issuer, who.sub)),
-                      key=lambda c: -c.created)
+    async def list_mine(self, who: Practitioner) -> list[BrokerCheck]:
+        rows = await self.broker.ledger.checks_of(who.issuer, who.sub)
+        return sorted(map(BrokerCheck.from_row, rows), key=lambda c: -c.created)
 
-    def unseen(self, who: Practitioner) -> int:
-        return sum(1 for c in self.list_mine(who) if c.unseen)
+    async def unseen(self, who: Practitioner) -> int:
+        """How many of ``who``'s checks have news; 0 when the ledger cannot say (a hint only)."""
+        try:
+            return sum(1 for c in await self.list_mine(who) if c.unseen)
+        except LedgerUnavailable:
+            return 0
 
     async def look(self, who: Practitioner, check_ref: str,
                    now: datetime) -> tuple[BrokerCheck, CheckOutcome | None]:
         """The check as it stands, with the disclosure when confirmed (fetched fresh, never kept)."""
-        check = self.mine(who, check_ref)
-        check.unseen = False
+        check = await self.mine(who, check_ref)
+        if check.unseen:
+            check.unseen = False
+            await self.save(check)
         if check.state is CheckState.EXPIRED:
             return check, None
         outcome = await self.poll(check, now, disclose=True)
@@ -338,7 +379,7 @@ class CheckService:
 
     async def add_information(self, who: Practitioner, check_ref: str, body: Mapping[str, Any],
                               now: datetime) -> BrokerCheck:
-        check = self.mine(who, check_ref)
+        check = await self.mine(who, check_ref)
         if check.state is not CheckState.MORE_INFORMATION or check.information_used:
             raise CheckRefused(409, "information-not-wanted", "identity: more information can be given once, "
                                "after the authority asks for it")
@@ -363,6 +404,7 @@ class CheckService:
             raise CheckRefused(502 if sent.status != 409 else 409, "authority-unavailable",
                                f"authority: the information was not taken ({sent.reason})")
         self._follow(check, sent.outcome)
+        await self.save(check)
         return check
 
     async def poll(self, check: BrokerCheck, now: datetime, *, disclose: bool) -> CheckOutcome | None:
@@ -377,7 +419,8 @@ class CheckService:
             return None
         if sent.outcome.state is not CheckState.PENDING or sent.outcome.disclosure is not None:
             await self._answered(check, "poll", sent, now)
-        self._follow(check, sent.outcome)
+        if self._follow(check, sent.outcome) or sent.outcome.state is not CheckState.PENDING:
+            await self.save(check)
         return sent.outcome
 
     async def expire(self, check: BrokerCheck, now: datetime) -> None:
@@ -385,16 +428,23 @@ class CheckService:
             return
         check.state = CheckState.EXPIRED
         check.unseen = True
+        check.notice_due = True
         await self._log(_entry("expired", self.broker.config.id, now, check))
-        await self.notify(check)
+        await self.save(check)
+        await self.send_notice(check)
 
     async def poll_pending(self, now: datetime) -> int:
         """Ask about every pending check; tell practitioners about the ones that changed."""
         changed = 0
-        for check in list(self.checks.values()):
+        # One replica follows up at a time (a lease a little shorter than a round).
+        if not await self.broker.ledger.lease("follow-up", self.broker.config.check_poll_seconds * 0.9):
+            return 0
+        for check in map(BrokerCheck.from_row, await self.broker.ledger.all_checks()):
+            if check.notice_due:
+                await self.send_notice(check)  # a notice not delivered last round
             if check.state is CheckState.EXPIRED:
                 if now.timestamp() > check.expires_at + KEEP_AFTER_EXPIRY_SECONDS:
-                    del self.checks[check.id]
+                    await self.broker.ledger.delete_check(check.id)
                 continue
             if check.expires_at and now.timestamp() > check.expires_at:
                 await self.expire(check, now)
@@ -411,15 +461,30 @@ class CheckService:
             if check.state is not before:
                 changed += 1
                 check.unseen = True
-                await self.notify(check)
+                check.notice_due = True
+                await self.save(check)
+                await self.send_notice(check)
         return changed
 
-    async def notify(self, check: BrokerCheck) -> None:
-        """Tell the practitioner (webhook, signed by the broker) that their check has news."""
+    async def send_notice(self, check: BrokerCheck) -> None:
+        """Send a due notice; when it is delivered (or there is nowhere to send it) it is no longer
+        due, otherwise the next round tries again, until the check is forgotten."""
+        if await self.notify(check):
+            check.notice_due = False
+            await self.save(check)
+
+    async def notify(self, check: BrokerCheck) -> bool:
+        """Tell the practitioner (webhook, signed by the broker) that their check has news;
+        ``True`` when delivered or when there is nowhere to send it."""
         url = self.broker.config.check_webhook_url
         session = self.broker.session
-        if url is None or session is None or check.contact.email is None:
-            return
+        if url is None or check.contact.email is None:
+            return True
+        if session is None:
+            return False
+        if not url.startswith("https://") and not self.broker.config.unsafe_http_webhooks:
+            log.error("check %s: notice not sent: check_webhook_url is not https://", check.id)
+            return True  # refused by the configuration check already; never in clear text
         iat = int(time.time())
         notice = envelope.sign({"iss": self.broker.config.id, "iat": iat, "exp": iat + 300,
                                 "jti": str(uuid.uuid4()), "type": "check-answered", "to": check.contact.email,
@@ -430,110 +495,16 @@ class CheckService:
                     url, data=notice, headers={"Content-Type": "application/jose"}) as response:
                 if response.status >= 300:
                     log.warning("check %s: notice refused (HTTP %d)", check.id, response.status)
+                    return False
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             log.warning("check %s: notice not delivered (%s)", check.id, exc.__class__.__name__)
+            return False
+        await self._log(_entry("notice", self.broker.config.id, datetime.now(UTC), check,
+                               state=check.state.value))
+        return True
 
 
 CHECKS = web.AppKey("checks", CheckService)
 
 
-# --- API ------------------------------------------------------------------------------------
-
-
-def _problem(exc: CheckRefused) -> web.Response:
-    return problem(exc.status, "Check refused" if exc.status != 400 else "Invalid check", str(exc),
-                   kind=exc.kind, errors=exc.errors)
-
-
-async def _who(request: web.Request, now: datetime) -> Practitioner | web.Response:
-    broker = request.app[BROKER]
-    try:
-        return broker.authenticate(request, now)
-    except TrustError as exc:
-        return problem(401, "Unauthorised", str(exc), kind="unauthorised",
-                       headers={"WWW-Authenticate": 'Bearer realm="signpost"'})
-
-
-async def handle_ask(request: web.Request) -> web.Response:
-    now = datetime.now(UTC)
-    who = await _who(request, now)
-    if isinstance(who, web.Response):
-        return who
-    service = request.app[CHECKS]
-    over = await ratelimit.admit(request.app, who.issuer, who.sub, who.org)  # a check counts as a search
-    if over is not None:
-        return over
-    try:
-        body = await read_json_object(request, service.broker.config.body_limit)
-        check = await service.ask(who, body, now)
-    except FieldError as exc:
-        return problem(400, "Invalid check", str(exc), errors=[exc], kind="invalid-check")
-    except CheckRefused as exc:
-        return _problem(exc)
-    except logapi.AuditUnavailable as exc:
-        return problem(503, "Audit log unavailable", "the broker cannot log checks, so it does not send "
-                       f"them: {exc}", kind="audit-unavailable")
-    return json_response({"check": check.to_wire()}, status=201,
-                         headers={"Location": f"/v1/checks/{check.id}"})
-
-
-async def handle_get(request: web.Request) -> web.Response:
-    now = datetime.now(UTC)
-    who = await _who(request, now)
-    if isinstance(who, web.Response):
-        return who
-    try:
-        check, outcome = await request.app[CHECKS].look(who, request.match_info["check_id"], now)
-    except CheckRefused as exc:
-        return _problem(exc)
-    except logapi.AuditUnavailable as exc:
-        return problem(503, "Audit log unavailable", str(exc), kind="audit-unavailable")
-    unavailable = outcome is None and check.state is not CheckState.EXPIRED
-    return json_response({"check": check.to_wire(outcome, unavailable=unavailable)})
-
-
-async def handle_list(request: web.Request) -> web.Response:
-    now = datetime.now(UTC)
-    who = await _who(request, now)
-    if isinstance(who, web.Response):
-        return who
-    return json_response({"checks": [c.to_wire() for c in request.app[CHECKS].list_mine(who)]})
-
-
-async def handle_information(request: web.Request) -> web.Response:
-    now = datetime.now(UTC)
-    who = await _who(request, now)
-    if isinstance(who, web.Response):
-        return who
-    service = request.app[CHECKS]
-    try:
-        body = await read_json_object(request, service.broker.config.body_limit)
-        check = await service.add_information(who, request.match_info["check_id"], body, now)
-    except FieldError as exc:
-        return problem(400, "Invalid check", str(exc), errors=[exc], kind="invalid-check")
-    except CheckRefused as exc:
-        return _problem(exc)
-    except logapi.AuditUnavailable as exc:
-        return problem(503, "Audit log unavailable", str(exc), kind="audit-unavailable")
-    return json_response({"check": check.to_wire()})
-
-
-def install(app: web.Application) -> None:
-    """Register ``/v1/checks`` and start the follow-up task (after the broker's HTTP client)."""
-    service = CheckService(app[BROKER])
-    app[CHECKS] = service
-    app.router.add_post("/v1/checks", handle_ask)
-    app.router.add_get("/v1/checks", handle_list)
-    app.router.add_get("/v1/checks/{check_id}", handle_get)
-    app.router.add_post("/v1/checks/{check_id}/information", handle_information)
-
-    async def following(_: web.Application) -> AsyncIterator[None]:
-        async with every(service.broker.config.check_poll_seconds,
-                         lambda: service.poll_pending(datetime.now(UTC)), log=log,
-                         failure="check follow-up failed"):
-            yield
-
-    app.cleanup_ctx.append(following)
-
-
-__all__ = ["CHECKS", "BrokerCheck", "CheckRefused", "CheckService", "install"]
+__all__ = ["CHECKS", "BrokerCheck", "CheckRefused", "CheckService"]

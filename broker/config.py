@@ -44,16 +44,19 @@ class BrokerConfig:
     oidc_clients: dict[str, dict[str, str]] = field(default_factory=dict)
     check_webhook_url: str | None = None  # told (signed, no child details) when a check has an answer
     check_poll_seconds: float = 30  # how often the broker asks nodes about pending checks
+    check_ledger: Path | None = None  # searches and checks (SQLite); default: beside audit_log
     checkpoint_interval_seconds: float = 10  # sign a checkpoint this often when the log grew
     # Closed by default: each of these opens a door and says so in its name.
     unsafe_demo_identity_provider: Path | None = None  # demo sign-in: folder of <authority>-idp.pem keys
     unsafe_no_audit_log: bool = False  # search with nothing logged (development only)
     unsafe_plain_http: bool = False  # reach nodes without mutual TLS (development only)
+    unsafe_http_webhooks: bool = False  # allow an http:// check_webhook_url (development only)
     unsafe_accept_audit_log_reset: bool = False  # start on a non-empty log whose checkpoint is gone
 
     def __post_init__(self) -> None:
         coerce_paths(self, ("key", "trust_list", "trust_root", "audit_log", "tls_cert", "tls_key",
-                            "tls_ca", "unsafe_demo_identity_provider", "audit_commitment_key"))
+                            "tls_ca", "unsafe_demo_identity_provider", "audit_commitment_key",
+                            "check_ledger"))
         check_common(self, "broker")
         check_closed(self, "broker")
         if not 0.05 <= self.checkpoint_interval_seconds <= 3600:
@@ -69,8 +72,15 @@ class BrokerConfig:
             raise ValueError("query_lifetime_seconds: expected 10-300")
         if not 0.05 <= self.check_poll_seconds <= 3600:
             raise ValueError(f"check_poll_seconds: expected 0.05-3600, got {self.check_poll_seconds}")
-        if self.check_webhook_url is not None and not self.check_webhook_url.startswith(("https://", "http://")):
-            raise ValueError(f"check_webhook_url: expected an http(s) URL, got {self.check_webhook_url!r}")
+        hook = self.check_webhook_url
+        if hook is not None:
+            plain = hook.startswith("http://")
+            if not hook.startswith("https://") and not plain:
+                raise ValueError(f"check_webhook_url: expected an https:// URL, got {hook!r}")
+            if plain and not self.unsafe_http_webhooks:
+                raise ValueError("check_webhook_url: expected an https:// URL (a notice names a "
+                                 "practitioner's email); set unsafe_http_webhooks to allow http:// "
+                                 "(development only)")
         if not 60 <= self.session_idle_seconds <= 3600:
             raise ValueError(f"session_idle_seconds: expected 60-3600, got {self.session_idle_seconds}")
         if not 900 <= self.session_max_seconds <= 12 * 3600:
@@ -87,6 +97,14 @@ class BrokerConfig:
             unknown = set(client) - {"client_id", "client_secret_env"}
             if unknown:
                 raise ValueError(f"oidc_clients.{issuer}: unknown setting(s) {sorted(unknown)}")
+
+    @property
+    def check_ledger_path(self) -> Path | None:
+        """Where checks are kept: ``check_ledger``, else beside the audit log; ``None`` keeps them in
+        memory (only without an audit log, which is development only)."""
+        if self.check_ledger is not None:
+            return self.check_ledger
+        return self.audit_log.parent / "broker-checks.sqlite" if self.audit_log is not None else None
 
     @property
     def tls(self) -> TlsFiles | None:

@@ -45,10 +45,13 @@ class NodeResult:
     abandoned: bool = False  # the query was sent, but the broker stopped waiting for its answer
     answer_hash: str | None = None
     seconds: float = 0.0
+    lead_informed: bool = False  # a match: the node told the child's lead practitioner who searched
 
     def to_wire(self) -> JsonObject:
         out: JsonObject = {"authority": {"id": self.authority, "name": self.name},
                            **disclosure_wire(self.status, self.involvements, self.contact, self.assessment)}
+        if self.status is Status.MATCH:
+            out["lead_informed"] = self.lead_informed
         if self.reason is not None:
             out["reason"] = self.reason
         return out
@@ -109,6 +112,7 @@ def judge(node: Member, token: Any, query: Query, trust: TrustList, broker_id: s
         assessment=answer.assessment,
         answer_hash=envelope.envelope_hash(token),
         seconds=time.monotonic() - started,
+        lead_informed=answer.lead_informed,
     )
 
 

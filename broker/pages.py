@@ -148,7 +148,7 @@ def _names(unavailable: Sequence[Any]) -> list[str]:
 
 def results_page(who: Practitioner, csrf: str, answer: Mapping[str, Any],
                  searched: Sequence[tuple[str, str]], ask: Mapping[str, str] | None = None,
-                 notice: bool = False) -> str:
+                 notice: bool = False, contact_given: bool = False) -> str:
     """``ask``: the hidden fields of "Ask this authority to check" (the search's reference, purpose
     and the identity as typed, posted in a form body, never a URL); ``None`` shows no button."""
     results = answer["results"]
@@ -158,7 +158,8 @@ def results_page(who: Practitioner, csrf: str, answer: Mapping[str, Any],
                    complete=answer["complete"], unavailable=_names(answer.get("unavailable", [])),
                    matched=by_status["match"], possible=by_status["possible_match"],
                    shielded=by_status["shielded"], nothing=by_status["no_match"],
-                   searched=list(searched), query_id=answer["query_id"], ask=ask, notice=notice)
+                   searched=list(searched), query_id=answer["query_id"], ask=ask, notice=notice,
+                   contact_given=contact_given)
 
 
 def ask_check_page(who: Practitioner, csrf: str, carried: Mapping[str, str], authority: str,

@@ -10,7 +10,7 @@ The pages are a thin skin over the API: a search goes through ``Broker.validate`
   prefix. Only when the browser reached the broker at a loopback address over plain HTTP (the
   demo, the tests) is the cookie sent without ``Secure``, because browsers would not return it
   otherwise.
-* Sign-in is through the practitioner's own OpenID Connect provider (``broker.oidc``): the
+* Sign-in is through the practitioner's own OpenID Connect provider (``trust.oidc``): the
   sign-in in progress is named by a second, short-lived ``SameSite=Lax`` cookie (the provider's
   redirect back is a cross-site navigation, which a Strict cookie would not survive) and is
   taken from the store exactly once, so a replayed callback is refused. The demo keeps its own
@@ -25,13 +25,12 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from importlib import resources
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
-from broker import oidc, pages, ratelimit
+from broker import pages, ratelimit
 from broker.api import BROKER
 from broker.checks import CHECKS
 from broker.demo_idp import DemoIdentityProvider
@@ -39,9 +38,9 @@ from broker.pages import FormError
 from broker.sessions import Session, SessionStore, SessionStoreUnavailable
 from federation.errors import ValidationError
 from federation.pagesafety import SECURITY_HEADERS as SECURITY_HEADERS  # the pages' headers, re-exported
-from federation.pagesafety import add_safety_headers, cookie_name, loopback_http
+from federation.pagesafety import add_safety_headers, cookie_name, loopback_http, stylesheet
 from federation.rules import SEARCHING_ROLES
-from trust import tokens
+from trust import oidc, tokens
 from trust.errors import ExpiredError, TrustError, UnknownMemberError
 from trust.logapi import AuditUnavailable
 
@@ -53,7 +52,8 @@ SECURE_SIGN_IN_COOKIE = "__Host-signpost-sign-in"
 LOOPBACK_SIGN_IN_COOKIE = "signpost-sign-in"
 FIELD_LIMIT = 200
 FORM_FIELDS = ("nhs_number", "upn", "given_name", "family_name", "dob-day", "dob-month", "dob-year",
-               "sex", "postcode", "purpose", "obo-name", "obo-organisation", "obo-role", "obo-phone")
+               "sex", "postcode", "purpose", "obo-name", "obo-organisation", "obo-role", "obo-phone",
+               "contact-email", "contact-phone")
 DOB_FIELDS = ("dob-day", "dob-month", "dob-year")
 LABELS = {
     "nhs_number": "NHS number", "upn": "UPN", "given_name": "Given name", "family_name": "Family name",
@@ -352,6 +352,8 @@ def _anchor(field: str) -> str:
     if field.startswith("on_behalf_of"):
         name = field.partition(".")[2] or "name"
         return f"obo-{name}"
+    if field.startswith("contact"):
+        return "contact-phone" if field == "contact.phone" else "contact-email"
     return field if field in ("purpose", "identity") else "identity"
 
 
@@ -370,6 +372,8 @@ PAGE_MESSAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "identity.postcode": (("", "Enter a real postcode, for example LS1 4AB"),),
     "identity.sex": (("", "Select the child's sex"),),
     "identity.date_of_birth": (("expected", "Date of birth must be a real date, for example 27 3 2015"),),
+    "contact.email": (("", "Enter your email address in the right format, for example name@example.gov.uk"),),
+    "contact.phone": (("", "Enter your phone number, for example 0113 496 0000"),),
 }
 
 
@@ -413,7 +417,7 @@ async def handle_search_form(request: web.Request) -> web.Response:
     refusal = _refusal(request, session, who)
     if refusal is not None:
         return refusal
-    notice = request.app[CHECKS].unseen(who) > 0
+    notice = await request.app[CHECKS].unseen(who) > 0
     return html(pages.search_page(who, session.csrf, _purposes(request), {}, [], who.role == "mediator",
                                   notice))
 
@@ -454,6 +458,9 @@ async def handle_search(request: web.Request) -> web.Response:
         body["purpose"] = values["purpose"]
     if mediator:
         body["on_behalf_of"] = {k: values[f"obo-{k}"] for k in ("name", "organisation", "role", "phone")}
+    contact = {k: values[f"contact-{k}"] for k in ("email", "phone") if values[f"contact-{k}"]}
+    if contact:
+        body["contact"] = contact
     errors: list[FormError] = [dob_error] if dob_error else []
     try:
         search = broker.validate(body, who, now)
@@ -481,15 +488,12 @@ async def handle_search(request: web.Request) -> web.Response:
     ask = {"search_id": answer.query_id, "purpose": search.purpose,
            **{f"id-{k}": str(v) for k, v in search.identity.to_wire().items()}}
     return html(pages.results_page(who, session.csrf, answer.to_wire(), searched, ask=ask,
-                                   notice=request.app[CHECKS].unseen(who) > 0))
+                                   notice=await request.app[CHECKS].unseen(who) > 0,
+                                   contact_given=search.contact is not None))
 
 
 async def handle_static(request: web.Request) -> web.Response:
-    name = request.match_info["name"]
-    if name != "signpost.css":
-        raise web.HTTPNotFound()
-    css = resources.files("broker").joinpath("static/signpost.css").read_bytes()
-    return web.Response(body=css, content_type="text/css", charset="utf-8")
+    return stylesheet(request, {})
 
 
 def add_routes(app: web.Application, sessions: SessionStore, idp: DemoIdentityProvider | None,

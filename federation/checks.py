@@ -151,6 +151,8 @@ class CheckRequest:
     practitioner: Mapping[str, Any]
     contact: RequesterContact
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    on_behalf_of: Mapping[str, str] | None = None
+    """A mediator's check: the professional named in the search (the node checks it as for a query)."""
 
     def __post_init__(self) -> None:
         check_id(self.check_id)
@@ -170,6 +172,7 @@ class CheckRequest:
             "purpose": self.purpose,
             "practitioner": dict(self.practitioner),
             "contact": self.contact.to_wire(),
+            **({"on_behalf_of": dict(self.on_behalf_of)} if self.on_behalf_of is not None else {}),
         }
 
     @classmethod
@@ -190,9 +193,16 @@ class CheckRequest:
                 values[name] = parse_part(body.get(name))
             except ValidationError as exc:
                 errors.extend(exc.errors)
+        named = body.get("on_behalf_of")
+        if named is not None:
+            if not isinstance(named, Mapping) or not all(isinstance(v, str) for v in named.values()):
+                errors.append(FieldError("on_behalf_of", "expected an object of strings"))
+            else:
+                values["on_behalf_of"] = {str(k): v[:TEXT_LIMIT] for k, v in named.items()}
         if errors:
             raise ValidationError(errors)
-        known = {"v", "check_id", "search_id", "authority", "identity", "purpose", "practitioner", "contact"}
+        known = {"v", "check_id", "search_id", "authority", "identity", "purpose", "practitioner", "contact",
+                 "on_behalf_of"}
         return cls(**values, extra={k: v for k, v in body.items() if k not in known})
 
 

@@ -1,4 +1,5 @@
-"""What every HTML page a Signpost service serves must carry: safety headers and session cookies.
+"""What every HTML page a Signpost service serves must carry: safety headers, session cookies and
+the shared stylesheet.
 
 The broker's practitioner pages and a node's staff pages both use these, so they cannot drift
 apart. Pages use no script and no inline style (the CSP says so); nothing they serve may be
@@ -8,7 +9,8 @@ over plain HTTP on loopback (development and the demo), where a browser would re
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
+from importlib import resources
 from typing import Final
 
 from aiohttp import web
@@ -43,3 +45,19 @@ def loopback_http(request: web.Request) -> bool:
 def cookie_name(request: web.Request, secure: str, loopback: str) -> str:
     """``loopback`` over plain HTTP on loopback, else ``secure`` (a ``__Host-`` name)."""
     return loopback if loopback_http(request) else secure
+
+
+SHARED_STYLESHEET: Final = "govuk.css"
+"""The GOV.UK patterns both services' pages are drawn with (``federation/static/govuk.css``)."""
+
+
+def stylesheet(request: web.Request, own: Mapping[str, tuple[str, str]]) -> web.Response:
+    """``GET /static/{name}``: the shared stylesheet, or one of the service's ``own`` stylesheets
+    (name: package and path inside it); any other name is 404."""
+    name = request.match_info["name"]
+    package, path = ("federation", f"static/{SHARED_STYLESHEET}") if name == SHARED_STYLESHEET else own.get(
+        name, ("", ""))
+    if not package:
+        raise web.HTTPNotFound()
+    css = resources.files(package).joinpath(path).read_bytes()
+    return web.Response(body=css, content_type="text/css", charset="utf-8")

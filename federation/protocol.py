@@ -157,7 +157,7 @@ class Envelope:
 
 
 HEADER_FIELDS = frozenset({"v", "iss", "aud", "iat", "exp", "jti"})
-QUERY_FIELDS = frozenset({"practitioner", "purpose", "on_behalf_of", "identity"})
+QUERY_FIELDS = frozenset({"practitioner", "purpose", "on_behalf_of", "identity", "contact"})
 
 
 @dataclass(frozen=True)
@@ -175,17 +175,23 @@ class QueryClaims(Envelope):
     on_behalf_of: Mapping[str, Any] | None
     identity: Any
     extra: Mapping[str, Any] = field(default_factory=dict)
+    contact: Mapping[str, Any] | None = None
+    """How the searcher can be reached (``email``, ``phone``), as they gave it: told to the lead
+    practitioner of a matched child. Judged by the node (``federation.checks.RequesterContact``)."""
 
     @property
     def query_id(self) -> QueryId:
         return QueryId(self.jti)
 
     def to_wire(self) -> JsonObject:
-        return {**self.extra, **self.header_wire(),
-                "practitioner": dict(self.practitioner) if self.practitioner is not None else None,
-                "purpose": self.purpose,
-                "on_behalf_of": dict(self.on_behalf_of) if self.on_behalf_of is not None else None,
-                "identity": self.identity}
+        out: JsonObject = {**self.extra, **self.header_wire(),
+                           "practitioner": dict(self.practitioner) if self.practitioner is not None else None,
+                           "purpose": self.purpose,
+                           "on_behalf_of": dict(self.on_behalf_of) if self.on_behalf_of is not None else None,
+                           "identity": self.identity}
+        if self.contact is not None:
+            out["contact"] = dict(self.contact)
+        return out
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> QueryClaims:
@@ -195,6 +201,9 @@ class QueryClaims(Envelope):
         on_behalf_of = data.get("on_behalf_of")
         if on_behalf_of is not None and not isinstance(on_behalf_of, Mapping):
             raise MessageError("on_behalf_of", f"expected an object, got {type(on_behalf_of).__name__}")
+        contact = data.get("contact")
+        if contact is not None and not isinstance(contact, Mapping):
+            raise MessageError("contact", f"expected an object, got {type(contact).__name__}")
         return cls(
             iss=iss, aud=aud, iat=iat, exp=exp, jti=jti,
             practitioner=practitioner if isinstance(practitioner, Mapping) else None,
@@ -202,6 +211,7 @@ class QueryClaims(Envelope):
             on_behalf_of=on_behalf_of,
             identity=data.get("identity"),
             extra={k: v for k, v in data.items() if k not in HEADER_FIELDS | QUERY_FIELDS},
+            contact=contact,
         )
 
 
@@ -217,7 +227,7 @@ class AuthorityRef:
 
 
 ANSWER_FIELDS = frozenset({"query_jti", "query_hash", "authority", "status", "involvements", "contact",
-                           "assessment"})
+                           "assessment", "lead_informed"})
 
 
 @dataclass(frozen=True)
@@ -232,8 +242,12 @@ class AnswerClaims(Envelope):
     contact: Contact | None = None
     assessment: Contact | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    lead_informed: bool = False
+    """A match only: the node has told the lead practitioner who searched (``true`` on the wire)."""
 
     def __post_init__(self) -> None:
+        if self.lead_informed and self.status is not Status.MATCH:
+            raise MessageError("lead_informed", f"only a match informs the lead, not {self.status.value}")
         if self.status not in NODE_STATUSES:
             raise MessageError("status", f"expected one of {', '.join(sorted(NODE_STATUSES))}, "
                                f"got {self.status.value!r}")
@@ -242,9 +256,12 @@ class AnswerClaims(Envelope):
                                f"not {self.status.value}")
 
     def to_wire(self) -> JsonObject:
-        return {**self.extra, **self.header_wire(), "query_jti": self.query_jti,
-                "query_hash": self.query_hash, "authority": self.authority.to_wire(),
-                **disclosure_wire(self.status, self.involvements, self.contact, self.assessment)}
+        out: JsonObject = {**self.extra, **self.header_wire(), "query_jti": self.query_jti,
+                           "query_hash": self.query_hash, "authority": self.authority.to_wire(),
+                           **disclosure_wire(self.status, self.involvements, self.contact, self.assessment)}
+        if self.lead_informed:
+            out["lead_informed"] = True
+        return out
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> AnswerClaims:
@@ -273,4 +290,5 @@ class AnswerClaims(Envelope):
             contact=Contact.from_wire(data.get("contact")),
             assessment=Contact.from_wire(data.get("assessment")),
             extra={k: v for k, v in data.items() if k not in HEADER_FIELDS | ANSWER_FIELDS},
+            lead_informed=status is Status.MATCH and data.get("lead_informed") is True,
         )

@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from federation import identity, metrics
+from federation.checks import RequesterContact
 from federation.errors import ConfigError, FieldError, SignpostError, ValidationError
 from federation.http import health, json_response, problem, read_json_object
 from federation.protocol import (
@@ -42,7 +43,7 @@ from node.config import NodeConfig
 from node.indexing import IndexKeeper
 from node.matching import MatchIndex
 from node.metrics import NodeMetrics
-from node.policy import PolicyRefusal, check_query, decide, notifications
+from node.policy import PolicyRefusal, check_query, decide, lead_notices, notifications
 from node.store import Store
 from node.worker import StoreBusy, StoreWorker
 from trust import envelope, logapi, tls
@@ -81,6 +82,7 @@ class Node:
             outboxes.RetryPolicy(config.notify_retry_base_seconds, config.notify_retry_cap_seconds,
                                  config.notify_max_age_seconds, config.notify_timeout_seconds),
             clock=time.time, worker=self.worker, unsafe_http=config.unsafe_http_webhooks,
+            audit=lambda item: self.audit.append(item),
         )
         plain = self.worker.store.plain_http_webhooks()  # before any job runs on the store's thread
         if plain and not config.unsafe_http_webhooks:
@@ -160,14 +162,30 @@ class Node:
             today=today,
             candidates=candidates,
         )
+        contact = RequesterContact.from_wire(claims.contact).to_wire() if claims.contact is not None else None
         if child is not None:
+            # Both sides told: the lead practitioner of every involvement the match disclosed
+            # learns who was given it (unless this authority turned it off).
+            leads = lead_notices(
+                kind="match-disclosure", child=child, involvements=involvements, requester=context.requester,
+                on_behalf_of=context.on_behalf_of, contact=contact, purpose=context.purpose,
+                authority_id=self.config.id, disclosed_at=now, today=today,
+                sensitive_categories=self.trust.current.policy.sensitive_categories,
+                reference={"query_id": claims.query_id},
+            ) if disclosure.status is Status.MATCH and self.config.notify_lead_on_match else []
+            told = {str(m["involvement_record_id"]) for m in leads}
+            # Notify-on-access: everyone else who asked to hear of searches (a lead told above
+            # already has a fuller message).
+            access = [m for m in notifications(child=child, involvements=involvements, query=context,
+                                               query_jti=claims.query_id, authority_id=self.config.id,
+                                               searched_at=now, today=today)
+                      if str(m["involvement_record_id"]) not in told]
             # Written before the answer leaves: if the message cannot be kept, the query fails.
-            messages = notifications(child=child, involvements=involvements, query=context,
-                                     query_jti=claims.query_id, authority_id=self.config.id,
-                                     searched_at=now, today=today)
-            if messages:
-                outboxes.Outbox(store).enqueue(messages, now.timestamp())
+            if leads or access:
+                outboxes.Outbox(store).enqueue([*leads, *access], now.timestamp())
                 outcome.notified = True
+                outcome.notifications = {"access": len(access), "lead": len(leads)}
+            outcome.lead_informed = bool(leads)
         iat = int(now.timestamp())
         return AnswerClaims(
             iss=MemberId(self.config.id), aud=broker.id, iat=iat, exp=iat + ANSWER_LIFETIME_SECONDS,
@@ -177,6 +195,7 @@ class Node:
             contact=disclosure.contact,
             assessment=disclosure.assessment if disclosure.status is Status.MATCH else None,
             extra={},
+            lead_informed=outcome.lead_informed,
         )
 
     async def current_index(self, _today: date) -> MatchIndex:
@@ -212,6 +231,8 @@ class QueryOutcome:
     answer_hash: str | None = None
     refusal: Refusal | None = None
     notified: bool = False
+    lead_informed: bool = False
+    notifications: dict[str, int] | None = None  # messages kept in the outbox, by kind
 
     def refuse(self, status: int, title: str, detail: str, *, kind: str,
                errors: Iterable[FieldError] = (), retry_after: int | None = None) -> web.Response:
@@ -286,7 +307,7 @@ async def process_query(node: Node, token: str, peer: str | None) -> web.Respons
     if outcome.answer_hash is not None and outcome.context is not None and outcome.status is not None:
         entry = audits.query_entry(node.config.id, now, outcome.context, outcome=outcome.status,
                                    pseudonym=outcome.pseudonym, candidates=outcome.candidates,
-                                   answer_hash=outcome.answer_hash)
+                                   answer_hash=outcome.answer_hash, notifications=outcome.notifications)
     else:
         refusal = outcome.refusal or Refusal(f"http-{response.status}", "")
         if outcome.context is not None:

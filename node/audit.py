@@ -97,8 +97,13 @@ def query_context(claims: QueryClaims, token: str) -> QueryContext:
 
 def query_entry(node_id: str, now: datetime, context: QueryContext, *, outcome: str,
                 pseudonym: str | None = None, candidates: Iterable[str] = (),
-                answer_hash: str | None = None, reason: str | None = None) -> JsonObject:
-    """A verified query: answered (``answer_hash`` set) or refused after verification (``reason``)."""
+                answer_hash: str | None = None, reason: str | None = None,
+                notifications: Mapping[str, int] | None = None) -> JsonObject:
+    """A verified query: answered (``answer_hash`` set) or refused after verification (``reason``).
+
+    ``notifications`` counts the messages the answer put in the outbox, by kind (``access``:
+    notify-on-access; ``lead``: the lead practitioner told of a disclosed match); each message's
+    delivery is an entry of its own (``notification``)."""
     entry: JsonObject = {
         "v": ENTRY_VERSION,
         "type": "query",
@@ -112,6 +117,8 @@ def query_entry(node_id: str, now: datetime, context: QueryContext, *, outcome: 
     }
     if reason is not None:
         entry["reason"] = reason
+    if notifications:
+        entry["notifications"] = dict(notifications)
     return entry
 
 

@@ -60,7 +60,7 @@ from federation.tasks import every
 from node import outbox as outboxes
 from node.config import NodeConfig
 from node.matching import MatchIndex
-from node.policy import PolicyRefusal, Requester, check_query, decide, is_current, is_sensitive
+from node.policy import PolicyRefusal, Requester, check_query, decide, lead_notices
 from node.store import Child, Store
 from trust import envelope, logapi, tls
 from trust.errors import ExpiredError, TrustError
@@ -260,7 +260,8 @@ class CheckDesk:
         # The same federation rules as a query (role, multi-factor, purpose), read from the check.
         check_query(QueryClaims(iss=MemberId(broker_id), aud=str(claims.get("aud")), iat=int(claims["iat"]),
                                 exp=int(claims["exp"]), jti=str(claims["jti"]),
-                                practitioner=request.practitioner, purpose=request.purpose, on_behalf_of=None,
+                                practitioner=request.practitioner, purpose=request.purpose,
+                                on_behalf_of=request.on_behalf_of,
                                 identity=request.identity.to_wire()),
                     (p.code for p in self.trust.current.policy.purposes))
         check_searchable(request.identity, now.date())
@@ -286,6 +287,7 @@ class CheckDesk:
             "request", self.config.id, now, check.id, search_id=check.search_id, broker=broker_id,
             request_hash=envelope.envelope_hash(token), answer_hash=envelope.envelope_hash(answer),
             practitioner=practitioner_fields(request.practitioner), purpose=request.purpose,
+            on_behalf_of=dict(request.on_behalf_of) if request.on_behalf_of else None,
             candidate_pseudonyms=sorted(c.pseudonym for c in candidates), state=check.state.value,
             expires=check.outcome().expires))
         log.info("check %s received", check.id)
@@ -472,32 +474,14 @@ class CheckDesk:
 
 
 def lead_messages(check: Check, child: Child, involvements: list[Any], authority_id: str, now: datetime,
-                  today: date, sensitive_categories: frozenset[str]) -> list[dict[str, Any]]:
-    """Tell each lead practitioner the practitioner was given a confirmed match: who, from where,
-    how to reach them and why. Only leads of involvements the disclosure showed (current, and not
-    a hidden sensitive service), so nobody learns of a service the practitioner could not see."""
-    who = check.request.practitioner
-    out: list[JsonObject] = []
-    for inv in involvements:
-        if not inv.lead or not inv.notify_url or not is_current(inv, today):
-            continue
-        if is_sensitive(inv, sensitive_categories) and not inv.consent:
-            continue
-        out.append({
-            "type": "check-disclosure",
-            "authority": authority_id,
-            "child_record_id": child.record_id,
-            "involvement_record_id": inv.record_id,
-            "url": inv.notify_url,
-            "searcher": {"name": str(who.get("name") or who.get("sub")), "organisation": str(who.get("org")),
-                         "role": str(who.get("role"))},
-            "contact": check.request.contact.to_wire(),
-            "purpose": check.request.purpose,
-            "disclosed_at": now.isoformat(timespec="seconds"),
-            "check_id": check.id,
-            "search_id": check.search_id,
-        })
-    return out
+                  today: date, sensitive_categories: frozenset[str]) -> list[JsonObject]:
+    """Tell each lead practitioner of a confirmed match who was given it (``node.policy.lead_notices``)."""
+    return lead_notices(
+        kind="check-disclosure", child=child, involvements=involvements, requester=check.requester,
+        on_behalf_of=check.request.on_behalf_of, contact=check.request.contact.to_wire(),
+        purpose=check.request.purpose, authority_id=authority_id, disclosed_at=now, today=today,
+        sensitive_categories=sensitive_categories,
+        reference={"check_id": check.id, "search_id": check.search_id})
 
 
 # --- HTTP (broker-facing, on the node's main listener) --------------------------------------

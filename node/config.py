@@ -47,7 +47,18 @@ class NodeConfig:
     staff_port: int | None = None  # the signposting officers' pages (node/staff.py); None: not served
     staff_audience: str | None = None  # officers' token audience; default: this node's id
     staff_idle_seconds: int = 900
+    # Officers sign in through their council's OpenID Connect provider: the token issuer in the
+    # trust list whose ``oidc`` entry names it (its ``authority`` must be this node), this node's
+    # client registration with it, and the address officers use (the provider redirects back to
+    # <staff_public_url>/sign-in/oidc/callback).
+    staff_oidc_issuer: str | None = None
+    staff_oidc_client_id: str | None = None
+    staff_oidc_client_secret_env: str | None = None  # the variable holding the client secret
+    staff_public_url: str | None = None
+    staff_session_max_seconds: int = 8 * 3600  # an officer's OpenID sign-in lasts at most this
+    unsafe_staff_token_sign_in: bool = False  # officers paste a token (development and tests only)
     notify_lead_on_check: bool = True  # tell the lead practitioner when a check discloses a match
+    notify_lead_on_match: bool = True  # tell the lead practitioner when a search discloses a match
     check_sweep_seconds: float = 300  # how often expired checks are deleted
 
     def __post_init__(self) -> None:
@@ -74,10 +85,32 @@ class NodeConfig:
             raise ValueError(f"staff_port: expected 0-65535, got {self.staff_port}")
         if not 60 <= self.staff_idle_seconds <= 3600:
             raise ValueError(f"staff_idle_seconds: expected 60-3600, got {self.staff_idle_seconds}")
+        self._check_staff_sign_in()
         if not 0.05 <= self.check_sweep_seconds <= 86400:
             raise ValueError(f"check_sweep_seconds: expected 0.05-86400, got {self.check_sweep_seconds}")
         if not 0 <= self.port < 65536:
             raise ValueError(f"port: expected 0-65535, got {self.port}")
+
+    def _check_staff_sign_in(self) -> None:
+        if self.staff_oidc_issuer is not None:
+            if not self.staff_oidc_client_id:
+                raise ValueError("staff_oidc_client_id: expected this node's client id with the officers' "
+                                 "OpenID provider (staff_oidc_issuer is set)")
+            if not self.staff_public_url:
+                raise ValueError("staff_public_url: expected the staff pages' address (https://…) when "
+                                 "staff_oidc_issuer is set")
+        if self.staff_public_url is not None and not self.staff_public_url.startswith(
+                ("https://", "http://127.0.0.1", "http://localhost")):
+            raise ValueError("staff_public_url: expected an https URL (http on loopback only), "
+                             f"got {self.staff_public_url!r}")
+        if not 900 <= self.staff_session_max_seconds <= 12 * 3600:
+            raise ValueError("staff_session_max_seconds: expected 900-43200, "
+                             f"got {self.staff_session_max_seconds}")
+        no_sign_in = self.staff_oidc_issuer is None and not self.unsafe_staff_token_sign_in
+        if self.staff_port is not None and no_sign_in:
+            raise ValueError("staff_oidc_issuer: expected the officers' OpenID Connect provider (a token "
+                             "issuer in the trust list) when staff_port is set; set "
+                             "unsafe_staff_token_sign_in to let officers paste a token (development only)")
 
     @property
     def tls(self) -> TlsFiles | None:

@@ -17,6 +17,7 @@ so a running node reading the store sees all of the old records or all of the ne
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import os
@@ -155,7 +156,7 @@ def _parse_child(row: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _parse_involvement(row: dict[str, str]) -> dict[str, Any]:
+def _parse_involvement(row: dict[str, str], *, unsafe_http_webhooks: bool = False) -> dict[str, Any]:
     for name in INVOLVEMENT_REQUIRED:
         if not row.get(name, "").strip():
             raise FieldError(name, "is required")
@@ -180,7 +181,11 @@ def _parse_involvement(row: dict[str, str]) -> dict[str, Any]:
         out[name] = _flag(row.get(name, ""), name)
     url = _optional(row.get("notify_url", ""))
     if url is not None and not url.startswith(("https://", "http://")):
-        raise FieldError("notify_url", f"expected an http(s) URL, got {url!r}")
+        raise FieldError("notify_url", f"expected an https:// URL, got {url!r}")
+    if url is not None and url.startswith("http://") and not unsafe_http_webhooks:
+        # Closed by default: a message about a child never travels in clear text.
+        raise FieldError("notify_url", "expected an https:// URL (http:// only with the node's "
+                         "unsafe_http_webhooks, development only)")
     if out["notify_on_access"] and url is None:
         raise FieldError("notify_url", "is required when notify_on_access is true")
     out["notify_url"] = url
@@ -394,8 +399,12 @@ def import_files(
     progress: Callable[[int, int], None] | None = None,
     retention_age: int = DEFAULT_RETENTION_AGE,
     today: date | None = None,
+    unsafe_http_webhooks: bool = False,
 ) -> ImportSummary:
     """Import both files (one transaction as readers see it) and return what happened.
+
+    A ``notify_url`` must be https:// unless ``unsafe_http_webhooks`` (the node's setting of that
+    name) allows http://; a row naming another is rejected.
 
     ``progress(done, total)`` is called now and then with the number of rows handled. The
     summary also counts the imported children already archived (18 or over: kept, never
@@ -405,7 +414,8 @@ def import_files(
     today = today or datetime.now(UTC).date()
     summary = ImportSummary(retention_age=retention_age)
     tables = (_Table("children", CHILD_COLUMNS, CHILD_REQUIRED, _parse_child),
-              _Table("involvements", INVOLVEMENT_COLUMNS, INVOLVEMENT_REQUIRED, _parse_involvement))
+              _Table("involvements", INVOLVEMENT_COLUMNS, INVOLVEMENT_REQUIRED,
+                     functools.partial(_parse_involvement, unsafe_http_webhooks=unsafe_http_webhooks)))
     for path, table in ((children_csv, tables[0]), (involvements_csv, tables[1])):
         for _ in _rows(path, table.required):
             pass  # both headers are checked before anything is read or written

@@ -19,13 +19,15 @@ import functools
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from federation.canonical import JsonObject
 from node.store import Store
 from node.worker import StoreBusy, StoreWorker
 from trust import envelope
@@ -130,8 +132,9 @@ class Outbox:
             conn.execute("UPDATE outbox SET delivered=?, attempts=attempts+1, last_error=NULL WHERE id=?",
                          (_ms(now), item_id))
 
-    def mark_attempt_failed(self, item: OutboxItem, now: float, error: str, retry: RetryPolicy) -> None:
-        """Record a failed attempt: schedule the next one, or give up when the message is too old."""
+    def mark_attempt_failed(self, item: OutboxItem, now: float, error: str, retry: RetryPolicy) -> bool:
+        """Record a failed attempt: schedule the next one, or give up when the message is too old
+        (``True``)."""
         attempts = item.attempts + 1
         next_attempt = now + retry.delay(attempts)
         give_up = next_attempt - item.created > retry.max_age_seconds
@@ -141,6 +144,7 @@ class Outbox:
                 (attempts, _ms(next_attempt), error[:200], _ms(now) if give_up else None, item.id))
         if give_up:
             log.error("notification %s given up after %d attempts: %s", item.id, attempts, error)
+        return give_up
 
     def prune_delivered(self, before: float) -> int:
         """Delete messages delivered (or given up) before ``before``; they hold who searched."""
@@ -164,12 +168,27 @@ def sign_notification(item: OutboxItem, key: Ed25519PrivateKey, node_id: str, no
     return envelope.sign(claims, key, NOTIFICATION_TYPE)
 
 
+def delivery_entry(node_id: str, item: OutboxItem, outcome: str, now: float) -> JsonObject:
+    """The audit entry for one message's fate (``delivered``, or ``failed`` once given up): its
+    id (the ``jti`` the receiver saw), its kind and what it was about; never who searched again."""
+    refs = {k: item.payload[k] for k in ("query_id", "check_id") if isinstance(item.payload.get(k), str)}
+    return {"v": 1, "type": "notification", "node": node_id,
+            "time": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
+            "notification_id": item.id, "kind": str(item.payload.get("type")), **refs,
+            "attempts": item.attempts + 1, "outcome": outcome}
+
+
 class DeliveryWorker:
-    """Sends due outbox messages until cancelled; woken at once by ``wake`` after an enqueue."""
+    """Sends due outbox messages until cancelled; woken at once by ``wake`` after an enqueue.
+
+    With ``audit``, each message delivered or given up is an entry in the node's log
+    (``delivery_entry``); an entry that cannot be logged is reported, the message's state stands.
+    """
 
     def __init__(self, outbox: Outbox, key: Ed25519PrivateKey, node_id: str, retry: RetryPolicy,
                  *, clock: Callable[[], float], worker: StoreWorker, poll_seconds: float = 30.0,
-                 ssl: Any = None, unsafe_http: bool = False) -> None:
+                 ssl: Any = None, unsafe_http: bool = False,
+                 audit: Callable[[Mapping[str, Any]], Awaitable[object]] | None = None) -> None:
         self.outbox = outbox
         self.worker = worker
         self.key = key
@@ -179,7 +198,16 @@ class DeliveryWorker:
         self.poll_seconds = poll_seconds
         self.ssl = ssl
         self.unsafe_http = unsafe_http
+        self.audit = audit
         self._wake = asyncio.Event()
+
+    async def _record(self, item: OutboxItem, outcome: str, now: float) -> None:
+        if self.audit is None:
+            return
+        try:
+            await self.audit(delivery_entry(self.node_id, item, outcome, now))
+        except Exception:  # the delivery happened (or was given up) whether or not it is logged
+            log.exception("notification %s: %s, but its audit entry was not logged", item.id, outcome)
 
     def wake(self) -> None:
         self._wake.set()
@@ -188,9 +216,12 @@ class DeliveryWorker:
         """One attempt at one message; records the outcome; ``True`` when delivered."""
         if not item.url.startswith("https://") and not self.unsafe_http:
             # Closed by default: a signed message about a child never travels in clear text.
-            self.outbox.mark_attempt_failed(item, self.clock(), "refused: not an https:// URL "
-                                            "(unsafe_http_webhooks is off)", self.retry)
+            now = self.clock()
+            gave_up = await self.worker.run(lambda _: self.outbox.mark_attempt_failed(
+                item, now, "refused: not an https:// URL (unsafe_http_webhooks is off)", self.retry))
             log.error("notification %s refused: not an https:// URL (unsafe_http_webhooks is off)", item.id)
+            if gave_up:
+                await self._record(item, "failed", now)
             return False
         body = sign_notification(item, self.key, self.node_id, self.clock())
         try:
@@ -203,6 +234,7 @@ class DeliveryWorker:
                     now = self.clock()
                     await self.worker.run(lambda _: self.outbox.mark_delivered(item.id, now))
                     log.info("notification %s delivered (query %s)", item.id, item.payload.get("query_id"))
+                    await self._record(item, "delivered", now)
                     return True
                 error = f"HTTP {response.status}"
         except TimeoutError:
@@ -210,8 +242,11 @@ class DeliveryWorker:
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             error = exc.__class__.__name__
         now = self.clock()
-        await self.worker.run(lambda _: self.outbox.mark_attempt_failed(item, now, error, self.retry))
+        gave_up = await self.worker.run(
+            lambda _: self.outbox.mark_attempt_failed(item, now, error, self.retry))
         log.warning("notification %s not delivered (%s); attempt %d", item.id, error, item.attempts + 1)
+        if gave_up:
+            await self._record(item, "failed", now)
         return False
 
     def _due(self, _: Store, *, now: float) -> list[OutboxItem]:

@@ -262,3 +262,54 @@ def notifications(
             "query_id": query_jti,
         })
     return out
+
+
+# --- Both sides told ------------------------------------------------------------------------
+
+
+def lead_notices(
+    *,
+    kind: str,
+    child: Child,
+    involvements: Iterable[Involvement],
+    requester: Requester,
+    on_behalf_of: Mapping[str, str] | None,
+    contact: Mapping[str, str] | None,
+    purpose: str,
+    authority_id: str,
+    disclosed_at: datetime,
+    today: date,
+    sensitive_categories: frozenset[str],
+    reference: Mapping[str, str],
+) -> list[JsonObject]:
+    """Tell each lead practitioner that a match on this child was disclosed: who was given it,
+    from which organisation, how to reach them (and, for a mediator, the professional named) and
+    why. ``kind`` is ``match-disclosure`` (the matcher decided) or ``check-disclosure`` (an
+    officer confirmed a check); ``reference`` names the search or check.
+
+    Only leads of involvements the disclosure showed (current, and not a hidden sensitive
+    service) are told, so nobody learns of a service the searcher could not see, and the
+    searcher is told only about leads that really are informed. For a search, a searcher from
+    the lead's own organisation tells nobody (as for notify-on-access).
+    """
+    out: list[JsonObject] = []
+    for inv in involvements:
+        if not inv.lead or not inv.notify_url or not _visible(inv, today, sensitive_categories):
+            continue
+        if kind == "match-disclosure" and _same_organisation(requester.org, inv.organisation):
+            continue  # a search from the lead's own organisation tells nobody, as for notify-on-access
+        out.append({
+            "type": kind,
+            "authority": authority_id,
+            "child_record_id": child.record_id,
+            "involvement_record_id": inv.record_id,
+            "url": inv.notify_url,
+            "searcher": {"name": requester.name or requester.sub, "organisation": requester.org,
+                         "role": requester.role},
+            "on_behalf_of": dict(on_behalf_of) if on_behalf_of else None,
+            "contact": dict(contact) if contact else None,
+            "purpose": purpose,
+            "disclosed_at": disclosed_at.isoformat(timespec="seconds"),
+            **reference,
+        })
+    return out

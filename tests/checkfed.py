@@ -65,8 +65,10 @@ def check_records(lead_hook: str) -> dict[str, tuple[list[dict[str, str]], list[
 
 def build_check_federation(folder: Path, lead_hook: str) -> Federation:
     fed = build_federation(folder, check_records(lead_hook))
-    # The lead practitioner's webhook is a loopback receiver (plain HTTP: development only).
-    fed.node_configs = {k: dataclasses.replace(c, staff_port=free_port(), unsafe_http_webhooks=True)
+    # The lead practitioner's webhook is a loopback receiver (plain HTTP: development only), and
+    # officers paste tokens (tests/test_staff_oidc.py signs them in through an OpenID provider).
+    fed.node_configs = {k: dataclasses.replace(c, staff_port=free_port(), unsafe_staff_token_sign_in=True,
+                                               unsafe_http_webhooks=True)
                         for k, c in fed.node_configs.items()}
     # A generous node deadline: the first search builds each node's index, which on a loaded
     # machine can take longer than the default test deadline (a check needs a possible_match).

@@ -212,8 +212,10 @@ def build_federation(folder: Path, records: dict[str, tuple[list[dict[str, str]]
                             port=ports[node_id], audit_log=home / "audit.log",
                             unsafe_plain_http=True)
         store = Store(config.database)
+        # Test receivers are loopback http:// servers (the nodes say so: unsafe_http_webhooks).
         summary = import_files(store, write_rows(home / "children.csv", CHILD_HEADER, children),
-                               write_rows(home / "involvements.csv", INVOLVEMENT_HEADER, involvements))
+                               write_rows(home / "involvements.csv", INVOLVEMENT_HEADER, involvements),
+                               unsafe_http_webhooks=True)
         store.close()
         assert summary.rejected == 0, summary.rejects
         node_configs[node_id] = config

@@ -1,34 +1,66 @@
 """A check end to end in a real headless Chromium: practitioner and signposting officer.
 
 The practitioner gets a possible match from Leeds and asks it to check; a Leeds signposting
-officer signs in at the node's staff pages, sees the request beside the candidate records and
-confirms one; the practitioner sees the notice and the contacts. Skips, as test_browser does,
-when Playwright or Debian's chromium is missing.
+officer signs in at the node's staff pages through Leeds's OpenID Connect provider (a real
+``oidc-provider-mock`` process), sees the request beside the candidate records and confirms one;
+the practitioner sees the notice and the contacts. Skips, as test_browser does, when Playwright
+or Debian's chromium is missing.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from broker.demo_idp import DEMO_PASSWORD
 from broker.web import SECURITY_HEADERS as BROKER_HEADERS
+from federation.tools import provision
 from federation.tools.ports import free_port
+from node.config import NodeConfig
 from node.staff import SECURITY_HEADERS as STAFF_HEADERS
-from tests.checkfed import officer_token, staff_url
+from tests.checkfed import staff_url
 from tests.conftest import Federation
+from tests.oidcprovider import LEEDS_MAPPING, Provider, start_provider, stop_provider
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, Checks, fill_date, playwright_api
 from tests.webfed import LEO_DOB, build_web_federation, fresh_code
 
+OFFICER = {"sub": "olu", "name": "Olu Officer", "org": "Leeds Signposting Team",
+           "roles": ["Signpost.SignpostingOfficer"], "amr": ["pwd", "mfa"]}
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[Provider]:
+    """Leeds's OpenID provider, with one signposting officer."""
+    running = start_provider([OFFICER])
+    try:
+        yield running
+    finally:
+        stop_provider(running)
+
+
+def _staff(config: NodeConfig) -> NodeConfig:
+    """Leeds's officers sign in through the provider; the other nodes' pages are not visited."""
+    port = free_port()
+    if config.id != "leeds":
+        return dataclasses.replace(config, staff_port=port, unsafe_staff_token_sign_in=True)
+    return dataclasses.replace(config, staff_port=port, staff_oidc_issuer="leeds-idp",
+                               staff_oidc_client_id="signpost-node",
+                               staff_oidc_client_secret_env="SIGNPOST_TEST_STAFF_SECRET",
+                               staff_public_url=f"http://127.0.0.1:{port}")
+
 
 @pytest.fixture
-async def staff_federation(tmp_path: Path) -> AsyncIterator[Federation]:
+async def staff_federation(tmp_path: Path, provider: Provider,
+                           monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Federation]:
+    monkeypatch.setenv("SIGNPOST_TEST_STAFF_SECRET", "node-secret")
     fed = build_web_federation(tmp_path / "federation")
-    fed.node_configs = {k: dataclasses.replace(c, staff_port=free_port())
-                        for k, c in fed.node_configs.items()}
+    provision.set_oidc(fed.folder, "leeds-idp", {
+        **LEEDS_MAPPING, "issuer": provider.issuer,
+        "role": {"claim": "roles", "values": {"Signpost.SignpostingOfficer": "signposting_officer"}}})
+    fed.node_configs = {k: _staff(c) for k, c in fed.node_configs.items()}
     fed.broker_config = dataclasses.replace(fed.broker_config, check_poll_seconds=0.2,
                                             node_deadline_seconds=10.0)  # see tests/checkfed.py
     await fed.start()
@@ -84,8 +116,11 @@ async def test_possible_match_checked_by_an_officer_in_a_real_browser(staff_fede
             await officer.goto(staff_url(fed, "leeds") + "/")
             assert officer.url.endswith("/sign-in")
             await officer_checks.state("staff-sign-in")
-            await officer.fill("#token", officer_token(fed, "leeds"))
-            await officer.click("button:has-text('Sign in')")
+            await officer.click("a:has-text('Sign in with your Leeds')")
+            await officer.click("button[name=sub][value=olu]")  # the provider's own page
+            assert "You are signed in" == await officer.text_content("h1")
+            await officer_checks.state("staff-signed-in")
+            await officer.click("a:has-text('Go to the checks')")
             assert "Checks" == await officer.text_content("h1")
             await officer_checks.state("staff-queue")
             await officer.click("table a")

@@ -5,6 +5,8 @@ and the lead practitioner's signed message reaches a real webhook receiver."""
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -59,8 +61,8 @@ async def test_lead_practitioner_is_told_and_every_step_reconciles(
         capsys: pytest.CaptureFixture[str]) -> None:
     """Proves a confirmed check (after a round of more information) sends the lead practitioner a
     message signed by the node naming who asked, their contact and purpose; the practitioner is
-    told the lead was informed; both logs hold every step and reconcile finds no discrepancy; and
-    the officer's "who has looked" page lists the check."""
+    told the lead was informed; both logs hold every step and reconcile finds no discrepancy; the
+    officer's "who has looked" page and `signpost audit access-report` list the check's steps."""
     fed, receiver = with_receiver
     search_id = await possible_match(fed, LEO)
     _, body = await ask(fed, search_id, LEO)
@@ -98,4 +100,15 @@ async def test_lead_practitioner_is_told_and_every_step_reconciles(
     assert {"check-request", "check-information", "check-answer"} <= set(broker_types)
     code, out = await run_cli(audit_args(fed, tmp_path / "state", "audit", "reconcile", "--json"), capsys)
     assert (0, []) == (code, json.loads(out)["discrepancies"])
+
+    report = tmp_path / "report"
+    code, printed = await run_cli(audit_args(
+        fed, tmp_path / "state", "audit", "access-report", "--node", "alpha", "--record-id", "L-2",
+        "--database", str(fed.node_configs["alpha"].database), "--out", str(report)), capsys)
+    assert 0 == code, printed
+    rows = list(csv.DictReader(io.StringIO((report / "access-alpha-L-2.csv").read_text())))
+    steps = [(r["practitioner"], r["outcome"], r["how_matched"]) for r in rows]
+    assert {("Sam Patel", "check requested", "check asked (one of the candidates)"),
+            ("Olu Officer", "decided same_child", "check decided by a signposting officer"),
+            ("Sam Patel", "same_child, disclosed match", "check answered")} <= set(steps), steps
 

@@ -23,6 +23,7 @@ from tests.checkfed import (
     staff_url,
 )
 from tests.conftest import LEO_NHS, Federation
+from tests.test_audit import entries
 
 __all__ = ["check_federation"]
 
@@ -97,7 +98,7 @@ async def test_not_this_child_tells_the_practitioner_and_discloses_nothing(
     _, body = await ask(fed, search_id, LEO)
     check_id = body["check"]["check_id"]
     status, _ = await decide(fed, check_id, "not_this_child")
-    assert 200 == status or 303 == status
+    assert 303 == status
     await wait_for_state(fed, check_id, "not_this_child")
     status, body = await api(fed, "GET", f"/v1/checks/{check_id}")
     assert (200, "not_this_child", None) == (status, body["check"]["state"], body["check"].get("disclosure"))
@@ -146,6 +147,11 @@ async def test_a_check_expires_and_is_deleted(check_federation: Federation) -> N
     assert [check_id] == await desk.sweep(datetime.now(UTC) + timedelta(days=15))
     assert await desk.get(check_id) is None
     await wait_for_state(fed, check_id, "expired")
+    node_steps = [(e["type"], e.get("state")) for e in await entries(fed, "alpha")
+                  if e.get("check_id") == check_id]
+    broker_steps = [e["type"] for e in await entries(fed, "broker") if e.get("check_id") == check_id]
+    assert ("check-expired", "pending") == node_steps[-1]
+    assert "check-expired" in broker_steps
 
 
 async def test_a_shielded_child_confirmed_shows_only_the_signposting_contact(

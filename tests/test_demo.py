@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import io
 import json
@@ -20,6 +21,7 @@ from redis import Redis
 
 from broker.demo_idp import current_code
 from federation.commands.main import build_parser, main
+from tests.checkfed import StaffClient
 from tests.conftest_redis import RedisServer, redis_server
 
 __all__ = ["redis_server"]
@@ -69,20 +71,39 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
+async def _officer_signs_in(staff_url: str, token: str) -> tuple[int, int]:
+    officer = StaffClient(staff_url)
+    try:
+        signed_in = await officer.sign_in(token)
+        status, _ = await officer.get("/checks")
+    finally:
+        await officer.close()
+    return signed_in, status
+
+
 def test_demo_stopped_by_sigterm_leaves_no_processes(tmp_path: Path) -> None:
     """Regression: a demo stopped with SIGTERM (a service manager, `timeout`) used to leave its
-    node and broker processes running; now it stops them before it exits."""
+    node and broker processes running; now it stops them before it exits. While it serves, it
+    prints each authority's staff pages, and the officer token it prints signs in there."""
     folder = tmp_path / "demo"
     demo = subprocess.Popen(
         [sys.executable, "-m", "federation.commands.main", "demo", "--children", "200", "--dir", str(folder)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert demo.stdout is not None
+        printed = []
         for line in demo.stdout:
+            printed.append(line.rstrip("\n"))
             if "Press Ctrl-C to stop." in line:
                 break
         children = [p for p in _processes_mentioning(str(folder)) if p != demo.pid]
         assert 6 == len(children)  # five nodes and the broker
+        staff = [m.group(1) for line in printed
+                 if (m := re.match(r"^\s+leeds\s+(http://\S+)/sign-in$", line))]
+        after = printed[next(i for i, line in enumerate(printed) if "officer token for leeds" in line):]
+        token = next(line for line in after if re.fullmatch(r"[\w-]+\.[\w-]+\.[\w-]+", line))
+        assert 1 == len(staff), printed
+        assert (303, 200) == asyncio.run(_officer_signs_in(staff[0], token))
         demo.send_signal(signal.SIGTERM)
         demo.wait(timeout=60)
     finally:

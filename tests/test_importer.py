@@ -187,3 +187,18 @@ def test_a_store_from_before_middle_names_gains_the_column(tmp_path: Path) -> No
     expected = [("mary jane", "")]
     actual = [(c.given_name, c.middle_names) for c in store.children()]
     assert expected == actual
+
+
+def test_a_plain_http_notify_url_is_rejected_unless_the_node_allows_it(tmp_path: Path) -> None:
+    """Proves closed by default at import: a notification URL must be https://; http:// is taken
+    only with the node's `unsafe_http_webhooks`, and the rejection names the field and setting."""
+    rows = [involvement_row("I-1", "C-1", lead="true", notify_url="https://hooks.example.gov.uk/lead"),
+            involvement_row("I-2", "C-2", lead="true", notify_url="http://hooks.example.gov.uk/lead")]
+    children, involvements = files(tmp_path, GOOD_CHILDREN, rows)
+    with Store(tmp_path / "closed.sqlite3") as store:
+        closed = import_files(store, children, involvements)
+    with Store(tmp_path / "open.sqlite3") as store:
+        opened = import_files(store, children, involvements, unsafe_http_webhooks=True)
+    assert [("I-2", "notify_url")] == [(r.record_id, r.field) for r in closed.rejects]
+    assert "unsafe_http_webhooks" in closed.rejects[0].reason
+    assert ([], 2) == (opened.rejects, opened.involvements_added)

@@ -87,11 +87,15 @@ async def receiver() -> AsyncIterator[Receiver]:
         await r.stop()
 
 
-async def start(tmp_path: Path, receiver: Receiver) -> Federation:
+async def start(tmp_path: Path, receiver: Receiver, *, lead_on_match: bool = False) -> Federation:
+    """A federation whose alpha lead asked to hear of every search. Telling the lead of a
+    disclosed match (``notify_lead_on_match``, tested in ``test_lead_told``) is off unless asked
+    for, so these tests see the notify-on-access message alone."""
     fed = build_federation(tmp_path / "federation", records(receiver.url))
     for node_id, config in fed.node_configs.items():
         fed.node_configs[node_id] = dataclasses.replace(
-            config, notify_retry_base_seconds=0.05, notify_retry_cap_seconds=0.2, unsafe_http_webhooks=True)
+            config, notify_retry_base_seconds=0.05, notify_retry_cap_seconds=0.2, unsafe_http_webhooks=True,
+            notify_lead_on_match=lead_on_match)
         await fed.start_node(node_id)
     await fed.start_broker()
     return fed
@@ -141,10 +145,32 @@ async def test_lead_is_told_who_searched_and_nothing_else(tmp_path: Path, receiv
             "purpose", "searched_at", "query_id", "v", "iss", "aud", "iat", "exp", "jti"} == set(claims)
 
 
-async def test_search_from_the_same_organisation_is_not_notified(tmp_path: Path, receiver: Receiver) -> None:
-    """The lead's own organisation searching does not create a notification."""
+async def test_a_lead_who_asked_to_hear_of_searches_gets_one_fuller_message_on_a_match(
+        tmp_path: Path, receiver: Receiver) -> None:
+    """A lead marked notify-on-access whose child is disclosed by a match gets one message, the
+    lead's (``match-disclosure``, with the searcher's contact), not two."""
     await receiver.start()
-    fed = await start(tmp_path, receiver)
+    fed = await start(tmp_path, receiver, lead_on_match=True)
+    try:
+        status, answer = await fed.search({"identity": AMARA, "purpose": PURPOSE,
+                                           "contact": {"email": "sam@oakfield.example.sch.uk"}},
+                                          fed.token(org="Oakfield Primary School"))
+        items = await outbox_when(fed, lambda items: True)
+        await receiver.wait_for(1)
+        claims = verify(fed, receiver.bodies[0], receiver)
+    finally:
+        await fed.close()
+    assert (200, 1, 1) == (status, len(items), len(receiver.bodies))
+    assert ("match-disclosure", {"email": "sam@oakfield.example.sch.uk"}, answer["query_id"]) == (
+        claims["type"], claims["contact"], claims["query_id"])
+
+
+@pytest.mark.parametrize("lead_on_match", [False, True])
+async def test_search_from_the_same_organisation_is_not_notified(tmp_path: Path, receiver: Receiver,
+                                                                 lead_on_match: bool) -> None:
+    """The lead's own organisation searching does not create a notification (of either kind)."""
+    await receiver.start()
+    fed = await start(tmp_path, receiver, lead_on_match=lead_on_match)
     try:
         status, _ = await fed.search({"identity": AMARA, "purpose": PURPOSE},
                                      fed.token(org="Children's Social Care"))

@@ -76,7 +76,7 @@ async def test_every_documented_route_answers(web_federation: Federation) -> Non
     async with aiohttp.ClientSession() as session:
         for service, base in bases.items():
             for method, path in sorted(documented(service)):
-                url = base + path.replace("{name}", "signpost.css").replace("{issuer}", "leeds-idp").replace(
+                url = base + path.replace("{name}", "govuk.css").replace("{issuer}", "leeds-idp").replace(
                     "{check_id}", "00000000-0000-4000-8000-000000000000")
                 async with session.request(method, url, allow_redirects=False,
                                            data={} if method == "POST" else None) as response:

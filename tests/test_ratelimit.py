@@ -4,11 +4,7 @@ several broker processes, with the same behaviour in process, and failing closed
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +22,8 @@ from broker.ratelimit import (
     limits_from,
     subjects_for,
 )
-from federation import config as configfile
 from federation.tools.ports import free_port
+from tests.brokerprocs import broker_processes
 from tests.conftest import AMARA, Federation
 from tests.conftest_redis import RedisServer, redis_server  # noqa: F401  (fixture)
 
@@ -180,46 +176,11 @@ def two_brokers(
         federation: Federation, redis_server: RedisServer, tmp_path: Path,  # noqa: F811
 ) -> Iterator[list[str]]:
     """Two `signpost broker serve` processes sharing one redis-server."""
-    processes, urls = [], []
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    try:
-        for i in range(2):
-            port = free_port()
-            config = dataclasses.replace(federation.broker_config, port=port, redis_url=redis_server.url,
-                                         rate_limits={"practitioner_per_minute": 4}, audit_log=None,
-                                         unsafe_no_audit_log=True)
-            path = tmp_path / f"broker-{i}.json"
-            configfile.dump(config, path)
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "federation.commands.main", "broker", "serve", "--config", str(path)],
-                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            urls.append(f"http://127.0.0.1:{port}")
-        for url in urls:
-            _wait_healthy(url)
+    configs = [dataclasses.replace(federation.broker_config, port=free_port(), redis_url=redis_server.url,
+                                   rate_limits={"practitioner_per_minute": 4}, audit_log=None,
+                                   unsafe_no_audit_log=True) for _ in range(2)]
+    with broker_processes(configs, tmp_path) as urls:
         yield urls
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:  # a busy machine: do not leave it running
-                process.kill()
-                process.wait(timeout=10)
-
-
-def _wait_healthy(url: str) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:  # noqa: S310
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"broker at {url} did not start")
 
 
 async def test_two_broker_processes_share_one_budget(federation: Federation, two_brokers: list[str]) -> None:

@@ -3,41 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from broker.demo_idp import DEMO_PASSWORD
-from federation import config as configfile
 from federation.tools.ports import free_port
+from tests.brokerprocs import broker_processes
 from tests.conftest import AMARA, Federation
 from tests.conftest_redis import RedisServer, redis_server
 from tests.webfed import Browser, build_web_federation, csrf_of, fresh_code
 
 __all__ = ["redis_server"]
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], seconds: float = 90) -> None:
-    """Wait for the broker's /healthz (generous: the machine may be busy); fail if it exits."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"broker at {url} exited with {process.returncode}"
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:  # noqa: S310
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"broker at {url} did not start")
-
 
 @pytest.fixture
 async def two_web_brokers(tmp_path: Path,
@@ -47,31 +25,12 @@ async def two_web_brokers(tmp_path: Path,
     fed = build_web_federation(tmp_path / "federation")
     for node_id in fed.node_configs:
         await fed.start_node(node_id)
-    processes, urls = [], []
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    configs = [dataclasses.replace(fed.broker_config, port=free_port(), redis_url=redis_server.url,
+                                   audit_log=fed.folder / "broker" / f"audit-{i}.log") for i in range(2)]
     try:
-        for i in range(2):
-            port = free_port()
-            config = dataclasses.replace(fed.broker_config, port=port, redis_url=redis_server.url,
-                                         audit_log=fed.folder / "broker" / f"audit-{i}.log")
-            path = tmp_path / f"broker-{i}.json"
-            configfile.dump(config, path)
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "federation.commands.main", "broker", "serve", "--config", str(path)],
-                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            urls.append(f"http://127.0.0.1:{port}")
-        for url, process in zip(urls, processes, strict=True):
-            _wait_healthy(url, process)
-        yield fed, urls
+        with broker_processes(configs, tmp_path) as urls:
+            yield fed, urls
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:  # a busy machine: do not leave it running
-                process.kill()
-                process.wait(timeout=10)
         await fed.close()
 
 

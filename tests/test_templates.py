@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from html.parser import HTMLParser
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from broker import pages
 from broker.pages import FormError
+from node import staff_web
 from trust import auditor
 from trust.auditclient import access_html
 from trust.checkpoint import Checkpoint
@@ -128,12 +131,51 @@ PAGES: dict[str, Callable[[str, str], str]] = {
 }
 
 
-@pytest.mark.parametrize("name", PAGES)
+def staff_page(template: str, **values: Any) -> Callable[[str, str], str]:
+    """A staff page (a node's officers' pages) with every value it shows set to ``v``."""
+
+    def render(v: str, e: str) -> str:
+        officer = SimpleNamespace(name=v, org=v)
+        shown = {key: value(v, e) if callable(value) else value for key, value in values.items()}
+        return staff_web._TEMPLATES.get_template(template).render(
+            authority=v, officer=officer, csrf=v, errors=[], title=v, **shown)
+
+    return render
+
+
+def _check(v: str, e: str) -> SimpleNamespace:
+    return SimpleNamespace(id=v, search_id=v, message=v)
+
+
+def _queued(v: str, e: str) -> list[SimpleNamespace]:
+    return [SimpleNamespace(id=v, name=v, org=v, purpose=v, received=v, expires=v, state="pending",
+                            state_label=v)]
+
+
+STAFF_PAGES: dict[str, Callable[[str, str], str]] = {
+    "staff sign in": staff_page("sign_in.html", open_id=True, token_sign_in=True),
+    "staff message": staff_page("message.html", text=lambda v, e: v, link="/checks",
+                                link_text=lambda v, e: v),
+    "staff queue": staff_page("queue.html", checks=_queued),
+    "staff check": staff_page(
+        "check.html", check=_check, asker=lambda v, e: SimpleNamespace(name=v, org=v, role=v),
+        on_behalf_of=lambda v, e: SimpleNamespace(name=v, organisation=v, role=v, phone=v),
+        contact=lambda v, e: [v, e], purpose=lambda v, e: v, state_label=lambda v, e: v,
+        expires=lambda v, e: v, rows=lambda v, e: [(v, v, [v, v])],
+        candidates=lambda v, e: [SimpleNamespace(record_id=v, shielded=False)], can_ask=True, open=True),
+    "staff who has looked": staff_page(
+        "looked.html", record_id=lambda v, e: v, open=True,
+        rows=lambda v, e: [SimpleNamespace(time=v, practitioner=v, role=v, organisation=v, purpose=v,
+                                           outcome=v, how_matched=v)]),
+}
+
+
+@pytest.mark.parametrize("name", [*PAGES, *STAFF_PAGES])
 def test_hostile_values_are_text_on_every_page(name: str) -> None:
     """Proves a value full of markup (a script, a broken-out attribute with an event handler, a
     comment, template syntax) adds no element, attribute or comment to the page, and reaches the
     reader as the same text, template syntax included and unevaluated."""
-    render = PAGES[name]
+    render = PAGES.get(name) or STAFF_PAGES[name]
     plain, hostile = Page(render("plain", "plain@example.gov.uk")), Page(render(HOSTILE, HOSTILE_EMAIL))
     assert plain.tags == hostile.tags
     assert sorted({a for a, _ in plain.attributes}) == sorted({a for a, _ in hostile.attributes})

@@ -127,7 +127,7 @@ async def test_results_are_never_stored_and_never_in_a_url_or_log(web_federation
 
 
 @pytest.mark.parametrize(("case", "path"), [
-    ("sign-in", "/demo-idp/sign-in"), ("signed out", "/signed-out"), ("stylesheet", "/static/signpost.css"),
+    ("sign-in", "/demo-idp/sign-in"), ("signed out", "/signed-out"), ("stylesheet", "/static/govuk.css"),
 ])
 async def test_every_page_has_the_safety_headers(web_federation: Federation, case: str, path: str) -> None:
     """Proves each page carries no-store, a 'self'-only CSP, nosniff and frame denial."""

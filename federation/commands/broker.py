@@ -50,6 +50,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.on_behalf_of:
         name, org, role, phone = ([*args.on_behalf_of.split("|"), "", "", "", ""])[:4]
         body["on_behalf_of"] = {"name": name, "organisation": org, "role": role, "phone": phone}
+    contact = {k: v for k, v in (("email", args.contact_email), ("phone", args.contact_phone)) if v}
+    if contact:
+        body["contact"] = contact
 
     async def go() -> tuple[int, Any]:
         connector = aiohttp.TCPConnector(ssl=tls.plain_client_context(Path(args.ca))) if args.ca else None

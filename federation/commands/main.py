@@ -324,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--postcode")
     p.add_argument("--purpose", required=True)
     p.add_argument("--on-behalf-of", help="mediators: 'name|organisation|role|phone'")
+    p.add_argument("--contact-email", help="your secure email (told to a matched child's lead practitioner)")
+    p.add_argument("--contact-phone", help="your phone number (told to a matched child's lead practitioner)")
     p.add_argument("--json", action="store_true", help="print the raw JSON answer")
     p.add_argument("--ca", help="CA certificate to trust for an https broker (e.g. the federation CA)")
     p.set_defaults(func=broker_cli.cmd_search)

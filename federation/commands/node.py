@@ -54,8 +54,10 @@ def cmd_node_import(args: argparse.Namespace) -> int:
 
     bar = ProgressBar("importing")
     try:
+        plain_webhooks = node_config is not None and node_config.unsafe_http_webhooks
         summary = import_files(store, Path(args.children), Path(args.involvements), full=args.full,
-                               rejects_path=rejects, progress=bar.update, retention_age=retention_age)
+                               rejects_path=rejects, progress=bar.update, retention_age=retention_age,
+                               unsafe_http_webhooks=plain_webhooks)
         logged = _audit_import(store, node_config, args, summary)
     finally:
         store.close()

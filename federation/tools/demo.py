@@ -209,6 +209,9 @@ def build(folder: Path, *, children: int = 3000, seed: int = 7, today: date | No
             port=ports[authority], audit_log=home / "audit.log",
             tls_cert=tls_dir / f"{authority}.pem", tls_key=tls_dir / f"{authority}.key",
             tls_ca=tls_dir / "ca.pem",
+            # The signposting officers' pages, on loopback. The demo has no council OpenID
+            # provider, so officers paste a demo token (a development path, named unsafe).
+            staff_port=free_port(), unsafe_staff_token_sign_in=True,
         )
         (home / "root.json").write_text((folder / "root.json").read_text())
         configfile.dump(node_config, home / "node.json")
@@ -221,7 +224,8 @@ def build(folder: Path, *, children: int = 3000, seed: int = 7, today: date | No
         store.close()
         out(f"  {name:<28} {summary.children_added:>6} children, "
             f"{summary.involvements_added:>6} involvements imported, {summary.rejected} rejected")
-        layout["nodes"][authority] = {"config": home / "node.json", "port": ports[authority], "name": name}
+        layout["nodes"][authority] = {"config": home / "node.json", "port": ports[authority], "name": name,
+                                      "staff_port": node_config.staff_port}
     broker_home = folder / "broker"
     broker_home.mkdir(exist_ok=True)
     (broker_home / "root.json").write_text((folder / "root.json").read_text())
@@ -231,6 +235,7 @@ def build(folder: Path, *, children: int = 3000, seed: int = 7, today: date | No
         audit_log=broker_home / "audit.log", unsafe_demo_identity_provider=folder / "keys",
         tls_cert=tls_dir / f"{BROKER_ID}.pem", tls_key=tls_dir / f"{BROKER_ID}.key",
         tls_ca=tls_dir / "ca.pem", serve_tls=False, redis_url=redis_url,
+        check_poll_seconds=2,  # an officer's decision shows on the practitioner's page within 2 s
     )
     configfile.dump(broker_config, broker_home / "broker.json")
     layout["broker"] = {"config": broker_home / "broker.json", "port": broker_port}
@@ -238,15 +243,16 @@ def build(folder: Path, *, children: int = 3000, seed: int = 7, today: date | No
 
 
 def demo_token(folder: Path, role: str = "practitioner", authority: str = "leeds",
-               minutes: int = 15) -> str:
-    """A token from the demo identity provider of ``authority``."""
+               minutes: int = 15, audience: str = AUDIENCE) -> str:
+    """A token from the demo identity provider of ``authority`` (for the broker, unless
+    ``audience`` names a node: its staff pages take tokens for the node's id)."""
     key = keyfiles.load_private(folder / "keys" / f"{authority}-idp.pem")
     names = {"practitioner": ("sam.patel", "Sam Patel", f"{authority.title()} Children's Social Care"),
              "signposting_officer": ("jo.clarke", "Jo Clarke", f"{authority.title()} Signposting Team"),
              "mediator": ("lee.hughes", "Lee Hughes", f"{authority.title()} Front Door"),
              "auditor": ("ana.lopez", "Ana Lopez", "Federation audit")}
     sub, name, org = names.get(role, (f"demo.{role}", f"Demo {role}", f"{authority.title()} Council"))
-    return tokens.issue(issuer=f"{authority}-idp", key=key, audience=AUDIENCE, sub=sub, name=name,
+    return tokens.issue(issuer=f"{authority}-idp", key=key, audience=audience, sub=sub, name=name,
                         org=org, role=role, now=datetime.now(UTC), lifetime_seconds=minutes * 60)
 
 
@@ -416,6 +422,15 @@ def run(folder: Path, *, once: bool, children: int, out: Callable[[str], None] =
         out(f"\nPractitioner pages: {broker_url}/  (demo sign-in: username sam.patel, lee.hughes or "
             f"jo.clarke; password {DEMO_PASSWORD}; one-time code now {current_code(time.time())}; "
             f"TOTP secret {DEMO_TOTP_SECRET}; new code: signpost demo-code)")
+        out("\nSignposting officers' pages (one per authority, for checks of a possible match; "
+            "demo sign-in: paste an officer token on the page):")
+        for authority, node in layout["nodes"].items():
+            out(f"  {authority:<10} http://127.0.0.1:{node['staff_port']}/sign-in")
+        out("An officer token for leeds (valid 15 minutes; its audience is the node's id):\n")
+        out(demo_token(folder, "signposting_officer", "leeds", audience="leeds"))
+        out(f"\nNew officer token: signpost token --federation {folder} --issuer <authority>-idp "
+            "--audience <authority> --sub jo.clarke --name 'Jo Clarke' --org '<Authority> Signposting Team' "
+            "--role signposting_officer")
         if redis_url:
             out(f"\nThe broker keeps rate limits and sessions in Redis at {redis_url}.")
         out("\nProcesses (pid, command):")

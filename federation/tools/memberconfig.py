@@ -63,6 +63,24 @@ NODE: dict[str, str] = {
     "notify_max_age_seconds": "A notification still undelivered after this long is given up (and logged).",
     "notify_timeout_seconds": "Deadline of one notification delivery.",
     "unsafe_http_webhooks": "Development only: deliver notifications to http:// URLs. Leave false.",
+    "staff_host": "Address of the signposting officers' pages (a listener of their own).",
+    "staff_port": "Port of the signposting officers' pages; null does not serve them.",
+    "staff_idle_seconds": "An officer's session ends after this long without a request (60-3600).",
+    "staff_audience": "Audience of pasted officer tokens (development sign-in); null: this node's id.",
+    "staff_oidc_issuer": "The token issuer (trust-list member id, of this authority, with an oidc entry) "
+                         "whose OpenID Connect provider signs signposting officers in. Required with "
+                         "staff_port unless unsafe_staff_token_sign_in.",
+    "staff_oidc_client_id": "This node's client id with that provider.",
+    "staff_oidc_client_secret_env": "The environment variable holding the client secret.",
+    "staff_public_url": "How officers reach the staff pages (https://…); the provider redirects back to "
+                        "<staff_public_url>/sign-in/oidc/callback.",
+    "staff_session_max_seconds": "The longest an officer's OpenID sign-in lasts (900-43200).",
+    "unsafe_staff_token_sign_in": "Development only: officers paste a token instead of signing in "
+                                  "through the provider. Leave false.",
+    "notify_lead_on_match": "Tell the lead practitioner of a child when a search discloses a match: who "
+                            "searched, their organisation, contact and purpose. false turns it off.",
+    "notify_lead_on_check": "The same when an officer confirms a check. false turns it off.",
+    "check_sweep_seconds": "How often checks past their expiry are deleted.",
 }
 
 BROKER: dict[str, str] = {
@@ -88,6 +106,14 @@ BROKER: dict[str, str] = {
     "oidc_clients": "This broker's registration with each authority's OpenID provider: "
                     '{"<token issuer id>": {"client_id": "…", "client_secret_env": "SIGNPOST_OIDC_<NAME>"}}; '
                     "the secret is read from that environment variable.",
+    "check_webhook_url": "Where the broker tells a practitioner that a check has news (a signed notice "
+                         "with their email and the check's reference, nothing about the child); "
+                         "https:// only; null sends none.",
+    "check_poll_seconds": "How often the broker asks nodes about pending checks.",
+    "check_ledger": "The SQLite file keeping checks and the searches a check may follow; null keeps "
+                    "broker-checks.sqlite beside the audit log's folder. With redis_url they are kept "
+                    "in Redis instead (shared by every replica).",
+    "unsafe_http_webhooks": "Development only: allow an http:// check_webhook_url. Leave false.",
     "unsafe_demo_identity_provider": "Demo only: a folder of <authority>-idp.pem keys enabling the public "
                                      "demo sign-in. Never set it in production.",
 }

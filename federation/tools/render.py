@@ -42,6 +42,8 @@ def answer_text(answer: dict[str, Any]) -> str:
                 lines.append(f"      {'':<18} {reach}  {since}".rstrip())
             if r.get("assessment"):
                 lines.append(f"      early help assessment: {_contact(r['assessment'])}")
+            if r.get("lead_informed"):
+                lines.append("      the lead practitioner has been told that you searched")
         elif status in ("shielded", "possible_match") and r.get("contact"):
             lines.append(f"      contact: {_contact(r['contact'])}")
         elif status == "unavailable" and r.get("reason"):

@@ -1,9 +1,11 @@
-"""OpenID Connect sign-in for the practitioner pages (authorization code flow with PKCE).
+"""OpenID Connect sign-in for the web pages (authorization code flow with PKCE).
 
-A practitioner signs in with their own organisation's identity provider (Microsoft Entra ID,
-NHS CIS2, …). The trust list says which providers count and how their claims read (the
-``oidc`` entry of a token issuer, ``trust.oidc_mapping``); the broker's config holds its own
-client id (and secret) with each provider. The protocol pieces are Authlib's: the authorization
+A practitioner signs in to the broker's pages, and a signposting officer to their node's staff
+pages, with their own organisation's identity provider (Microsoft Entra ID, NHS CIS2, …). The
+trust list says which providers count and how their claims read (the ``oidc`` entry of a token
+issuer, ``trust.oidc_mapping``); each service's config holds its own client id (and secret) with
+each provider. Nothing here knows which service uses it: the caller keeps the pending sign-in
+and decides what the mapped person may do. The protocol pieces are Authlib's: the authorization
 request (``prepare_grant_uri``), the PKCE S256 challenge (RFC 7636), the token request
 (``prepare_token_request``) and the ID-token claim rules (``CodeIDToken``: issuer, audience,
 expiry, issued-at, nonce, ``azp`` and ``at_hash``); the signature is checked by joserfc against
@@ -12,8 +14,9 @@ the provider's published JWKS, with only the algorithms the trust list names.
 The flow:
 
 1. ``start``: a fresh ``state``, ``nonce`` and PKCE ``code_verifier``; the caller keeps them
-   server-side (``broker.sessions``) and sends the browser to the provider.
-2. ``finish``: the callback's ``code`` is exchanged (with the verifier and the broker's client
+   server-side (``broker.sessions``, the node's staff sessions) and sends the browser to the
+   provider.
+2. ``finish``: the callback's ``code`` is exchanged (with the verifier and the service's client
    credentials), the ID token verified, and its claims mapped to a ``Practitioner``, refusing a
    sign-in without multi-factor authentication as the mapping requires.
 
