@@ -6,7 +6,9 @@ TLS connector (the handshake checks the CA chain and the node's trust-list bindi
 dead peer. Sending a query is one frame written to a socket that is already open; answers come
 back on the channel's reader and are matched to the waiting search by query id, then verified
 exactly as over HTTP (``fanout.judge``: signed by that node, for this broker, bound to the
-query's ``jti`` and hash).
+query's ``jti`` and hash); on a channel over mutual TLS that agreed ``signpost.v2``, an unsigned
+``no_match`` frame is checked by ``fanout.judge_no_match`` (that node, this broker, this query's
+hash) and logged by the hash of its exact text (decision 6).
 
 A channel that breaks fails the searches waiting on it (that node is ``unavailable`` for them)
 and is opened again in the background and, at the latest, by the next search. A node that
@@ -23,12 +25,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
-from broker.fanout import NodeResult, Query, ask_http, judge, unavailable
+from broker.fanout import NodeResult, Query, ask_http, judge, judge_no_match, unavailable
 from federation import frames
 from federation.protocol import MessageError, QueryId, Status
 from trust import tls
@@ -41,8 +44,100 @@ CLOSE_SECONDS = 1.0  # how long closing a channel waits for the node's close fra
 RECONNECT_SECONDS = (0.2, 1.0, 5.0, 15.0)  # background reconnection back-off, then every last value
 
 
+@dataclass(frozen=True)
+class Heard:
+    """A frame a node sent for a query the broker waits for: the frame, its exact text (whose hash
+    is logged for an unsigned answer), and whether the channel agreed unsigned no_match frames."""
+
+    frame: frames.Frame
+    text: str
+    unsigned: bool
+
+
 class ChannelLost(Exception):
     """The channel closed while a query was waiting on it."""
+
+
+class Gathering:
+    """The frames one search waits for on the channels, by node index, and one future that is
+    done when every node expected has sent one (or its channel failed). Delivering is a plain
+    call from the channel's reader: no future or callback per node."""
+
+    __slots__ = ("all_in", "left", "results", "sealed")
+
+    def __init__(self, size: int) -> None:
+        self.results: list[Heard | ChannelLost | None] = [None] * size
+        self.left = 0
+        self.sealed = False
+        self.all_in: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def expect(self) -> None:
+        self.left += 1
+
+    def deliver(self, index: int, result: Heard | ChannelLost) -> bool:
+        """Keep the first result for ``index``; False if it already had one."""
+        if self.results[index] is not None:
+            return False
+        self.results[index] = result
+        self.left -= 1
+        if self.left <= 0 and self.sealed and not self.all_in.done():
+            self.all_in.set_result(None)
+        return True
+
+    def seal(self) -> None:
+        """Every frame expected has been asked for: ``all_in`` is done once they are in."""
+        self.sealed = True
+        if self.left <= 0 and not self.all_in.done():
+            self.all_in.set_result(None)
+
+
+WRITING: set[asyncio.Future[None]] = set()  # writes waiting for a full socket to drain (held here)
+
+
+def write_now(ws: aiohttp.ClientWebSocketResponse, data: bytes,
+              failed: Callable[[BaseException], None]) -> None:
+    """Write one text frame at once, without a task: an uncompressed frame is written by the first
+    step of ``send_frame``, which then waits only when the socket's buffer is full. Only then does
+    the rest go to a task, so that a node that stops reading never holds up the others. (Python
+    3.12's eager tasks do the same; this runs on 3.11.)"""
+    step = ws.send_frame(data, aiohttp.WSMsgType.TEXT)
+    try:
+        blocked = step.send(None)
+    except StopIteration:
+        return
+    except Exception as exc:  # the channel is closing: the node is unavailable for this search
+        failed(exc)
+        return
+    if isinstance(blocked, asyncio.Future):
+        blocked._asyncio_future_blocking = False  # taken at once, as asyncio.Task takes it
+    finishing = asyncio.ensure_future(_finish(step, blocked))
+    WRITING.add(finishing)
+
+    def finished(done: asyncio.Future[None]) -> None:
+        WRITING.discard(done)
+        if done.cancelled():
+            failed(ChannelLost("write cancelled"))
+        elif done.exception() is not None:
+            failed(done.exception() or ChannelLost("write failed"))
+
+    finishing.add_done_callback(finished)
+
+
+async def _finish(step: Coroutine[Any, Any, None], blocked: Any) -> None:
+    """Drive ``step`` on from where ``write_now`` left it, as a task would."""
+    try:
+        while True:
+            if isinstance(blocked, asyncio.Future):
+                await asyncio.wait([blocked])
+            else:
+                await asyncio.sleep(0)
+            blocked = step.send(None)
+            if isinstance(blocked, asyncio.Future):
+                blocked._asyncio_future_blocking = False
+    except StopIteration:
+        return
+    finally:
+        step.close()
 
 
 @dataclass
@@ -64,8 +159,9 @@ class NodeChannel:
         self.counters = counters
         self.max_frame = max_frame
         self.ws: aiohttp.ClientWebSocketResponse | None = None
-        self.pending: dict[str, asyncio.Future[frames.Frame]] = {}
+        self.pending: dict[str, tuple[Gathering, int]] = {}  # query id -> where its answer goes
         self.http_until = 0.0
+        self.unsigned = False  # the open channel carries unsigned no_match frames (signpost.v2, mutual TLS)
         self._der: bytes | None = None
         self._bound_version: int | None = None
         self._opening: asyncio.Task[None] | None = None
@@ -93,7 +189,7 @@ class NodeChannel:
         server_hostname = self.node_id if url.startswith("https:") else None
         try:
             ws = await self.session.ws_connect(
-                url, protocols=(frames.SUBPROTOCOL,), heartbeat=frames.HEARTBEAT_SECONDS,
+                url, protocols=frames.SUBPROTOCOLS, heartbeat=frames.HEARTBEAT_SECONDS,
                 max_msg_size=self.max_frame, server_hostname=server_hostname,
                 # A broker that stops does not wait on a node that does not answer its close.
                 timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_SECONDS))
@@ -103,9 +199,9 @@ class NodeChannel:
                 self.http_until = time.monotonic() + HTTP_RETRY_SECONDS
                 return
             raise
-        if ws.protocol != frames.SUBPROTOCOL:
+        if ws.protocol not in frames.SUBPROTOCOLS:
             await ws.close()
-            raise aiohttp.ClientError(f"channel: expected subprotocol {frames.SUBPROTOCOL}")
+            raise aiohttp.ClientError(f"channel: expected subprotocol {' or '.join(frames.SUBPROTOCOLS)}")
         ssl_object = ws.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         if server_hostname is not None and not der:
@@ -114,9 +210,11 @@ class NodeChannel:
             raise aiohttp.ClientError("channel: the node's certificate is not available")
         self._der = bytes(der) if der else None
         self._bound_version = None
+        # Unsigned no_match frames are believed only on a channel that agreed them, over mutual TLS.
+        self.unsigned = ws.protocol == frames.SUBPROTOCOL_V2 and self._der is not None
         self.ws = ws
         self.counters.opened(self.node_id)
-        self._reader = asyncio.create_task(self._read(ws))
+        self._reader = asyncio.create_task(self._read(ws, self.unsigned))
         log.info("channel to %s open", self.node_id)
 
     def bound(self, trust: TrustList) -> bool:
@@ -132,7 +230,9 @@ class NodeChannel:
         self._bound_version = trust.version
         return True
 
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse, unsigned: bool) -> None:
+        """Hand each frame on ``ws`` to the search waiting for it (``unsigned``: what this very
+        connection agreed, whatever a later one agrees)."""
         try:
             async for message in ws:
                 if message.type is not aiohttp.WSMsgType.TEXT:
@@ -144,17 +244,16 @@ class NodeChannel:
                     self.counters.dropped(self.node_id)
                     continue
                 waiting = self.pending.pop(frame.id, None)
-                if waiting is None or waiting.done() or isinstance(frame, frames.QueryFrame):
+                if (waiting is None or isinstance(frame, frames.QueryFrame)
+                        or not waiting[0].deliver(waiting[1], Heard(frame, message.data, unsigned))):
                     # Late (the search stopped waiting), replayed, or never asked for.
                     self.counters.dropped(self.node_id)
-                    continue
-                waiting.set_result(frame)
         finally:
             if self.ws is ws:
                 self.ws = None
-            for waiting in self.pending.values():
-                if not waiting.done():
-                    waiting.set_exception(ChannelLost(f"channel to {self.node_id} closed"))
+            lost = ChannelLost(f"channel to {self.node_id} closed")
+            for gathering, index in self.pending.values():
+                gathering.deliver(index, lost)
             self.pending.clear()
             if not self._closed:
                 log.info("channel to %s closed; reopening", self.node_id)
@@ -169,26 +268,21 @@ class NodeChannel:
             with contextlib.suppress(Exception):  # any failure: try again after the next pause
                 await self.ensure_open()
 
-    def send(self, query: Query, text: str | None = None) -> asyncio.Future[frames.Frame] | None:
-        """Write ``query`` (its frame ``text``, made once per search) to the open channel; the future
-        gets the node's frame. None if the channel is not open."""
+    def send(self, query_id: str, data: bytes, gathering: Gathering, index: int) -> bool:
+        """Write one query frame (``data``, the same bytes for every node) to the open channel; the
+        node's frame goes to ``gathering`` at ``index``. False if the channel is not open."""
         ws = self.ws
         if ws is None or ws.closed:
-            return None
-        waiting: asyncio.Future[frames.Frame] = asyncio.get_running_loop().create_future()
-        self.pending[query.jti] = waiting
-        text = text or frames.QueryFrame(QueryId(query.jti), query.token).to_text()
-        # One small task per node, so that a node that stops reading never holds up the others.
-        writing = asyncio.ensure_future(ws.send_str(text))
-        writing.add_done_callback(lambda done: self._written(done, query.jti))
-        return waiting
+            return False
+        self.pending[query_id] = (gathering, index)
+        gathering.expect()
+        write_now(ws, data, lambda error: self._unwritten(query_id, error))
+        return True
 
-    def _written(self, done: asyncio.Future[None], jti: str) -> None:
-        error = None if done.cancelled() else done.exception()
-        if done.cancelled() or error is not None:
-            waiting = self.pending.pop(jti, None)
-            if waiting is not None and not waiting.done():
-                waiting.set_exception(ChannelLost(f"query not written ({error.__class__.__name__})"))
+    def _unwritten(self, query_id: str, error: BaseException) -> None:
+        waiting = self.pending.pop(query_id, None)
+        if waiting is not None:
+            waiting[0].deliver(waiting[1], ChannelLost(f"query not written ({error.__class__.__name__})"))
 
     def forget(self, jti: str) -> None:
         """Stop waiting for ``jti`` (its deadline passed): a later answer is counted as dropped."""
@@ -259,9 +353,10 @@ class Channels:
         if trust.version != self._version:
             self._prune({n.id for n in nodes})
             self._version = trust.version
-        text = frames.QueryFrame(QueryId(query.jti), query.token).to_text()  # the same frame for every node
+        data = frames.QueryFrame(QueryId(query.jti), query.token).to_text().encode()  # the same for all
         results: list[NodeResult | None] = [None] * len(nodes)
-        waiting: dict[asyncio.Future[frames.Frame], int] = {}
+        gathering = Gathering(len(nodes))
+        on_channel: list[int] = []
         others: dict[asyncio.Task[NodeResult], int] = {}
         for i, node in enumerate(nodes):
             if not node.endpoint:
@@ -272,14 +367,14 @@ class Channels:
                 results[i] = unavailable(node, "node certificate is not bound to it in the trust list",
                                          started, integrity=True)
                 continue
-            sent = channel.send(query, text) if channel.open else None
-            if sent is not None:
-                waiting[sent] = i
+            if channel.open and channel.send(query.jti, data, gathering, i):
+                on_channel.append(i)
             else:
                 others[asyncio.create_task(self._ask_slowly(channel, node, query, trust, deadline))] = i
-        if waiting or others:
-            pending: list[asyncio.Future[frames.Frame] | asyncio.Task[NodeResult]] = [*waiting, *others]
-            await asyncio.wait(pending, timeout=max(0.0, deadline - (time.monotonic() - started)))
+        gathering.seal()
+        if on_channel or others:
+            waiting: list[asyncio.Future[Any]] = [gathering.all_in, *others]
+            await asyncio.wait(waiting, timeout=max(0.0, deadline - (time.monotonic() - started)))
         for task, i in others.items():
             if not task.done():
                 task.cancel()
@@ -289,20 +384,23 @@ class Channels:
                                          abandoned=True)
             else:
                 results[i] = task.result()
-        for future, i in waiting.items():
-            results[i] = self._judge(nodes[i], future, query, trust, deadline, started)
+        for i in on_channel:
+            results[i] = self._judge(nodes[i], gathering.results[i], query, trust, deadline, started)
         return [r for r in results if r is not None]
 
-    def _judge(self, node: Member, future: asyncio.Future[frames.Frame], query: Query, trust: TrustList,
+    def _judge(self, node: Member, heard: Heard | ChannelLost | None, query: Query, trust: TrustList,
                deadline: float, started: float) -> NodeResult:
-        if not future.done() or future.cancelled():
+        if heard is None:
             self.channel(node).forget(query.jti)
-            future.cancel()
             return unavailable(node, f"no answer within {deadline:g} s", started, abandoned=True)
-        error = future.exception()
-        if error is not None:
+        if isinstance(heard, ChannelLost):
             return unavailable(node, "not reachable (channel closed)", started, abandoned=True)
-        frame = future.result()
+        frame = heard.frame
+        if isinstance(frame, frames.NoMatchFrame):
+            if not heard.unsigned:
+                return unavailable(node, "unsigned answer on a channel that did not agree them", started,
+                                   integrity=True)
+            return judge_no_match(node, frame, heard.text, query, self.broker_id, started)
         if isinstance(frame, frames.RefusedFrame):
             log.warning("node %s refused query %s (%d)", node.id, query.jti, frame.status)
             return unavailable(node, f"node refused the query (HTTP {frame.status})", started)
@@ -326,18 +424,19 @@ class Channels:
         if channel.over_http or not channel.open:
             return await ask_http(self.session, node, query, trust, self.broker_id,
                                   max(0.001, deadline - (time.monotonic() - started)))
-        future = channel.send(query)
-        if future is None:
+        gathering = Gathering(1)
+        data = frames.QueryFrame(QueryId(query.jti), query.token).to_text().encode()
+        if not channel.send(query.jti, data, gathering, 0):
             return unavailable(node, "not reachable (channel closed)", started)
+        gathering.seal()
         try:
-            with contextlib.suppress(TimeoutError, ChannelLost):
+            with contextlib.suppress(TimeoutError):
                 left = max(0.001, deadline - (time.monotonic() - started))
-                await asyncio.wait_for(asyncio.shield(future), left)
+                await asyncio.wait_for(asyncio.shield(gathering.all_in), left)
         finally:
-            if not future.done():  # cancelled at the search's deadline: a later answer is dropped
+            if gathering.results[0] is None:  # cancelled at the search's deadline: a later answer is dropped
                 channel.forget(query.jti)
-                future.cancel()
-        return self._judge(node, future, query, trust, deadline, started)
+        return self._judge(node, gathering.results[0], query, trust, deadline, started)
 
     async def close(self) -> None:
         """Close every channel, including those already closing (a node moved or removed)."""
@@ -351,4 +450,4 @@ def _quiet(task: asyncio.Task[None]) -> None:
         task.exception()
 
 
-__all__ = ["ChannelLost", "Channels", "Counters", "NodeChannel", "Status"]
+__all__ = ["ChannelLost", "Channels", "Counters", "Gathering", "Heard", "NodeChannel", "Status"]

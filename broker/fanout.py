@@ -16,8 +16,8 @@ from typing import Any
 
 import aiohttp
 
-from federation import safejson
-from federation.canonical import JsonObject
+from federation import frames, safejson
+from federation.canonical import JsonObject, sha256_hex
 from federation.http import read_capped
 from federation.protocol import AnswerClaims, Contact, Disclosed, MessageError, Status, disclosure_wire
 from trust import envelope, tls
@@ -114,6 +114,21 @@ def judge(node: Member, token: Any, query: Query, trust: TrustList, broker_id: s
         seconds=time.monotonic() - started,
         lead_informed=answer.lead_informed,
     )
+
+
+def judge_no_match(node: Member, frame: frames.NoMatchFrame, text: str, query: Query, broker_id: str,
+                   started: float) -> NodeResult:
+    """An unsigned ``no_match`` frame, read on ``node``'s mutually authenticated ``signpost.v2``
+    channel: it must name that node, this broker and this exact query. Logged by the hash of the
+    frame's exact text, as the node logged it (decision 6)."""
+    if frame.iss != node.id:
+        return unavailable(node, "answer names a different member", started, integrity=True)
+    if frame.aud != broker_id:
+        return unavailable(node, "answer is for a different broker", started, integrity=True)
+    if frame.id != query.jti or frame.query_hash != query.hash:
+        return unavailable(node, "answer is not bound to this query", started, integrity=True)
+    return NodeResult(authority=node.id, name=node.name, status=Status.NO_MATCH,
+                      answer_hash=sha256_hex(text.encode("utf-8")), seconds=time.monotonic() - started)
 
 
 async def ask_http(

@@ -32,11 +32,16 @@ class Counter:
         self.name = name
         self.labels = labels
         self._metric = prometheus_client.Counter(name, help, labels, registry=registry)
+        self._children: dict[LabelValues, prometheus_client.Counter] = {}
 
     def inc(self, *label_values: str, amount: float = 1.0) -> None:
-        if len(label_values) != len(self.labels):
-            raise ValueError(f"{self.name}: expected labels {self.labels}, got {label_values}")
-        (self._metric.labels(*label_values) if self.labels else self._metric).inc(amount)
+        child = self._children.get(label_values)  # a label set is looked up once (per authority)
+        if child is None:
+            if len(label_values) != len(self.labels):
+                raise ValueError(f"{self.name}: expected labels {self.labels}, got {label_values}")
+            child = self._children[label_values] = (
+                self._metric.labels(*label_values) if self.labels else self._metric)
+        child.inc(amount)
 
     @property
     def values(self) -> dict[LabelValues, float]:
@@ -57,11 +62,16 @@ class Histogram:
         self.name = name
         self.labels = labels
         self._metric = prometheus_client.Histogram(name, help, labels, registry=registry, buckets=buckets)
+        self._children: dict[LabelValues, prometheus_client.Histogram] = {}
 
     def observe(self, value: float, *label_values: str) -> None:
-        if len(label_values) != len(self.labels):
-            raise ValueError(f"{self.name}: expected labels {self.labels}, got {label_values}")
-        (self._metric.labels(*label_values) if self.labels else self._metric).observe(value)
+        child = self._children.get(label_values)
+        if child is None:
+            if len(label_values) != len(self.labels):
+                raise ValueError(f"{self.name}: expected labels {self.labels}, got {label_values}")
+            child = self._children[label_values] = (
+                self._metric.labels(*label_values) if self.labels else self._metric)
+        child.observe(value)
 
 
 Samples = Iterable[tuple[LabelValues, float]]

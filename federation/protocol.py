@@ -9,7 +9,7 @@ broker's query.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NewType
 
@@ -44,7 +44,12 @@ class Contact:
     organisation: str | None = None
 
     def to_wire(self) -> JsonObject:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        # Field by field, not ``asdict``: this runs for every answer a node signs.
+        out: JsonObject = {"name": self.name}
+        for name in ("phone", "secure_email", "organisation"):
+            if (value := getattr(self, name)) is not None:
+                out[name] = value
+        return out
 
     @classmethod
     def from_wire(cls, data: Any) -> Contact | None:
@@ -72,7 +77,10 @@ class Disclosed:
     lead: bool
 
     def to_wire(self) -> JsonObject:
-        return asdict(self)
+        return {"organisation": self.organisation, "service_category": self.service_category,
+                "practitioner_name": self.practitioner_name, "practitioner_role": self.practitioner_role,
+                "phone": self.phone, "secure_email": self.secure_email, "since": self.since,
+                "lead": self.lead}
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> Disclosed:

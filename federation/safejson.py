@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 from array import array
 from dataclasses import dataclass
 from itertools import accumulate
@@ -49,6 +50,8 @@ _NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
 
 
 def _check_depth(raw: bytes, field: str, max_depth: int) -> None:
+    if raw.count(b"[") + raw.count(b"{") <= max_depth:
+        return  # every opening bracket (even in a string) counted: it cannot nest deeper
     brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
     steps = array("b", brackets.translate(_DEPTH_STEP))
     if steps and max(accumulate(steps)) > max_depth:
@@ -83,6 +86,27 @@ def _constant(field: str) -> Any:
     return parse
 
 
+_DECODERS = threading.local()  # one decoder per thread, field and limits (a decoder is not shared)
+
+
+def _decoder(field: str, limits: JsonLimits) -> json.JSONDecoder:
+    """The decoder for ``field`` within ``limits`` (made once: making one costs more than a small parse)."""
+    cache: dict[tuple[str, JsonLimits], json.JSONDecoder] | None = getattr(_DECODERS, "cache", None)
+    if cache is None:
+        cache = _DECODERS.cache = {}
+    found = cache.get((field, limits))
+    if found is None:
+        if len(cache) > 256:  # fields are a handful of literals; never grow without bound
+            cache.clear()
+        found = cache[(field, limits)] = json.JSONDecoder(
+            object_pairs_hook=_refuse_duplicates(field),
+            parse_int=_number(field, limits.max_number_chars, int),
+            parse_float=_number(field, limits.max_number_chars, float),
+            parse_constant=_constant(field),
+        )
+    return found
+
+
 def parse(raw: bytes | str, field: str = "body", limits: JsonLimits = DEFAULT_LIMITS) -> Any:
     """Decode ``raw`` (UTF-8 JSON) within ``limits``; raise ``JsonError`` naming ``field`` otherwise."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
@@ -91,15 +115,11 @@ def parse(raw: bytes | str, field: str = "body", limits: JsonLimits = DEFAULT_LI
     _check_depth(data, field, limits.max_depth)
     try:
         text = data.decode("utf-8")
-        value = json.loads(
-            text,
-            object_pairs_hook=_refuse_duplicates(field),
-            parse_int=_number(field, limits.max_number_chars, int),
-            parse_float=_number(field, limits.max_number_chars, float),
-            parse_constant=_constant(field),
-        )
-        # A lone surrogate escape (\ud800) decodes to a string no UTF-8 writer can encode.
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
+        value = _decoder(field, limits).decode(text)
+        if b"\\u" in data:
+            # A lone surrogate escape (\ud800) decodes to a string no UTF-8 writer can encode (a
+            # surrogate written raw already failed to decode above).
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
     except JsonError:
         raise
     except UnicodeError:

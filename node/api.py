@@ -39,6 +39,7 @@ from node import channel, staff
 from node import checks as checking
 from node import outbox as outboxes
 from node import purge as purging
+from node import snapshot as snapshots
 from node.config import NodeConfig
 from node.indexing import IndexKeeper
 from node.matching import MatchIndex
@@ -61,10 +62,12 @@ class Node:
         self.config = config
         self.worker = StoreWorker(config.database, busy_timeout_seconds=config.busy_timeout_seconds)
         self.indexes = IndexKeeper(config.database, busy_timeout_seconds=config.busy_timeout_seconds,
-                                   today=lambda: datetime.now(UTC).date())
+                                   today=lambda: datetime.now(UTC).date(),
+                                   snapshot=snapshots.path_for(config.database))
         self.trust = TrustStore(config.trust_root, config.trust_list, url=config.trust_list_url)
         self.trust.load()
         self.key = load_private(config.key)
+        self.signer = envelope.Signer(self.key)
         self.metrics = NodeMetrics()
         self.trust.report_metrics(self.metrics)
         me = self.trust.current.member(config.id, "node")
@@ -116,13 +119,15 @@ class Node:
         return summary
 
     def respond(self, store: Store, query_token: str, now: datetime, index: MatchIndex,
-                outcome: QueryOutcome) -> tuple[AnswerClaims, str]:
+                outcome: QueryOutcome, seal: channel.Seal | None = None) -> tuple[AnswerClaims, str]:
         """The whole of one query on the store's thread, in one transaction: verify, remember the
         query id, match, decide, keep any notification; then sign. Returns the claims and the
-        signed answer (raises on a bad query)."""
+        signed answer (raises on a bad query). ``seal`` (a channel's) may give the unsigned text
+        of an answer that discloses nothing instead (see ``node.channel``)."""
         with store.unit():
             claims = self.answer(store, query_token, now, index, outcome)
-        return claims, envelope.sign(claims.to_wire(), self.key, envelope.ANSWER_TYPE)
+        unsigned = seal(claims) if seal is not None else None
+        return claims, unsigned or self.signer.sign(claims.to_wire(), envelope.ANSWER_TYPE)
 
     def answer(self, store: Store, query_token: str, now: datetime, index: MatchIndex,
                outcome: QueryOutcome) -> AnswerClaims:
@@ -292,7 +297,8 @@ async def handle_query(request: web.Request) -> web.Response:
     return await process_query(node, token, request.get(TLS_PEER))
 
 
-async def process_query(node: Node, token: str, peer: str | None) -> web.Response:
+async def process_query(node: Node, token: str, peer: str | None,
+                        seal: channel.Seal | None = None) -> web.Response:
     """Answer one query envelope, then log it (answered or refused) before the reply leaves.
 
     Every transport that carries queries calls this, so each query is verified, answered and
@@ -301,7 +307,7 @@ async def process_query(node: Node, token: str, peer: str | None) -> web.Respons
     the node answers 503 and the signed answer is thrown away.
     """
     outcome = QueryOutcome(token=token)
-    response = await _answer(node, token, peer, outcome)
+    response = await _answer(node, token, peer, outcome, seal)
     now = datetime.now(UTC)
     entry: Mapping[str, Any]
     if outcome.answer_hash is not None and outcome.context is not None and outcome.status is not None:
@@ -323,7 +329,8 @@ async def process_query(node: Node, token: str, peer: str | None) -> web.Respons
     return response
 
 
-async def _answer(node: Node, token: str, peer: str | None, outcome: QueryOutcome) -> web.Response:
+async def _answer(node: Node, token: str, peer: str | None, outcome: QueryOutcome,
+                  seal: channel.Seal | None) -> web.Response:
     if peer is not None and envelope.unverified_issuer(token) != peer:
         # Only a further restriction: the signature is still verified against the trust list.
         return outcome.refuse(403, "Client certificate refused", f"TLS: the query's issuer is not {peer!r}, "
@@ -337,7 +344,8 @@ async def _answer(node: Node, token: str, peer: str | None, outcome: QueryOutcom
     index = holder.index
     try:
         node.trust.current.check_current(now)
-        claims, signed = await node.worker.run(lambda store: node.respond(store, token, now, index, outcome))
+        claims, signed = await node.worker.run(
+            lambda store: node.respond(store, token, now, index, outcome, seal))
     except StoreBusy as exc:
         log.warning("query refused: store busy")
         return outcome.refuse(503, "Node busy", str(exc), kind="node-busy", retry_after=RETRY_AFTER_SECONDS)

@@ -96,6 +96,20 @@ class CandidateIndex:
         del packed
         self._today_year = date.today().year
 
+    @classmethod
+    def from_packed(cls, packed: array) -> CandidateIndex:  # type: ignore[type-arg]
+        """An index over records whose keys were packed before (``packed``, from a saved index of
+        records in the same order): nothing is derived again."""
+        index = cls.__new__(cls)
+        index._packed = packed
+        index._today_year = date.today().year
+        return index
+
+    @property
+    def packed(self) -> array:  # type: ignore[type-arg]
+        """The sorted packed keys (key and record position), for saving the index."""
+        return self._packed
+
     @staticmethod
     def _key(*parts: object) -> int:
         # A stable digest, not ``hash()``: Python salts string hashes per process, so keys (and

@@ -6,6 +6,11 @@ certificate that is not a current broker's). Each ``query`` frame is handed to
 carries it, and its response goes back as an ``answer`` or ``refused`` frame for the same id.
 Frames are served concurrently; the broker's certificate is checked again against the trust
 list in force for every frame, so a long-lived channel never outlives the broker's binding.
+
+On a channel that agreed subprotocol ``signpost.v2`` an answer that discloses nothing
+(``no_match``) goes back unsigned, as a ``no_match`` frame: the node logs the SHA-256 of that
+frame's exact text as the answer's hash, and the broker logs the hash of the text it received
+(decision 6). Every other answer is signed, on either subprotocol.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -22,7 +28,7 @@ from aiohttp import WSMsgType, web
 from federation import frames, safejson
 from federation.canonical import JsonObject
 from federation.http import problem
-from federation.protocol import MessageError, QueryId
+from federation.protocol import AnswerClaims, MessageError, QueryId, Status
 from node.config import NodeConfig
 from trust import tls
 from trust.store import TrustStore
@@ -41,16 +47,20 @@ class Host(Protocol):
 
 
 Node = TypeVar("Node", bound=Host)
+Seal = Callable[[AnswerClaims], str | None]
+"""Given an answer's claims, the exact unsigned text to send instead of a signed envelope, or None
+to sign it (a ``signpost.v2`` channel passes one to ``node.api.process_query``, decision 6)."""
+Process = Callable[[Node, str, str | None, Seal | None], Awaitable[web.Response]]
 
 
 def add_route(app: web.Application, node: Node, *,
-              process: Callable[[Node, str, str | None], Awaitable[web.Response]],
+              process: Process[Node],
               refuse_early: Callable[[Node, web.Request, datetime], web.Response | None],
               tls_peer: web.RequestKey[str]) -> None:
     """Serve ``GET /v1/channel`` on ``app``: each query frame goes through ``process``
     (``node.api.process_query``), after the same early refusals as ``POST /v1/query``."""
 
-    open_channels = OpenChannels()
+    open_channels = _Open()
 
     async def handle(request: web.Request) -> web.StreamResponse:
         refused = refuse_early(node, request, datetime.now(UTC))
@@ -60,7 +70,7 @@ def add_route(app: web.Application, node: Node, *,
 
     async def going_away(_: web.Application) -> None:
         # A channel never ends by itself: close them all (1001) so that shutdown does not wait,
-        # and any still being opened as soon as it is (see ``_channel``).
+        # and any whose upgrade is still under way as soon as it is open.
         open_channels.closing = True
         for ws in list(open_channels.sockets):
             await ws.close(code=1001, message=b"node shutting down")
@@ -69,33 +79,26 @@ def add_route(app: web.Application, node: Node, *,
     app.on_shutdown.append(going_away)
 
 
-class OpenChannels:
-    """The channels open now, and whether the node has begun shutting down."""
-
-    def __init__(self) -> None:
-        self.sockets: set[web.WebSocketResponse] = set()
-        self.closing = False
-
-
 async def _channel(node: Node, request: web.Request, peer: str | None,
-                   process: Callable[[Node, str, str | None], Awaitable[web.Response]],
-                   open_channels: OpenChannels) -> web.StreamResponse:
+                   process: Process[Node],
+                   open_channels: _Open) -> web.StreamResponse:
     """The WebSocket that carries query and answer frames."""
     der = tls.peer_certificate(request.transport) if node.config.tls is not None else None
-    ws = web.WebSocketResponse(protocols=(frames.SUBPROTOCOL,), heartbeat=frames.HEARTBEAT_SECONDS,
+    # Unsigned no_match frames (signpost.v2) only where mutual TLS names the broker at both ends.
+    offered = frames.SUBPROTOCOLS if der is not None else (frames.SUBPROTOCOL,)
+    ws = web.WebSocketResponse(protocols=offered, heartbeat=frames.HEARTBEAT_SECONDS,
                                max_msg_size=node.config.body_limit)
     if not ws.can_prepare(request).ok:
-        detail = f"expected a WebSocket upgrade with subprotocol {frames.SUBPROTOCOL}"
+        detail = f"expected a WebSocket upgrade with subprotocol {' or '.join(frames.SUBPROTOCOLS)}"
         return problem(400, "Bad request", detail, kind="not-a-channel")
     await ws.prepare(request)
-    if ws.ws_protocol != frames.SUBPROTOCOL:
-        await ws.close(code=1002, message=f"expected subprotocol {frames.SUBPROTOCOL}".encode())
+    if ws.ws_protocol not in offered:
+        await ws.close(code=1002, message=f"expected subprotocol {' or '.join(offered)}".encode())
         return ws
-    if open_channels.closing:
-        # Opened while the node was shutting down, after the open channels were closed: without
-        # this it would hold the shutdown until the broker's heartbeat gave up on it.
+    if open_channels.closing:  # upgraded while the node stops: the broker reopens elsewhere
         await ws.close(code=1001, message=b"node shutting down")
         return ws
+    unsigned = ws.ws_protocol == frames.SUBPROTOCOL_V2
     log.info("channel opened by %s", peer or "a broker")
     serving: set[asyncio.Task[None]] = set()
     open_channels.sockets.add(ws)
@@ -106,7 +109,7 @@ async def _channel(node: Node, request: web.Request, peer: str | None,
             if der is not None and not _still_bound(node, der):
                 await ws.close(code=1008, message=b"client certificate no longer bound to a broker")
                 break
-            task = asyncio.create_task(_serve(node, ws, message.data, peer, process))
+            task = asyncio.create_task(_serve(node, ws, message.data, peer, process, unsigned))
             serving.add(task)
             task.add_done_callback(serving.discard)
     finally:
@@ -116,6 +119,14 @@ async def _channel(node: Node, request: web.Request, peer: str | None,
         await asyncio.gather(*serving, return_exceptions=True)
     log.info("channel closed by %s", peer or "a broker")
     return ws
+
+
+@dataclass
+class _Open:
+    """The node's open channels, and whether it is stopping (no new channel is kept open then)."""
+
+    sockets: set[web.WebSocketResponse] = field(default_factory=set)
+    closing: bool = False
 
 
 def _still_bound(node: Host, der: bytes) -> bool:
@@ -128,7 +139,7 @@ def _still_bound(node: Host, der: bytes) -> bool:
 
 
 async def _serve(node: Node, ws: web.WebSocketResponse, data: str, peer: str | None,
-                 process: Callable[[Node, str, str | None], Awaitable[web.Response]]) -> None:
+                 process: Process[Node], unsigned: bool) -> None:
     try:
         frame = frames.parse(data)
     except MessageError as exc:
@@ -140,10 +151,23 @@ async def _serve(node: Node, ws: web.WebSocketResponse, data: str, peer: str | N
         refusal = _bad_frame("kind: a node accepts only query frames")
         await _send(ws, frames.RefusedFrame(frame.id, 400, refusal))
         return
-    response = await process(node, frame.query, peer)
+    sealed: list[str] = []
+
+    def seal(claims: AnswerClaims) -> str | None:
+        """The unsigned frame for an answer that discloses nothing (on the store's thread)."""
+        if claims.status is not Status.NO_MATCH or claims.involvements or claims.contact or claims.assessment:
+            return None
+        text = frames.NoMatchFrame(frame.id, claims.iss, claims.aud, claims.query_hash, claims.iat).to_text()
+        sealed.append(text)
+        return text
+
+    response = await process(node, frame.query, peer, seal if unsigned else None)
     body = json.loads(response.body) if isinstance(response.body, bytes) else {}
     if response.status == 200 and isinstance(body.get("answer"), str):
-        await _send(ws, frames.AnswerFrame(frame.id, body["answer"]))
+        if sealed and body["answer"] == sealed[0]:
+            await _send_text(ws, frame.id, sealed[0])  # logged by the hash of exactly this text
+        else:
+            await _send(ws, frames.AnswerFrame(frame.id, body["answer"]))
     else:
         status = response.status if response.status >= 400 else 500
         await _send(ws, frames.RefusedFrame(frame.id, status, body))
@@ -164,9 +188,13 @@ def _claimed_id(data: str) -> str | None:
 
 
 async def _send(ws: web.WebSocketResponse, frame: frames.Frame) -> None:
+    await _send_text(ws, frame.id, frame.to_text())
+
+
+async def _send_text(ws: web.WebSocketResponse, frame_id: str, text: str) -> None:
     if ws.closed:
         return
     try:
-        await ws.send_str(frame.to_text())
+        await ws.send_str(text)
     except ConnectionError:
-        log.info("answer frame %s not sent: the channel closed", frame.id)
+        log.info("answer frame %s not sent: the channel closed", frame_id)

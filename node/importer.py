@@ -20,14 +20,16 @@ import csv
 import functools
 import hashlib
 import json
+import operator
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from federation import identity
 from federation.canonical import JsonObject
@@ -48,6 +50,7 @@ INVOLVEMENT_REQUIRED = (
 )
 DEFAULT_RETENTION_AGE = 24
 """The retention age the import summary counts against when the caller names none."""
+T = TypeVar("T")
 _TRUE = {"1", "true", "yes", "y"}
 _FALSE = {"", "0", "false", "no", "n"}
 
@@ -103,13 +106,53 @@ class ImportSummary:
         }
 
 
+_FLAGS = {**dict.fromkeys(_TRUE, 1), **dict.fromkeys(_FALSE, 0)}
+_PHONE = re.compile(r"[0-9 +()-]*")
+_MEMO_LIMIT = 200_000
+"""Most distinct values each memo of ``_memo`` keeps (then it starts again): bounded memory."""
+
+
 def _flag(value: str, name: str) -> int:
-    v = value.strip().casefold()
-    if v in _TRUE:
-        return 1
-    if v in _FALSE:
-        return 0
-    raise FieldError(name, f"expected true/false (or 1/0, yes/no), got {value!r}")
+    flag = _FLAGS.get(value)
+    if flag is None:
+        flag = _FLAGS.get(value.strip().casefold())
+    if flag is None:
+        raise FieldError(name, f"expected true/false (or 1/0, yes/no), got {value!r}")
+    return flag
+
+
+def _memo(function: Callable[[str], T]) -> Callable[[str], T]:
+    """``function`` (pure, of one string) remembering its results: names, dates and postcodes
+    repeat from row to row, so most rows of a large file cost a dictionary look-up each. Errors
+    are not remembered (they are raised again, with the same message)."""
+    seen: dict[str, T] = {}
+
+    def remembered(value: str) -> T:
+        found = seen.get(value, _MISSING)
+        if found is _MISSING:
+            if len(seen) >= _MEMO_LIMIT:
+                seen.clear()
+            found = seen[value] = function(value)
+        return found  # type: ignore[no-any-return]
+
+    return remembered
+
+
+_MISSING: Any = object()
+_name = _memo(identity.normalise_name)
+
+
+def _iso_date(field_name: str) -> Callable[[str], str]:
+    """A memo of a date field's check, giving ``YYYY-MM-DD`` (which also orders dates)."""
+    def checked(value: str) -> str:
+        return identity.parse_date(value, field_name).isoformat()
+    return _memo(checked)
+
+
+_child_date = _iso_date("date_of_birth")
+_start_date = _iso_date("start_date")
+_end_date = _iso_date("end_date")
+_postcode = _memo(identity.normalise_postcode)
 
 
 def _optional(value: str) -> str | None:
@@ -123,18 +166,18 @@ def _parse_child(row: dict[str, str]) -> dict[str, Any]:
         if not row.get(name, "").strip():
             raise FieldError(name, "is required")
     record_id = row["record_id"].strip()
-    given = identity.normalise_name(row["given_name"])
-    family = identity.normalise_name(row["family_name"])
+    given = _name(row["given_name"])
+    family = _name(row["family_name"])
     if not given:
         raise FieldError("given_name", f"expected letters, got {row['given_name']!r}")
     if not family:
         raise FieldError("family_name", f"expected letters, got {row['family_name']!r}")
-    middle = identity.normalise_name(row.get("middle_names") or "")
+    middle = _name(row.get("middle_names") or "")
     if (row.get("middle_names") or "").strip() and not middle:
         raise FieldError("middle_names", f"expected letters, got {row['middle_names']!r}")
     others = []
     for alias in (row.get("other_names") or "").split(";"):
-        normalised = identity.normalise_name(alias)
+        normalised = _name(alias) if alias else ""
         if normalised:
             others.append(normalised)
     nhs = _optional(row.get("nhs_number", ""))
@@ -147,39 +190,40 @@ def _parse_child(row: dict[str, str]) -> dict[str, Any]:
         "upn": identity.validate_upn(upn) if upn else None,
         "given_name": given,
         "family_name": family,
-        "other_names": json.dumps(others),
-        "date_of_birth": identity.parse_date(row["date_of_birth"], "date_of_birth").isoformat(),
+        "other_names": json.dumps(others) if others else "[]",
+        "date_of_birth": _child_date(row["date_of_birth"]),
         "sex": identity.normalise_sex(sex) if sex else None,
-        "postcode": identity.normalise_postcode(postcode) if postcode else None,
+        "postcode": _postcode(postcode) if postcode else None,
         "shielded": _flag(row.get("shielded", ""), "shielded"),
         "middle_names": middle,
     }
 
 
 def _parse_involvement(row: dict[str, str], *, unsafe_http_webhooks: bool = False) -> dict[str, Any]:
+    get = row.get
+    out: JsonObject = {}
     for name in INVOLVEMENT_REQUIRED:
-        if not row.get(name, "").strip():
+        value = get(name, "").strip()
+        if not value:
             raise FieldError(name, "is required")
-    out: JsonObject = {name: row[name].strip() for name in INVOLVEMENT_REQUIRED}
+        out[name] = value
     out["service_category"] = out["service_category"].casefold().replace(" ", "_")
-    phone = _optional(row.get("phone", ""))
-    if phone is not None and not all(c.isdigit() or c in " +()-" for c in phone):
+    phone = get("phone", "").strip() or None
+    if phone is not None and not (_PHONE.fullmatch(phone) and phone.isascii()):
         raise FieldError("phone", f"expected a telephone number, got {phone!r}")
     out["phone"] = phone
-    email = _optional(row.get("secure_email", ""))
+    email = get("secure_email", "").strip() or None
     if email is not None and (email.count("@") != 1 or " " in email):
         raise FieldError("secure_email", f"expected an email address, got {email!r}")
     out["secure_email"] = email
-    dates: dict[str, date | None] = {}
-    for name in ("start_date", "end_date"):
-        value = _optional(row.get(name, ""))
-        dates[name] = identity.parse_date(value, name) if value else None
-        out[name] = dates[name].isoformat() if dates[name] else None  # type: ignore[union-attr]
-    if dates["start_date"] and dates["end_date"] and dates["end_date"] < dates["start_date"]:
+    start, end = get("start_date", "").strip(), get("end_date", "").strip()
+    out["start_date"] = start_date = _start_date(start) if start else None
+    out["end_date"] = end_date = _end_date(end) if end else None
+    if start_date and end_date and end_date < start_date:
         raise FieldError("end_date", "must not be before start_date")
     for name in ("lead", "sensitive", "consent", "notify_on_access", "assessment"):
-        out[name] = _flag(row.get(name, ""), name)
-    url = _optional(row.get("notify_url", ""))
+        out[name] = _flag(get(name, ""), name)
+    url = get("notify_url", "").strip() or None
     if url is not None and not url.startswith(("https://", "http://")):
         raise FieldError("notify_url", f"expected an https:// URL, got {url!r}")
     if url is not None and url.startswith("http://") and not unsafe_http_webhooks:
@@ -200,12 +244,15 @@ HASH_VERSION = b"signpost-import-1"
 
 @dataclass(frozen=True)
 class _Table:
-    """One file's table: its stored columns, required columns and row parser."""
+    """One file's table: its stored columns, required columns and row parser, and what its row
+    hashes and file digest are made with (``HASH_VERSION`` and any setting the parser obeys, so
+    that changing the setting has every row checked again)."""
 
     name: str
     columns: tuple[str, ...]
     required: tuple[str, ...]
     parse: Callable[[dict[str, str]], dict[str, Any]]
+    version: bytes = HASH_VERSION
 
 
 def _count_rows(path: Path) -> int:
@@ -250,12 +297,11 @@ class _Staging:
         conn.execute("ATTACH DATABASE '' AS stage")  # private, temporary, deleted on detach
         conn.execute("PRAGMA stage.journal_mode=OFF")
         conn.execute("PRAGMA stage.synchronous=OFF")
-        conn.execute("CREATE TABLE stage.batch (pos INTEGER PRIMARY KEY, record_id TEXT, row_hash INTEGER, "
-                     "child_record_id TEXT)")
         for table in tables:
+            # No key: rows are appended (ok_* below keeps record ids unique), read once by the merge.
             extra = ", pseudonym TEXT" if table.name == "children" else ""
             conn.execute(f"CREATE TABLE stage.{table.name} ({', '.join(table.columns)}{extra}, "
-                         "row_hash INTEGER, PRIMARY KEY (record_id)) WITHOUT ROWID")
+                         "row_hash INTEGER)")
             conn.execute(f"CREATE TABLE stage.ok_{table.name} (record_id TEXT PRIMARY KEY) WITHOUT ROWID")
 
     def close(self) -> None:
@@ -269,7 +315,7 @@ def _stage_file(
     for header, rows in _rows(path, table.required):
         shape = _Shape(header, header.index("record_id"),
                        header.index("child_record_id") if "child_record_id" in header else None,
-                       hashlib.blake2b(HASH_VERSION + b"\x1f" + "\x1f".join(header).encode(),
+                       hashlib.blake2b(table.version + b"\x1f" + "\x1f".join(header).encode(),
                                        digest_size=32).digest())
         batch: list[tuple[int, list[str]]] = []
         for item in rows:
@@ -293,44 +339,52 @@ class _Shape:
     key: bytes
 
 
+_IN_BATCH = "IN (SELECT value FROM json_each(?))"
+"""A batch's record ids go to SQLite as one JSON array parameter, not a row each."""
+
+
 def _stage_batch(
     conn: Any, path: Path, table: _Table, summary: ImportSummary, batch: list[tuple[int, list[str]]],
     shape: _Shape, *, full: bool,
 ) -> None:
+    """Stage one batch: three set-based look-ups (stored hashes, ids already accepted, known
+    children), then each row is counted unchanged, rejected or parsed and staged."""
     name = table.name
     header, id_at, child_at, key = shape.header, shape.id_at, shape.child_at, shape.key
     width = len(header)
-    keyed = []
-    for pos, (_, fields) in enumerate(batch):
-        record_id = fields[id_at].strip() if id_at < len(fields) else ""
-        digest = hashlib.blake2b("\x1f".join(fields).encode(), digest_size=8, key=key).digest()
-        child = fields[child_at].strip() if child_at is not None and child_at < len(fields) else None
-        keyed.append((pos, record_id, int.from_bytes(digest, "big", signed=True), child))
-    conn.executemany("INSERT INTO stage.batch VALUES (?, ?, ?, ?)", keyed)
-    known_child = "NULL"
-    if child_at is not None:
-        staged_child = "EXISTS (SELECT 1 FROM stage.ok_children k WHERE k.record_id = b.child_record_id)"
-        held_child = "EXISTS (SELECT 1 FROM main.children c WHERE c.record_id = b.child_record_id)"
-        known_child = f"({staged_child})" if full else f"({staged_child} OR {held_child})"
+    blake2b = hashlib.blake2b
+    ids = [fields[id_at].strip() if id_at < len(fields) else "" for _, fields in batch]
+    hashes = [int.from_bytes(blake2b("\x1f".join(fields).encode(), digest_size=8, key=key).digest(), "big",
+                             signed=True) for _, fields in batch]
     cursor = conn.cursor()
-    cursor.row_factory = None  # plain tuples: this runs once per row of the file
-    looked_up = cursor.execute(
-        f"SELECT m.record_id IS NOT NULL, m.row_hash, o.record_id IS NOT NULL, {known_child} "  # noqa: S608
-        f"FROM stage.batch b LEFT JOIN main.{name} m ON m.record_id = b.record_id "
-        f"LEFT JOIN stage.ok_{name} o ON o.record_id = b.record_id ORDER BY b.pos").fetchall()
-    conn.execute("DELETE FROM stage.batch")
+    cursor.row_factory = None  # plain tuples
+    batch_ids = json.dumps(ids)
+    stored = dict(cursor.execute(
+        f"SELECT record_id, row_hash FROM main.{name} WHERE record_id {_IN_BATCH}", (batch_ids,)))  # noqa: S608
+    seen = {r for (r,) in cursor.execute(
+        f"SELECT record_id FROM stage.ok_{name} WHERE record_id {_IN_BATCH}", (batch_ids,))}  # noqa: S608
+    known_children: set[str] = set()
+    if child_at is not None:
+        wanted = json.dumps(sorted({f[child_at].strip() for _, f in batch if child_at < len(f)}))
+        sources = ("stage.ok_children",) if full else ("stage.ok_children", "main.children")
+        for source in sources:
+            known_children.update(r for (r,) in cursor.execute(
+                f"SELECT record_id FROM {source} WHERE record_id {_IN_BATCH}", (wanted,)))  # noqa: S608
     accepted: list[tuple[str]] = []
     staged: list[tuple[Any, ...]] = []
     in_batch: set[str] = set()
     unchanged = added = 0
-    for (line, fields), (_, record_id, row_hash, _child), (exists, stored_hash, seen, child_known) in zip(
-            batch, keyed, looked_up, strict=True):
+    columns = operator.itemgetter(*table.columns)
+    children = name == "children"
+    pseudonyms = secrets.token_bytes(16 * len(batch)).hex() if children else ""  # 32 hex digits each
+    for at, ((line, fields), record_id, row_hash) in enumerate(zip(batch, ids, hashes, strict=True)):
         try:
             if len(fields) > width:
                 raise FieldError("row", "has more fields than the header")
-            if seen or record_id in in_batch:
+            if record_id in seen or record_id in in_batch:
                 raise FieldError("record_id", f"duplicate of an earlier row ({record_id!r})")
-            if exists and stored_hash == row_hash:
+            stored_hash = stored.get(record_id, _MISSING)
+            if stored_hash == row_hash:
                 unchanged += 1
                 in_batch.add(record_id)
                 accepted.append((record_id,))
@@ -339,7 +393,7 @@ def _stage_batch(
             for column in header[len(fields):]:
                 row[column] = ""
             values = table.parse(row)
-            if child_at is not None and not child_known:
+            if child_at is not None and values["child_record_id"] not in known_children:
                 child_id = values["child_record_id"]
                 raise FieldError("child_record_id", f"no accepted child with record_id {child_id!r}")
         except FieldError as exc:
@@ -347,9 +401,11 @@ def _stage_batch(
             continue
         in_batch.add(record_id)
         accepted.append((record_id,))
-        extra = (secrets.token_hex(16),) if name == "children" else ()
-        staged.append((*(values[c] for c in table.columns), *extra, row_hash))
-        added += not exists
+        if children:
+            staged.append((*columns(values), pseudonyms[32 * at:32 * at + 32], row_hash))
+        else:
+            staged.append((*columns(values), row_hash))
+        added += stored_hash is _MISSING
     setattr(summary, f"{name}_unchanged", getattr(summary, f"{name}_unchanged") + unchanged)
     setattr(summary, f"{name}_added", getattr(summary, f"{name}_added") + added)
     if staged:
@@ -399,6 +455,7 @@ def import_files(
     progress: Callable[[int, int], None] | None = None,
     retention_age: int = DEFAULT_RETENTION_AGE,
     today: date | None = None,
+    stage: Callable[[Callable[[], None]], None] = lambda work: work(),
     unsafe_http_webhooks: bool = False,
 ) -> ImportSummary:
     """Import both files (one transaction as readers see it) and return what happened.
@@ -409,16 +466,47 @@ def import_files(
     ``progress(done, total)`` is called now and then with the number of rows handled. The
     summary also counts the imported children already archived (18 or over: kept, never
     returned) and those at or past ``retention_age`` (deleted by the node's next purge).
+    ``stage(work)`` runs the reading and staging of the rows (all but the short final write
+    transaction): the command line runs it on a thread of lower CPU priority, and keeps the
+    write transaction, which a running node's queries wait on, at normal priority.
     """
     started = time.monotonic()
     today = today or datetime.now(UTC).date()
     summary = ImportSummary(retention_age=retention_age)
     tables = (_Table("children", CHILD_COLUMNS, CHILD_REQUIRED, _parse_child),
               _Table("involvements", INVOLVEMENT_COLUMNS, INVOLVEMENT_REQUIRED,
-                     functools.partial(_parse_involvement, unsafe_http_webhooks=unsafe_http_webhooks)))
+                     functools.partial(_parse_involvement, unsafe_http_webhooks=unsafe_http_webhooks),
+                     HASH_VERSION + (b"+unsafe_http_webhooks" if unsafe_http_webhooks else b"")))
     for path, table in ((children_csv, tables[0]), (involvements_csv, tables[1])):
         for _ in _rows(path, table.required):
             pass  # both headers are checked before anything is read or written
+    paths = (children_csv, involvements_csv)
+    stats = [_file_stat(children_csv), _file_stat(involvements_csv)]  # before the digests are made
+    digests = [_file_digest(path, table.version) for path, table in zip(paths, tables, strict=True)]
+    cutoffs = (retention_cutoff(today, ARCHIVE_AGE), retention_cutoff(today, retention_age))
+    if _same_as_last_time(store, digests, full=full):
+        _count_unchanged(store, children_csv, summary, cutoffs)
+    else:
+        _import_rows(store, paths, tables, summary, cutoffs, (stats, digests),
+                     full=full, progress=progress, stage=stage)
+    if rejects_path is not None:
+        write_rejects(summary.rejects, rejects_path)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _import_rows(store: Store, paths: tuple[Path, Path], tables: tuple[_Table, _Table],
+                 summary: ImportSummary, cutoffs: tuple[str, str],
+                 files: tuple[list[tuple[int, int, int, int]], list[str]], *, full: bool,
+                 progress: Callable[[int, int], None] | None,
+                 stage: Callable[[Callable[[], None]], None]) -> None:
+    """The import proper: every row looked up by its content hash, new and changed rows staged,
+    then one short write transaction merges them (and records the files, ``_LAST_IMPORT``).
+
+    ``files``: the files' ``_file_stat`` taken before their digests were made, and the digests.
+    """
+    children_csv, involvements_csv = paths
+    stats, digests = files
     total = _count_rows(children_csv) + _count_rows(involvements_csv)
     done = 0
 
@@ -431,28 +519,102 @@ def import_files(
     conn = store.db
     staging = _Staging(conn, tables)
     try:
-        _stage_file(conn, children_csv, tables[0], summary, tick, full=full)
-        _stage_file(conn, involvements_csv, tables[1], summary, tick, full=full)
+        def staging_work() -> None:
+            _stage_file(conn, children_csv, tables[0], summary, tick, full=full)
+            _stage_file(conn, involvements_csv, tables[1], summary, tick, full=full)
+
+        stage(staging_work)
         with store.transaction():
             changed = _merge(conn, tables[0], summary)
             _merge(conn, tables[1], summary)
             if full:
                 changed += _remove_absent(conn, summary, children_csv.name, involvements_csv.name)
-            if summary.changed:
-                store.bump_generation(conn, changed)
-            archived, past = conn.execute(
-                "SELECT coalesce(sum(date_of_birth <= ?), 0), coalesce(sum(date_of_birth <= ?), 0) "
-                "FROM main.children WHERE record_id IN (SELECT record_id FROM stage.ok_children)",
-                (retention_cutoff(today, ARCHIVE_AGE), retention_cutoff(today, retention_age))).fetchone()
-            summary.children_archived, summary.children_past_retention = archived, past
+            generation = store.bump_generation(conn, changed) if summary.changed else store.generation()
+            # Remembered only when the files did not change while they were read.
+            unchanged_since = stats == [_file_stat(children_csv), _file_stat(involvements_csv)]
+            last = {"digests": digests, "generation": generation, "full": full, "rejected": summary.rejected,
+                    "children": (summary.children_added + summary.children_updated
+                                 + summary.children_unchanged),
+                    "involvements": (summary.involvements_added + summary.involvements_updated
+                                     + summary.involvements_unchanged)}
+            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                         (_LAST_IMPORT, json.dumps(last) if unchanged_since else "{}"))
+        # Counted after the commit, outside the write lock (a running node's queries need it).
+        archived, past = conn.execute(
+            "SELECT coalesce(sum(date_of_birth <= ?), 0), coalesce(sum(date_of_birth <= ?), 0) "
+            "FROM main.children WHERE record_id IN (SELECT record_id FROM stage.ok_children)",
+            cutoffs).fetchone()
+        summary.children_archived, summary.children_past_retention = archived, past
     finally:
         staging.close()
     if progress is not None:
         progress(total, total)
-    if rejects_path is not None:
-        write_rejects(summary.rejects, rejects_path)
-    summary.seconds = time.monotonic() - started
-    return summary
+
+
+_LAST_IMPORT = "last_import"
+"""The ``meta`` row describing the last import: its files' digests, the generation it left, and
+its counts. Files with the same digests, into a store still at that generation, are unchanged
+row for row (``_same_as_last_time``)."""
+
+
+def _file_digest(path: Path, version: bytes) -> str:
+    """BLAKE2b of a file's bytes (and its table's ``version``): the same digest, the same rows."""
+    digest = hashlib.blake2b(version, digest_size=32)
+    try:
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+    except OSError as exc:
+        raise ImportFileError(f"{path}: cannot read: {exc}") from exc
+    return digest.hexdigest()
+
+
+def _file_stat(path: Path) -> tuple[int, int, int, int]:
+    """What changes when a file is written or replaced: device, inode, size, modification time."""
+    st = path.stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _same_as_last_time(store: Store, digests: list[str], *, full: bool) -> bool:
+    """Whether every row of these files is known to be unchanged without reading them: the files
+    are byte for byte those of the last import, which rejected no row, nothing has changed the
+    store since (its generation is the one that import left), and a ``--full`` import follows a
+    ``--full`` one (else records outside the files could be held, and must be removed)."""
+    row = store.db.execute("SELECT value FROM meta WHERE key = ?", (_LAST_IMPORT,)).fetchone()
+    if row is None:
+        return False
+    try:
+        last = json.loads(row[0])
+    except ValueError:
+        return False
+    return (isinstance(last, dict) and last.get("digests") == digests and last.get("rejected") == 0
+            and last.get("generation") == store.generation() and (last.get("full") or not full))
+
+
+def _count_unchanged(store: Store, children_csv: Path, summary: ImportSummary,
+                     cutoffs: tuple[str, str]) -> None:
+    """The summary of an import of unchanged files: every row unchanged, and the imported
+    children past the archive and retention ages counted as a full import would."""
+    last = json.loads(store.db.execute("SELECT value FROM meta WHERE key = ?", (_LAST_IMPORT,)).fetchone()[0])
+    summary.children_unchanged, summary.involvements_unchanged = last["children"], last["involvements"]
+    query = ("SELECT coalesce(sum(date_of_birth <= ?), 0), coalesce(sum(date_of_birth <= ?), 0) "  # noqa: S608
+             f"FROM children WHERE record_id {_IN_BATCH}")
+
+    def count(batch: list[str]) -> None:
+        archived, past = store.db.execute(query, (*cutoffs, json.dumps(batch))).fetchone()
+        summary.children_archived += archived
+        summary.children_past_retention += past
+
+    for header, rows in _rows(children_csv, CHILD_REQUIRED):
+        at = header.index("record_id")
+        batch: list[str] = []
+        for _, fields in rows:
+            batch.append(fields[at].strip() if at < len(fields) else "")
+            if len(batch) >= BATCH_ROWS:
+                count(batch)
+                batch = []
+        if batch:
+            count(batch)
 
 
 def _remove_absent(conn: Any, summary: ImportSummary, children_file: str,

@@ -8,11 +8,20 @@ of the index (``MatchIndex.updated``), anything larger -- and every new day, whe
 connection of its own, while queries keep using the old one; then one assignment swaps it in.
 
 Readers of ``current`` see a whole index or the one before it, never one half made.
+
+Every full build is saved beside the store (``node.snapshot``). At start the saved index is
+read back instead of building one when it fits the store: the same store (its key), a
+generation no later than the store's, every record it holds still held (or itemised as changed
+since), and no live record missing from it. What changed since it was saved, and children who
+turned 18 since the day it was built, are patched over it as after a small import; one from an
+earlier day is rebuilt in the background once the node is ready. Anything else, and the index
+is built from the store as if there were no snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -21,6 +30,8 @@ from datetime import date
 from pathlib import Path
 
 from federation.http import HealthReason
+from node import snapshot as snapshots
+from node.candidates import CandidateIndex
 from node.matching import MatchIndex
 from node.policy import is_archived
 from node.store import Child, Store
@@ -41,15 +52,28 @@ class IndexHolder:
     built_on: date
     patched: int = 0  # children changed by patches since the last full build
     seconds: float = 0.0
+    source: str = "built"  # "built", "patched" or "snapshot" (read back from the saved index)
+    stale: bool = False  # its statistics are from an earlier day's build: rebuild in the background
+
+
+def _removed(record_id: str, day: date) -> Child:
+    """A stand-in at the position of a saved record the store no longer holds (always patched
+    out, never a candidate)."""
+    return Child(record_id=record_id, pseudonym="", nhs_number=None, upn=None, given_name="", family_name="",
+                 other_names=(), date_of_birth=day, sex=None, postcode=None, shielded=False)
 
 
 class IndexKeeper:
     """The current index of one store, and the work that keeps it current."""
 
     def __init__(self, path: Path, *, busy_timeout_seconds: float, today: Callable[[], date],
-                 build: Callable[[Iterable[Child]], MatchIndex] = MatchIndex) -> None:
+                 build: Callable[[Iterable[Child]], MatchIndex] = MatchIndex,
+                 snapshot: Path | None = None) -> None:
         self.path = path
         self.build = build
+        self.snapshot = snapshot
+        self.snapshot_read: str | None = None  # what became of the saved index at start, for /healthz
+        self.snapshot_saved: str | None = None  # and of the last save
         self.busy_timeout_seconds = busy_timeout_seconds
         self.today = today
         self.current: IndexHolder | None = None
@@ -59,9 +83,13 @@ class IndexKeeper:
         self.full_build_seconds: float | None = None
         self.ready = asyncio.Event()
         self._store: Store | None = None
+        self._unsaved: tuple[IndexHolder, bytes] | None = None
 
-    def refresh(self) -> IndexHolder:
+    def refresh(self, *, save: bool = True) -> IndexHolder:
         """Bring the index up to the store's generation and today's date (on a worker thread).
+
+        A full build is saved beside the store (``snapshot``), at once with ``save``, else by the
+        next ``save_pending``.
 
         Reads through a connection of its own, in one read transaction, so the generation and
         the records read belong together however the store changes meanwhile.
@@ -70,14 +98,22 @@ class IndexKeeper:
         if self._store is None:
             self._store = Store(self.path, busy_timeout_seconds=self.busy_timeout_seconds)
         store = self._store
+        key = store.index_key() if self.snapshot is not None else None  # (a write, the first time)
         with store.snapshot():
             generation = store.generation()
             holder = self.current
-            if holder is not None and holder.generation == generation and holder.built_on == today:
+            if holder is None and key is not None:
+                loaded = self._load(store, key, generation, today)
+                if loaded is not None:
+                    self.current = loaded
+                    return loaded
+            if holder is not None and holder.generation == generation and holder.built_on == today \
+                    and not holder.stale:
                 return holder
             started = time.monotonic()
             changed = None
-            if holder is not None and holder.built_on == today and generation > holder.generation:
+            if holder is not None and holder.built_on == today and generation > holder.generation \
+                    and not holder.stale:
                 # (a generation going backwards means another file was put in place: rebuild)
                 changed = store.changed_since(holder.generation, PATCH_LIMIT - holder.patched)
             if holder is not None and changed is not None:
@@ -85,7 +121,7 @@ class IndexKeeper:
                 live = [c for c in records if not is_archived(c, today)]
                 index = holder.index.updated(live, removed=changed)
                 holder = IndexHolder(index, generation, today, holder.patched + len(changed),
-                                     time.monotonic() - started)
+                                     time.monotonic() - started, "patched")
                 self.patches += 1
                 log.info("index patched: %d changed children, generation %d, %.2f s",
                          len(changed), generation, holder.seconds)
@@ -97,15 +133,104 @@ class IndexKeeper:
                 log.info("index built: %d children, generation %d, %.2f s",
                          len(index), generation, holder.seconds)
         self.current = holder  # the swap: one assignment
+        if key is not None and holder.source == "built":
+            self._unsaved = (holder, key)
+            if save:
+                self.save_pending()
         return holder
+
+    def save_pending(self) -> None:
+        """Save the last full build beside the store, if not saved yet (on a worker thread)."""
+        unsaved, self._unsaved = self._unsaved, None
+        if unsaved is not None:
+            self._save(*unsaved)
+
+    def _load(self, store: Store, key: bytes, generation: int, today: date) -> IndexHolder | None:
+        """The saved index, checked against the store and brought up to date; ``None`` if unusable.
+
+        Inside the caller's read transaction, so the generation and the records belong together.
+        """
+        if self.snapshot is None:
+            return None
+        started = time.monotonic()
+        try:
+            saved = snapshots.read(self.snapshot, key)
+            if saved is None:
+                self.snapshot_read = "none saved"
+                return None
+            holder = self._fit(store, saved, generation, today)
+        except snapshots.SnapshotError as exc:
+            self.snapshot_read = f"ignored: {exc}"
+            log.warning("saved index %s ignored, building the index: %s", self.snapshot, exc)
+            return None
+        holder = dataclasses.replace(holder, seconds=time.monotonic() - started)
+        self.snapshot_read = f"read (generation {saved.generation}, built {saved.built_on.isoformat()})"
+        log.info("index read from %s: %d children, generation %d, %d patched, %.2f s",
+                 self.snapshot, len(holder.index), generation, holder.patched, holder.seconds)
+        return holder
+
+    @staticmethod
+    def _fit(store: Store, saved: snapshots.Snapshot, generation: int, today: date) -> IndexHolder:
+        """The index a saved one gives for the store as it is now, or ``SnapshotError`` saying why
+        it does not fit."""
+        changed: set[str] = set()
+        if saved.generation > generation:
+            raise snapshots.SnapshotError(f"it is of generation {saved.generation}, "
+                                          f"the store only of {generation}")
+        if saved.generation < generation:
+            since = store.changed_since(saved.generation, PATCH_LIMIT)
+            if since is None:
+                raise snapshots.SnapshotError(
+                    f"the store changed too much since generation {saved.generation}")
+            changed = set(since)
+        held = {c.record_id: c for c in store.children()}
+        records: list[Child] = []
+        gone = set(changed)
+        for record_id in saved.record_ids:
+            child = held.get(record_id)
+            if child is None:
+                if record_id not in changed:
+                    raise snapshots.SnapshotError("it holds a record the store does not")
+                child = _removed(record_id, saved.built_on)
+            elif is_archived(child, today):
+                gone.add(record_id)  # turned 18 since the snapshot's day
+            records.append(child)
+        unsaved = held.keys() - set(saved.record_ids) - changed  # set operations, not a loop per child
+        if any(not is_archived(held[r], today) for r in unsaved):
+            raise snapshots.SnapshotError("the store holds records it does not")
+        try:
+            index = MatchIndex(records, candidates=CandidateIndex.from_packed(saved.packed))
+        except ValueError as exc:
+            raise snapshots.SnapshotError(str(exc)) from exc
+        if gone:
+            fresh = [held[r] for r in changed if r in held and not is_archived(held[r], today)]
+            index = index.updated(fresh, removed=gone)
+        return IndexHolder(index, generation, today, len(gone), 0.0, "snapshot",
+                           stale=saved.built_on != today)
+
+    def _save(self, holder: IndexHolder, key: bytes) -> None:
+        """Save a fully built index beside the store (a failure only costs the next start a build)."""
+        form = holder.index.saved_form
+        if form is None or self.snapshot is None:
+            return
+        record_ids, candidates = form
+        try:
+            snapshots.write(self.snapshot, snapshots.Snapshot(holder.generation, holder.built_on, record_ids,
+                                                              candidates.packed), key, like=self.path)
+        except OSError as exc:
+            self.snapshot_saved = f"not saved: {exc.strerror}"
+            log.warning("index not saved to %s: %s", self.snapshot, exc)
+            return
+        self.snapshot_saved = f"generation {holder.generation}"
 
     async def keep_current(self, poll_seconds: float) -> None:
         """Build the first index (then set ``ready``), and keep it current until cancelled."""
         while True:
             try:
-                await asyncio.to_thread(self.refresh)
+                await asyncio.to_thread(self.refresh, save=False)
                 self.error = None
                 self.ready.set()
+                await asyncio.to_thread(self.save_pending)  # after ready: saving is for the next start
             except Exception as exc:  # retried next round; the old index keeps answering
                 self.error = exc.__class__.__name__
                 log.exception("index not refreshed")
@@ -121,9 +246,12 @@ class IndexKeeper:
         holder = self.current
         if holder is None:
             return None
+        built = self.full_build_seconds
         return {"children": len(holder.index), "generation": holder.generation,
                 "built_on": holder.built_on.isoformat(), "builds": self.builds, "patches": self.patches,
-                "full_build_seconds": round(self.full_build_seconds or 0.0, 3)}
+                "full_build_seconds": None if built is None else round(built, 3), "source": holder.source,
+                "seconds": round(holder.seconds, 3),
+                "snapshot": {"read": self.snapshot_read, "saved": self.snapshot_saved}}
 
     def health_reasons(self) -> list[HealthReason]:
         """``/healthz`` reasons while the node cannot answer for want of an index."""

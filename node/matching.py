@@ -139,7 +139,8 @@ _Alignment = tuple[float, "NameLevel", "NameLevel", bool, bool, str, str]
 class MatchIndex:
     """In-memory indexes over the children a node may return, and the matcher that uses them."""
 
-    def __init__(self, children: Iterable[Child]) -> None:
+    def __init__(self, children: Iterable[Child], *, candidates: CandidateIndex | None = None) -> None:
+        """``candidates``: keys already packed for these children in this order (a saved index)."""
         self.children: dict[str, Child] = {}
         self._records: list[Child] = []
         given_counts: Counter[str] = Counter()
@@ -171,7 +172,8 @@ class MatchIndex:
                 dob_counts[dob] += 1
             if child.postcode:
                 postcode_counts[child.postcode] += 1
-        self._candidates: CandidateIndex | CandidateOverlay = CandidateIndex(self._records)
+        self._candidates: CandidateIndex | CandidateOverlay = (
+            candidates if candidates is not None else CandidateIndex(self._records))
         self._position_map: dict[str, int] | None = None
         n = len(self._records)
         self._n = n
@@ -210,6 +212,14 @@ class MatchIndex:
 
     def __len__(self) -> int:
         return len(self.children)
+
+    @property
+    def saved_form(self) -> tuple[list[str], CandidateIndex] | None:
+        """The record ids in position order and their packed keys, for a full build (``None`` for
+        a patched index, whose keys are in layers)."""
+        if not isinstance(self._candidates, CandidateIndex):
+            return None
+        return [c.record_id for c in self._records], self._candidates
 
     def updated(self, changed: Iterable[Child], removed: Iterable[str] = ()) -> MatchIndex:
         """A new index with ``changed`` children added or replaced and ``removed`` ids taken out.

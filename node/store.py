@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import secrets
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from federation.errors import SignpostError
 
@@ -196,44 +198,34 @@ class Involvement:
     notify_url: str | None
 
 
-def _child(row: sqlite3.Row) -> Child:
-    return Child(
-        record_id=row["record_id"],
-        pseudonym=row["pseudonym"],
-        nhs_number=row["nhs_number"],
-        upn=row["upn"],
-        given_name=row["given_name"],
-        family_name=row["family_name"],
-        other_names=tuple(json.loads(row["other_names"])),
-        date_of_birth=date.fromisoformat(row["date_of_birth"]),
-        sex=row["sex"],
-        postcode=row["postcode"],
-        shielded=bool(row["shielded"]),
-        middle_names=row["middle_names"],
-    )
+_CHILD_SELECT = ("SELECT record_id, pseudonym, nhs_number, upn, given_name, family_name, other_names, "
+                 "date_of_birth, sex, postcode, shielded, middle_names FROM children")
+_INVOLVEMENT_SELECT = ("SELECT record_id, child_record_id, organisation, service_category, "
+                       "practitioner_name, practitioner_role, phone, secure_email, start_date, end_date, "
+                       "lead, sensitive, consent, notify_on_access, assessment, notify_url FROM involvements")
+_NO_OTHER_NAMES = "[]"
 
 
-def _involvement(row: sqlite3.Row) -> Involvement:
-    def day(value: str | None) -> date | None:
-        return date.fromisoformat(value) if value else None
+def _child(row: tuple[Any, ...]) -> Child:
+    """A child from a row of ``_CHILD_SELECT`` (by position: this runs for every child at a build)."""
+    (record_id, pseudonym, nhs_number, upn, given_name, family_name, other_names, date_of_birth,
+     sex, postcode, shielded, middle_names) = row
+    return Child(record_id, pseudonym, nhs_number, upn, given_name, family_name,
+                 () if other_names == _NO_OTHER_NAMES else tuple(json.loads(other_names)),
+                 date.fromisoformat(date_of_birth), sex, postcode, bool(shielded), middle_names)
 
+
+def _involvement(row: tuple[Any, ...]) -> Involvement:
+    """An involvement from a row of ``_INVOLVEMENT_SELECT`` (by position)."""
+    (record_id, child_record_id, organisation, service_category, practitioner_name, practitioner_role,
+     phone, secure_email, start_date, end_date, lead, sensitive, consent, notify_on_access,
+     assessment, notify_url) = row
     return Involvement(
-        record_id=row["record_id"],
-        child_record_id=row["child_record_id"],
-        organisation=row["organisation"],
-        service_category=row["service_category"],
-        practitioner_name=row["practitioner_name"],
-        practitioner_role=row["practitioner_role"],
-        phone=row["phone"],
-        secure_email=row["secure_email"],
-        start_date=day(row["start_date"]),
-        end_date=day(row["end_date"]),
-        lead=bool(row["lead"]),
-        sensitive=bool(row["sensitive"]),
-        consent=bool(row["consent"]),
-        notify_on_access=bool(row["notify_on_access"]),
-        assessment=bool(row["assessment"]),
-        notify_url=row["notify_url"],
+        record_id, child_record_id, organisation, service_category, practitioner_name,
+        practitioner_role, phone, secure_email,
+        date.fromisoformat(start_date) if start_date else None,
+        date.fromisoformat(end_date) if end_date else None,
+        bool(lead), bool(sensitive), bool(consent), bool(notify_on_access), bool(assessment), notify_url,
     )
 
 
@@ -355,6 +347,18 @@ class Store:
                          (oldest,))
         return generation
 
+    def index_key(self) -> bytes:
+        """The key that authenticates this store's saved index (``node.snapshot``); made once.
+
+        It lives in the store, so a saved index is only ever accepted by the store it came from.
+        """
+        row = self.db.execute("SELECT value FROM meta WHERE key='index_key'").fetchone()
+        if row is None:
+            with self.transaction() as conn:
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('index_key', ?)", (secrets.token_hex(32),))
+            row = self.db.execute("SELECT value FROM meta WHERE key='index_key'").fetchone()
+        return bytes.fromhex(row[0])
+
     def changed_since(self, generation: int, limit: int) -> list[str] | None:
         """The children changed after ``generation``; ``None`` if unknown or more than ``limit``."""
         row = self.db.execute("SELECT value FROM meta WHERE key='changes_from'").fetchone()
@@ -371,7 +375,8 @@ class Store:
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
             marks = ", ".join("?" * len(chunk))
-            rows = self.db.execute(f"SELECT * FROM children WHERE record_id IN ({marks})", chunk)  # noqa: S608
+            cursor = self._plain()
+            rows = cursor.execute(f"{_CHILD_SELECT} WHERE record_id IN ({marks})", chunk)
             found.extend(_child(r) for r in rows)
         return found
 
@@ -384,17 +389,24 @@ class Store:
         finally:
             self.db.execute("COMMIT")
 
+    def _plain(self) -> sqlite3.Cursor:
+        """A cursor giving plain tuples (no ``sqlite3.Row``), for reads done per record."""
+        cursor = self.db.cursor()
+        cursor.row_factory = None
+        return cursor
+
     def children(self) -> Iterator[Child]:
-        for row in self.db.execute("SELECT * FROM children"):
-            yield _child(row)
+        cursor = self._plain().execute(_CHILD_SELECT)
+        while rows := cursor.fetchmany(5000):
+            yield from map(_child, rows)
 
     def child(self, record_id: str) -> Child | None:
-        row = self.db.execute("SELECT * FROM children WHERE record_id=?", (record_id,)).fetchone()
+        row = self._plain().execute(f"{_CHILD_SELECT} WHERE record_id=?", (record_id,)).fetchone()
         return _child(row) if row else None
 
     def involvements(self, child_record_id: str) -> list[Involvement]:
-        rows = self.db.execute(
-            "SELECT * FROM involvements WHERE child_record_id=? ORDER BY lead DESC, start_date",
+        rows = self._plain().execute(
+            f"{_INVOLVEMENT_SELECT} WHERE child_record_id=? ORDER BY lead DESC, start_date",
             (child_record_id,),
         )
         return [_involvement(r) for r in rows]

@@ -14,12 +14,15 @@ of its own with short transactions instead (``Store.separate``).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from federation.errors import SignpostError
 from node.store import Store
@@ -32,39 +35,89 @@ class StoreBusy(SignpostError):
 
 
 class StoreWorker:
-    """A single thread with the node's connection; ``run`` hands it a job and awaits the result."""
+    """A single thread with the node's connection; ``run`` hands it a job and awaits the result.
+
+    Jobs travel on a ``queue.SimpleQueue`` and results come back through the event loop's
+    ``call_soon_threadsafe``: one queue operation and one wake-up per job, which is all a job on
+    the query path should cost in hand-offs.
+    """
 
     def __init__(self, path: Path, *, busy_timeout_seconds: float) -> None:
         self.busy_timeout_seconds = busy_timeout_seconds
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="signpost-store")
-        self.store = self._executor.submit(
-            Store, path, busy_timeout_seconds=busy_timeout_seconds).result()
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        opened: concurrent.futures.Future[Store] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._serve, args=(path, opened), name="signpost-store",
+                                        daemon=True)
+        self._thread.start()
+        self.store = opened.result()
         self.queued = 0
+
+    def _serve(self, path: Path, opened: concurrent.futures.Future[Store]) -> None:
+        try:
+            store = Store(path, busy_timeout_seconds=self.busy_timeout_seconds)
+        except BaseException as exc:
+            opened.set_exception(exc)
+            return
+        opened.set_result(store)
+        while (job := self._jobs.get()) is not None:
+            job()
+        store.close()
+
+    def _call(self, job: Callable[[Store], T], queued_at: float) -> T:
+        if time.monotonic() - queued_at > self.busy_timeout_seconds:
+            # Waited behind jobs that were waiting on a lock: the store is busy for this one too.
+            raise StoreBusy(f"waited more than {self.busy_timeout_seconds:g} s for the store")
+        try:
+            return job(self.store)
+        except sqlite3.OperationalError as exc:
+            if self.store.db.in_transaction:
+                self.store.db.execute("ROLLBACK")
+            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise StoreBusy(f"store: {exc}") from exc
+            raise
 
     async def run(self, job: Callable[[Store], T]) -> T:
         """Run ``job(store)`` on the store's thread; ``StoreBusy`` if the store is not to be had."""
+        if not self._thread.is_alive():
+            raise StoreBusy("the store's thread has stopped")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
         queued_at = time.monotonic()
 
-        def call() -> T:
-            if time.monotonic() - queued_at > self.busy_timeout_seconds:
-                # Waited behind jobs that were waiting on a lock: the store is busy for this one too.
-                raise StoreBusy(f"waited more than {self.busy_timeout_seconds:g} s for the store")
+        def work() -> None:
             try:
-                return job(self.store)
-            except sqlite3.OperationalError as exc:
-                if self.store.db.in_transaction:
-                    self.store.db.execute("ROLLBACK")
-                if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                    raise StoreBusy(f"store: {exc}") from exc
-                raise
+                result = self._call(job, queued_at)
+            except BaseException as exc:  # handed to the awaiting coroutine, raised there
+                _settle(loop, _fail, future, exc)
+            else:
+                _settle(loop, _succeed, future, result)
 
         self.queued += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+            self._jobs.put(work)
+            return await future
         finally:
             self.queued -= 1
 
     def close(self) -> None:
         """Finish queued jobs, then close the connection on its own thread."""
-        self._executor.submit(self.store.close).result()
-        self._executor.shutdown(wait=True)
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+
+
+def _settle(loop: asyncio.AbstractEventLoop, how: Callable[[asyncio.Future[T], Any], None],
+            future: asyncio.Future[T], value: Any) -> None:
+    """Hand a job's outcome to its loop; a loop already closed has nobody waiting for it."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(how, future, value)
+
+
+def _succeed(future: asyncio.Future[T], result: T) -> None:
+    if not future.cancelled():
+        future.set_result(result)
+
+
+def _fail(future: asyncio.Future[T], exc: BaseException) -> None:
+    if not future.cancelled():
+        future.set_exception(exc)

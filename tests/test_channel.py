@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from broker import channel as broker_channel
 from broker.api import BROKER
 from federation import frames
 from federation.commands.main import main
@@ -106,13 +107,13 @@ async def serve(federation: Federation, name: str, app: web.Application) -> web.
 Reply = Callable[[str, str], Awaitable[str | None]]
 
 
-def hostile_node(reply: Reply) -> web.Application:
+def hostile_node(reply: Reply, protocols: tuple[str, ...] = (frames.SUBPROTOCOL,)) -> web.Application:
     """A node endpoint that speaks the channel but answers each query with ``reply(jti, envelope)``."""
 
     sockets: set[web.WebSocketResponse] = set()
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(protocols=(frames.SUBPROTOCOL,))
+        ws = web.WebSocketResponse(protocols=protocols)
         await ws.prepare(request)
         sockets.add(ws)
         async for message in ws:
@@ -176,16 +177,21 @@ async def test_a_node_refuses_forged_and_replayed_query_frames(federation: Feder
          r.status if isinstance(r, frames.RefusedFrame) else None) for r in replies]
 
 
-@pytest.mark.parametrize("case", ["forged", "replayed", "misrouted", "late"])
+@pytest.mark.parametrize("case", ["forged", "replayed", "misrouted", "late", "unsigned without mutual TLS"])
 async def test_the_broker_refuses_hostile_answer_frames(federation: Federation, case: str) -> None:
     """Proves an answer frame the broker must not believe makes that authority `unavailable` (an
     integrity failure, logged as unanswered) while the others answer: signed with a key outside
     the trust list (forged), a genuine answer to an earlier query sent again (replayed), an answer
-    signed by another node (misrouted), or an answer after the deadline (late, counted as dropped)."""
+    signed by another node (misrouted), an answer after the deadline (late, counted as dropped),
+    or an unsigned `no_match` frame on a channel without mutual TLS, even one that agreed
+    `signpost.v2`."""
     earlier: dict[str, str] = {}
     returned = asyncio.Event()  # the search came back: the broker no longer waits for this answer
 
     async def reply(jti: str, query: str) -> str | None:
+        if case.startswith("unsigned"):
+            return frames.NoMatchFrame(QueryId(jti), "gamma", "broker", envelope.envelope_hash(query),
+                                       int(datetime.now(UTC).timestamp())).to_text()
         if case == "forged":
             now = int(datetime.now(UTC).timestamp())
             claims = {"v": 1, "iss": "gamma", "aud": "broker", "iat": now, "exp": now + 60, "jti": "a",
@@ -204,7 +210,8 @@ async def test_the_broker_refuses_hostile_answer_frames(federation: Federation, 
         return frames.AnswerFrame(QueryId(jti), answer).to_text()
 
     await federation.stop("gamma")
-    runner = await serve(federation, "gamma", hostile_node(reply))
+    runner = await serve(federation, "gamma", hostile_node(
+        reply, frames.SUBPROTOCOLS if case.startswith("unsigned") else (frames.SUBPROTOCOL,)))
     try:
         if case == "replayed":
             status, answer = await federation.search({"identity": AMARA, "purpose": PURPOSE})
@@ -277,7 +284,7 @@ async def test_a_node_that_restarts_is_reconnected_without_a_failed_search(patie
 def lying_node(node: Node) -> web.Application:
     """A node that answers and logs each query truly, then sends the broker a different answer."""
 
-    async def lie(host: Node, token: str, peer: str | None) -> web.Response:
+    async def lie(host: Node, token: str, peer: str | None, seal: channel.Seal | None = None) -> web.Response:
         response = await process_query(host, token, peer)  # logs the true answer's hash
         assert isinstance(response.body, bytes)
         true = json.loads(response.body)["answer"]
@@ -360,3 +367,42 @@ async def test_a_channel_opened_while_the_node_shuts_down_is_closed_at_once(fede
             federation.node_url("gamma") + frames.CHANNEL_PATH, protocols=(frames.SUBPROTOCOL,)) as ws:
         message = await ws.receive(timeout=30)
     assert (aiohttp.WSMsgType.CLOSE, 1001) == (message.type, message.data)
+
+
+async def test_a_write_to_a_node_that_stops_reading_waits_alone_and_completes() -> None:
+    """Proves the fan-out's writer returns at once even when a node stops reading and its socket
+    fills (the rest of that frame waits in the background), and that every frame then arrives
+    whole and in order once the node reads again, with no write reported failed."""
+    reading = asyncio.Event()
+    received: list[int] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        await reading.wait()
+        async for message in ws:
+            received.append(len(message.data))
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    failures: list[BaseException] = []
+    sizes = [4 * 1024 * 1024 + i for i in range(6)]
+    try:
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+            for size in sizes:
+                broker_channel.write_now(ws, b"x" * size, failures.append)
+            waited = len(broker_channel.WRITING)
+            reading.set()
+            while len(received) < len(sizes) and not failures:
+                await asyncio.sleep(0.05)
+            await ws.close()
+    finally:
+        await runner.cleanup()
+    assert (True, sizes, []) == (waited > 0, received, failures)

@@ -1,10 +1,13 @@
-"""The federation benchmark's set-up: ports outside the ephemeral range, and a federated side and a
-central baseline that hold the same children."""
+"""The federation benchmark's set-up: ports outside the ephemeral range, a federated side and a
+central baseline that hold the same children, the baseline checkout, and the load mode."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
+
+import pytest
 
 from federation import config as configfile
 from federation.tools import fedbench, ports
@@ -46,3 +49,30 @@ def test_cpu_is_read_from_the_process_clock() -> None:
     before = fedbench.proc_cpu_seconds(os.getpid())
     sum(i * i for i in range(200_000))
     assert fedbench.proc_cpu_seconds(os.getpid()) >= before
+
+
+def test_processes_started_for_a_baseline_run_another_checkout(tmp_path: Path) -> None:
+    """Proves `--baseline-source` points the processes started inside at the other checkout (their
+    PYTHONPATH, and the working folder that `python -m` puts first on the path) and puts both back
+    afterwards."""
+    before, cwd = os.environ.get("PYTHONPATH"), os.getcwd()
+    with fedbench.processes_from(tmp_path):
+        inside = (os.environ.get("PYTHONPATH"), os.getcwd())
+    source = str(tmp_path.resolve())
+    assert ((source, source), (before, cwd)) == (inside, (os.environ.get("PYTHONPATH"), os.getcwd()))
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_the_load_mode_keeps_searches_in_flight_and_reports_every_refusal_by_type(tmp_path: Path) -> None:
+    """Proves `bench federation --seconds --redis` runs real node and broker processes with rate
+    limits in a private Redis, accounts for every search it sent (answered, or refused by problem
+    type), PINGs Redis during the run, and never sees a 503 blaming Redis while every PING was
+    answered."""
+    report = fedbench.run(nodes=2, children=6, concurrency=40, seconds=2, redis=True,
+                          folder=tmp_path / "bench", out=lambda _: None)
+    timed, pings = report["federated"]["timed"], report["federated"]["redis_pings"]
+    assert timed["searches"] == timed["answered"] + sum(timed["problems"].values())
+    assert timed["answered"] > 0 and pings["sent"] > 0
+    blamed = timed["problems"].get("503 rate-limit-unavailable", 0)
+    assert 0 == (blamed if pings["unanswered"] == 0 else 0)
+    assert "answered_p99_ms" in timed and "broker_system_ms_per_search" in timed

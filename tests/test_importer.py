@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import csv
+import os
 import sqlite3
+import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from federation.commands import node as node_cli
 from node.importer import import_files
 from node.store import MIGRATIONS, Store
 from tests.conftest import (
@@ -189,6 +196,76 @@ def test_a_store_from_before_middle_names_gains_the_column(tmp_path: Path) -> No
     assert expected == actual
 
 
+def test_a_value_repeated_from_row_to_row_is_judged_the_same_every_time(tmp_path: Path) -> None:
+    """Names, dates and postcodes are remembered across rows for speed; a bad value seen again is
+    rejected again, naming the field it is in, and a good one is normalised the same way."""
+    store = Store(tmp_path / "node.sqlite3")
+    children = [child_row(f"R-{i}", "Zoë", "O'Neill", "2015-02-31" if i < 2 else years_ago(6),
+                          postcode="ls1 4ab" if i % 2 else "NOT A POSTCODE") for i in range(4)]
+    involvements = [involvement_row("V-1", "R-3", start_date="2020-13-01"),
+                    involvement_row("V-2", "R-3", end_date="2020-13-01"),
+                    involvement_row("V-3", "R-3", phone="0113 ２４６"),
+                    involvement_row("V-4", "R-3", lead=" ")]
+    summary = import_files(store, *files(tmp_path, children, involvements))
+    assert [(2, "date_of_birth"), (3, "date_of_birth"), (4, "postcode")] == [
+        (r.line, r.field) for r in summary.rejects if r.file == "children.csv"]
+    assert [(2, "start_date"), (3, "end_date"), (4, "phone")] == [
+        (r.line, r.field) for r in summary.rejects if r.file == "involvements.csv"]
+    held = store.child("R-3")
+    assert held is not None
+    assert ("zoe", "oneill", "LS1 4AB") == (held.given_name, held.family_name, held.postcode)
+
+
+def test_files_unchanged_since_the_last_import_are_not_read_again_but_summed_up_alike(
+        tmp_path: Path) -> None:
+    """Importing byte-identical files into a store nothing has changed since reports what the
+    row-by-row import reported (every row unchanged, the same archived and past-retention counts)
+    without reading the rows: a value changed behind the importer's back stays changed."""
+    children = [child_row("C-1", "Amara", "Okafor", years_ago(6)),
+                child_row("C-2", "Old", "Er", years_ago(19)),
+                child_row("C-3", "Older", "Still", years_ago(30))]
+    store = Store(tmp_path / "node.sqlite3")
+    paths = files(tmp_path, children, [involvement_row("I-1", "C-1")])
+    first = import_files(store, *paths, full=True)
+    store.db.execute("UPDATE children SET sex = 'X' WHERE record_id = 'C-1'")
+    again = import_files(store, *paths, full=True)
+    assert ((3, 1, 2, 1), "X") == ((again.children_unchanged, again.involvements_unchanged,
+                                    again.children_archived, again.children_past_retention),
+                                   store.child("C-1").sex)  # type: ignore[union-attr]
+    assert (first.children_archived, first.children_past_retention) == (2, 1)
+
+
+def test_unchanged_files_are_read_again_when_the_last_import_rejected_rows(tmp_path: Path) -> None:
+    """Rejected rows are reported by every import of a file, so a file with rejects is read again."""
+    store = Store(tmp_path / "node.sqlite3")
+    paths = files(tmp_path, GOOD_CHILDREN + BAD_CHILDREN[:1], GOOD_INVOLVEMENTS)
+    assert [1, 1] == [import_files(store, *paths).rejected for _ in range(2)]
+
+
+def test_unchanged_files_are_read_again_when_the_store_changed_since(tmp_path: Path) -> None:
+    """After anything changed the store (another import, a purge), the same files are read row
+    by row again: here a full import puts back what another import added and removes it."""
+    store = Store(tmp_path / "node.sqlite3")
+    paths = files(tmp_path, GOOD_CHILDREN, GOOD_INVOLVEMENTS)
+    import_files(store, *paths, full=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    import_files(store, *files(other, [child_row("X-1", "Extra", "Child", years_ago(4))], []))
+    again = import_files(store, *paths, full=True)
+    assert (1, 2) == (again.children_removed, again.children_unchanged)
+    assert {"children": 2, "involvements": 2} == store.counts()
+
+
+def test_a_full_import_after_a_partial_one_of_the_same_files_reads_them(tmp_path: Path) -> None:
+    """--full after an import without it must look for records outside the files, so it reads them."""
+    store = Store(tmp_path / "node.sqlite3")
+    (tmp_path / "other").mkdir()
+    import_files(store, *files(tmp_path / "other", [child_row("X-1", "Extra", "Child", years_ago(4))], []))
+    paths = files(tmp_path, GOOD_CHILDREN, GOOD_INVOLVEMENTS)
+    import_files(store, *paths)
+    assert 1 == import_files(store, *paths, full=True).children_removed
+
+
 def test_a_plain_http_notify_url_is_rejected_unless_the_node_allows_it(tmp_path: Path) -> None:
     """Proves closed by default at import: a notification URL must be https://; http:// is taken
     only with the node's `unsafe_http_webhooks`, and the rejection names the field and setting."""
@@ -202,3 +279,42 @@ def test_a_plain_http_notify_url_is_rejected_unless_the_node_allows_it(tmp_path:
     assert [("I-2", "notify_url")] == [(r.record_id, r.field) for r in closed.rejects]
     assert "unsafe_http_webhooks" in closed.rejects[0].reason
     assert ([], 2) == (opened.rejects, opened.involvements_added)
+
+
+def test_the_same_files_are_checked_again_when_the_node_no_longer_allows_plain_http(tmp_path: Path) -> None:
+    """A row taken under unsafe_http_webhooks is not 'unchanged' once the setting is off: the same
+    files are read again and the http:// notification URL rejected, naming the field."""
+    rows = [involvement_row("I-1", "C-1", lead="true", notify_url="http://hooks.example.gov.uk/lead")]
+    paths = files(tmp_path, GOOD_CHILDREN, rows)
+    with Store(tmp_path / "node.sqlite3") as store:
+        assert 0 == import_files(store, *paths, unsafe_http_webhooks=True).rejected
+        again = import_files(store, *paths)
+    assert [("I-1", "notify_url")] == [(r.record_id, r.field) for r in again.rejects]
+
+
+def test_only_the_reading_runs_in_stage_and_the_merge_after_it(tmp_path: Path) -> None:
+    """The command line runs ``stage`` at a lower CPU priority; the write transaction that a live
+    node's queries wait on must not be inside it: when the staging is done nothing is merged yet."""
+    store = Store(tmp_path / "node.sqlite3")
+    seen: list[dict[str, int]] = []
+
+    def stage(work: Callable[[], None]) -> None:
+        work()
+        with Store(tmp_path / "node.sqlite3") as other:
+            seen.append(other.counts())
+
+    import_files(store, *files(tmp_path, GOOD_CHILDREN, GOOD_INVOLVEMENTS), stage=stage)
+    assert [{"children": 0, "involvements": 0}] == seen
+    assert {"children": 2, "involvements": 2} == store.counts()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread CPU priority is Linux's")
+def test_the_import_thread_alone_runs_at_lower_priority() -> None:
+    """``signpost node import --nice N`` lowers the priority of the thread that reads the files,
+    never the caller's (which then commits the import at its own priority)."""
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = niceness()
+    inside = node_cli._yielding(5, niceness)
+    assert (min(19, before + 5), before) == (inside, niceness())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -46,7 +47,7 @@ def cmd_bench_trust(args: argparse.Namespace) -> int:
 def cmd_bench_node(args: argparse.Namespace) -> int:
     result = nodebench.run(args.children, queries=args.queries,
                            source=Path(args.baseline_source) if args.baseline_source else None,
-                           out=(lambda _: None) if args.json else print)
+                           out=functools.partial(print, file=sys.stderr, flush=True) if args.json else print)
     if args.json:
         print(json.dumps(result, indent=2))
     return 0
@@ -61,7 +62,8 @@ def cmd_bench_federation(args: argparse.Namespace) -> int:
     quiet = args.json
     report = fedbench.run(nodes=args.nodes, children=args.children_per_node, concurrency=args.concurrency,
                           searches=args.searches, idle=args.idle, central=not args.no_central, http=args.http,
-                          folder=Path(args.dir) if args.dir else None,
+                          seconds=args.seconds, redis=args.redis, folder=Path(args.dir) if args.dir else None,
+                          baseline_source=Path(args.baseline_source) if args.baseline_source else None,
                           out=(lambda _: None) if quiet else print)
     print(json.dumps(report, indent=2) if quiet else fedbench.render(report))
     return 0

@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--involvements", required=True)
     p.add_argument("--full", action="store_true", help="also remove records absent from the files")
     p.add_argument("--rejects", help="rejects CSV (default: rejects.csv beside the children file)")
+    p.add_argument("--nice", type=int, default=node_cli.IMPORT_NICENESS, metavar="N",
+                   help=f"lower the import's CPU priority by N (default {node_cli.IMPORT_NICENESS}; 0 keeps "
+                        "it), so that a node serving from the same machine keeps answering promptly")
     p.set_defaults(func=node_cli.cmd_node_import)
     p = nsub.add_parser("purge", help="delete records past the retention age (default: 24th birthday)")
     p.add_argument("--config", required=True, help="node config")
@@ -260,8 +263,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle", type=float, default=0,
                    help="also time one search after this many seconds idle (default: skip)")
     p.add_argument("--no-central", action="store_true", help="skip the central baseline")
+    p.add_argument("--seconds", type=float,
+                   help="instead of the phases: keep --concurrency searches in flight for this long "
+                   "(federated side only), and report p50/p99, incomplete searches and every refusal by type")
+    p.add_argument("--redis", action="store_true",
+                   help="with --seconds: the broker keeps its rate limits in a private redis-server, "
+                   "PINGed twice a second during the run")
     p.add_argument("--http", action="store_true",
                    help="the broker asks nodes over POST /v1/query, not the channel")
+    p.add_argument("--baseline-source", metavar="DIR",
+                   help="also measure the federated side with the node and broker processes of the "
+                   "checkout in DIR (for example the code before a change), in the same run")
     p.add_argument("--dir", help="where the federation is built and cached "
                    "(default ~/.cache/signpost/bench/federation-NxM)")
     p.add_argument("--json", action="store_true", help="print every figure as one JSON object")
@@ -286,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", type=int, default=2_000, help="queries to time (default 2,000)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--baseline-source", metavar="DIR",
-                   help="run the same steps with another Signpost checkout (a baseline in the same run)")
+                   help="first run the same steps with another Signpost checkout, on the same records, "
+                        "as the baseline printed beside this checkout's figures")
     p.set_defaults(func=bench_cli.cmd_bench_node)
 
     p = sub.add_parser(

@@ -14,15 +14,19 @@ never collide with a listening node.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
 import random
 import shutil
+import socket
 import statistics
+import subprocess
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -55,10 +59,19 @@ def pick_ports(count: int, first: int = FIRST_PORT) -> list[int]:
     return ports.pick_ports(count, first)
 
 
+def proc_cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds a process has used so far (its own clock, from ``/proc``).
+
+    On loopback the kernel delivers what a process sends to the receiving socket inside the
+    sender's system call, so the broker's system time includes part of the nodes' networking."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def proc_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a process has used so far (its own clock, from ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(proc_cpu_split(pid))
 
 
 @dataclass(frozen=True)
@@ -236,8 +249,11 @@ class Phase:
     nodes_cpu: float
     nodes: int
     handshakes: int
+    broker_system: float = 0.0  # of broker_cpu, the kernel's part
+    problems: dict[str, int] = field(default_factory=dict)  # non-200 answers by problem type
+    answered: list[float] = field(default_factory=list)  # latencies of the searches answered (200)
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict[str, Any]:
         # CPU is shared out over the searches that ran (a search refused with 503 costs next to nothing).
         ran = max(1, self.searches - self.failed)
         ordered = sorted(self.latencies)
@@ -247,10 +263,20 @@ class Phase:
             "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else 0.0,
             "searches_per_s": self.searches / self.seconds if self.seconds else 0.0,
             "broker_cpu_ms_per_search": 1000 * self.broker_cpu / ran,
+            "broker_user_ms_per_search": 1000 * (self.broker_cpu - self.broker_system) / ran,
+            "broker_system_ms_per_search": 1000 * self.broker_system / ran,
             "nodes_cpu_ms_per_answer": 1000 * self.nodes_cpu / (ran * max(1, self.nodes)),
             "incomplete": self.incomplete, "failed": self.failed, "refused_503": self.refused,
-            "new_tls_handshakes": self.handshakes,
+            "new_tls_handshakes": self.handshakes, "problems": dict(sorted(self.problems.items())),
+            "answered": len(self.answered), "answered_p50_ms": _quantile(self.answered, 0.5),
+            "answered_p99_ms": _quantile(self.answered, 0.99),
         }
+
+
+def _quantile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (seconds) in milliseconds, 0 for none."""
+    ordered = sorted(values)
+    return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
 async def _handshakes(session: aiohttp.ClientSession, url: str) -> int:
@@ -276,45 +302,65 @@ class Running:
         by_name = {name: proc.pid for name, proc in self.procs.procs}
         return by_name["broker"], [by_name[n] for n in self.side.nodes]
 
-    def cpu(self) -> tuple[float, float]:
+    def cpu(self) -> tuple[float, float, float]:
+        """Broker CPU, the broker's system part of it, and every node's CPU, in seconds so far."""
         broker, nodes = self.pids()
-        return proc_cpu_seconds(broker), sum(proc_cpu_seconds(p) for p in nodes)
+        user, system = proc_cpu_split(broker)
+        return user + system, system, sum(proc_cpu_seconds(p) for p in nodes)
 
-    async def phase(self, bodies: list[dict[str, Any]], searches: int, concurrency: int) -> Phase:
+    async def phase(self, bodies: list[dict[str, Any]], searches: int, concurrency: int,
+                    seconds: float | None = None) -> Phase:
+        """``searches`` searches by ``concurrency`` clients (or as many as they send in ``seconds``)."""
         latencies: list[float] = []
+        answered: list[float] = []
         incomplete = failed = refused = 0
-        counter = iter(range(searches))
+        problems: Counter[str] = Counter()
+        counter = itertools.count() if seconds is not None else iter(range(searches))
         headers = {"Authorization": f"Bearer {self.token}"}
         url = self.side.broker_url
+        stop_at = time.perf_counter() + (seconds or 0.0)
 
         async def client(session: aiohttp.ClientSession) -> None:
             nonlocal incomplete, failed, refused
             for i in counter:
+                if seconds is not None and time.perf_counter() >= stop_at:
+                    return
                 started = time.perf_counter()
                 async with session.post(f"{url}/v1/search", json=bodies[i % len(bodies)],
                                         headers=headers) as response:
                     answer = await response.json(content_type=None)
-                latencies.append(time.perf_counter() - started)
+                took = time.perf_counter() - started
+                latencies.append(took)
                 if response.status != 200:
                     failed += 1
                     refused += response.status == 503
-                elif not answer.get("complete"):
+                    kind = answer.get("type", "") if isinstance(answer, dict) else ""
+                    problems[f"{response.status} {str(kind).rsplit('/', 1)[-1]}".strip()] += 1
+                    wait = response.headers.get("Retry-After", "")
+                    if seconds is not None and wait.isdigit():
+                        await asyncio.sleep(min(float(wait), 5.0))  # a client that does as it is told
+                    continue
+                answered.append(took)
+                if not answer.get("complete"):
                     incomplete += 1
 
         timeout = aiohttp.ClientTimeout(total=120)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        connector = aiohttp.TCPConnector(limit=max(100, concurrency))
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             shakes = await _handshakes(session, url)
-            broker0, nodes0 = self.cpu()
+            broker0, system0, nodes0 = self.cpu()
             started = time.perf_counter()
             await asyncio.gather(*(client(session) for _ in range(concurrency)))
             elapsed = time.perf_counter() - started
-            broker1, nodes1 = self.cpu()
+            broker1, system1, nodes1 = self.cpu()
             shakes = await _handshakes(session, url) - shakes
-        return Phase(searches, concurrency, elapsed, latencies, incomplete, failed, refused,
-                     broker1 - broker0, nodes1 - nodes0, len(self.side.nodes), shakes)
+        return Phase(len(latencies), concurrency, elapsed, latencies, incomplete, failed, refused,
+                     broker1 - broker0, nodes1 - nodes0, len(self.side.nodes), shakes,
+                     system1 - system0, dict(problems), answered)
 
 
-def _start(side: Side, procs: demo.Processes, out: Callable[[str], None], *, http: bool = False) -> Running:
+def _start(side: Side, procs: demo.Processes, out: Callable[[str], None], *, http: bool = False,
+           redis_url: str | None = None) -> Running:
     busy = [p for p in [side.broker_port, *(configfile.load(NodeConfig, c).port for c in side.nodes.values())]
             if not ports.port_free(p)]
     if busy:
@@ -323,10 +369,11 @@ def _start(side: Side, procs: demo.Processes, out: Callable[[str], None], *, htt
     for node_id, config in side.nodes.items():
         procs.start(node_id, ["node", "serve", "--config", str(config)])
     broker_config = side.broker
-    if http:  # the same broker asking every node over POST /v1/query
+    if http or redis_url:  # the same broker asking every node over POST /v1/query, or using Redis
         settings = json.loads(side.broker.read_text())
-        broker_config = side.broker.with_name("broker.http.json")
-        broker_config.write_text(json.dumps({**settings, "node_channel": False}, indent=2))
+        broker_config = side.broker.with_name("broker.run.json")
+        broker_config.write_text(json.dumps({**settings, "node_channel": not http, "redis_url": redis_url},
+                                            indent=2))
     procs.start("broker", ["broker", "serve", "--config", str(broker_config)])
     tls_dir = side.folder / "tls"
     health_tls = tls.client_context(tls.TlsFiles(tls_dir / f"{BROKER_ID}.pem",
@@ -339,6 +386,91 @@ def _start(side: Side, procs: demo.Processes, out: Callable[[str], None], *, htt
 
 def _load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+class PrivateRedis:
+    """A ``redis-server`` of the bench's own on a free port outside the ephemeral range (no disk)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = pick_ports(1, FIRST_PORT + 5_000)[0]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def __enter__(self) -> PrivateRedis:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("--redis: redis-server is not installed")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.ping() is not None:
+                return self
+            time.sleep(0.05)
+        self.__exit__()
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def ping(self, timeout: float = 0.5) -> float | None:
+        """Seconds a PING took, or None if Redis did not answer within ``timeout``."""
+        started = time.perf_counter()
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return time.perf_counter() - started
+        except OSError:
+            return None
+        return None
+
+    def __exit__(self, *_: object) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+async def _watch_redis(redis: PrivateRedis, every: float, seen: list[float | None]) -> None:
+    """PING Redis every ``every`` s from its own thread (so the bench's loop cannot make it late)."""
+    while True:
+        seen.append(await asyncio.to_thread(redis.ping))
+        await asyncio.sleep(every)
+
+
+def load(side: Side, bodies: list[dict[str, Any]], *, seconds: float, concurrency: int,
+         out: Callable[[str], None], http: bool = False, redis: bool = False) -> dict[str, Any]:
+    """Start one side (with a private Redis behind the broker, if ``redis``), warm it up, then keep
+    ``concurrency`` searches in flight for ``seconds``; Redis is PINGed from the side twice a second
+    meanwhile, so that a 503 blaming Redis can be told from a Redis that really was slow."""
+    with contextlib.ExitStack() as stack:
+        private = stack.enter_context(PrivateRedis(side.folder / "redis")) if redis else None
+        procs = stack.enter_context(demo.Processes(side.folder))
+        running = _start(side, procs, out, http=http, redis_url=private.url if private else None)
+        asyncio.run(running.phase(bodies, 10, 2))
+        result: dict[str, Any] = {"load_before": _load(), "redis": bool(redis)}
+
+        async def measured() -> tuple[Phase, list[float | None]]:
+            pings: list[float | None] = []
+            watcher = asyncio.create_task(_watch_redis(private, 0.5, pings)) if private else None
+            try:
+                return await running.phase(bodies, 0, concurrency, seconds=seconds), pings
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
+
+        phase, pings = asyncio.run(measured())
+        result["timed"] = {**phase.summary(), "seconds": seconds}
+        if private is not None:
+            answered = sorted(p for p in pings if p is not None)
+            result["redis_pings"] = {"sent": len(pings), "unanswered": len(pings) - len(answered),
+                                     "max_ms": 1000 * answered[-1] if answered else None}
+        result["load_after"] = _load()
+        return result
 
 
 def measure(side: Side, bodies: list[dict[str, Any]], *, searches: int, concurrency: int, idle: float,
@@ -361,19 +493,56 @@ def measure(side: Side, bodies: list[dict[str, Any]], *, searches: int, concurre
         return result
 
 
+@contextlib.contextmanager
+def processes_from(source: Path | None) -> Iterator[None]:
+    """Node and broker processes started inside run the code of checkout ``source`` (the bench
+    itself, already imported, keeps running this one's). They start with ``python -m``, which puts
+    the working folder first on the path, so the working folder is ``source`` too meanwhile."""
+    if source is None:
+        yield
+        return
+    before, cwd = os.environ.get("PYTHONPATH"), os.getcwd()
+    os.environ["PYTHONPATH"] = str(source.resolve())
+    os.chdir(source)
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
 def run(*, nodes: int, children: int = 1000, concurrency: int = 8, searches: int = 48, idle: float = 0,
-        folder: Path | None = None, central: bool = True, http: bool = False,
+        folder: Path | None = None, central: bool = True, http: bool = False, seconds: float | None = None,
+        redis: bool = False, baseline_source: Path | None = None,
         out: Callable[[str], None] = print) -> dict[str, Any]:
-    """Measure the federated side and the central baseline; return every figure as one object."""
+    """Measure the federated side and the central baseline; return every figure as one object.
+
+    With ``seconds``, measure the federated side only, under ``concurrency`` searches in flight
+    for that long (``load``). With ``baseline_source``, measure the federated side a second time
+    with the node and broker processes of that checkout (``baseline``), in the same run."""
     where = folder or Path.home() / ".cache" / "signpost" / "bench" / f"federation-{nodes}x{children}"
+    where = where.resolve()  # the processes of a baseline checkout run in another working folder
     layout = load_or_build(where, nodes, children, out=out)
-    out(f"federated: {nodes} node processes ...")
     report: dict[str, Any] = {
         "nodes": nodes, "children_per_node": children, "concurrency": concurrency, "searches": searches,
         "cpus": os.cpu_count(), "folder": str(where), "transport": "http" if http else "channel",
-        "federated": measure(layout.federated, layout.bodies, searches=searches, concurrency=concurrency,
-                             idle=idle, out=out, http=http),
     }
+    sides = [("federated", None), *([("baseline", baseline_source)] if baseline_source else [])]
+    if seconds is not None:
+        for label, source in sides:
+            out(f"{label}: {nodes} node processes, {concurrency} searches in flight for {seconds:g} s ...")
+            with processes_from(source):
+                report[label] = load(layout.federated, layout.bodies, seconds=seconds,
+                                     concurrency=concurrency, out=out, http=http, redis=redis)
+        return report
+    for label, source in sides:
+        out(f"{label}: {nodes} node processes ...")
+        with processes_from(source):
+            report[label] = measure(layout.federated, layout.bodies, searches=searches,
+                                    concurrency=concurrency, idle=idle, out=out, http=http)
     if central:
         out("central baseline: one node with every child ...")
         report["central"] = measure(layout.central, layout.bodies, searches=searches,
@@ -387,14 +556,42 @@ def run(*, nodes: int, children: int = 1000, concurrency: int = 8, searches: int
     return report
 
 
+def render_load(report: dict[str, Any]) -> str:
+    """A ``load`` report as text (this checkout, then the baseline checkout if one ran)."""
+    return "\n\n".join(_render_load(report, label) for label in ("federated", "baseline") if label in report)
+
+
+def _render_load(report: dict[str, Any], label: str) -> str:
+    side, p = report[label], report[label]["timed"]
+    lines = [f"{label}: {report['nodes']} authorities x {report['children_per_node']:,} children, "
+             f"{report['concurrency']} searches in flight for {p['seconds']:g} s, {report['cpus']} CPU(s), "
+             f"broker to nodes over {report['transport']}{', rate limits in Redis' if side['redis'] else ''}",
+             f"load {side['load_before']} -> {side['load_after']}",
+             f"searches {p['searches']}: answered {p['answered']} ({p['answered'] / p['seconds']:.1f}/s), "
+             f"p50 {p['answered_p50_ms']:.0f} ms, p99 {p['answered_p99_ms']:.0f} ms, "
+             f"incomplete {p['incomplete']}; not 200: {p['failed']} (clients wait as Retry-After says)",
+             f"broker CPU {p['broker_cpu_ms_per_search']:.2f} ms/search "
+             f"(user {p['broker_user_ms_per_search']:.2f}, system {p['broker_system_ms_per_search']:.2f})"]
+    for kind, count in p["problems"].items():
+        lines.append(f"  {kind}: {count}")
+    if "redis_pings" in side:
+        r = side["redis_pings"]
+        slowest = "-" if r["max_ms"] is None else f"{r['max_ms']:.1f} ms"
+        lines.append(f"Redis PINGed {r['sent']} times during the run: {r['unanswered']} unanswered "
+                     f"within 0.5 s, slowest {slowest}")
+    return "\n".join(lines)
+
+
 def render(report: dict[str, Any]) -> str:
     """The report as a table a person reads."""
+    if "timed" in report["federated"]:
+        return render_load(report)
     lines = [f"{report['nodes']} authorities x {report['children_per_node']:,} children, "
              f"{report['searches']} searches per phase, {report['cpus']} CPU(s), "
              f"broker to nodes over {report.get('transport', 'http')}"]
     header = (f"{'':<24}{'p50 ms':>8}{'p99 ms':>8}{'search/s':>9}{'broker CPU':>11}{'node CPU':>10}"
               f"{'incompl.':>9}{'failed':>7}{'503':>5}{'new TLS':>8}")
-    for label in ("federated", "central"):
+    for label in ("federated", "baseline", "central"):
         if label not in report:
             continue
         side = report[label]
@@ -407,6 +604,9 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"  {name:<22}{p['p50_ms']:>8.1f}{p['p99_ms']:>8.1f}{p['searches_per_s']:>9.1f}"
                          f"{p['broker_cpu_ms_per_search']:>11.2f}{p['nodes_cpu_ms_per_answer']:>10.2f}"
                          f"{p['incomplete']:>9}{p['failed']:>7}{p['refused_503']:>5}{p['new_tls_handshakes']:>8}")
+            lines.append(f"  {'':<22}broker CPU: user {p['broker_user_ms_per_search']:.2f} ms, "
+                         f"system {p['broker_system_ms_per_search']:.2f} ms (loopback delivery to the nodes "
+                         "is counted here)")
         if "after_idle" in side:
             a = side["after_idle"]
             lines.append(f"  after {a['idle_s']:g} s idle: broker CPU {a['cold_broker_cpu_ms']:.2f} ms "

@@ -1,0 +1,47 @@
+"""Channel frames (`federation.frames`): the pattern that reads exact `no_match` frames gives what
+the full parse gives, and anything else still goes through the full parse and its refusals."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from federation import frames
+from federation.protocol import MessageError, QueryId
+
+TEXT = st.text(st.characters(min_codepoint=0, max_codepoint=0x2FF, exclude_categories=("Cs",)),
+               min_size=1, max_size=260)
+
+
+@given(frame_id=TEXT, iss=TEXT, aud=TEXT, query_hash=TEXT, iat=st.integers(-(10**25), 10**25))
+def test_a_no_match_frame_reads_the_same_by_the_pattern_and_by_the_full_parse(
+        frame_id: str, iss: str, aud: str, query_hash: str, iat: int) -> None:
+    """Proves that for any no_match frame as a node writes it (any strings, escapes and all, any
+    integer time), `parse` gives the frame it was made from, exactly as the full JSON parse does."""
+    frame = frames.NoMatchFrame(QueryId(frame_id), iss, aud, query_hash, iat)
+    text = frame.to_text()
+    try:
+        full: frames.Frame | str = frames.parse_json(text)
+    except MessageError as exc:
+        full = exc.field
+    try:
+        fast: frames.Frame | str = frames.parse(text)
+    except MessageError as exc:
+        fast = exc.field
+    assert full == fast
+    assert isinstance(fast, str) or frame == fast
+
+
+@pytest.mark.parametrize("text", [
+    '{"v":1,"kind":"no_match","id":"q","iss":"n","aud":"b","query_hash":"h","iat":1,"iat":2}',
+    '{"v":1,"kind":"no_match","id":"q","iss":"n","aud":"b","query_hash":"h","iat":true}',
+    '{"v":2,"kind":"no_match","id":"q","iss":"n","aud":"b","query_hash":"h","iat":1}',
+    '{"v":1,"kind":"no_match","id":"q","iss":"","aud":"b","query_hash":"h","iat":1}',
+    '{"v":1,"kind":"no_match","id":"q","iss":"n","aud":"b","iat":1}',
+    '{"v":1,"kind":"no_match","id":"q\\ud800","iss":"n","aud":"b","query_hash":"h","iat":1}',
+], ids=["repeated key", "boolean time", "other version", "empty issuer", "no query hash", "lone surrogate"])
+def test_frames_that_are_not_exact_no_match_frames_are_refused_by_the_full_parse(text: str) -> None:
+    """Proves near-misses of the exact form are not read by the pattern but refused by the full parse."""
+    with pytest.raises(MessageError):
+        frames.parse(text)
