@@ -83,6 +83,7 @@ class Broker:
         self.session: aiohttp.ClientSession | None = None
         self.channels: Channels | None = None  # None: every node is asked over POST /v1/query
         self.metrics = BrokerMetrics()
+        self.trust.report_metrics(self.metrics)
         self.audit = logapi.LogService(
             config.audit_log, config.id, self.key, lambda: self.trust.current, config.audience,
             checkpoint_interval=config.checkpoint_interval_seconds,
@@ -174,7 +175,8 @@ class Broker:
         await self.audit.append(audits.outcome_entry(
             broker_id=self.config.id, now=datetime.now(UTC), query_id=jti,
             results={r.authority: audits.node_result(r.status.value, r.answer_hash, r.reason,
-                                                     r.integrity_failure) for r in results}))
+                                                     r.integrity_failure, r.abandoned)
+                     for r in results}))
         self.metrics.record_search(results)
         unavailable = [r for r in results if r.status is Status.UNAVAILABLE]
         for r in results:

@@ -122,12 +122,15 @@ def outcome_entry(*, broker_id: str, now: datetime, query_id: str,
 
 
 def node_result(status: str, answer_hash: str | None, reason: str | None,
-                integrity_failure: bool) -> JsonObject:
+                integrity_failure: bool, abandoned: bool = False) -> JsonObject:
     """One node's part of an outcome entry.
 
     A node that sent a signed answer is logged with its status and the answer's hash (even if
     the broker then rejected the answer: ``integrity_failure`` says so); a node that sent
-    nothing usable is ``unanswered`` with the reason.
+    nothing usable is ``unanswered`` with the reason, and ``abandoned`` when the query had been
+    sent and the broker stopped waiting for the answer (its deadline passed, or the channel
+    closed): the node may then have logged an answer nobody received, which the auditor counts
+    as a late answer rather than a discrepancy.
     """
     if answer_hash is not None:
         result: JsonObject = {"status": status, "answer_hash": answer_hash}
@@ -135,4 +138,7 @@ def node_result(status: str, answer_hash: str | None, reason: str | None,
             result["integrity_failure"] = True
             result["reason"] = reason
         return result
-    return {"status": "unanswered", "reason": reason or status}
+    unanswered: JsonObject = {"status": "unanswered", "reason": reason or status}
+    if abandoned:
+        unanswered["abandoned"] = True
+    return unanswered

@@ -289,10 +289,14 @@ class NodeChannel:
         self.pending.pop(jti, None)
 
     async def close(self) -> None:
+        """Close the channel and wait for every task it started (reopening, opening, reading)."""
         self._closed = True
-        for task in (self._reconnect, self._opening):
-            if task is not None:
-                task.cancel()
+        stopping = [t for t in (self._reconnect, self._opening) if t is not None]
+        for task in stopping:
+            task.cancel()
+        for task in stopping:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         if self.ws is not None:
             await self.ws.close()
         if self._reader is not None:
@@ -435,7 +439,9 @@ class Channels:
         return self._judge(node, gathering.results[0], query, trust, deadline, started)
 
     async def close(self) -> None:
-        await asyncio.gather(*(c.close() for c in self._by_node.values()), return_exceptions=True)
+        """Close every channel, including those already closing (a node moved or removed)."""
+        await asyncio.gather(*(c.close() for c in self._by_node.values()), *self._closing,
+                             return_exceptions=True)
 
 
 def _quiet(task: asyncio.Task[None]) -> None:

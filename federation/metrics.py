@@ -10,11 +10,13 @@ writes.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 import prometheus_client
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -72,6 +74,36 @@ class Histogram:
         child.observe(value)
 
 
+Samples = Iterable[tuple[LabelValues, float]]
+
+
+class Watched(Collector):
+    """A gauge or counter whose samples are read from ``read()`` each time ``/metrics`` is scraped,
+    for state kept elsewhere (the trust refresh's last success, say)."""
+
+    def __init__(self, name: str, help: str, kind: str, labels: tuple[str, ...],
+                 read: Callable[[], Samples]) -> None:
+        if kind not in ("gauge", "counter"):
+            raise ValueError(f"kind: expected 'gauge' or 'counter', got {kind!r}")
+        if kind == "counter" and not name.endswith("_total"):
+            raise ValueError(f"counter name: expected a name ending in _total, got {name!r}")
+        self.name, self.help, self.kind, self.labels, self.read = name, help, kind, labels, read
+
+    def _family(self) -> GaugeMetricFamily | CounterMetricFamily:
+        if self.kind == "counter":
+            return CounterMetricFamily(self.name.removesuffix("_total"), self.help, labels=self.labels)
+        return GaugeMetricFamily(self.name, self.help, labels=self.labels)
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        for values, value in self.read():
+            family.add_metric(list(values), value)
+        yield family
+
+
 class Registry:
     """The metrics of one service, in a registry of its own."""
 
@@ -89,6 +121,11 @@ class Registry:
     def histogram(self, name: str, help: str, labels: tuple[str, ...] = (),
                   buckets: tuple[float, ...] = LATENCY_BUCKETS) -> Histogram:
         return Histogram(self.registry, name, help, labels, buckets)
+
+    def watch(self, name: str, help: str, read: Callable[[], Samples], *, kind: str = "gauge",
+              labels: tuple[str, ...] = ()) -> None:
+        """Serve ``name`` with the samples ``read()`` returns at each scrape (see ``Watched``)."""
+        self.registry.register(Watched(name, help, kind, labels, read))
 
     def render(self) -> bytes:
         """The text exposition of every metric."""

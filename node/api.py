@@ -69,6 +69,7 @@ class Node:
         self.key = load_private(config.key)
         self.signer = envelope.Signer(self.key)
         self.metrics = NodeMetrics()
+        self.trust.report_metrics(self.metrics)
         me = self.trust.current.member(config.id, "node")
         self.name = me.name
         contact = dict(me.contact or {}) | dict(config.signposting_contact)

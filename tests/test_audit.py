@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
 import json
 import uuid
@@ -215,6 +216,36 @@ async def test_reconcile_reports_a_query_that_bypassed_the_broker(
     found = json.loads(out)["discrepancies"]
     assert [("node-query-without-broker-search", "beta", index, None)] == [
         (d["kind"], d["node"], d["node_index"], d["broker_index"]) for d in found]
+
+
+async def test_answers_after_the_deadline_are_logged_abandoned_and_reconciled_as_late(
+        federation: Federation, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Proves regression for the soak's unexplained discrepancies: when the broker's deadline passes
+    before the nodes answer (an overloaded machine), its outcome entry logs each node unanswered
+    and ``abandoned``; the nodes still log their answers; reconcile counts those as late answers
+    per node and reports no discrepancy."""
+    status, answer = await federation.search({"identity": AMARA, "purpose": PURPOSE})
+    assert (200, True) == (status, answer["complete"])  # every node's channel is open now
+    broker = federation.runners["broker"].app[BROKER]
+    broker.config = dataclasses.replace(broker.config, node_deadline_seconds=0.001)
+    status, answer = await federation.search({"identity": AMARA, "purpose": PURPOSE})
+    assert (200, False) == (status, answer["complete"])
+    outcome = (await entries(federation, "broker"))[-1]
+    assert ("outcome", answer["query_id"]) == (outcome["type"], outcome["query_id"])
+    assert {node: ("unanswered", True) for node in ("alpha", "beta", "gamma")} == {
+        node: (r["status"], r.get("abandoned")) for node, r in outcome["results"].items()}
+    for _ in range(200):  # the nodes answer after the broker stopped waiting: wait for their entries
+        logged = {node: [e for e in await entries(federation, node)
+                         if e.get("query_id") == answer["query_id"]] for node in ("alpha", "beta", "gamma")}
+        if all(logged.values()):
+            break
+        await asyncio.sleep(0.05)
+    assert all(e[0]["answer_hash"] for e in logged.values()), logged
+    code, out = await run_cli(audit_args(federation, tmp_path / "state", "audit", "reconcile", "--json"),
+                              capsys)
+    report = json.loads(out)
+    assert (0, [], {"alpha": 1, "beta": 1, "gamma": 1}) == (code, report["discrepancies"],
+                                                            report["late_answers"])
 
 
 async def test_a_node_that_cannot_log_does_not_answer(federation: Federation) -> None:

@@ -51,6 +51,15 @@ def _late(b: Log, n: dict[str, Log]) -> None:
     b[1]["results"]["alpha"] = {"status": "unanswered", "reason": "no answer within 3 s"}
 
 
+def _abandoned(b: Log, n: dict[str, Log]) -> None:
+    b[1]["results"]["alpha"] = {"status": "unanswered", "reason": "no answer within 3 s", "abandoned": True}
+
+
+def _abandoned_never_answered(b: Log, n: dict[str, Log]) -> None:
+    _abandoned(b, n)
+    del n["alpha"][1]
+
+
 def _forget_beta(b: Log, n: dict[str, Log]) -> None:
     b[1]["results"].pop("beta")
 
@@ -75,6 +84,11 @@ CASES: dict[str, tuple[Callable[[Log, dict[str, Log]], None], list[tuple[str, st
     "answer hash differs": (
         _set(("alpha", 1, "answer_hash"), "aX"), [("answer-hash-mismatch", "alpha", 1, 1)]),
     "node answered, broker logged unanswered": (_late, [("node-answered-broker-unanswered", "alpha", 1, 1)]),
+    "node answered after the broker logged the query abandoned (late, counted)": (_abandoned, []),
+    "query abandoned and never answered (fine)": (_abandoned_never_answered, []),
+    "abandoned flag that is not true": (
+        lambda b, n: (_abandoned(b, n), b[1]["results"]["alpha"].update(abandoned="yes")),
+        [("node-answered-broker-unanswered", "alpha", 1, 1)]),
     "node not in the fan-out": (
         _set(("broker", 0, "nodes"), ["alpha"]), [("node-not-in-fan-out", "beta", 0, 0)]),
     "outcome forgets a node": (
@@ -95,6 +109,17 @@ def test_reconcile_rules(case: str) -> None:
     report = reconcile(list(enumerate(broker)), {k: list(enumerate(v)) for k, v in nodes.items()})
     assert expected == [(str(d.kind), d.node, d.broker_index, d.node_index) for d in report.discrepancies]
     assert (not expected) == report.ok
+
+
+def test_late_answers_to_abandoned_queries_are_counted_per_node() -> None:
+    """Proves regression for the soak's unexplained discrepancies: a node that logged an answer
+    after the broker logged the query sent and abandoned (its deadline passed) is counted in
+    ``late_answers`` for that node, not reported as a discrepancy; the same answer without the
+    broker's ``abandoned`` is still a discrepancy (see the table above)."""
+    broker, nodes = copy.deepcopy(clean())
+    _abandoned(broker, nodes)
+    report = reconcile(list(enumerate(broker)), {k: list(enumerate(v)) for k, v in nodes.items()})
+    assert (True, {"alpha": 1, "beta": 0}) == (report.ok, dict(report.late_answers))
 
 
 def test_refused_entries_are_counted_not_reconciled() -> None:

@@ -8,7 +8,6 @@ import dataclasses
 import json
 import socket
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -187,6 +186,7 @@ async def test_the_broker_refuses_hostile_answer_frames(federation: Federation, 
     or an unsigned `no_match` frame on a channel without mutual TLS, even one that agreed
     `signpost.v2`."""
     earlier: dict[str, str] = {}
+    returned = asyncio.Event()  # the search came back: the broker no longer waits for this answer
 
     async def reply(jti: str, query: str) -> str | None:
         if case.startswith("unsigned"):
@@ -205,7 +205,7 @@ async def test_the_broker_refuses_hostile_answer_frames(federation: Federation, 
         elif case == "misrouted":
             answer = signed_answer(federation, "alpha", jti, query, authority="alpha")
         else:
-            await asyncio.sleep(federation.broker_config.node_deadline_seconds + 0.5)
+            await returned.wait()  # late for certain: sent only once the broker has given up
             answer = signed_answer(federation, "gamma", jti, query)
         return frames.AnswerFrame(QueryId(jti), answer).to_text()
 
@@ -217,6 +217,7 @@ async def test_the_broker_refuses_hostile_answer_frames(federation: Federation, 
             status, answer = await federation.search({"identity": AMARA, "purpose": PURPOSE})
             assert "no_match" == statuses(answer)["gamma"]  # the first time, a genuine answer
         status, answer = await federation.search({"identity": AMARA, "purpose": PURPOSE})
+        returned.set()
         if case == "late":
             for _ in range(100):  # the late frame arrives after the search returned
                 if await broker_metric(federation, "signpost_broker_answers_dropped_total"):
@@ -241,9 +242,11 @@ async def test_a_connection_broken_mid_search_is_unavailable_then_reopened(patie
     original = node.respond
     loop = asyncio.get_running_loop()
 
+    released = threading.Event()
+
     def stalled(*args: Any) -> Any:  # runs on the node's store thread
         loop.call_soon_threadsafe(entered.set)
-        time.sleep(0.5)
+        released.wait(60)  # answers only once the connection is broken and the search is back
         return original(*args)
 
     node.respond = stalled  # type: ignore[method-assign]
@@ -254,7 +257,10 @@ async def test_a_connection_broken_mid_search_is_unavailable_then_reopened(patie
     ws = broker.channels.channel(broker.trust.current.member("gamma")).ws
     assert ws is not None
     ws.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
-    status, answer = await search
+    try:
+        status, answer = await search
+    finally:
+        released.set()
     node.respond = original  # type: ignore[method-assign]
     assert (200, "unavailable") == (status, statuses(answer)["gamma"])
     status, answer = await federation.search({"identity": AMARA, "purpose": PURPOSE})
@@ -349,6 +355,18 @@ async def test_an_overloaded_broker_refuses_early_naming_itself(one_at_a_time: F
     assert (503, "1", "broker-overloaded") == refused
     assert (200, True) == (status, answer["complete"])
 
+
+
+async def test_a_channel_opened_while_the_node_shuts_down_is_closed_at_once(federation: Federation) -> None:
+    """Proves regression for a node that took about 30 s to stop: a channel the broker opened just
+    as the node began shutting down (after its open channels were closed) was served on, and held
+    the shutdown until the broker's heartbeat gave up. Such a channel is now closed at once with
+    1001 (going away)."""
+    await federation.runners["gamma"].app.shutdown()  # the node's on_shutdown: it is going away
+    async with aiohttp.ClientSession() as session, session.ws_connect(
+            federation.node_url("gamma") + frames.CHANNEL_PATH, protocols=(frames.SUBPROTOCOL,)) as ws:
+        message = await ws.receive(timeout=30)
+    assert (aiohttp.WSMsgType.CLOSE, 1001) == (message.type, message.data)
 
 
 async def test_a_write_to_a_node_that_stops_reading_waits_alone_and_completes() -> None:

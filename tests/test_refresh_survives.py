@@ -1,9 +1,11 @@
 """The trust refresh survives anything a publication point can send, says so on ``/healthz``, and
-keeps "did not answer" apart from "answered wrong"; ``/healthz`` reports each degraded reason."""
+keeps "did not answer" apart from "answered wrong"; ``/healthz`` reports each degraded reason, and
+``/metrics`` the refresh's last success and last error."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import time
@@ -14,12 +16,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from federation.http import runner as app_runner
 from federation.tools import provision
 from federation.tools.ports import free_port
-from tests.conftest import TEST_GRACE, Federation, build_federation, default_records
+from tests.conftest import AMARA, TEST_GRACE, Federation, build_federation, default_records
 from trust import trustlist
+from trust.errors import DownloadError
 from trust.fetcher import Fetcher
 from trust.store import TrustStore
 
@@ -168,3 +172,112 @@ async def test_healthz_is_ok_when_nothing_is_wrong(federation: Federation) -> No
         status, body = await healthz(url)
         assert (200, "ok", None) == (status, body["status"], body.get("reasons"))
         assert body["trust_refresh"]["last_error"] is None
+
+
+async def refresh_metrics(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The trust samples of ``/metrics``, read with prometheus_client's own parser."""
+    async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as response:
+        assert 200 == response.status
+        text = await response.text()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) if family.name.startswith("signpost_trust")
+            for s in family.samples}
+
+
+async def test_refresh_success_and_errors_are_on_metrics_at_broker_and_node(
+        source: Source, tmp_path: Path) -> None:
+    """Proves `/metrics` at the broker and at a node (parsed by prometheus_client's parser) carries
+    the refresh's attempts, the time of its last success, whether it is failing, and the time and
+    kind of its last error: `answered-wrong` for a malformed list, `did-not-answer` for HTTP 503;
+    the last success stays while it fails, and the version in force is shown."""
+    fed = build_federation(tmp_path / "federation", {"alpha": default_records()["alpha"]})
+    source.body = (fed.folder / "trustlist.json").read_bytes()
+    version = float(json.loads(source.body)["signed"]["version"])
+    fed.broker_config = dataclasses.replace(fed.broker_config, trust_list_url=source.url,
+                                            trust_refresh_seconds=0.05)
+    fed.node_configs["alpha"] = dataclasses.replace(fed.node_configs["alpha"], trust_list_url=source.url,
+                                                    trust_refresh_seconds=0.05)
+    await fed.start()
+    urls = {"broker": fed.broker_url, "alpha": fed.node_url("alpha")}
+    failing = ("signpost_trust_refresh_failing", ())
+    success = ("signpost_trust_refresh_last_success_timestamp_seconds", ())
+
+    async def reach(what: str, ready: Callable[[dict[Any, float]], bool]) -> dict[str, dict[Any, float]]:
+        deadline = time.monotonic() + 30
+        while True:
+            found = {name: await refresh_metrics(url) for name, url in urls.items()}
+            if all(ready(samples) for samples in found.values()):
+                return found
+            assert time.monotonic() < deadline, f"never saw {what}: {found}"
+            await asyncio.sleep(0.05)
+
+    def error(kind: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+        return ("signpost_trust_refresh_last_error_timestamp_seconds", (("kind", kind),))
+
+    try:
+        started = time.time()
+        found = await reach("a success", lambda m: m.get(failing) == 0 and success in m)
+        for samples in found.values():
+            assert samples[success] >= started - 1
+            assert version == samples[("signpost_trust_list_version", ())]
+            assert samples[("signpost_trust_refresh_attempts_total", ())] >= 1
+            assert not any(name.endswith("error_timestamp_seconds") for name, _ in samples)
+        source.body = b'{"signed": [], "signatures": []}'
+        found = await reach("answered-wrong", lambda m: m.get(failing) == 1 and error("answered-wrong") in m)
+        assert all(success in samples for samples in found.values())
+        source.status = 503
+        await reach("did-not-answer", lambda m: m.get(failing) == 1 and error("did-not-answer") in m)
+    finally:
+        await fed.close()
+
+
+async def test_a_source_that_drips_its_answer_is_cut_off_as_did_not_answer() -> None:
+    """Proves regression for a fetch that a publication point could hold for ever: a source that
+    sends its headers and then one byte every 50 ms, without end, is cut off by the fetcher's
+    deadline and reported as "did not answer" (before, each read waited for a whole 64 KiB and
+    the deadline was looked at only between reads, so the refresh hung)."""
+    stop = asyncio.Event()
+
+    async def drip(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            while not stop.is_set():
+                await response.write(b" ")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.05)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/trustlist.json", drip)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/trustlist.json"
+    try:
+        # The bound only stops a regression from hanging the suite; the fetch ends at its deadline.
+        with pytest.raises(DownloadError, match=r"did not finish within 0\.5 s"):
+            await asyncio.wait_for(Fetcher(timeout=0.5).fetch(url), 60)
+    finally:
+        stop.set()
+        await runner.cleanup()
+
+
+async def test_stopping_the_services_leaves_no_task_behind(tmp_path: Path) -> None:
+    """Proves every background task of broker and nodes (trust refresh, checkpoint signer, index
+    keeper, outbox, purge, channels and their reopening) is stopped and finished when they stop:
+    after a search over the channels and a stop, no task but the test's own is left on the loop
+    (a task left running, or cancelled and never run to its end, would be listed)."""
+    fed = build_federation(tmp_path / "federation", default_records())
+    for node_id, config in fed.node_configs.items():
+        fed.node_configs[node_id] = dataclasses.replace(config, trust_refresh_seconds=0.05)
+    fed.broker_config = dataclasses.replace(fed.broker_config, trust_refresh_seconds=0.05)
+    await fed.start()
+    try:
+        status, answer = await fed.search({"identity": AMARA, "purpose": "child_protection_enquiry"})
+        assert (200, True) == (status, answer["complete"])
+        names = {t.get_name() for t in asyncio.all_tasks()}
+        assert {"trust-refresh", "audit-checkpoints"} <= names  # running while the services run
+    finally:
+        await fed.close()
+    assert [] == [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]

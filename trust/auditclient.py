@@ -300,7 +300,7 @@ def reconcile_fetched(results: Sequence[Fetched], broker_id: str) -> auditor.Rec
             nodes[node] = parsed
     report = auditor.reconcile(broker_entries, nodes)
     return auditor.ReconcileReport(report.searches, report.node_queries,
-                                   (*problems, *report.discrepancies), report.refused)
+                                   (*problems, *report.discrepancies), report.refused, report.late_answers)
 
 
 def reconcile_federation(sources: LogSources, broker: Member, nodes: Sequence[Member],

@@ -43,7 +43,9 @@ class DiscrepancyKind(StrEnum):
     ANSWER_HASH_MISMATCH = "answer-hash-mismatch"
     """Broker and node logged different answers to the same query."""
     ANSWERED_BUT_UNANSWERED = "node-answered-broker-unanswered"
-    """The node logged an answer the broker logged as unanswered (late, lost or rejected)."""
+    """The node logged an answer the broker logged as unanswered without saying it had sent the
+    query and stopped waiting (an answer lost or rejected; a late answer to a query the broker
+    logged ``abandoned`` is counted in ``ReconcileReport.late_answers`` instead)."""
     SEARCH_WITHOUT_OUTCOME = "search-without-outcome"
     """A search has no outcome entry (still in flight, or the broker stopped mid-search)."""
     NODE_MISSING_FROM_OUTCOME = "node-missing-from-outcome"
@@ -93,6 +95,10 @@ class ReconcileReport:
     node_queries: Mapping[str, int]
     discrepancies: tuple[Discrepancy, ...]
     refused: Mapping[str, int] = field(default_factory=dict)
+    late_answers: Mapping[str, int] = field(default_factory=dict)
+    """Per node: answers it logged to queries the broker logged as sent and ``abandoned`` (its
+    deadline passed first). Both logs agree on what happened and nothing reached the
+    practitioner, so these are counted, not reported as discrepancies."""
 
     @property
     def ok(self) -> bool:
@@ -147,10 +153,12 @@ def reconcile(broker: Entries, nodes: Mapping[str, Entries]) -> ReconcileReport:
 
     counts: dict[str, int] = {}
     refused: dict[str, int] = {}
+    late: dict[str, int] = {}
     answered: dict[tuple[str, str], tuple[int, Mapping[str, Any]]] = {}
     for node_id, entries in sorted(nodes.items()):
         counts[node_id] = 0
         refused[node_id] = 0
+        late[node_id] = 0
         for index, entry in entries:
             if entry.get("type") == "refused":
                 refused[node_id] += 1
@@ -187,7 +195,9 @@ def reconcile(broker: Entries, nodes: Mapping[str, Entries]) -> ReconcileReport:
             result = outcome[1].get("results", {}).get(node_id) if outcome is not None else None
             if outcome is None or not isinstance(result, Mapping):
                 continue  # reported below from the broker's side
-            if result.get("status") == "unanswered":
+            if result.get("status") == "unanswered" and result.get("abandoned") is True:
+                late[node_id] += 1  # sent, then given up on: the node's answer came too late
+            elif result.get("status") == "unanswered":
                 found.append(Discrepancy(
                     DiscrepancyKind.ANSWERED_BUT_UNANSWERED,
                     f"{node_id} logged an answer to query {qid}; the broker logged it unanswered "
@@ -228,7 +238,7 @@ def reconcile(broker: Entries, nodes: Mapping[str, Entries]) -> ReconcileReport:
     found.extend(reconcile_checks(broker, nodes, outcomes))
     found.sort(key=lambda d: (d.broker_index if d.broker_index is not None else -1,
                               d.node or "", d.node_index if d.node_index is not None else -1))
-    return ReconcileReport(len(searches), counts, tuple(found), refused)
+    return ReconcileReport(len(searches), counts, tuple(found), refused, late)
 
 
 ACCESS_COLUMNS = ("time", "query_id", "log_index", "practitioner", "practitioner_id", "organisation",

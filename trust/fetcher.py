@@ -7,8 +7,10 @@ answer" (``DownloadError``: refused, timed out, HTTP 5xx) stays apart from "answ
 unreachable publication point differently from a forged or damaged one.
 
 One client only, the standard library's blocking ``urllib``: the services call it through
-``asyncio.to_thread``, so the event loop never waits on the network here, and the deadline
-covers the whole download (a source that drips one byte a second is cut off).
+``asyncio.to_thread``, so the event loop never waits on the network here. The deadline covers
+the whole download: the body is read as it arrives (``read1``, one receive at a time) and the
+clock is checked after every receive, so a source that drips a byte at a time is cut off within
+``timeout`` plus one receive's ``timeout`` (never left holding the refresh for ever).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class Fetcher:
                 if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
                     raise TrustError(f"{url}: answered {declared} bytes, at most {self.max_bytes} accepted")
                 body = bytearray()
-                while chunk := response.read(CHUNK):
+                while chunk := response.read1(CHUNK):  # what one receive brought, not a full CHUNK
                     body += chunk
                     if len(body) > self.max_bytes:
                         raise TrustError(f"{url}: answered more than {self.max_bytes} bytes")

@@ -32,6 +32,7 @@ from typing import Any
 from federation.canonical import JsonObject
 from federation.files import write_atomic
 from federation.http import HealthReason
+from federation.metrics import Registry
 from trust import rootchain
 from trust.errors import DownloadError, NotPublishedError, SignatureError, TrustError
 from trust.fetcher import Fetcher
@@ -299,6 +300,38 @@ class TrustStore:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    def report_metrics(self, registry: Registry) -> None:
+        """Serve the refresh's state on ``/metrics`` beside ``/healthz``: attempts, the time of the
+        last success and of the last error (labelled ``did-not-answer`` or ``answered-wrong``),
+        whether it is failing now, and the version in force and when it expires."""
+        status = self.status
+
+        def stamp(moment: datetime | None, *labels: str) -> list[tuple[tuple[str, ...], float]]:
+            return [(labels, moment.timestamp())] if moment is not None else []
+
+        def version() -> list[tuple[tuple[str, ...], float]]:
+            return [((), float(self._current.version))] if self._current is not None else []
+
+        def expiry() -> list[tuple[tuple[str, ...], float]]:
+            return [((), self._current.expires.timestamp())] if self._current is not None else []
+
+        registry.watch("signpost_trust_refresh_attempts_total", "Trust-list refresh attempts.",
+                       lambda: [((), float(status.attempts))], kind="counter")
+        registry.watch("signpost_trust_refresh_last_success_timestamp_seconds",
+                       "When a trust-list refresh last succeeded (Unix time; absent before the first).",
+                       lambda: stamp(status.last_success))
+        registry.watch("signpost_trust_refresh_last_error_timestamp_seconds",
+                       "When a trust-list refresh last failed (Unix time), and how: the source did not "
+                       "answer, or it answered with a list that was refused.",
+                       lambda: stamp(status.last_error_time, "did-not-answer" if status.last_error_unreachable
+                                     else "answered-wrong"), labels=("kind",))
+        registry.watch("signpost_trust_refresh_failing",
+                       "1 while the last trust-list refresh failed (a success since clears it), else 0.",
+                       lambda: [((), 1.0 if status.failing else 0.0)])
+        registry.watch("signpost_trust_list_version", "The trust-list version in force.", version)
+        registry.watch("signpost_trust_list_expiry_timestamp_seconds",
+                       "When the trust list in force expires (Unix time).", expiry)
 
     def health_reasons(self, now: datetime | None = None) -> list[HealthReason]:
         """Why this party's trust is not healthy: list expired or expiring within a day, refresh failing."""

@@ -147,6 +147,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"logs": [_fetched_json(f) for f in results], "searches": report.searches,
                           "node_queries": dict(report.node_queries), "refused": dict(report.refused),
+                          "late_answers": dict(report.late_answers),
                           "discrepancies": [d.to_json() for d in report.discrepancies]}, indent=2))
     else:
         for fetched in results:
@@ -157,6 +158,11 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         if refused:
             print("refused before verification (not reconciled): "
                   + ", ".join(f"{k} {v}" for k, v in sorted(refused.items())))
+        late = {k: v for k, v in report.late_answers.items() if v}
+        if late:
+            print("answers after the broker stopped waiting (the broker logged them abandoned; "
+                  "nothing reached the practitioner): "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(late.items())))
         if unverified:
             print(f"NOT reconciled (log did not verify): {', '.join(f.service for f in unverified)}")
         if report.ok:

@@ -26,7 +26,11 @@ def cmd_bench_fuzz(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_soak(args: argparse.Namespace) -> int:
-    result = soak.run(minutes=args.minutes, rate=args.rate, children=args.children)
+    # With --json the figures go to stdout as one document and the progress lines to stderr.
+    result = soak.run(minutes=args.minutes, rate=args.rate, children=args.children,
+                      out=(lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print)
+    if args.json:
+        print(json.dumps(result, indent=2))
     return 0 if not result["errors"] and result["verified"] and not result["discrepancies"] else 1
 
 

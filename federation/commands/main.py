@@ -289,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=30, help="how long (default 30)")
     p.add_argument("--rate", type=float, default=5, help="searches per second (default 5)")
     p.add_argument("--children", type=int, default=5_000, help="children per authority (default 5,000)")
+    p.add_argument("--json", action="store_true",
+                   help="print the figures (per minute too) as JSON; the progress lines go to stderr")
     p.set_defaults(func=bench_cli.cmd_bench_soak)
     p = bench_sub.add_parser(
         "node", help="one node at size: import rates, time to ready, CPU per query, queries during a "

@@ -2,9 +2,11 @@
 
 Starts the demo federation (five nodes and the broker as processes, mutual TLS, durable audit
 logs), sends searches at a fixed rate (open loop: a slow answer does not slow the sender), and
-prints per minute: searches, errors (any status but 200, or an incomplete answer), latency p50
-and p99, and each process's resident memory. At the end the processes are stopped (each signs a
-last checkpoint) and every log is verified and reconciled from its folder, read-only.
+prints per minute: searches, errors (any status but 200, or an incomplete answer) with their
+causes, latency p50 and p99, and each process's resident memory. The practitioner's token is
+issued again every half of its lifetime, as a session signing in again would. At the end the
+processes are stopped (each signs a last checkpoint) and every log is verified and reconciled
+from its folder, read-only.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import aiohttp
 from federation.tools import demo, provision
 from federation.tools.searchbench import UNLIMITED
 from trust.auditclient import LogSources, reconcile_federation
+from trust.tokens import MAX_LIFETIME_SECONDS
 
 
 @dataclass
@@ -35,6 +38,14 @@ class Minute:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
     rss_mib: dict[str, float] = field(default_factory=dict)
+    causes: Counter[str] = field(default_factory=Counter)
+    """Why each error happened (an HTTP status and problem kind, or why an authority was missing)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"minute": self.index + 1, "searches": len(self.latencies), "errors": self.errors,
+                "p50_ms": round(self.percentile(0.5), 1), "p99_ms": round(self.percentile(0.99), 1),
+                "rss_mib": {k: round(v, 1) for k, v in sorted(self.rss_mib.items())},
+                "causes": dict(self.causes)}
 
     def percentile(self, fraction: float) -> float:
         ordered = sorted(self.latencies)
@@ -52,9 +63,45 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-async def drive(broker_url: str, token: str, bodies: list[dict[str, Any]], minutes: float, rate: float,
-                procs: demo.Processes, out: Callable[[str], None]) -> list[Minute]:
+class Tokens:
+    """The practitioner's token for the next search, issued again before the old one runs out.
+
+    A token lives at most ``tokens.MAX_LIFETIME_SECONDS`` (15 minutes), so a soak longer than
+    that signs in again, as a practitioner's session would.
+    """
+
+    def __init__(self, issue: Callable[[], str], *, lifetime_seconds: float = MAX_LIFETIME_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.issue, self.clock = issue, clock
+        self.renew_after = lifetime_seconds / 2  # well before it expires, whatever the clocks say
+        self.token, self.issued = issue(), clock()
+
+    def current(self) -> str:
+        if self.clock() - self.issued >= self.renew_after:
+            self.token, self.issued = self.issue(), self.clock()
+        return self.token
+
+
+def cause(status: int, answer: Any) -> str | None:
+    """Why a search's answer counts as an error, or None when it is a complete 200."""
+    if not isinstance(answer, dict):
+        return f"HTTP {status}: not a JSON object"
+    if status != 200:
+        kind = str(answer.get("type", "")).rsplit("/", 1)[-1]
+        return f"HTTP {status} {kind}".rstrip()
+    if answer.get("complete") is True:
+        return None
+    results = answer.get("results")
+    missing = [r for r in results if isinstance(r, dict) and r.get("status") == "unavailable"] \
+        if isinstance(results, list) else []
+    reasons = sorted({str(r.get("reason", "unavailable")) for r in missing})
+    return "incomplete: " + ("; ".join(reasons) if reasons else "complete is not true")
+
+
+async def drive(broker_url: str, token: str | Tokens, bodies: list[dict[str, Any]], minutes: float,
+                rate: float, procs: demo.Processes, out: Callable[[str], None]) -> list[Minute]:
     """Send ``rate`` searches a second for ``minutes``; one ``Minute`` per minute."""
+    source = token if isinstance(token, Tokens) else Tokens(lambda: token)
     started = time.monotonic()
     total = int(minutes * 60 * rate)
     rows: list[Minute] = []
@@ -66,18 +113,20 @@ async def drive(broker_url: str, token: str, bodies: list[dict[str, Any]], minut
             rows.append(Minute(len(rows)))
         return rows[index]
 
-    async def one(session: aiohttp.ClientSession, body: dict[str, Any]) -> None:
+    async def one(session: aiohttp.ClientSession, body: dict[str, Any], bearer: str) -> None:
         sent = time.monotonic()
+        why: str | None
         try:
             async with session.post(f"{broker_url}/v1/search", json=body,
-                                    headers={"Authorization": f"Bearer {token}"}) as response:
-                answer = await response.json(content_type=None)
-                ok = response.status == 200 and bool(answer.get("complete"))
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
-            ok = False
+                                    headers={"Authorization": f"Bearer {bearer}"}) as response:
+                why = cause(response.status, await response.json(content_type=None))
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            why = f"client: {exc.__class__.__name__}"
         row = minute(sent)
         row.latencies.append(time.monotonic() - sent)
-        row.errors += 0 if ok else 1
+        if why is not None:
+            row.errors += 1
+            row.causes[why] += 1
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         for i in range(total):
@@ -88,7 +137,7 @@ async def drive(broker_url: str, token: str, bodies: list[dict[str, Any]], minut
                 row.rss_mib = {name: rss_mib(proc.pid) for name, proc in procs.procs}
                 if row.index:
                     report(rows[row.index - 1], out)
-            task = asyncio.create_task(one(session, bodies[i % len(bodies)]))
+            task = asyncio.create_task(one(session, bodies[i % len(bodies)], source.current()))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks)
@@ -100,6 +149,15 @@ def report(row: Minute, out: Callable[[str], None]) -> None:
     memory = " ".join(f"{name}={mib:.0f}" for name, mib in sorted(row.rss_mib.items()))
     out(f"minute {row.index + 1:>3}: {len(row.latencies):>6} searches {row.errors:>4} errors  "
         f"p50 {row.percentile(0.5):7.1f} ms  p99 {row.percentile(0.99):7.1f} ms  RSS MiB {memory}")
+    for why, count in sorted(row.causes.items()):
+        out(f"            {count:>4} x {why}")
+
+
+def growth(rows: list[Minute], end: dict[str, float]) -> dict[str, float]:
+    """Each process's resident memory growth in percent, from the end of warm-up (the start of
+    the second minute; the first when the run is shorter) to the end of the run."""
+    warm = rows[1].rss_mib if len(rows) > 1 else rows[0].rss_mib
+    return {name: 100 * (end.get(name, 0.0) - mib) / mib for name, mib in warm.items() if mib}
 
 
 def run(*, minutes: float, rate: float, children: int = 5_000,
@@ -116,8 +174,10 @@ def run(*, minutes: float, rate: float, children: int = 5_000,
         with demo.Processes(folder) as procs:
             broker_url, _ = demo.start(folder, layout, procs)
             out(f"soaking at {rate:g} searches/s for {minutes:g} min")
-            rows = asyncio.run(drive(broker_url, demo.demo_token(folder, minutes=15),
-                                     [s.body for s in layout["samples"]], minutes, rate, procs, out))
+            tokens = Tokens(lambda: demo.demo_token(folder, minutes=MAX_LIFETIME_SECONDS // 60))
+            rows = asyncio.run(drive(broker_url, tokens, [s.body for s in layout["samples"]], minutes,
+                                     rate, procs, out))
+            end = {name: rss_mib(proc.pid) for name, proc in procs.procs}  # before they are stopped
         trust = provision.verify_file(folder / "trustlist.json", folder / "root.json")
         broker = trust.with_role("broker")[0]
         nodes = trust.with_role("node")
@@ -126,15 +186,24 @@ def run(*, minutes: float, rate: float, children: int = 5_000,
         results, reconciled = reconcile_federation(LogSources(state=folder / "audit-state", disk=disk),
                                                    broker, nodes, datetime.now(UTC))
     errors = sum(r.errors for r in rows)
-    warm = rows[1].rss_mib if len(rows) > 2 else rows[0].rss_mib
-    last = rows[-1].rss_mib
-    growth = {name: 100 * (last[name] - warm[name]) / warm[name] for name in warm if warm[name]}
+    grown = growth(rows, end)
     verified = all(f.ok for f in results)
-    out(f"searches {sum(len(r.latencies) for r in rows)}, errors {errors}; memory growth after the "
-        "first minute: " + ", ".join(f"{n} {g:+.1f}%" for n, g in sorted(growth.items())))
+    causes: Counter[str] = Counter()
+    for row in rows:
+        causes.update(row.causes)
+    out(f"searches {sum(len(r.latencies) for r in rows)}, errors {errors}; memory growth from the "
+        "end of the first minute to the end: "
+        + ", ".join(f"{n} {g:+.1f}%" for n, g in sorted(grown.items())))
     kinds = Counter(str(d.kind) for d in reconciled.discrepancies)
+    late = {k: v for k, v in reconciled.late_answers.items() if v}
     out(f"logs verified: {'yes' if verified else 'NO'}; reconcile: {reconciled.searches} searches, "
         f"{len(reconciled.discrepancies)} discrepancies"
-        + "".join(f"\n  {kind}: {count}" for kind, count in sorted(kinds.items())))
-    return {"errors": errors, "growth_percent": growth, "verified": verified,
-            "discrepancies": len(reconciled.discrepancies), "searches": reconciled.searches}
+        + "".join(f"\n  {kind}: {count}" for kind, count in sorted(kinds.items()))
+        + (f"\n  late answers (after the broker stopped waiting): {sum(late.values())}" if late else ""))
+    return {"minutes": minutes, "rate": rate, "children": children,
+            "searches_sent": sum(len(r.latencies) for r in rows), "errors": errors,
+            "error_causes": dict(causes), "growth_percent": {k: round(v, 2) for k, v in grown.items()},
+            "rss_mib_end": {k: round(v, 1) for k, v in end.items()}, "verified": verified,
+            "discrepancies": len(reconciled.discrepancies), "discrepancy_kinds": dict(kinds),
+            "late_answers": late, "searches": reconciled.searches,
+            "per_minute": [r.to_json() for r in rows]}
