@@ -17,11 +17,12 @@ to open when its entries no longer lead to that checkpoint's root.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
+import queue
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -120,7 +121,7 @@ class AuditLog:
         self._state_lock = threading.Lock()
         self._pending: list[tuple[bytes, asyncio.Future[int]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._writer: _WriterThread | None = None
         self._closed = False
         self._broken: str | None = None
         self._size = 0
@@ -385,15 +386,13 @@ class AuditLog:
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-log")
+        if self._writer is None:
+            self._writer = _WriterThread("audit-log")
         while self._pending:
             batch = self._pending[: self._max_batch]
             del self._pending[: len(batch)]
             try:
-                first = await loop.run_in_executor(
-                    self._executor, self._write_batch, [payload for payload, _ in batch]
-                )
+                first = await self._writer.run(loop, self._write_batch, [payload for payload, _ in batch])
             except asyncio.CancelledError:
                 for _, future in batch + self._pending:
                     if not future.done():
@@ -492,8 +491,8 @@ class AuditLog:
             raise LogError(f"audit log {self._path}: appends in flight; use 'await log.aclose()'")
         with self._write_lock:
             self._closed = True
-            if self._executor is not None:
-                self._executor.shutdown(wait=True)
+            if self._writer is not None:
+                self._writer.stop()
             try:
                 if self._unsynced_index and self._broken is None:
                     self._sync_index()
@@ -527,3 +526,52 @@ class AuditLog:
         traceback: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+class _WriterThread:
+    """The one thread that writes and syncs a log's batches for its coroutines.
+
+    A batch goes over a ``queue.SimpleQueue`` and its outcome comes back through the event
+    loop's ``call_soon_threadsafe``: one queue operation and one wake-up per batch, instead of
+    an executor's work item, concurrent future and the callbacks chaining it to an asyncio one.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
+
+    def run(self, loop: asyncio.AbstractEventLoop, write: Callable[[Sequence[bytes]], int],
+            payloads: Sequence[bytes]) -> asyncio.Future[int]:
+        """``write(payloads)`` on this thread; the future gets its result or its exception."""
+        future: asyncio.Future[int] = loop.create_future()
+
+        def job() -> None:
+            try:
+                outcome: int | BaseException = write(payloads)
+            except BaseException as exc:  # handed to the awaiting coroutine, raised there
+                outcome = exc
+            with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting any more
+                loop.call_soon_threadsafe(_settle, future, outcome)
+
+        self._jobs.put(job)
+        return future
+
+    def stop(self) -> None:
+        """Finish the batches handed over, then end the thread."""
+        self._jobs.put(None)
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+
+def _settle(future: asyncio.Future[int], outcome: int | BaseException) -> None:
+    if future.cancelled():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
