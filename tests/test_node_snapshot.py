@@ -4,6 +4,8 @@ what changed since it was saved, and ignores (then rebuilds) one that does not f
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import os
 import shutil
 from collections.abc import AsyncIterator, Callable
@@ -155,7 +157,15 @@ def _record_added_behind_its_back(path: Path, database: Path) -> None:
                          "date_of_birth) VALUES ('K-X', 'p-x', 'KIT', 'EXTRA', ?)", (years_ago(6),))
 
 
+def _older_format(path: Path, database: Path) -> None:
+    with Store(database) as store:  # authenticated, but written by an older version
+        key = store.index_key()
+    body = path.read_bytes()[:-32].replace(b'"format":%d' % snapshots.FORMAT, b'"format":1', 1)
+    path.write_bytes(body + hmac.digest(key, body, hashlib.sha256))
+
+
 UNFIT = {
+    "from an older format": (_older_format, "expected format"),
     "a byte changed": (_flip_a_byte, "authentication code"),
     "cut short": (_cut_short, "authentication code"),
     "from another store": (_from_another_store, "authentication code"),
