@@ -13,8 +13,9 @@ trying every valid number), so it is written with the store's own file permissio
 and counts as part of the store (``docs/threat-model.md``).
 
 Layout: ``MAGIC``, a 4-byte big-endian length and that many bytes of JSON (format, generation,
-day, byte order, counts, the key check), the record ids as a JSON array (length-prefixed the same
-way), the packed keys as native 64-bit integers, then the 32-byte HMAC of everything before it.
+day, byte order, counts, the key check), the record ids as a JSON array and the matcher's
+statistics as JSON (each length-prefixed the same way), the packed keys as native 64-bit
+integers, then the 32-byte HMAC of everything before it.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Snapshot:
     built_on: date
     record_ids: list[str]
     packed: array  # type: ignore[type-arg]  # array("q"), as CandidateIndex keeps it
+    statistics: object  # what the matcher counted over the records, as JSON (``Statistics.to_json``)
 
 
 def path_for(database: Path) -> Path:
@@ -76,7 +78,9 @@ def _parts(snapshot: Snapshot) -> list[bytes | memoryview]:
                          "key_check": KEY_CHECK},
                         sort_keys=True, separators=(",", ":")).encode("ascii")
     ids = json.dumps(snapshot.record_ids, separators=(",", ":")).encode("utf-8")
-    return [MAGIC, _framed(header), _framed(ids), memoryview(snapshot.packed).cast("B")]
+    statistics = json.dumps(snapshot.statistics, separators=(",", ":")).encode("utf-8")
+    return [MAGIC, _framed(header), _framed(ids), _framed(statistics),
+            memoryview(snapshot.packed).cast("B")]
 
 
 def decode(data: bytes, key: bytes) -> Snapshot:
@@ -106,13 +110,16 @@ def decode(data: bytes, key: bytes) -> Snapshot:
         if not isinstance(generation, int) or not isinstance(record_ids, list) \
                 or len(record_ids) != header["records"] or not all(isinstance(r, str) for r in record_ids):
             raise SnapshotError("its header does not describe its contents")
+        length = int.from_bytes(body[at:at + _LENGTH_SIZE], "big")
+        statistics = json.loads(bytes(body[at + _LENGTH_SIZE:at + _LENGTH_SIZE + length]))
+        at += _LENGTH_SIZE + length
         packed = array("q")
         packed.frombytes(body[at:])
         if len(packed) != header["keys"]:
             raise SnapshotError(f"expected {header['keys']} keys, found {len(packed)}")
     except (KeyError, TypeError, ValueError) as exc:
         raise SnapshotError(f"malformed ({exc.__class__.__name__})") from exc
-    return Snapshot(generation, built_on, record_ids, packed)
+    return Snapshot(generation, built_on, record_ids, packed, statistics)
 
 
 def read(path: Path, key: bytes) -> Snapshot | None:

@@ -101,6 +101,23 @@ def test_what_changed_since_the_index_was_saved_is_patched_over_it(tmp_path: Pat
     assert_answers_as_a_rebuild(database, holder.index, [after[0], after[99], after[100], before[-1]])
 
 
+def test_a_restart_keeps_the_statistics_of_the_saved_build(tmp_path: Path) -> None:
+    """The matcher's name, date and postcode counts are read back with the saved index, not
+    counted again: after 100 children moved while the node was stopped, the restarted index has
+    the statistics of the build that was saved, as the running node patched over it would."""
+    database = tmp_path / "node.sqlite3"
+    before = rows(300)
+    load(database, before)
+    first, _ = started(database)
+    built = first.current.index.statistics  # type: ignore[union-attr]
+    load(database, [dict(r, postcode="N17 6AB") if i < 100 else r for i, r in enumerate(before)], full=True)
+    restarted, holder = started(database)
+    assert (0, "snapshot") == (restarted.builds, holder.source)
+    expected, actual = built, holder.index.statistics
+    assert expected == actual
+    assert 0 == actual.postcode["N17 6AB"]
+
+
 def test_a_saved_index_from_an_earlier_day_drops_who_turned_18_and_is_rebuilt_behind(tmp_path: Path) -> None:
     """A child who turned 18 since the index was saved is not in the index read back, and the
     keeper rebuilds the index from the store at its next round (the node answers meanwhile)."""
