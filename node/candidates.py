@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import date
-from hashlib import blake2b
+from functools import lru_cache
 
 from federation.identity import Identity
 from federation.names import name_tokens, phonetic_key
@@ -55,18 +55,40 @@ def _codes(tokens: tuple[str, ...]) -> set[str]:
     return codes
 
 
-def _phonetic(codes: set[str]) -> set[str]:
-    return {c for c in codes if c.startswith("k:")}
+def _number(text: str) -> int:
+    """A stable number for a string: its UTF-8 bytes read as one integer (the same in every
+    process, unlike ``hash`` of a string, which Python salts per process)."""
+    return int.from_bytes(text.encode(), "big")
 
 
-def _pairs(given: set[str], family: set[str]) -> set[tuple[str, str]]:
+@lru_cache(maxsize=1 << 17)
+def _name_codes(tokens: tuple[str, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A name's keys as numbers: (phonetic keys, first letters), each sorted."""
+    codes = _codes(tokens)
+    return (tuple(sorted(_number(c) for c in codes if c.startswith("k:"))),
+            tuple(sorted(_number(c) for c in codes if c.startswith("p:"))))
+
+
+def _pairs(given: tuple[int, ...], family: tuple[int, ...]) -> set[tuple[int, int]]:
     """Unordered pairs of a given-name key and a family-name key."""
     return {(g, f) if g <= f else (f, g) for g in given for f in family}
 
 
-def _mixed_pairs(given: set[str], family: set[str]) -> set[tuple[str, str]]:
+def _mixed_pairs(given: tuple[tuple[int, ...], tuple[int, ...]],
+                 family: tuple[tuple[int, ...], tuple[int, ...]]) -> set[tuple[int, int]]:
     """Unordered pairs of one name's phonetic key with the other's first letters."""
-    return {p for p in _pairs(given, family) if p[0][:2] != p[1][:2]}
+    return _pairs(given[0], family[1]) | _pairs(given[1], family[0])
+
+
+def _key(*parts: int) -> int:
+    """A candidate key: Python's hash of a tuple of integers, which (unlike the hash of a
+    string) is not salted, so the same parts give the same key in every process on the same
+    interpreter (``KEY_CHECK`` lets a saved index tell)."""
+    return hash(parts) & _KEY_MASK
+
+
+KEY_CHECK = _key(_K_NAMES, _number("k:J520"), _number("k:S530"))
+"""The key of fixed parts: a saved index made where this differs has other keys, and is unusable."""
 
 
 def _day_month(d: date) -> tuple[int, int]:
@@ -90,9 +112,12 @@ class CandidateIndex:
 
     def __init__(self, records: Sequence[Child]) -> None:
         packed: list[int] = []
+        extend = packed.extend
+        keys_of = self._keys_of
         for idx, child in enumerate(records):
-            packed.extend((key << _IDX_BITS) | idx for key in set(self._keys_of(child)))
-        self._packed = array("q", sorted(packed))
+            extend([(key << _IDX_BITS) | idx for key in keys_of(child)])
+        packed.sort()
+        self._packed = array("q", packed)
         del packed
         self._today_year = date.today().year
 
@@ -111,41 +136,45 @@ class CandidateIndex:
         return self._packed
 
     @staticmethod
-    def _key(*parts: object) -> int:
-        # A stable digest, not ``hash()``: Python salts string hashes per process, so keys (and
-        # which blocks collide) would differ from one run to the next.
-        digest = blake2b(repr(parts).encode(), digest_size=5).digest()
-        return int.from_bytes(digest, "big") & _KEY_MASK
-
-    def _keys_of(self, child: Child) -> Iterator[int]:
-        key = self._key
+    def _keys_of(child: Child) -> set[int]:
+        # ``_key`` written out (a call per key is a third of the build)
+        mask = _KEY_MASK
+        keys: set[int] = set()
+        add = keys.add
         if child.nhs_number:
-            yield key(_K_NHS, child.nhs_number)
+            add(hash((_K_NHS, _number(child.nhs_number))) & mask)
         if child.upn:
-            yield key(_K_UPN, child.upn)
+            add(hash((_K_UPN, _number(child.upn))) & mask)
         dob: date | None = child.date_of_birth
-        pc = child.postcode
-        if dob is not None and pc:
-            yield key(_K_DOB_POSTCODE, dob.toordinal(), pc)
+        pc = _number(child.postcode) if child.postcode else 0
+        if dob is not None:
+            ordinal = dob.toordinal()
+            year, month, day = dob.year, dob.month, dob.day
+            low, high = (day, month) if day <= month else (month, day)
+            if pc:
+                add(hash((_K_DOB_POSTCODE, ordinal, pc)) & mask)
         for given, family in name_variants(child):
-            g_codes = _codes(name_tokens(given)[:1])
-            f_codes = _codes(name_tokens(family))
-            for c in g_codes | f_codes:
-                if dob is not None:
-                    yield key(_K_DOB_NAME, dob.toordinal(), c)
-                if pc and c.startswith("k:"):
-                    yield key(_K_POSTCODE_NAME, pc, c)
+            g_codes = _name_codes(name_tokens(given)[:1])
+            f_codes = _name_codes(name_tokens(family))
+            phonetic = g_codes[0] + f_codes[0]
+            if dob is not None:
+                for c in phonetic + g_codes[1] + f_codes[1]:
+                    add(hash((_K_DOB_NAME, ordinal, c)) & mask)
+            if pc:
+                for c in phonetic:
+                    add(hash((_K_POSTCODE_NAME, pc, c)) & mask)
             # Pairs are unordered, so that one look-up also finds given and family swapped.
-            for pair in _pairs(_phonetic(g_codes), _phonetic(f_codes)):
+            for a, b in _pairs(g_codes[0], f_codes[0]):
                 if dob is not None:
                     # day and month unordered: a day/month swap finds the same key
-                    yield key(_K_DATE_NAMES, dob.year, _day_month(dob), pair)
-                    yield key(_K_YEAR_MONTH_NAMES, dob.year, dob.month, pair)
-                    yield key(_K_YEAR_DAY_NAMES, dob.year, dob.day, pair)
-                    yield key(_K_YEAR_NAMES, dob.year, pair)
-                yield key(_K_NAMES, pair)
-            for pair in _mixed_pairs(g_codes, f_codes):
-                yield key(_K_NAMES_PREFIX, pair)
+                    add(hash((_K_DATE_NAMES, year, low, high, a, b)) & mask)
+                    add(hash((_K_YEAR_MONTH_NAMES, year, month, a, b)) & mask)
+                    add(hash((_K_YEAR_DAY_NAMES, year, day, a, b)) & mask)
+                    add(hash((_K_YEAR_NAMES, year, a, b)) & mask)
+                add(hash((_K_NAMES, a, b)) & mask)
+            for a, b in _mixed_pairs(g_codes, f_codes):
+                add(hash((_K_NAMES_PREFIX, a, b)) & mask)
+        return keys
 
     def _block(self, key: int, cap: int | None = None) -> range:
         """Positions in the packed index holding ``key`` (empty when larger than ``cap``)."""
@@ -157,44 +186,44 @@ class CandidateIndex:
 
     def candidates(self, query: Identity) -> set[int]:
         """Positions of the records that share a key with the query (blocks within their caps)."""
-        key = self._key
+        key = _key
         positions: list[range] = []
         if query.nhs_number:
-            positions.append(self._block(key(_K_NHS, query.nhs_number)))
+            positions.append(self._block(key(_K_NHS, _number(query.nhs_number))))
         if query.upn:
-            positions.append(self._block(key(_K_UPN, query.upn)))
-        g_codes = _codes(name_tokens(query.given_name or "")[:1])
-        f_codes = _codes(name_tokens(query.family_name or ""))
-        all_codes = g_codes | f_codes
-        pairs = _pairs(_phonetic(g_codes), _phonetic(f_codes))
+            positions.append(self._block(key(_K_UPN, _number(query.upn))))
+        g_codes = _name_codes(name_tokens(query.given_name or "")[:1])
+        f_codes = _name_codes(name_tokens(query.family_name or ""))
+        phonetic = g_codes[0] + f_codes[0]
+        pairs = _pairs(g_codes[0], f_codes[0])
         mixed = _mixed_pairs(g_codes, f_codes)
         dob = query.date_of_birth
-        pc = query.postcode
+        pc = _number(query.postcode) if query.postcode else 0
         if dob is not None:
             ordinal = dob.toordinal()
-            for c in all_codes:
+            for c in set(phonetic + g_codes[1] + f_codes[1]):
                 positions.append(self._block(key(_K_DOB_NAME, ordinal, c), _CAP_DOB_NAME))
             if pc:
                 positions.append(self._block(key(_K_DOB_POSTCODE, ordinal, pc)))
             # The date with one digit wrong: a wrong day keeps year and month, a wrong month
             # keeps year and day, a wrong year digit (or a day/month swap) keeps day and month.
-            day_month = _day_month(dob)
-            for pair in pairs:
-                positions.append(self._block(key(_K_YEAR_MONTH_NAMES, dob.year, dob.month, pair),
+            low, high = _day_month(dob)
+            for a, b in pairs:
+                positions.append(self._block(key(_K_YEAR_MONTH_NAMES, dob.year, dob.month, a, b),
                                              _CAP_DATE_NAMES))
-                positions.append(self._block(key(_K_YEAR_DAY_NAMES, dob.year, dob.day, pair),
+                positions.append(self._block(key(_K_YEAR_DAY_NAMES, dob.year, dob.day, a, b),
                                              _CAP_DATE_NAMES))
-                positions.append(self._block(key(_K_YEAR_NAMES, dob.year, pair), _CAP_YEAR_NAMES))
+                positions.append(self._block(key(_K_YEAR_NAMES, dob.year, a, b), _CAP_YEAR_NAMES))
                 for year in _year_variants(dob.year, self._today_year):
-                    positions.append(self._block(key(_K_DATE_NAMES, year, day_month, pair),
+                    positions.append(self._block(key(_K_DATE_NAMES, year, low, high, a, b),
                                                  _CAP_DATE_NAMES))
         if pc:
-            for c in _phonetic(all_codes):
+            for c in set(phonetic):
                 positions.append(self._block(key(_K_POSTCODE_NAME, pc, c), _CAP_POSTCODE_NAME))
-        for pair in pairs:
-            positions.append(self._block(key(_K_NAMES, pair), _CAP_NAMES))
-        for pair in mixed:
-            positions.append(self._block(key(_K_NAMES_PREFIX, pair), _CAP_NAMES_PREFIX))
+        for a, b in pairs:
+            positions.append(self._block(key(_K_NAMES, a, b), _CAP_NAMES))
+        for a, b in mixed:
+            positions.append(self._block(key(_K_NAMES_PREFIX, a, b), _CAP_NAMES_PREFIX))
         mask = (1 << _IDX_BITS) - 1
         packed = self._packed
         return {packed[i] & mask for block in positions for i in block}

@@ -32,7 +32,7 @@ from pathlib import Path
 from federation.http import HealthReason
 from node import snapshot as snapshots
 from node.candidates import CandidateIndex
-from node.matching import MatchIndex
+from node.matching import MatchIndex, Statistics
 from node.policy import is_archived
 from node.store import Child, Store
 
@@ -199,7 +199,8 @@ class IndexKeeper:
         if any(not is_archived(held[r], today) for r in unsaved):
             raise snapshots.SnapshotError("the store holds records it does not")
         try:
-            index = MatchIndex(records, candidates=CandidateIndex.from_packed(saved.packed))
+            index = MatchIndex(records, candidates=CandidateIndex.from_packed(saved.packed),
+                               statistics=Statistics.from_json(saved.statistics))
         except ValueError as exc:
             raise snapshots.SnapshotError(str(exc)) from exc
         if gone:
@@ -213,10 +214,11 @@ class IndexKeeper:
         form = holder.index.saved_form
         if form is None or self.snapshot is None:
             return
-        record_ids, candidates = form
+        record_ids, candidates, statistics = form
         try:
             snapshots.write(self.snapshot, snapshots.Snapshot(holder.generation, holder.built_on, record_ids,
-                                                              candidates.packed), key, like=self.path)
+                                                              candidates.packed, statistics.to_json()),
+                            key, like=self.path)
         except OSError as exc:
             self.snapshot_saved = f"not saved: {exc.strerror}"
             log.warning("index not saved to %s: %s", self.snapshot, exc)

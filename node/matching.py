@@ -97,6 +97,7 @@ __all__ = [
     "Comparison",
     "MatchIndex",
     "MatchResult",
+    "Statistics",
 ]
 
 # --- thresholds (bits of posterior evidence; see docs/matching.md) ----------------------------
@@ -141,6 +142,93 @@ class MatchResult:
     candidate_ids: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Statistics:
+    """What the matcher counts over the records of a full build: how common each name, date of
+    birth and postcode is. Saved with the index (``node.snapshot``), so a restart does not count
+    again."""
+
+    given: Counter[str]
+    first: Counter[str]
+    first_sex: Counter[tuple[str, str]]
+    first_family: set[str]
+    family: Counter[str]
+    dob: Counter[date]
+    postcode: Counter[str]
+    middle: Counter[str]
+
+    @classmethod
+    def count(cls, records: Iterable[Child]) -> Statistics:
+        given: Counter[str] = Counter()
+        first: Counter[str] = Counter()
+        first_sex: Counter[tuple[str, str]] = Counter()
+        first_family: set[str] = set()
+        family: Counter[str] = Counter()
+        dob_counts: Counter[date] = Counter()
+        postcode: Counter[str] = Counter()
+        middle_counts: Counter[str] = Counter()
+        for child in records:
+            first_name, middle = split_given(child.given_name, child.middle_names)
+            given["".join(name_tokens(first_name))] += 1
+            if middle:
+                middle_counts["".join(sorted(name_tokens(middle)))] += 1
+            first_token = next(iter(name_tokens(child.given_name)), "")
+            first[first_token] += 1
+            family_name = "".join(name_tokens(child.family_name))
+            first_family.add(f"{first_token}|{family_name}")
+            if child.sex in ("F", "M"):
+                first_sex[(first_token, child.sex)] += 1
+            family[family_name] += 1
+            dob: date | None = child.date_of_birth
+            if dob is not None:
+                dob_counts[dob] += 1
+            if child.postcode:
+                postcode[child.postcode] += 1
+        return cls(given, first, first_sex, first_family, family, dob_counts, postcode, middle_counts)
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready form (dates as ordinals), for the saved index."""
+        return {"given": self.given, "first": self.first,
+                "first_sex": [[name, sex, n] for (name, sex), n in self.first_sex.items()],
+                "first_family": sorted(self.first_family), "family": self.family,
+                "dob": [[d.toordinal(), n] for d, n in self.dob.items()], "postcode": self.postcode,
+                "middle": self.middle}
+
+    @classmethod
+    def from_json(cls, data: object) -> Statistics:
+        """The statistics ``to_json`` gave; ``ValueError`` for anything else."""
+        def counter(value: object) -> Counter[str]:
+            if not isinstance(value, dict) or not all(
+                    isinstance(k, str) and type(v) is int for k, v in value.items()):
+                raise ValueError("statistics: expected an object of counts")
+            return Counter(value)
+
+        def rows(value: object, width: int) -> list[list[object]]:
+            if not isinstance(value, list) or not all(
+                    isinstance(r, list) and len(r) == width for r in value):
+                raise ValueError(f"statistics: expected rows of {width}")
+            return value
+
+        if not isinstance(data, dict):
+            raise ValueError("statistics: expected an object")
+        first_sex: Counter[tuple[str, str]] = Counter()
+        for name, sex, n in rows(data.get("first_sex"), 3):
+            if not isinstance(name, str) or not isinstance(sex, str) or type(n) is not int:
+                raise ValueError("statistics: first_sex: expected [name, sex, count]")
+            first_sex[(name, sex)] = n
+        dob_counts: Counter[date] = Counter()
+        for ordinal, n in rows(data.get("dob"), 2):
+            if type(ordinal) is not int or type(n) is not int:
+                raise ValueError("statistics: dob: expected [ordinal, count]")
+            dob_counts[date.fromordinal(ordinal)] = n
+        first_family = data.get("first_family")
+        if not isinstance(first_family, list) or not all(isinstance(v, str) for v in first_family):
+            raise ValueError("statistics: first_family: expected a list of names")
+        return cls(counter(data.get("given")), counter(data.get("first")), first_sex, set(first_family),
+                   counter(data.get("family")), dob_counts, counter(data.get("postcode")),
+                   counter(data.get("middle")))
+
+
 # (score, given level, family level, swapped, alias, query given, record given)
 _Alignment = tuple[float, "NameLevel", "NameLevel", bool, bool, str, str]
 
@@ -148,18 +236,12 @@ _Alignment = tuple[float, "NameLevel", "NameLevel", bool, bool, str, str]
 class MatchIndex:
     """In-memory indexes over the children a node may return, and the matcher that uses them."""
 
-    def __init__(self, children: Iterable[Child], *, candidates: CandidateIndex | None = None) -> None:
-        """``candidates``: keys already packed for these children in this order (a saved index)."""
+    def __init__(self, children: Iterable[Child], *, candidates: CandidateIndex | None = None,
+                 statistics: Statistics | None = None) -> None:
+        """``candidates``: keys already packed for these children in this order, and
+        ``statistics``: what was counted over them (both from a saved index)."""
         self.children: dict[str, Child] = {}
         self._records: list[Child] = []
-        given_counts: Counter[str] = Counter()
-        first_counts: Counter[str] = Counter()
-        first_sex_counts: Counter[tuple[str, str]] = Counter()
-        first_family: set[str] = set()
-        family_counts: Counter[str] = Counter()
-        dob_counts: Counter[date] = Counter()
-        postcode_counts: Counter[str] = Counter()
-        middle_counts: Counter[str] = Counter()
         for child in children:
             if child.record_id in self.children:
                 raise ValueError(f"record_id: {child.record_id!r} appears twice")
@@ -167,21 +249,17 @@ class MatchIndex:
                 raise ValueError(f"a node may hold at most {MAX_RECORDS} children")
             self.children[child.record_id] = child
             self._records.append(child)
-            first, middle = split_given(child.given_name, child.middle_names)
-            given_counts["".join(name_tokens(first))] += 1
-            if middle:
-                middle_counts["".join(sorted(name_tokens(middle)))] += 1
-            first_token = next(iter(name_tokens(child.given_name)), "")
-            first_counts[first_token] += 1
-            first_family.add(f"{first_token}|{''.join(name_tokens(child.family_name))}")
-            if child.sex in ("F", "M"):
-                first_sex_counts[(first_token, child.sex)] += 1
-            family_counts["".join(name_tokens(child.family_name))] += 1
-            dob: date | None = child.date_of_birth
-            if dob is not None:
-                dob_counts[dob] += 1
-            if child.postcode:
-                postcode_counts[child.postcode] += 1
+        if statistics is None:
+            statistics = Statistics.count(self._records)
+        self.statistics = statistics
+        given_counts = statistics.given
+        first_counts = statistics.first
+        first_sex_counts = statistics.first_sex
+        first_family = statistics.first_family
+        family_counts = statistics.family
+        dob_counts = statistics.dob
+        postcode_counts = statistics.postcode
+        middle_counts = statistics.middle
         self._candidates: CandidateIndex | CandidateOverlay = (
             candidates if candidates is not None else CandidateIndex(self._records))
         self._position_map: dict[str, int] | None = None
@@ -230,12 +308,12 @@ class MatchIndex:
         return len(self.children)
 
     @property
-    def saved_form(self) -> tuple[list[str], CandidateIndex] | None:
-        """The record ids in position order and their packed keys, for a full build (``None`` for
-        a patched index, whose keys are in layers)."""
+    def saved_form(self) -> tuple[list[str], CandidateIndex, Statistics] | None:
+        """The record ids in position order, their packed keys and statistics, for a full build
+        (``None`` for a patched index, whose keys are in layers)."""
         if not isinstance(self._candidates, CandidateIndex):
             return None
-        return [c.record_id for c in self._records], self._candidates
+        return [c.record_id for c in self._records], self._candidates, self.statistics
 
     def updated(self, changed: Iterable[Child], removed: Iterable[str] = ()) -> MatchIndex:
         """A new index with ``changed`` children added or replaced and ``removed`` ids taken out.

@@ -1,8 +1,8 @@
 """The match index saved beside the store, so that a restarted node is ready without a rebuild.
 
 Building the index means deriving every key of every child (most of a full build's time); the
-keys are stable digests (``node.candidates``), so the packed key array and the order of the
-records it points into can be saved and read back. A snapshot says which store generation and
+keys are the same in every process (``node.candidates``), so the packed key array and the order
+of the records it points into can be saved and read back. A snapshot says which store generation and
 day it was built from and is authenticated with HMAC-SHA-256 under a key kept in the store
 itself (``meta.index_key``), so a file from another store, a damaged file or one changed by
 hand is refused, and the node builds the index instead. The caller decides whether a snapshot
@@ -13,8 +13,9 @@ trying every valid number), so it is written with the store's own file permissio
 and counts as part of the store (``docs/threat-model.md``).
 
 Layout: ``MAGIC``, a 4-byte big-endian length and that many bytes of JSON (format, generation,
-day, byte order, counts), the record ids as a JSON array (length-prefixed the same way), the
-packed keys as native 64-bit integers, then the 32-byte HMAC of everything before it.
+day, byte order, counts, the key check), the record ids as a JSON array and the matcher's
+statistics as JSON (each length-prefixed the same way), the packed keys as native 64-bit
+integers, then the 32-byte HMAC of everything before it.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from pathlib import Path
 
 from federation.errors import SignpostError
 from federation.files import fsync_directory
+from node.candidates import KEY_CHECK
 
 MAGIC = b"signpost-index\n"
-FORMAT = 1
+FORMAT = 2
 _MAC_SIZE = 32
 _LENGTH_SIZE = 4
 
@@ -51,6 +53,7 @@ class Snapshot:
     built_on: date
     record_ids: list[str]
     packed: array  # type: ignore[type-arg]  # array("q"), as CandidateIndex keeps it
+    statistics: object  # what the matcher counted over the records, as JSON (``Statistics.to_json``)
 
 
 def path_for(database: Path) -> Path:
@@ -71,10 +74,13 @@ def _parts(snapshot: Snapshot) -> list[bytes | memoryview]:
     """The file's parts before its authentication code (the keys as a view, not a copy)."""
     header = json.dumps({"format": FORMAT, "generation": snapshot.generation,
                          "built_on": snapshot.built_on.isoformat(), "byteorder": sys.byteorder,
-                         "records": len(snapshot.record_ids), "keys": len(snapshot.packed)},
+                         "records": len(snapshot.record_ids), "keys": len(snapshot.packed),
+                         "key_check": KEY_CHECK},
                         sort_keys=True, separators=(",", ":")).encode("ascii")
     ids = json.dumps(snapshot.record_ids, separators=(",", ":")).encode("utf-8")
-    return [MAGIC, _framed(header), _framed(ids), memoryview(snapshot.packed).cast("B")]
+    statistics = json.dumps(snapshot.statistics, separators=(",", ":")).encode("utf-8")
+    return [MAGIC, _framed(header), _framed(ids), _framed(statistics),
+            memoryview(snapshot.packed).cast("B")]
 
 
 def decode(data: bytes, key: bytes) -> Snapshot:
@@ -98,17 +104,22 @@ def decode(data: bytes, key: bytes) -> Snapshot:
             raise SnapshotError(f"expected format {FORMAT}, got {header.get('format')!r}")
         if header.get("byteorder") != sys.byteorder:
             raise SnapshotError(f"written on a {header.get('byteorder')}-endian machine")
+        if header.get("key_check") != KEY_CHECK:
+            raise SnapshotError("its keys were made by another interpreter (the key check differs)")
         generation, built_on = header["generation"], date.fromisoformat(header["built_on"])
         if not isinstance(generation, int) or not isinstance(record_ids, list) \
                 or len(record_ids) != header["records"] or not all(isinstance(r, str) for r in record_ids):
             raise SnapshotError("its header does not describe its contents")
+        length = int.from_bytes(body[at:at + _LENGTH_SIZE], "big")
+        statistics = json.loads(bytes(body[at + _LENGTH_SIZE:at + _LENGTH_SIZE + length]))
+        at += _LENGTH_SIZE + length
         packed = array("q")
         packed.frombytes(body[at:])
         if len(packed) != header["keys"]:
             raise SnapshotError(f"expected {header['keys']} keys, found {len(packed)}")
     except (KeyError, TypeError, ValueError) as exc:
         raise SnapshotError(f"malformed ({exc.__class__.__name__})") from exc
-    return Snapshot(generation, built_on, record_ids, packed)
+    return Snapshot(generation, built_on, record_ids, packed, statistics)
 
 
 def read(path: Path, key: bytes) -> Snapshot | None:

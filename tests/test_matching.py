@@ -347,10 +347,14 @@ def test_date_levels(a: str, b: str, level: DateLevel) -> None:
 
 
 def test_candidate_keys_are_the_same_in_every_process() -> None:
-    """Candidate keys come from a stable digest, not Python's per-process salted ``hash()``, so
-    two processes with different hash seeds build identical keys (and identical answers)."""
-    script = ("from node.candidates import CandidateIndex, _K_DOB_NAME\n"
-              "print(CandidateIndex._key(_K_DOB_NAME, 737000, 'k:2451'))\n")
+    """Candidate keys hash only integers (strings are read as numbers first), never a string
+    with Python's per-process salted ``hash()``, so two processes with different hash seeds
+    build identical keys for a child with every kind of key (and identical answers)."""
+    script = ("from node.candidates import CandidateIndex\n"
+              "from tests.test_matching import make_child, NHS_A\n"
+              "child = make_child('k', 'Zoe', 'Smith-Jones', '2015-04-03', upn='A12345678901B',\n"
+              "                   nhs=NHS_A, aliases=('zoe climbie',))\n"
+              "print(sorted(CandidateIndex._keys_of(child)))\n")
     outputs = set()
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed}

@@ -4,6 +4,8 @@ what changed since it was saved, and ignores (then rebuilds) one that does not f
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import os
 import shutil
 from collections.abc import AsyncIterator, Callable
@@ -99,6 +101,23 @@ def test_what_changed_since_the_index_was_saved_is_patched_over_it(tmp_path: Pat
     assert_answers_as_a_rebuild(database, holder.index, [after[0], after[99], after[100], before[-1]])
 
 
+def test_a_restart_keeps_the_statistics_of_the_saved_build(tmp_path: Path) -> None:
+    """The matcher's name, date and postcode counts are read back with the saved index, not
+    counted again: after 100 children moved while the node was stopped, the restarted index has
+    the statistics of the build that was saved, as the running node patched over it would."""
+    database = tmp_path / "node.sqlite3"
+    before = rows(300)
+    load(database, before)
+    first, _ = started(database)
+    built = first.current.index.statistics  # type: ignore[union-attr]
+    load(database, [dict(r, postcode="N17 6AB") if i < 100 else r for i, r in enumerate(before)], full=True)
+    restarted, holder = started(database)
+    assert (0, "snapshot") == (restarted.builds, holder.source)
+    expected, actual = built, holder.index.statistics
+    assert expected == actual
+    assert 0 == actual.postcode["N17 6AB"]
+
+
 def test_a_saved_index_from_an_earlier_day_drops_who_turned_18_and_is_rebuilt_behind(tmp_path: Path) -> None:
     """A child who turned 18 since the index was saved is not in the index read back, and the
     keeper rebuilds the index from the store at its next round (the node answers meanwhile)."""
@@ -155,7 +174,15 @@ def _record_added_behind_its_back(path: Path, database: Path) -> None:
                          "date_of_birth) VALUES ('K-X', 'p-x', 'KIT', 'EXTRA', ?)", (years_ago(6),))
 
 
+def _older_format(path: Path, database: Path) -> None:
+    with Store(database) as store:  # authenticated, but written by an older version
+        key = store.index_key()
+    body = path.read_bytes()[:-32].replace(b'"format":%d' % snapshots.FORMAT, b'"format":1', 1)
+    path.write_bytes(body + hmac.digest(key, body, hashlib.sha256))
+
+
 UNFIT = {
+    "from an older format": (_older_format, "expected format"),
     "a byte changed": (_flip_a_byte, "authentication code"),
     "cut short": (_cut_short, "authentication code"),
     "from another store": (_from_another_store, "authentication code"),
