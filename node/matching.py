@@ -43,7 +43,7 @@ from __future__ import annotations
 import copy
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 
@@ -368,12 +368,8 @@ class MatchIndex:
 
     def _postcode_weight(self, postcode: str) -> float:
         """Weight of exact agreement on a postcode: how many of the node's children live there."""
-        weight = self._postcode_weights.get(postcode)
-        if weight is None:
-            u = value_rate(self._postcode_counts.get(postcode, 0), self._n, self._u_postcode)
-            weight = min(bits(WEIGHTS.postcode_exact_m, u), WEIGHTS.postcode_weight_max)
-            self._postcode_weights[postcode] = weight
-        return weight
+        return _remembered_weight(self._postcode_weights, self._postcode_counts, postcode, self._n,
+                                  self._u_postcode, WEIGHTS.postcode_exact_m, WEIGHTS.postcode_weight_max)
 
     def _name_weight(self, level: NameLevel, value: str, given: bool) -> float:
         fixed = FIXED_NAME_WEIGHTS.get(level)
@@ -552,12 +548,8 @@ class MatchIndex:
         q_key = "".join(sorted(name_tokens(q_middle)))
         if q_key != "".join(sorted(name_tokens(r_middle))):
             return 0.0
-        weight = self._middle_weights.get(q_key)
-        if weight is None:
-            u = value_rate(self._middle_counts.get(q_key, 0), self._with_middle, self._u_middle)
-            weight = min(bits(WEIGHTS.middle_agree_m, u), WEIGHTS.middle_weight_max)
-            self._middle_weights[q_key] = weight
-        return weight
+        return _remembered_weight(self._middle_weights, self._middle_counts, q_key, self._with_middle,
+                                  self._u_middle, WEIGHTS.middle_agree_m, WEIGHTS.middle_weight_max)
 
     def _relaxed_for(self, query: Identity, child: Child, family: NameLevel, dob: DateLevel,
                      postcode: PostcodeLevel, sex_agrees: bool) -> tuple[str, str] | None:
@@ -698,3 +690,14 @@ def _deletions(word: str) -> set[str]:
     """The word and every string one deletion away from it."""
     return {word} | {word[:i] + word[i + 1:] for i in range(len(word))}
 
+
+
+def _remembered_weight(remembered: dict[str, float], counts: Mapping[str, int], value: str, n: int,
+                       default_rate: float, m: float, cap: float) -> float:
+    """Weight of exact agreement on ``value`` (rarer values are stronger evidence, up to ``cap``),
+    worked out once per value and remembered in ``remembered``."""
+    weight = remembered.get(value)
+    if weight is None:
+        weight = min(bits(m, value_rate(counts.get(value, 0), n, default_rate)), cap)
+        remembered[value] = weight
+    return weight
