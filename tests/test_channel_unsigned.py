@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from federation.protocol import AnswerClaims, QueryId
 from node import channel
 from node.api import NODE, TLS_PEER, Node, process_query, refuse_early
 from tests.conftest import AMARA, JORDAN, Federation, build_federation, default_records
-from tests.test_channel import broker_metric, broker_query, statuses
+from tests.test_channel import broker_metric, broker_query, hostile_node, statuses
 from tests.test_mtls import TlsFederation, enable_tls, serve_tls_node
 from trust import envelope, logapi, tls
 
@@ -125,36 +125,6 @@ async def test_a_v1_channel_gets_only_signed_answers(mtls: TlsFederation) -> Non
     assert ("no_match", envelope.envelope_hash(frame.answer)) == node_answer_hash(fed, "gamma", jti)
 
 
-Reply = Callable[[str, str], Awaitable[str | None]]
-
-
-def v2_node(reply: Reply) -> web.Application:
-    """A node endpoint that agrees `signpost.v2` and answers each query with ``reply(jti, envelope)``."""
-
-    sockets: set[web.WebSocketResponse] = set()
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(protocols=frames.SUBPROTOCOLS)
-        await ws.prepare(request)
-        sockets.add(ws)
-        async for message in ws:
-            frame = frames.parse(message.data)
-            assert isinstance(frame, frames.QueryFrame)
-            text = await reply(frame.id, frame.query)
-            if text is not None and not ws.closed:
-                await ws.send_str(text)
-        return ws
-
-    async def close(_: web.Application) -> None:
-        for ws in sockets:
-            await ws.close()
-
-    app = web.Application()
-    app.router.add_get(frames.CHANNEL_PATH, handle)
-    app.on_shutdown.append(close)
-    return app
-
-
 async def serve_tls(fed: Federation, node_id: str, app: web.Application) -> web.AppRunner:
     config = fed.node_configs[node_id]
     assert config.tls is not None
@@ -187,7 +157,7 @@ async def test_the_broker_refuses_unsigned_no_match_frames_bound_to_anything_els
                                    now).to_text()
 
     await fed.stop("gamma")
-    runner = await serve_tls(fed, "gamma", v2_node(reply))
+    runner = await serve_tls(fed, "gamma", hostile_node(reply, protocols=frames.SUBPROTOCOLS))
     seen = []
     try:
         for _ in range(len(MISBOUND) + 1):
