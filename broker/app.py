@@ -15,7 +15,7 @@ from aiohttp import web
 from broker import admission, check_api, check_pages, ratelimit, sessions
 from broker import web as pages
 from broker.api import BROKER, Broker, handle_health, handle_search
-from broker.channel import Channels, Counters
+from broker.channel import Channels, Counters, Link
 from broker.config import BrokerConfig
 from broker.demo_idp import DemoIdentityProvider
 from federation import metrics
@@ -41,7 +41,8 @@ async def _client(app: web.Application) -> AsyncIterator[None]:
     tracing.on_connection_create_end.append(opened)
     broker.session = aiohttp.ClientSession(connector=connector, trace_configs=[tracing])
     if broker.config.node_channel:
-        broker.channels = Channels(broker.session, broker.config.id, Counters(
+        link = Link(context, (lambda: broker.trust.current) if context is not None else None)
+        broker.channels = Channels(broker.session, link, broker.config.id, Counters(
             opened=lambda node: broker.metrics.channels_opened.inc(node),
             dropped=lambda node: broker.metrics.dropped.inc(node)))
         broker.channels.warm(broker.trust.current.with_role("node"))

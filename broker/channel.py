@@ -1,10 +1,12 @@
 """The broker's end of the node channels: one warm WebSocket per node, many queries in flight.
 
-Each node gets one ``NodeChannel``: a WebSocket to ``GET /v1/channel`` over the broker's mutual
-TLS connector (the handshake checks the CA chain and the node's trust-list binding, as for
-``POST /v1/query``), with WebSocket heartbeats that keep it warm through idle spells and find a
-dead peer. Sending a query is one frame written to a socket that is already open; answers come
-back on the channel's reader and are matched to the waiting search by query id, then verified
+Each node gets one ``NodeChannel``: a WebSocket to ``GET /v1/channel`` over mutual TLS with the
+broker's client context (the handshake checks the CA chain and the node's trust-list binding, as
+for ``POST /v1/query``), read and written straight off the event loop (``broker.wsclient``,
+decision 19), with heartbeats that keep it warm through idle spells and find a dead peer. Sending
+a query is one frame, masked once for every node, written to a socket that is already open;
+answers come back through the channel's read callback and are matched to the waiting search by
+query id, then verified
 exactly as over HTTP (``fanout.judge``: signed by that node, for this broker, bound to the
 query's ``jti`` and hash); on a channel over mutual TLS that agreed ``signpost.v2``, an unsigned
 ``no_match`` frame is checked by ``fanout.judge_no_match`` (that node, this broker, this query's
@@ -24,13 +26,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from broker import wsclient
 from broker.fanout import NodeResult, Query, ask_http, judge, judge_no_match, unavailable
 from federation import frames
 from federation.protocol import MessageError, QueryId, Status
@@ -42,6 +46,8 @@ log = logging.getLogger("signpost.broker")
 HTTP_RETRY_SECONDS = 300.0  # how long a node without the channel is asked over HTTP before trying again
 CLOSE_SECONDS = 1.0  # how long closing a channel waits for the node's close frame
 RECONNECT_SECONDS = (0.2, 1.0, 5.0, 15.0)  # background reconnection back-off, then every last value
+READ_HOLD_SECONDS = 0.005  # while many answers are awaited, ready channels are read together this often
+HOLD_WHILE_AWAITING = 8  # "many": a search still waiting for at least this many answers
 
 
 @dataclass(frozen=True)
@@ -91,55 +97,6 @@ class Gathering:
             self.all_in.set_result(None)
 
 
-WRITING: set[asyncio.Future[None]] = set()  # writes waiting for a full socket to drain (held here)
-
-
-def write_now(ws: aiohttp.ClientWebSocketResponse, data: bytes,
-              failed: Callable[[BaseException], None]) -> None:
-    """Write one text frame at once, without a task: an uncompressed frame is written by the first
-    step of ``send_frame``, which then waits only when the socket's buffer is full. Only then does
-    the rest go to a task, so that a node that stops reading never holds up the others. (Python
-    3.12's eager tasks do the same; this runs on 3.11.)"""
-    step = ws.send_frame(data, aiohttp.WSMsgType.TEXT)
-    try:
-        blocked = step.send(None)
-    except StopIteration:
-        return
-    except Exception as exc:  # the channel is closing: the node is unavailable for this search
-        failed(exc)
-        return
-    if isinstance(blocked, asyncio.Future):
-        blocked._asyncio_future_blocking = False  # taken at once, as asyncio.Task takes it
-    finishing = asyncio.ensure_future(_finish(step, blocked))
-    WRITING.add(finishing)
-
-    def finished(done: asyncio.Future[None]) -> None:
-        WRITING.discard(done)
-        if done.cancelled():
-            failed(ChannelLost("write cancelled"))
-        elif done.exception() is not None:
-            failed(done.exception() or ChannelLost("write failed"))
-
-    finishing.add_done_callback(finished)
-
-
-async def _finish(step: Coroutine[Any, Any, None], blocked: Any) -> None:
-    """Drive ``step`` on from where ``write_now`` left it, as a task would."""
-    try:
-        while True:
-            if isinstance(blocked, asyncio.Future):
-                await asyncio.wait([blocked])
-            else:
-                await asyncio.sleep(0)
-            blocked = step.send(None)
-            if isinstance(blocked, asyncio.Future):
-                blocked._asyncio_future_blocking = False
-    except StopIteration:
-        return
-    finally:
-        step.close()
-
-
 @dataclass
 class Counters:
     """What the channels count for ``/metrics`` (callbacks into the broker's registry)."""
@@ -151,27 +108,27 @@ class Counters:
 class NodeChannel:
     """One node's WebSocket: opened on demand, kept open, reopened after a break."""
 
-    def __init__(self, node: Member, session: aiohttp.ClientSession, counters: Counters,
-                 max_frame: int) -> None:
+    def __init__(self, node: Member, link: Link, counters: Counters, max_frame: int,
+                 reading: wsclient.Reading | None = None) -> None:
         self.node_id = node.id
+        self.reading = reading
         self.endpoint = node.endpoint or ""
-        self.session = session
+        self.link = link
         self.counters = counters
         self.max_frame = max_frame
-        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.conn: wsclient.Connection | None = None
         self.pending: dict[str, tuple[Gathering, int]] = {}  # query id -> where its answer goes
         self.http_until = 0.0
         self.unsigned = False  # the open channel carries unsigned no_match frames (signpost.v2, mutual TLS)
         self._der: bytes | None = None
         self._bound_version: int | None = None
         self._opening: asyncio.Task[None] | None = None
-        self._reader: asyncio.Task[None] | None = None
         self._reconnect: asyncio.Task[None] | None = None
         self._closed = False
 
     @property
     def open(self) -> bool:
-        return self.ws is not None and not self.ws.closed
+        return self.conn is not None and not self.conn.closed
 
     @property
     def over_http(self) -> bool:
@@ -186,35 +143,46 @@ class NodeChannel:
 
     async def _open(self) -> None:
         url = self.endpoint.rstrip("/") + frames.CHANNEL_PATH
-        server_hostname = self.node_id if url.startswith("https:") else None
+        secure = url.startswith("https:")
+        server_hostname = self.node_id if secure else None
+
+        def check_peer(der: bytes | None) -> None:
+            # The trust-list binding, checked in the handshake before the upgrade is sent.
+            if self.link.trust is not None and self.link.context is not None:
+                tls.peer_member(self.link.trust(), der, "node", expected=self.node_id)
+
+        unsigned = False
+
+        def heard(text: str) -> None:
+            self._heard(text, unsigned)
+
         try:
-            ws = await self.session.ws_connect(
-                url, protocols=frames.SUBPROTOCOLS, heartbeat=frames.HEARTBEAT_SECONDS,
-                max_msg_size=self.max_frame, server_hostname=server_hostname,
-                # A broker that stops does not wait on a node that does not answer its close.
-                timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_SECONDS))
-        except aiohttp.WSServerHandshakeError as exc:
+            conn = await wsclient.connect(
+                url, protocols=frames.SUBPROTOCOLS, context=self.link.context,
+                server_hostname=server_hostname, timeout=self.link.connect_seconds,
+                max_frame=self.max_frame, on_text=heard,
+                on_lost=lambda error: self._lost(conn, error), check_peer=check_peer,
+                reading=self.reading)
+        except wsclient.HandshakeRefused as exc:
             if exc.status in (404, 405):
                 log.info("node %s has no channel (HTTP %d): asked over HTTP", self.node_id, exc.status)
                 self.http_until = time.monotonic() + HTTP_RETRY_SECONDS
                 return
             raise
-        if ws.protocol not in frames.SUBPROTOCOLS:
-            await ws.close()
-            raise aiohttp.ClientError(f"channel: expected subprotocol {' or '.join(frames.SUBPROTOCOLS)}")
-        ssl_object = ws.get_extra_info("ssl_object")
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        if server_hostname is not None and not der:
+        der = conn.peer_certificate
+        if secure and not der:
             # Fail closed: over TLS a channel whose node certificate cannot be re-checked is not used.
-            await ws.close()
-            raise aiohttp.ClientError("channel: the node's certificate is not available")
-        self._der = bytes(der) if der else None
+            await conn.close(CLOSE_SECONDS)
+            raise wsclient.HandshakeError("channel: the node's certificate is not available")
+        if self._closed:  # the broker stopped while this channel was opening
+            await conn.close(CLOSE_SECONDS)
+            return
+        self._der = der
         self._bound_version = None
         # Unsigned no_match frames are believed only on a channel that agreed them, over mutual TLS.
-        self.unsigned = ws.protocol == frames.SUBPROTOCOL_V2 and self._der is not None
-        self.ws = ws
+        unsigned = self.unsigned = conn.protocol == frames.SUBPROTOCOL_V2 and der is not None
+        self.conn = conn
         self.counters.opened(self.node_id)
-        self._reader = asyncio.create_task(self._read(ws, self.unsigned))
         log.info("channel to %s open", self.node_id)
 
     def bound(self, trust: TrustList) -> bool:
@@ -230,34 +198,33 @@ class NodeChannel:
         self._bound_version = trust.version
         return True
 
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse, unsigned: bool) -> None:
-        """Hand each frame on ``ws`` to the search waiting for it (``unsigned``: what this very
-        connection agreed, whatever a later one agrees)."""
+    def _heard(self, text: str, unsigned: bool) -> None:
+        """Hand one frame to the search waiting for it (``unsigned``: what this very connection
+        agreed, whatever a later one agrees)."""
         try:
-            async for message in ws:
-                if message.type is not aiohttp.WSMsgType.TEXT:
-                    continue
-                try:
-                    frame = frames.parse(message.data)
-                except MessageError as exc:
-                    log.warning("node %s sent a bad frame: %s", self.node_id, exc.field)
-                    self.counters.dropped(self.node_id)
-                    continue
-                waiting = self.pending.pop(frame.id, None)
-                if (waiting is None or isinstance(frame, frames.QueryFrame)
-                        or not waiting[0].deliver(waiting[1], Heard(frame, message.data, unsigned))):
-                    # Late (the search stopped waiting), replayed, or never asked for.
-                    self.counters.dropped(self.node_id)
-        finally:
-            if self.ws is ws:
-                self.ws = None
-            lost = ChannelLost(f"channel to {self.node_id} closed")
-            for gathering, index in self.pending.values():
-                gathering.deliver(index, lost)
-            self.pending.clear()
-            if not self._closed:
-                log.info("channel to %s closed; reopening", self.node_id)
-                self._reconnect = asyncio.create_task(self._reopen())
+            frame = frames.parse(text)
+        except MessageError as exc:
+            log.warning("node %s sent a bad frame: %s", self.node_id, exc.field)
+            self.counters.dropped(self.node_id)
+            return
+        waiting = self.pending.pop(frame.id, None)
+        if (waiting is None or isinstance(frame, frames.QueryFrame)
+                or not waiting[0].deliver(waiting[1], Heard(frame, text, unsigned))):
+            # Late (the search stopped waiting), replayed, or never asked for.
+            self.counters.dropped(self.node_id)
+
+    def _lost(self, conn: wsclient.Connection, error: BaseException | None) -> None:
+        """``conn`` ended: fail the searches waiting on it, and reopen unless the broker stops."""
+        if self.conn is not conn:
+            return
+        self.conn = None
+        lost = ChannelLost(f"channel to {self.node_id} closed")
+        for gathering, index in self.pending.values():
+            gathering.deliver(index, lost)
+        self.pending.clear()
+        if not self._closed:
+            log.info("channel to %s closed (%s); reopening", self.node_id, error or "closed")
+            self._reconnect = asyncio.create_task(self._reopen())
 
     async def _reopen(self) -> None:
         """Reopen in the background so that the next search finds the channel warm."""
@@ -268,28 +235,41 @@ class NodeChannel:
             with contextlib.suppress(Exception):  # any failure: try again after the next pause
                 await self.ensure_open()
 
-    def send(self, query_id: str, data: bytes, gathering: Gathering, index: int) -> bool:
-        """Write one query frame (``data``, the same bytes for every node) to the open channel; the
-        node's frame goes to ``gathering`` at ``index``. False if the channel is not open."""
-        ws = self.ws
-        if ws is None or ws.closed:
+    def send(self, query_id: str, frame: wsclient.Frame, gathering: Gathering, index: int) -> bool:
+        """Write one query frame (the same bytes for every node) to the open channel; the node's
+        frame goes to ``gathering`` at ``index``. False if the channel is not open."""
+        conn = self.conn
+        if conn is None or conn.closed:
             return False
         self.pending[query_id] = (gathering, index)
         gathering.expect()
-        write_now(ws, data, lambda error: self._unwritten(query_id, error))
+        try:
+            conn.send(frame)
+        except wsclient.ConnectionLost:  # the channel broke: _lost failed what waited on it
+            waiting = self.pending.pop(query_id, None)
+            if waiting is not None:
+                waiting[0].deliver(waiting[1], ChannelLost("query not written (channel closed)"))
         return True
-
-    def _unwritten(self, query_id: str, error: BaseException) -> None:
-        waiting = self.pending.pop(query_id, None)
-        if waiting is not None:
-            waiting[0].deliver(waiting[1], ChannelLost(f"query not written ({error.__class__.__name__})"))
 
     def forget(self, jti: str) -> None:
         """Stop waiting for ``jti`` (its deadline passed): a later answer is counted as dropped."""
         self.pending.pop(jti, None)
 
+    def keep_warm(self, now: float) -> None:
+        """Ping a channel that has been quiet for a heartbeat; drop one silent for two (its node
+        is gone without closing): it is reopened in the background."""
+        conn = self.conn
+        if conn is None or conn.closed:
+            return
+        quiet = now - conn.heard
+        if quiet > 2 * frames.HEARTBEAT_SECONDS:
+            conn.abort(wsclient.ConnectionLost("no heartbeat from the node"))
+        elif quiet > frames.HEARTBEAT_SECONDS:
+            with contextlib.suppress(wsclient.ConnectionLost):
+                conn.ping()
+
     async def close(self) -> None:
-        """Close the channel and wait for every task it started (reopening, opening, reading)."""
+        """Close the channel and wait for every task it started (reopening, opening)."""
         self._closed = True
         stopping = [t for t in (self._reconnect, self._opening) if t is not None]
         for task in stopping:
@@ -297,25 +277,40 @@ class NodeChannel:
         for task in stopping:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self.ws is not None:
-            await self.ws.close()
-        if self._reader is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+        if self.conn is not None:
+            await self.conn.close(CLOSE_SECONDS)
+
+
+@dataclass(frozen=True)
+class Link:
+    """How channels reach nodes: the broker's TLS client context (None: plain connections, for a
+    federation without TLS) and the trust list in force for the handshake's binding check."""
+
+    context: ssl.SSLContext | None
+    trust: Callable[[], TrustList] | None = None
+    connect_seconds: float = 10.0
 
 
 class Channels:
     """Every node's channel, and the fan-out over them."""
 
-    def __init__(self, session: aiohttp.ClientSession, broker_id: str, counters: Counters,
+    def __init__(self, session: aiohttp.ClientSession, link: Link, broker_id: str, counters: Counters,
                  max_frame: int = 256 * 1024) -> None:
-        self.session = session
+        self.session = session  # for nodes without a channel (POST /v1/query)
+        self.link = link
         self.broker_id = broker_id
         self.counters = counters
         self.max_frame = max_frame
         self._by_node: dict[str, NodeChannel] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._version: int | None = None
+        self._warming: asyncio.Task[None] | None = None
+        self._reading: wsclient.Reading | None = None
+        self._gathering: set[Gathering] = set()  # the fan-outs under way
+
+    def _busy(self) -> bool:
+        """Many answers are awaited: reading them together is cheaper than one wake-up each."""
+        return any(g.left >= HOLD_WHILE_AWAITING for g in self._gathering)
 
     def channel(self, node: Member) -> NodeChannel:
         found = self._by_node.get(node.id)
@@ -324,8 +319,21 @@ class Channels:
                 task = asyncio.create_task(found.close())  # the node moved: the old channel goes
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
-            found = self._by_node[node.id] = NodeChannel(node, self.session, self.counters, self.max_frame)
+            if self._reading is None:
+                self._reading = wsclient.Reading(READ_HOLD_SECONDS, self._busy)
+                self._warming = asyncio.create_task(self._heartbeats())
+            found = self._by_node[node.id] = NodeChannel(node, self.link, self.counters, self.max_frame,
+                                                         self._reading)
         return found
+
+    async def _heartbeats(self) -> None:
+        """Keep every channel warm: a ping after a quiet heartbeat, a silent one dropped."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(frames.HEARTBEAT_SECONDS / 4)
+            now = loop.time()
+            for channel in list(self._by_node.values()):
+                channel.keep_warm(now)
 
     def _prune(self, current: set[str]) -> None:
         """Close the channels of nodes the trust list in force no longer names."""
@@ -353,7 +361,7 @@ class Channels:
         if trust.version != self._version:
             self._prune({n.id for n in nodes})
             self._version = trust.version
-        data = frames.QueryFrame(QueryId(query.jti), query.token).to_text().encode()  # the same for all
+        data = _query_frame(query)  # the same bytes for every node
         results: list[NodeResult | None] = [None] * len(nodes)
         gathering = Gathering(len(nodes))
         on_channel: list[int] = []
@@ -374,7 +382,11 @@ class Channels:
         gathering.seal()
         if on_channel or others:
             waiting: list[asyncio.Future[Any]] = [gathering.all_in, *others]
-            await asyncio.wait(waiting, timeout=max(0.0, deadline - (time.monotonic() - started)))
+            self._gathering.add(gathering)
+            try:
+                await asyncio.wait(waiting, timeout=max(0.0, deadline - (time.monotonic() - started)))
+            finally:
+                self._gathering.discard(gathering)
         for task, i in others.items():
             if not task.done():
                 task.cancel()
@@ -415,18 +427,19 @@ class Channels:
         if not channel.over_http:
             try:
                 await asyncio.shield(channel.ensure_open())
-            except aiohttp.ClientConnectorCertificateError as exc:
-                log.warning("node %s: certificate refused: %s", node.id, exc.certificate_error)
+            except wsclient.CertificateRefused as exc:
+                log.warning("node %s: certificate refused: %s", node.id, exc)
                 return unavailable(node, "node certificate refused (CA or trust-list binding)", started,
                                    integrity=True)
-            except (aiohttp.ClientError, OSError, ValueError) as exc:
-                return unavailable(node, f"not reachable ({exc.__class__.__name__})", started)
+            except wsclient.HandshakeRefused as exc:
+                return unavailable(node, f"node refused the channel (HTTP {exc.status})", started)
+            except (wsclient.HandshakeError, OSError, ValueError) as exc:
+                return unavailable(node, f"not reachable ({_cause(exc)})", started)
         if channel.over_http or not channel.open:
             return await ask_http(self.session, node, query, trust, self.broker_id,
                                   max(0.001, deadline - (time.monotonic() - started)))
         gathering = Gathering(1)
-        data = frames.QueryFrame(QueryId(query.jti), query.token).to_text().encode()
-        if not channel.send(query.jti, data, gathering, 0):
+        if not channel.send(query.jti, _query_frame(query), gathering, 0):
             return unavailable(node, "not reachable (channel closed)", started)
         gathering.seal()
         try:
@@ -440,8 +453,24 @@ class Channels:
 
     async def close(self) -> None:
         """Close every channel, including those already closing (a node moved or removed)."""
+        if self._warming is not None:
+            self._warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warming
         await asyncio.gather(*(c.close() for c in self._by_node.values()), *self._closing,
                              return_exceptions=True)
+        if self._reading is not None:
+            self._reading.close()
+
+
+def _query_frame(query: Query) -> wsclient.Frame:
+    return wsclient.Frame.text(frames.QueryFrame(QueryId(query.jti), query.token).to_text().encode())
+
+
+def _cause(exc: BaseException) -> str:
+    """What went wrong opening a channel, in a word or two (never the exception's own text)."""
+    cause = exc.__cause__ if isinstance(exc, wsclient.HandshakeError) else None
+    return (cause or exc).__class__.__name__
 
 
 def _quiet(task: asyncio.Task[None]) -> None:
@@ -450,4 +479,4 @@ def _quiet(task: asyncio.Task[None]) -> None:
         task.exception()
 
 
-__all__ = ["ChannelLost", "Channels", "Counters", "Gathering", "Heard", "NodeChannel", "Status"]
+__all__ = ["ChannelLost", "Channels", "Counters", "Gathering", "Heard", "Link", "NodeChannel", "Status"]
