@@ -37,6 +37,7 @@ import aiohttp
 from broker import wsclient
 from broker.fanout import NodeResult, Query, ask_http, judge, judge_no_match, unavailable
 from federation import frames
+from federation.canonical import sha256_hex
 from federation.protocol import MessageError, QueryId, Status
 from trust import tls
 from trust.trustlist import Member, TrustList
@@ -46,7 +47,7 @@ log = logging.getLogger("signpost.broker")
 HTTP_RETRY_SECONDS = 300.0  # how long a node without the channel is asked over HTTP before trying again
 CLOSE_SECONDS = 1.0  # how long closing a channel waits for the node's close frame
 RECONNECT_SECONDS = (0.2, 1.0, 5.0, 15.0)  # background reconnection back-off, then every last value
-READ_HOLD_SECONDS = 0.005  # while many answers are awaited, ready channels are read together this often
+READ_HOLD_SECONDS = 0.01  # while many answers are awaited, ready channels are read together this often
 HOLD_WHILE_AWAITING = 8  # "many": a search still waiting for at least this many answers
 
 
@@ -69,10 +70,12 @@ class Gathering:
     done when every node expected has sent one (or its channel failed). Delivering is a plain
     call from the channel's reader: no future or callback per node."""
 
-    __slots__ = ("all_in", "left", "results", "sealed")
+    __slots__ = ("all_in", "left", "no_match", "results", "sealed", "started")
 
-    def __init__(self, size: int) -> None:
-        self.results: list[Heard | ChannelLost | None] = [None] * size
+    def __init__(self, size: int, no_match: tuple[str, str] | None = None, started: float = 0.0) -> None:
+        self.results: list[Heard | NodeResult | ChannelLost | None] = [None] * size
+        self.no_match = no_match  # the exact text a no_match for this search has, around iss and iat
+        self.started = started
         self.left = 0
         self.sealed = False
         self.all_in: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -80,7 +83,7 @@ class Gathering:
     def expect(self) -> None:
         self.left += 1
 
-    def deliver(self, index: int, result: Heard | ChannelLost) -> bool:
+    def deliver(self, index: int, result: Heard | NodeResult | ChannelLost) -> bool:
         """Keep the first result for ``index``; False if it already had one."""
         if self.results[index] is not None:
             return False
@@ -111,6 +114,7 @@ class NodeChannel:
     def __init__(self, node: Member, link: Link, counters: Counters, max_frame: int,
                  reading: wsclient.Reading | None = None) -> None:
         self.node_id = node.id
+        self.node_name = node.name
         self.reading = reading
         self.endpoint = node.endpoint or ""
         self.link = link
@@ -201,6 +205,8 @@ class NodeChannel:
     def _heard(self, text: str, unsigned: bool) -> None:
         """Hand one frame to the search waiting for it (``unsigned``: what this very connection
         agreed, whatever a later one agrees)."""
+        if unsigned and text.startswith(frames.NO_MATCH_HEAD) and self._exact_no_match(text):
+            return
         try:
             frame = frames.parse(text)
         except MessageError as exc:
@@ -212,6 +218,24 @@ class NodeChannel:
                 or not waiting[0].deliver(waiting[1], Heard(frame, text, unsigned))):
             # Late (the search stopped waiting), replayed, or never asked for.
             self.counters.dropped(self.node_id)
+
+    def _exact_no_match(self, text: str, head_size: int = len(frames.NO_MATCH_HEAD)) -> bool:
+        """Most answers: a no_match frame with exactly the text this node had to send for a search
+        under way (its id, this node, this broker, that query's hash; any ``iat``). It is judged
+        here, by comparing strings, with no parse; False leaves any other frame to the full path
+        (``frames.parse`` and ``fanout.judge_no_match``), which gives the same result for these."""
+        end = text.find('"', head_size)
+        waiting = self.pending.get(text[head_size:end])
+        if waiting is None:
+            return False
+        gathering, index = waiting
+        if gathering.no_match is None or not frames.is_exact_no_match(text, gathering.no_match, self.node_id):
+            return False
+        del self.pending[text[head_size:end]]
+        gathering.deliver(index, NodeResult(
+            self.node_id, self.node_name, Status.NO_MATCH, answer_hash=sha256_hex(text.encode("utf-8")),
+            seconds=time.monotonic() - gathering.started))
+        return True
 
     def _lost(self, conn: wsclient.Connection, error: BaseException | None) -> None:
         """``conn`` ended: fail the searches waiting on it, and reopen unless the broker stops."""
@@ -363,7 +387,8 @@ class Channels:
             self._version = trust.version
         data = _query_frame(query)  # the same bytes for every node
         results: list[NodeResult | None] = [None] * len(nodes)
-        gathering = Gathering(len(nodes))
+        exact = frames.no_match_text(query.jti, self.broker_id, query.hash)
+        gathering = Gathering(len(nodes), exact, started)
         on_channel: list[int] = []
         others: dict[asyncio.Task[NodeResult], int] = {}
         for i, node in enumerate(nodes):
@@ -400,8 +425,10 @@ class Channels:
             results[i] = self._judge(nodes[i], gathering.results[i], query, trust, deadline, started)
         return [r for r in results if r is not None]
 
-    def _judge(self, node: Member, heard: Heard | ChannelLost | None, query: Query, trust: TrustList,
-               deadline: float, started: float) -> NodeResult:
+    def _judge(self, node: Member, heard: Heard | NodeResult | ChannelLost | None, query: Query,
+               trust: TrustList, deadline: float, started: float) -> NodeResult:
+        if isinstance(heard, NodeResult):  # an exact no_match, judged as it was read
+            return heard
         if heard is None:
             self.channel(node).forget(query.jti)
             return unavailable(node, f"no answer within {deadline:g} s", started, abandoned=True)

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, section 1.3
-_READ_SIZE = 256 * 1024
+_READ_SIZE = 16 * 1024  # one TLS record's plaintext at most: what one read can return
 _MAX_HEAD = 16 * 1024  # the handshake response's headers
 
 TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
@@ -271,6 +271,8 @@ class Connection:
         self._fd = self.sock.fileno()
         self._tls = isinstance(self.sock, ssl.SSLSocket)
         self._in = bytearray(opened.rest)
+        self._chunk = bytearray(_READ_SIZE)
+        self._view = memoryview(self._chunk)
         self._kind: int | None = None  # the opcode of the message being read, while it is
         self._parts: list[bytes] = []  # its frames so far
         self._size = 0
@@ -345,14 +347,14 @@ class Connection:
         """Read what the socket holds and handle every whole frame (the socket is ready)."""
         try:
             while True:
-                chunk = self.sock.recv(_READ_SIZE)
-                if not chunk:
+                size = self.sock.recv_into(self._chunk)  # into one buffer: no allocation per read
+                if not size:
                     closing = self._closing is not None  # after our close frame, the end we asked for
                     self._lose(None if closing else ConnectionLost("the server closed the connection"))
                     return
-                self._in += chunk
+                self._in += self._view[:size]
                 # More waits inside OpenSSL only if it says so; the kernel's buffer wakes us again.
-                if not (self._tls and self.sock.pending()) and len(chunk) < _READ_SIZE:  # type: ignore[attr-defined]
+                if not (self._tls and self.sock.pending()) and size < _READ_SIZE:  # type: ignore[attr-defined]
                     break
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError, InterruptedError):
             pass

@@ -105,6 +105,29 @@ class NoMatchFrame:
 
 Frame = QueryFrame | AnswerFrame | RefusedFrame | NoMatchFrame
 
+NO_MATCH_HEAD = '{"v":1,"kind":"no_match","id":"'
+"""How every ``no_match`` frame's text begins; its ``id`` follows, up to the next quote."""
+
+
+def no_match_text(query_id: str, aud: str, query_hash: str) -> tuple[str, str]:
+    """The exact text of a ``no_match`` frame for ``query_id``, ``aud`` and ``query_hash``, around
+    the two values only the node fills in: ``head + iss + tail + str(iat) + "}"`` is what
+    ``NoMatchFrame.to_text`` writes when no value needs escaping. A reader that compares a frame
+    with these strings has checked its id, audience and query hash without parsing it."""
+    return f'{NO_MATCH_HEAD}{query_id}","iss":"', f'","aud":"{aud}","query_hash":"{query_hash}","iat":'
+
+
+def is_exact_no_match(text: str, expected: tuple[str, str], iss: str) -> bool:
+    """True if ``text`` is exactly the ``no_match`` frame ``expected`` (from ``no_match_text``)
+    describes, sent by ``iss``, with any non-negative integer ``iat``: then ``parse(text)`` gives
+    that frame. Anything else (another id, node, audience or hash, escapes, spaces, another
+    order) is False, and is left to ``parse``."""
+    head, tail = expected
+    at = len(head) + len(iss) + len(tail)
+    iat = text[at:-1]
+    return (text.startswith(head) and text.startswith(iss + tail, len(head)) and text.endswith("}")
+            and iat.isascii() and iat.isdigit() and len(iat) <= 19)
+
 
 # A no_match frame exactly as ``NoMatchFrame.to_text`` writes it: fixed key order, no escapes, so
 # nothing a general JSON parse could read differently (no duplicates, no depth, no surrogates).

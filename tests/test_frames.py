@@ -3,6 +3,8 @@ the full parse gives, and anything else still goes through the full parse and it
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -45,3 +47,31 @@ def test_frames_that_are_not_exact_no_match_frames_are_refused_by_the_full_parse
     """Proves near-misses of the exact form are not read by the pattern but refused by the full parse."""
     with pytest.raises(MessageError):
         frames.parse(text)
+
+
+EXACT = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters='"\\'),
+                min_size=1, max_size=80)
+
+
+@given(frame_id=EXACT, iss=EXACT, aud=EXACT, query_hash=EXACT, iat=st.integers(0, 10**19 - 1),
+       other=st.sampled_from(["id", "iss", "aud", "query_hash", "none"]), junk=EXACT,
+       cut=st.integers(0, 400), insert=st.sampled_from(["", " ", "0", "\\", '"', "}", "-"]))
+def test_the_exact_no_match_check_accepts_only_what_the_parse_reads_as_that_frame(
+        frame_id: str, iss: str, aud: str, query_hash: str, iat: int, other: str, junk: str, cut: int,
+        insert: str) -> None:
+    """Proves the broker's string comparison for no_match frames (`is_exact_no_match`) is never
+    looser than the full path: whatever the text (the exact frame, one naming another id, node,
+    audience or hash, or any of these with a character inserted anywhere), when the check accepts
+    it, `parse` reads it as the frame expected, whatever its time (which neither path checks);
+    and the exact frame itself is accepted."""
+    frame = frames.NoMatchFrame(QueryId(frame_id), iss, aud, query_hash, iat)
+    fields = {"id": frame_id, "iss": iss, "aud": aud, "query_hash": query_hash, other: junk}
+    sent = frames.NoMatchFrame(QueryId(fields["id"]), fields["iss"], fields["aud"], fields["query_hash"],
+                               iat).to_text()
+    sent = sent[:cut] + insert + sent[cut:]
+    expected = frames.no_match_text(frame_id, aud, query_hash)
+    assert frames.is_exact_no_match(frame.to_text(), expected, iss)
+    if frames.is_exact_no_match(sent, expected, iss):
+        read = frames.parse(sent)
+        assert isinstance(read, frames.NoMatchFrame)
+        assert frame == dataclasses.replace(read, iat=iat)
