@@ -184,12 +184,13 @@ class Broker:
                 log.error("query %s: integrity failure from %s: %s", jti, r.authority, r.reason)
         # Which authorities know the child is part of the answer: it goes to the audit log only.
         log.info("query %s: %d node(s) asked, %d unavailable", jti, len(results), len(unavailable))
-        try:
-            await self.ledger.remember(jti, who.issuer, who.sub, (r.authority for r in results
-                                                                  if r.status is Status.POSSIBLE_MATCH),
-                                       search.identity.to_wire(), now.timestamp(), search.on_behalf_of)
-        except LedgerUnavailable as exc:  # the answer stands; only a later check of it is refused
-            log.error("query %s: not remembered for checks: %s", jti, exc)
+        possible = [r.authority for r in results if r.status is Status.POSSIBLE_MATCH]
+        if possible:  # only a possible_match can be followed by a check: nothing else is kept
+            try:
+                await self.ledger.remember(jti, who.issuer, who.sub, possible, search.identity.to_wire(),
+                                           now.timestamp(), search.on_behalf_of)
+            except LedgerUnavailable as exc:  # the answer stands; only a later check of it is refused
+                log.error("query %s: not remembered for checks: %s", jti, exc)
         return SearchResponse(jti, tuple(results))
 
 

@@ -306,8 +306,8 @@ class CheckService:
         assert found is not None and contact is not None
         record = await self.broker.ledger.search(search_id, now.timestamp())
         if record is None or (record.issuer, record.sub) != (who.issuer, who.sub):
-            raise CheckRefused(403, "not-your-search", "search_id: not a search you made (or it is more than "
-                               "a day old: search again)")
+            raise CheckRefused(403, "not-your-search", "search_id: not a search you made that an authority "
+                               "answered possible_match (or it is more than a day old: search again)")
         if authority not in record.possible:
             raise CheckRefused(403, "not-possible-match", "authority: did not answer possible_match to that "
                                "search")
