@@ -13,7 +13,10 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from broker import wsclient
+from broker.channel import Counters, Link, NodeChannel
+from federation import frames
 from federation.tools.ports import free_port
+from trust.trustlist import Member
 
 PROTOCOLS = ("signpost.v2", "signpost.v1")
 
@@ -296,3 +299,35 @@ async def test_channels_read_together_while_busy_lose_no_frame() -> None:
     assert [[f"c{i}-{n}" for n in range(3)] for i in range(3)] == [c.texts[:3] for c in clients]
     assert ["again-0", "again-1", "again-2"] == clients[1].texts[3:]
     assert [[None]] * 3 == [c.lost for c in clients]
+
+
+async def test_a_quiet_channel_is_pinged_and_a_silent_one_dropped_and_reopened() -> None:
+    """Proves the broker's heartbeat (`NodeChannel.keep_warm`): a channel quiet for a heartbeat is
+    pinged, one silent for two heartbeats (a node gone without closing) is dropped, and it is
+    opened again in the background, so the next search finds it warm."""
+    opcodes: list[int] = []
+
+    async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(1 << 16):  # reads frames, never answers a ping
+            opcodes.append(data[0] & 0x0F)
+
+    opened: list[str] = []
+    async for url in raw_server(deaf):
+        member = Member("gamma", "Gamma", frozenset({"node"}), (), endpoint=url.removesuffix("/ws"))
+        node = NodeChannel(member, Link(None), Counters(opened=opened.append, dropped=lambda _: None),
+                           max_frame=1 << 16)
+        try:
+            await node.ensure_open()
+            first = node.conn
+            assert first is not None
+            node.keep_warm(first.heard + frames.HEARTBEAT_SECONDS + 1)
+            while wsclient.PING not in opcodes:
+                await asyncio.sleep(0.01)
+            assert node.conn is first
+            node.keep_warm(first.heard + 2 * frames.HEARTBEAT_SECONDS + 1)
+            assert first.closed and node.conn is None
+            while node.conn is None:
+                await asyncio.sleep(0.05)
+        finally:
+            await node.close()
+    assert ["gamma", "gamma"] == opened
