@@ -91,7 +91,11 @@ async def _channel(node: Node, request: web.Request, peer: str | None,
     if not ws.can_prepare(request).ok:
         detail = f"expected a WebSocket upgrade with subprotocol {' or '.join(frames.SUBPROTOCOLS)}"
         return problem(400, "Bad request", detail, kind="not-a-channel")
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except ConnectionError:  # the broker went away during the upgrade: nothing to serve
+        log.info("channel upgrade abandoned by %s", peer or "a broker")
+        return ws
     if ws.ws_protocol not in offered:
         await ws.close(code=1002, message=f"expected subprotocol {' or '.join(offered)}".encode())
         return ws
