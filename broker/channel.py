@@ -312,7 +312,7 @@ class Link:
 
     context: ssl.SSLContext | None
     trust: Callable[[], TrustList] | None = None
-    connect_seconds: float = 10.0
+    connect_seconds: float = 5.0  # a connection, its TLS handshake, the upgrade: each step at most this
 
 
 class Channels:
