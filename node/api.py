@@ -219,9 +219,12 @@ class Node:
                 outcome.notifications = {"access": len(access), "lead": len(leads)}
             outcome.lead_informed = bool(leads)
         iat = int(now.timestamp())
+        # The hash of this exact envelope, as its audit context has it (made once per query).
+        query_hash = (outcome.context.query_hash if outcome.context is not None
+                      else envelope.envelope_hash(query_token))
         return AnswerClaims(
             iss=MemberId(self.config.id), aud=broker.id, iat=iat, exp=iat + ANSWER_LIFETIME_SECONDS,
-            jti=str(uuid.uuid4()), query_jti=claims.query_id, query_hash=envelope.envelope_hash(query_token),
+            jti=str(uuid.uuid4()), query_jti=claims.query_id, query_hash=query_hash,
             authority=AuthorityRef(MemberId(self.config.id), self.name), status=disclosure.status,
             involvements=disclosure.involvements if disclosure.status is Status.MATCH else (),
             contact=disclosure.contact,
@@ -352,6 +355,17 @@ async def _purge(app: web.Application) -> AsyncIterator[None]:
             await running
 
 
+def event_loop() -> asyncio.AbstractEventLoop:
+    """The event loop ``signpost node serve`` runs on: uvloop's where it is installed (the same
+    asyncio interface, with the loop itself, its sockets and its wake-ups from other threads in
+    C: less CPU per query, decision 16), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 def create_app(config: NodeConfig) -> web.Application:
     """The node's aiohttp application."""
     app = web.Application(client_max_size=config.body_limit)
@@ -381,4 +395,4 @@ def create_app(config: NodeConfig) -> web.Application:
 
 
 __all__ = ["NODE", "RETRY_AFTER_SECONDS", "TLS_PEER", "Node", "ReplayedQuery", "Status", "create_app",
-           "process_query", "refuse_early"]
+           "event_loop", "process_query", "refuse_early"]
