@@ -22,23 +22,28 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from federation.errors import FieldError, SignpostError, ValidationError
 from federation.http import problem
-from federation.protocol import PROTOCOL_VERSION
+from federation.protocol import PROTOCOL_VERSION, AnswerClaims
 from node import audit as audits
 from node import channel
+from node.config import NodeConfig
+from node.indexing import IndexKeeper
+from node.matching import MatchIndex
+from node.metrics import NodeMetrics
+from node.outbox import DeliveryWorker
 from node.policy import PolicyRefusal
-from node.worker import StoreBusy
+from node.store import Store
+from node.worker import StoreBusy, StoreWorker
 from trust import envelope
 from trust.errors import ExpiredError, TrustError
+from trust.logapi import LogService
 from trust.merkle import LogError
-
-if TYPE_CHECKING:
-    from node.api import Node
+from trust.store import TrustStore
 
 log = logging.getLogger("signpost.node")
 
@@ -121,6 +126,36 @@ class QueryOutcome:
         self.refusal = Refusal(kind, detail)
         return Reply(status, title=title, detail=detail, kind=kind, errors=tuple(errors),
                      retry_after=retry_after)
+
+
+class Node(Protocol):
+    """What answering a query needs of the node (``node.api.Node``, which wires this module in)."""
+
+    @property
+    def config(self) -> NodeConfig: ...
+
+    @property
+    def trust(self) -> TrustStore: ...
+
+    @property
+    def audit(self) -> LogService: ...
+
+    @property
+    def worker(self) -> StoreWorker: ...
+
+    @property
+    def indexes(self) -> IndexKeeper: ...
+
+    @property
+    def metrics(self) -> NodeMetrics: ...
+
+    @property
+    def notifier(self) -> DeliveryWorker: ...
+
+    def not_ready(self) -> list[str]: ...
+
+    def respond(self, store: Store, query_token: str, now: datetime, index: MatchIndex,
+                outcome: QueryOutcome, seal: channel.Seal | None = None) -> tuple[AnswerClaims, str]: ...
 
 
 async def process_query(node: Node, token: str, peer: str | None,

@@ -360,7 +360,7 @@ def event_loop() -> asyncio.AbstractEventLoop:
     asyncio interface, with the loop itself, its sockets and its wake-ups from other threads in
     C: less CPU per query, decision 16), else asyncio's own."""
     try:
-        import uvloop
+        import uvloop  # an optional speed-up: asyncio's own loop serves as well without it
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
