@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import ssl
@@ -137,7 +138,9 @@ def runner(app: web.Application, *, grace: float = SHUTDOWN_GRACE_SECONDS) -> we
     return web.AppRunner(app, access_log=None, shutdown_timeout=grace)
 
 
-def serve(app: web.Application, host: str, port: int, context: ssl.SSLContext | None) -> None:
-    """Serve ``app`` until the process is stopped: no start-up banner, no access log."""
+def serve(app: web.Application, host: str, port: int, context: ssl.SSLContext | None, *,
+          loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Serve ``app`` until the process is stopped: no start-up banner, no access log. ``loop``:
+    the event loop to serve on (by default a new one of asyncio's own)."""
     web.run_app(app, host=host, port=port, print=None, access_log=None, ssl_context=context,
-                shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+                shutdown_timeout=SHUTDOWN_GRACE_SECONDS, loop=loop)

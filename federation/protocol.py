@@ -166,6 +166,7 @@ class Envelope:
 
 HEADER_FIELDS = frozenset({"v", "iss", "aud", "iat", "exp", "jti"})
 QUERY_FIELDS = frozenset({"practitioner", "purpose", "on_behalf_of", "identity", "contact"})
+_QUERY_KNOWN = HEADER_FIELDS | QUERY_FIELDS  # made once: read for every claim of every query
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,7 @@ class QueryClaims(Envelope):
             purpose=purpose if isinstance(purpose, str) else None,
             on_behalf_of=on_behalf_of,
             identity=data.get("identity"),
-            extra={k: v for k, v in data.items() if k not in HEADER_FIELDS | QUERY_FIELDS},
+            extra={k: v for k, v in data.items() if k not in _QUERY_KNOWN},
             contact=contact,
         )
 
@@ -236,6 +237,7 @@ class AuthorityRef:
 
 ANSWER_FIELDS = frozenset({"query_jti", "query_hash", "authority", "status", "involvements", "contact",
                            "assessment", "lead_informed"})
+_ANSWER_KNOWN = HEADER_FIELDS | ANSWER_FIELDS
 
 
 @dataclass(frozen=True)
@@ -297,6 +299,6 @@ class AnswerClaims(Envelope):
             involvements=disclosed if status is Status.MATCH else (),
             contact=Contact.from_wire(data.get("contact")),
             assessment=Contact.from_wire(data.get("assessment")),
-            extra={k: v for k, v in data.items() if k not in HEADER_FIELDS | ANSWER_FIELDS},
+            extra={k: v for k, v in data.items() if k not in _ANSWER_KNOWN},
             lead_informed=status is Status.MATCH and data.get("lead_informed") is True,
         )

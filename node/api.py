@@ -1,9 +1,10 @@
 """The node's HTTP API: ``POST /v1/query`` takes a signed query and returns a signed answer.
 
-Order of work for one query (on the thread that owns the store, see ``node.worker``): verify
-the broker's signature against the trust list (fixed
-algorithm, issuer must be a broker, ``kid`` only a hint), check expiry, refuse a ``jti`` seen
-before, match, apply the disclosure policy, sign an answer bound to the query's ``jti`` and hash.
+Order of work for one query (on the thread that owns the store, see ``node.worker``; how it
+gets there and back, logged, is ``node.answering``): verify the broker's signature against the
+trust list (fixed algorithm, issuer must be a broker, ``kid`` only a hint), check expiry, refuse
+a ``jti`` seen before (``node.replay``), match, apply the disclosure policy, sign an answer
+bound to the query's ``jti`` and hash.
 """
 
 from __future__ import annotations
@@ -11,22 +12,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
-from typing import Any
 
 from aiohttp import web
 
 from federation import identity, metrics
 from federation.checks import RequesterContact
-from federation.errors import ConfigError, FieldError, SignpostError, ValidationError
-from federation.http import health, json_response, problem, read_json_object
+from federation.errors import ConfigError, FieldError
+from federation.http import health, problem, read_json_object
 from federation.protocol import (
     ANSWER_LIFETIME_SECONDS,
-    PROTOCOL_VERSION,
     AnswerClaims,
     AuthorityRef,
     Contact,
@@ -35,22 +34,24 @@ from federation.protocol import (
     Status,
 )
 from node import audit as audits
-from node import channel, staff
+from node import channel, replay, staff
 from node import checks as checking
 from node import outbox as outboxes
 from node import purge as purging
 from node import snapshot as snapshots
+from node.answering import RETRY_AFTER_SECONDS, QueryOutcome, ReplayedQuery, process_query
 from node.config import NodeConfig
 from node.indexing import IndexKeeper
 from node.matching import MatchIndex
 from node.metrics import NodeMetrics
-from node.policy import PolicyRefusal, check_query, decide, lead_notices, notifications
+from node.policy import check_query, decide, lead_notices, notifications
 from node.store import Store
-from node.worker import StoreBusy, StoreWorker
+from node.worker import StoreWorker
 from trust import envelope, logapi, tls
-from trust.errors import ExpiredError, TrustError
+from trust.errors import ExpiredError
 from trust.keys import load_private
 from trust.store import TrustStore
+from trust.trustlist import Member
 
 log = logging.getLogger("signpost.node")
 
@@ -69,6 +70,8 @@ class Node:
         self.key = load_private(config.key)
         self.signer = envelope.Signer(self.key)
         self.metrics = NodeMetrics()
+        self.seen = replay.SeenQueries()  # query ids, on the store's thread
+        self.seen_recovered = False  # until then, query ids go to the store's table
         self.trust.report_metrics(self.metrics)
         me = self.trust.current.member(config.id, "node")
         self.name = me.name
@@ -120,21 +123,14 @@ class Node:
 
     def respond(self, store: Store, query_token: str, now: datetime, index: MatchIndex,
                 outcome: QueryOutcome, seal: channel.Seal | None = None) -> tuple[AnswerClaims, str]:
-        """The whole of one query on the store's thread, in one transaction: verify, remember the
-        query id, match, decide, keep any notification; then sign. Returns the claims and the
-        signed answer (raises on a bad query). ``seal`` (a channel's) may give the unsigned text
-        of an answer that discloses nothing instead (see ``node.channel``)."""
-        with store.unit():
-            claims = self.answer(store, query_token, now, index, outcome)
-        unsigned = seal(claims) if seal is not None else None
-        return claims, unsigned or self.signer.sign(claims.to_wire(), envelope.ANSWER_TYPE)
+        """The whole of one query on the store's thread: verify, remember the query id, match,
+        decide, keep any notification; then sign. Returns the claims and the signed answer
+        (raises on a bad query). ``seal`` (a channel's) may give the unsigned text of an answer
+        that discloses nothing instead (see ``node.channel``).
 
-    def answer(self, store: Store, query_token: str, now: datetime, index: MatchIndex,
-               outcome: QueryOutcome) -> AnswerClaims:
-        """Verify, match, decide; return the answer claims (raises on a bad query).
-
-        ``outcome`` collects what the audit entry needs as it becomes known: the verified query's
-        context (as soon as the signature is good) and the matched records' pseudonyms.
+        The query id is remembered in memory (``node.replay``) when the audit log, which holds
+        every answered id, can give it back after a restart; otherwise in the store's table, in
+        one transaction with the rest.
         """
         verified, broker = envelope.verify(
             query_token, self.trust.current, role="broker", typ=envelope.QUERY_TYPE, now=now,
@@ -142,8 +138,39 @@ class Node:
         )
         claims = QueryClaims.from_wire(verified)
         outcome.context = audits.query_context(claims, query_token)
-        if not store.remember_query(claims.jti, claims.exp + 120, int(now.timestamp())):
-            raise ReplayedQuery(f"query {claims.jti} was already answered")
+        moment, expires = int(now.timestamp()), claims.exp + replay.LEEWAY_SECONDS
+        if self.seen_recovered and replay.SeenQueries.fits(expires, moment):
+            if not self.seen.remember(claims.jti, expires, moment):
+                raise ReplayedQuery(f"query {claims.jti} was already answered")
+            try:
+                answer = self.answer(store, claims, broker, query_token, now, index, outcome)
+            except sqlite3.Error:
+                self.seen.forget(claims.jti)  # nothing was answered: the query may come again
+                raise
+        else:
+            with store.unit():
+                if not store.remember_query(claims.jti, expires, moment):
+                    raise ReplayedQuery(f"query {claims.jti} was already answered")
+                answer = self.answer(store, claims, broker, query_token, now, index, outcome)
+        unsigned = seal(answer) if seal is not None else None
+        return answer, unsigned or self.signer.sign(answer.to_wire(), envelope.ANSWER_TYPE)
+
+    def recover_seen(self) -> int:
+        """Read the recent query ids back from the audit log (on the store's thread, at start)."""
+        audit_log = self.audit.log
+        if audit_log is None:
+            return 0
+        found = self.seen.recover(audit_log, datetime.now(UTC))
+        self.seen_recovered = True
+        return found
+
+    def answer(self, store: Store, claims: QueryClaims, broker: Member, query_token: str, now: datetime,
+               index: MatchIndex, outcome: QueryOutcome) -> AnswerClaims:
+        """Match, decide; return the answer claims to a verified query (raises on a bad query).
+
+        ``outcome`` collects what the audit entry needs as it becomes known: the matched
+        records' pseudonyms, and the notifications kept.
+        """
         context = check_query(claims, (p.code for p in self.trust.current.policy.purposes))
         query_identity = identity.parse_identity(claims.identity)
         today = now.date()
@@ -192,9 +219,12 @@ class Node:
                 outcome.notifications = {"access": len(access), "lead": len(leads)}
             outcome.lead_informed = bool(leads)
         iat = int(now.timestamp())
+        # The hash of this exact envelope, as its audit context has it (made once per query).
+        query_hash = (outcome.context.query_hash if outcome.context is not None
+                      else envelope.envelope_hash(query_token))
         return AnswerClaims(
             iss=MemberId(self.config.id), aud=broker.id, iat=iat, exp=iat + ANSWER_LIFETIME_SECONDS,
-            jti=str(uuid.uuid4()), query_jti=claims.query_id, query_hash=envelope.envelope_hash(query_token),
+            jti=str(uuid.uuid4()), query_jti=claims.query_id, query_hash=query_hash,
             authority=AuthorityRef(MemberId(self.config.id), self.name), status=disclosure.status,
             involvements=disclosure.involvements if disclosure.status is Status.MATCH else (),
             contact=disclosure.contact,
@@ -216,50 +246,7 @@ class Node:
         self.worker.close()
 
 
-class ReplayedQuery(SignpostError):
-    """A query id arrived a second time within its lifetime."""
-
-
-@dataclass
-class QueryOutcome:
-    """What one ``POST /v1/query`` did, gathered as it goes, for its audit entry.
-
-    ``context`` is set once the envelope's signature verified; ``answer_hash`` and ``status``
-    once an answer was signed; ``refusal`` when the query was refused.
-    """
-
-    token: str
-    context: audits.QueryContext | None = None
-    pseudonym: str | None = None
-    candidates: tuple[str, ...] = ()
-    status: str | None = None
-    answer_hash: str | None = None
-    refusal: Refusal | None = None
-    notified: bool = False
-    lead_informed: bool = False
-    notifications: dict[str, int] | None = None  # messages kept in the outbox, by kind
-
-    def refuse(self, status: int, title: str, detail: str, *, kind: str,
-               errors: Iterable[FieldError] = (), retry_after: int | None = None) -> web.Response:
-        """The problem response for a refused query, remembering why for the audit entry."""
-        self.refusal = Refusal(kind, detail)
-        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-        return problem(status, title, detail, kind=kind, errors=errors, headers=headers)
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """Why a query that was read was not answered: the problem type's name and its detail."""
-
-    kind: str
-    detail: str
-
-
 NODE = web.AppKey("node", Node)
-
-RETRY_AFTER_SECONDS = 1
-"""What a refusal for a busy or not yet ready node asks the broker to wait before trying again."""
-
 
 TLS_PEER = web.RequestKey("tls_peer", str)
 
@@ -297,80 +284,6 @@ async def handle_query(request: web.Request) -> web.Response:
     return await process_query(node, token, request.get(TLS_PEER))
 
 
-async def process_query(node: Node, token: str, peer: str | None,
-                        seal: channel.Seal | None = None) -> web.Response:
-    """Answer one query envelope, then log it (answered or refused) before the reply leaves.
-
-    Every transport that carries queries calls this, so each query is verified, answered and
-    logged the same way. ``peer`` is the broker that mutual TLS authenticated, if any. The answer
-    is signed first, because the log entry carries its hash; if the entry cannot be made durable
-    the node answers 503 and the signed answer is thrown away.
-    """
-    outcome = QueryOutcome(token=token)
-    response = await _answer(node, token, peer, outcome, seal)
-    now = datetime.now(UTC)
-    entry: Mapping[str, Any]
-    if outcome.answer_hash is not None and outcome.context is not None and outcome.status is not None:
-        entry = audits.query_entry(node.config.id, now, outcome.context, outcome=outcome.status,
-                                   pseudonym=outcome.pseudonym, candidates=outcome.candidates,
-                                   answer_hash=outcome.answer_hash, notifications=outcome.notifications)
-    else:
-        refusal = outcome.refusal or Refusal(f"http-{response.status}", "")
-        if outcome.context is not None:
-            entry = audits.query_entry(node.config.id, now, outcome.context, outcome="refused",
-                                       reason=refusal.kind)
-        else:
-            entry = audits.refused_entry(node.config.id, now, token, refusal.kind, refusal.detail)
-    try:
-        await node.audit.append(entry)
-    except logapi.AuditUnavailable as exc:
-        return problem(503, "Audit log unavailable", f"the node cannot log this query, so it does not "
-                       f"answer: {exc}", kind="audit-unavailable")
-    return response
-
-
-async def _answer(node: Node, token: str, peer: str | None, outcome: QueryOutcome,
-                  seal: channel.Seal | None) -> web.Response:
-    if peer is not None and envelope.unverified_issuer(token) != peer:
-        # Only a further restriction: the signature is still verified against the trust list.
-        return outcome.refuse(403, "Client certificate refused", f"TLS: the query's issuer is not {peer!r}, "
-                              "the broker whose certificate sent it", kind="client-certificate")
-    now = datetime.now(UTC)
-    holder = node.indexes.current
-    if holder is None:
-        return outcome.refuse(503, "Node not ready", f"the node is not ready to answer: "
-                              f"{', '.join(node.not_ready())}", kind="node-not-ready",
-                              retry_after=RETRY_AFTER_SECONDS)
-    index = holder.index
-    try:
-        node.trust.current.check_current(now)
-        claims, signed = await node.worker.run(
-            lambda store: node.respond(store, token, now, index, outcome, seal))
-    except StoreBusy as exc:
-        log.warning("query refused: store busy")
-        return outcome.refuse(503, "Node busy", str(exc), kind="node-busy", retry_after=RETRY_AFTER_SECONDS)
-    except ExpiredError as exc:
-        return outcome.refuse(401, "Expired", str(exc), kind="expired")
-    except TrustError as exc:
-        log.warning("query refused: %s", exc.__class__.__name__)
-        return outcome.refuse(401, "Query not trusted", str(exc), kind="untrusted-query")
-    except ReplayedQuery as exc:
-        return outcome.refuse(409, "Replayed query", str(exc), kind="replayed-query")
-    except PolicyRefusal as exc:
-        log.warning("query refused by policy: %s", exc.rule)
-        return outcome.refuse(403, "Query refused", str(exc), kind=f"policy-{exc.rule}")
-    except ValidationError as exc:
-        return outcome.refuse(400, "Invalid query", str(exc), errors=exc.errors, kind="invalid-query")
-    except FieldError as exc:
-        return outcome.refuse(400, "Invalid query", str(exc), errors=[exc], kind="invalid-query")
-    log.info("query %s answered", claims.query_jti)  # the outcome goes to the audit log only
-    node.metrics.answers.inc(claims.status.value)
-    if outcome.notified:
-        node.notifier.wake()
-    outcome.status, outcome.answer_hash = claims.status.value, envelope.envelope_hash(signed)
-    return json_response({"v": PROTOCOL_VERSION, "answer": signed})
-
-
 async def handle_health(request: web.Request) -> web.Response:
     """Live whenever it answers; ready (200) once it can answer queries, else 503 with reasons."""
     node = request.app[NODE]
@@ -385,6 +298,14 @@ async def _trust_refresh(app: web.Application) -> AsyncIterator[None]:
 
     async with node.trust.refreshing(node.config.trust_refresh_seconds):
         yield
+
+
+async def _recover_seen(app: web.Application) -> AsyncIterator[None]:
+    """Before the first query: the query ids of the last minutes, read back from the audit log."""
+    node = app[NODE]
+    found = await node.worker.run(lambda _store: node.recover_seen())
+    log.info("replay protection: %d recent query id(s) read back from the audit log", found)
+    yield
 
 
 async def _index(app: web.Application) -> AsyncIterator[None]:
@@ -434,6 +355,17 @@ async def _purge(app: web.Application) -> AsyncIterator[None]:
             await running
 
 
+def event_loop() -> asyncio.AbstractEventLoop:
+    """The event loop ``signpost node serve`` runs on: uvloop's where it is installed (the same
+    asyncio interface, with the loop itself, its sockets and its wake-ups from other threads in
+    C: less CPU per query, decision 16), else asyncio's own."""
+    try:
+        import uvloop  # an optional speed-up: asyncio's own loop serves as well without it
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 def create_app(config: NodeConfig) -> web.Application:
     """The node's aiohttp application."""
     app = web.Application(client_max_size=config.body_limit)
@@ -444,6 +376,7 @@ def create_app(config: NodeConfig) -> web.Application:
     app.router.add_get("/healthz", handle_health)
     metrics.install(app, node.metrics)
     logapi.install(app, node.audit)  # first: the purge job below logs into it
+    app.cleanup_ctx.append(_recover_seen)  # the log is open by now
     app.cleanup_ctx.append(_index)
     app.cleanup_ctx.append(audits.pending_worker(node.worker, node.audit))
     app.cleanup_ctx.append(_trust_refresh)
@@ -461,4 +394,5 @@ def create_app(config: NodeConfig) -> web.Application:
     return app
 
 
-__all__ = ["NODE", "Node", "Status", "create_app"]
+__all__ = ["NODE", "RETRY_AFTER_SECONDS", "TLS_PEER", "Node", "ReplayedQuery", "Status", "create_app",
+           "event_loop", "process_query", "refuse_early"]

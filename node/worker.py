@@ -63,7 +63,10 @@ class StoreWorker:
             job()
         store.close()
 
-    def _call(self, job: Callable[[Store], T], queued_at: float) -> T:
+    def call(self, job: Callable[[Store], T], queued_at: float) -> T:
+        """Run ``job(store)`` here, on the store's thread (from inside a job given to ``submit``),
+        as ``run`` does: ``StoreBusy`` if the job waited too long since ``queued_at`` or the
+        store stayed locked."""
         if time.monotonic() - queued_at > self.busy_timeout_seconds:
             # Waited behind jobs that were waiting on a lock: the store is busy for this one too.
             raise StoreBusy(f"waited more than {self.busy_timeout_seconds:g} s for the store")
@@ -86,7 +89,7 @@ class StoreWorker:
 
         def work() -> None:
             try:
-                result = self._call(job, queued_at)
+                result = self.call(job, queued_at)
             except BaseException as exc:  # handed to the awaiting coroutine, raised there
                 _settle(loop, _fail, future, exc)
             else:
@@ -98,6 +101,15 @@ class StoreWorker:
             return await future
         finally:
             self.queued -= 1
+
+    def submit(self, job: Callable[[], None]) -> bool:
+        """Queue ``job`` for the store's thread and return at once (``False`` if the thread has
+        stopped). The job reports its own outcome; the query path uses this so that a query
+        costs one hand-off to this thread and one back to the event loop (``node.answering``)."""
+        if not self._thread.is_alive():
+            return False
+        self._jobs.put(job)
+        return True
 
     def close(self) -> None:
         """Finish queued jobs, then close the connection on its own thread."""

@@ -60,11 +60,11 @@ async def entries(federation: Federation, service: str) -> list[dict[str, Any]]:
     return [json.loads(e) for e in json.loads(text)["entries"]]
 
 
-def broker_signed_query(federation: Federation, identity: dict[str, Any]) -> str:
+def broker_signed_query(federation: Federation, identity: dict[str, Any], *, lifetime: int = 60) -> str:
     """A query signed with the broker's real key, as if the broker had sent it."""
     key = keyfiles.load_private(federation.folder / "keys" / "broker.pem")
     now = int(datetime.now(UTC).timestamp())
-    claims = {"v": 1, "iss": "broker", "aud": "test-federation", "iat": now, "exp": now + 60,
+    claims = {"v": 1, "iss": "broker", "aud": "test-federation", "iat": now, "exp": now + lifetime,
               "jti": str(uuid.uuid4()), "purpose": PURPOSE, "identity": identity, "on_behalf_of": None,
               "practitioner": {"iss": "alpha-idp", "sub": "rogue@alpha", "name": "Rogue", "org": "alpha",
                                "role": "practitioner", "authority": "alpha", "amr": ["pwd", "otp"]}}

@@ -22,4 +22,6 @@ def test_the_node_benchmark_runs_every_step_and_reports_every_figure() -> None:
     assert ("built", "snapshot") == (this["start"]["index"]["source"], this["restart"]["index"]["source"])
     assert 0.0 == this["live_reimport"]["failures"] and this["live_reimport"]["queries"] > 0
     assert {"VmRSS", "VmHWM"} <= set(this["node_memory_mib"])
+    queries = this["queries"]
+    assert 0 <= queries["event_loop_cpu_ms_per_query"] <= queries["cpu_ms_per_query"]
     assert any(line.startswith("restart") for line in lines)

@@ -72,30 +72,51 @@ async def health(federation: Federation, node_id: str) -> tuple[int, dict[str, A
         return response.status, await response.json()
 
 
+LONG_LIVED = 3600
+"""A query lifetime past what the node keeps in memory (``node.replay``): its id goes to the
+store's table, so answering it needs the store's write lock."""
+
+
 async def test_a_store_locked_past_the_busy_timeout_gives_node_busy_and_a_logged_refusal(
         fed: Federation) -> None:
-    """While another connection holds the write lock longer than the busy timeout, a query gets
-    503 node-busy with Retry-After (never a 500), the refusal is in the audit log, /healthz keeps
-    answering, and the same query is answered once the lock is gone (it was not remembered)."""
+    """While another connection holds the write lock longer than the busy timeout, a query that
+    needs a write gets 503 node-busy with Retry-After (never a 500), the refusal is in the audit
+    log, /healthz keeps answering, and the same query is answered once the lock is gone (it was
+    not remembered)."""
     await fed.start_node("alpha")
-    token = broker_signed_query(fed, {**AMARA})
+    token = broker_signed_query(fed, {**AMARA}, lifetime=LONG_LIVED)
     with write_lock(fed.node_configs["alpha"].database):
         (status, problem), (health_status, _) = await asyncio.gather(
             post_query(fed, "alpha", token), health(fed, "alpha"))
     assert (503, "node-busy") == (status, problem["type"].rsplit("/", 1)[-1])
     assert 200 == health_status
     assert 200 == (await post_query(fed, "alpha", token))[0]
-    logged = [(e["type"], e.get("kind") or e.get("outcome")) for e in await entries(fed, "alpha")
-              if e["type"] in ("query", "refused")]
-    assert [("refused", "node-busy"), ("query", "match")] == logged
+    logged = [(e["type"], e.get("outcome"), e.get("reason")) for e in await entries(fed, "alpha")
+              if e["type"] in ("query", "refused")]  # verified before the store was asked for
+    assert [("query", "refused", "node-busy"), ("query", "match", None)] == logged
+
+
+async def test_a_query_needing_no_write_is_answered_while_the_store_is_locked(fed: Federation) -> None:
+    """A query within the usual lifetime writes nothing to the store (its id is kept in memory and
+    in the audit log), so another connection's write lock does not hold it up; it is logged, and
+    the same query again is still refused as a replay."""
+    await fed.start_node("alpha")
+    token = broker_signed_query(fed, {**AMARA})
+    with write_lock(fed.node_configs["alpha"].database):
+        assert 200 == (await post_query(fed, "alpha", token))[0]
+        assert 409 == (await post_query(fed, "alpha", token))[0]
+    logged = [(e["type"], e.get("outcome"), e.get("reason")) for e in await entries(fed, "alpha")
+              if e["type"] == "query"]
+    assert [("query", "match", None), ("query", "refused", "replayed-query")] == logged
 
 
 async def test_node_busy_carries_retry_after(fed: Federation) -> None:
     """The busy refusal tells the broker when to try again."""
     await fed.start_node("alpha")
+    token = broker_signed_query(fed, {**AMARA}, lifetime=LONG_LIVED)
     with write_lock(fed.node_configs["alpha"].database):
         async with aiohttp.ClientSession() as session, session.post(
-            fed.node_url("alpha") + "/v1/query", json={"v": 1, "query": broker_signed_query(fed, {**AMARA})}
+            fed.node_url("alpha") + "/v1/query", json={"v": 1, "query": token}
         ) as response:
             assert (503, "1") == (response.status, response.headers.get("Retry-After"))
 

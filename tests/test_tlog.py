@@ -419,3 +419,96 @@ def test_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert expected == set(results)
     left_behind: list[Path] = []
     assert (7, left_behind) == (len(lines), list(tmp_path.iterdir()))
+
+
+def test_entries_submitted_from_a_thread_are_durable_before_they_are_reported_and_share_syncs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``submit`` reports each entry's index only after the sync that made it durable, and entries
+    submitted while the writer is busy are written together (far fewer syncs than entries)."""
+    log = AuditLog.open(tmp_path / "log")
+    first_sync = threading.Event()
+    release = threading.Event()
+    synced: list[int] = []
+    real_sync = tlog._datasync
+
+    def slow_sync(fd: int) -> None:
+        first_sync.set()
+        release.wait(10)  # the writer is busy while the others are submitted
+        real_sync(fd)
+        synced.append(log._size)  # how many entries the log held when this sync finished
+
+    monkeypatch.setattr(tlog, "_datasync", slow_sync)
+    reported: dict[int, int | BaseException] = {}
+    done = threading.Event()
+    count = 50
+
+    def report(n: int) -> Callable[[int | BaseException], None]:
+        def tell(outcome: int | BaseException) -> None:
+            assert synced, "reported before any sync finished"
+            reported[n] = outcome
+            if len(reported) == count:
+                done.set()
+        return tell
+
+    log.submit({"n": 0}, report(0))
+    assert first_sync.wait(10)
+    for n in range(1, count):
+        log.submit({"n": n}, report(n))
+    release.set()
+    assert done.wait(10)
+    assert list(range(count)) == [reported[n] for n in range(count)]  # in order of submission
+    assert [json.dumps({"n": n}).replace(" ", "").encode() for n in range(count)] == log.entries(0, count)
+    assert len(synced) <= 3, f"{len(synced)} syncs for {count} entries"
+    log.close()
+
+
+def test_submit_reports_a_failed_write_and_refuses_on_a_closed_log(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that fails is reported to every entry of its batch (and the log stops taking
+    entries); a closed log refuses at once and reports nothing."""
+    log = AuditLog.open(tmp_path / "log")
+
+    def failing_sync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(tlog, "_datasync", failing_sync)
+    outcome: list[int | BaseException] = []
+    told = threading.Event()
+
+    def tell(result: int | BaseException) -> None:
+        outcome.append(result)
+        told.set()
+
+    log.submit({"n": 1}, tell)
+    assert told.wait(10)
+    assert isinstance(outcome[0], tlog.LogWriteError)
+    with pytest.raises(tlog.LogWriteError):
+        log.submit({"n": 2}, tell)
+    log.close()
+    with pytest.raises(LogClosedError):
+        log.submit({"n": 3}, tell)
+    assert 1 == len(outcome)
+
+
+@pytest.mark.asyncio
+async def test_aclose_waits_for_submitted_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Closing while a submitted entry is being written waits for it instead of failing."""
+    log = AuditLog.open(tmp_path / "log")
+    release = threading.Event()
+    real_sync = tlog._datasync
+
+    def slow_sync(fd: int) -> None:
+        release.wait(10)
+        real_sync(fd)
+
+    monkeypatch.setattr(tlog, "_datasync", slow_sync)
+    outcome: list[int | BaseException] = []
+    log.submit({"n": 1}, outcome.append)
+    with pytest.raises(tlog.LogError, match="in flight"):
+        log.close()
+    closing = asyncio.create_task(log.aclose())
+    await asyncio.sleep(0.05)
+    assert not closing.done()
+    release.set()
+    await asyncio.wait_for(closing, 10)
+    assert [0] == outcome

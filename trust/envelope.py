@@ -107,6 +107,23 @@ def _json_object(raw: bytes, what: str) -> JsonObject:
         raise SignatureError(f"envelope: {exc}") from None
 
 
+_HEADERS: dict[str, JsonObject] = {}
+"""Protected headers already parsed, by their exact encoding: a broker sends the same few
+(one per key and type) on every query. Never written to, so they can be shared."""
+_HEADERS_KEPT = 64
+
+
+def _header(part: str) -> JsonObject:
+    """The parsed protected header ``part`` (parsed once per distinct encoding)."""
+    found = _HEADERS.get(part)
+    if found is None:
+        found = _json_object(_b64decode(part, "header"), "header")
+        if len(_HEADERS) >= _HEADERS_KEPT:  # many distinct headers: someone probing, not a broker
+            _HEADERS.clear()
+        _HEADERS[part] = found
+    return found
+
+
 def verify(
     token: str,
     trust_list: TrustList,
@@ -131,7 +148,7 @@ def verify(
     parts = token.split(".")
     if len(parts) != 3:
         raise SignatureError(f"envelope: not a compact JWS (expected 3 parts, got {len(parts)})")
-    header = _json_object(_b64decode(parts[0], "header"), "header")
+    header = _header(parts[0])
     claims = _json_object(_b64decode(parts[1], "payload"), "payload")
     signature = _b64decode(parts[2], "signature")
     if header.get("alg") != ALGORITHM:

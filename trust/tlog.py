@@ -17,10 +17,8 @@ to open when its entries no longer lead to that checkpoint's root.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
-import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -51,6 +49,7 @@ from trust.logfiles import (
 )
 from trust.logfiles import datasync as _datasync  # a module global, so tests can count syncs
 from trust.logverify import LogReport, Problem, ProblemKind, verify_log
+from trust.logwriter import WriterThread
 from trust.merkle import HASH_SIZE, LogError, TreeRangeError
 
 __all__ = [
@@ -121,7 +120,9 @@ class AuditLog:
         self._state_lock = threading.Lock()
         self._pending: list[tuple[bytes, asyncio.Future[int]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._writer: _WriterThread | None = None
+        self._writer: WriterThread | None = None
+        self._writer_lock = threading.Lock()
+        self._submitted = 0  # entries handed to ``submit`` whose outcome is not yet reported
         self._closed = False
         self._broken: str | None = None
         self._size = 0
@@ -384,15 +385,45 @@ class AuditLog:
             self._flusher = loop.create_task(self._flush())
         return await future
 
+    def submit(self, entry: bytes | Mapping[str, Any], done: Callable[[int | BaseException], None]) -> None:
+        """Append one entry from any thread without waiting for it: ``done`` gets its index once
+        it is durable, or the exception that kept it from being written.
+
+        Entries submitted while the writer thread is busy are written together (one write and
+        one fsync for all of them), as concurrent ``append`` calls are. ``done`` runs on the
+        writer thread, so it must be quick; anything it raises is discarded. A log that does not
+        take entries (closed, or broken by a failed write) raises here, and ``done`` is not called.
+        """
+        payload = canonical_entry(entry)
+        self._check_writable()
+        writer = self._writer_thread()
+        with self._state_lock:
+            self._submitted += 1
+        writer.submit(payload, done)
+
+    def _written(self, payloads: Sequence[bytes]) -> int:
+        """``_write_batch`` for the writer thread's batches of submitted entries."""
+        try:
+            return self._write_batch(payloads)
+        finally:
+            with self._state_lock:
+                self._submitted -= len(payloads)
+
+    def _writer_thread(self) -> WriterThread:
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = WriterThread("audit-log", self._written, self._max_batch)
+            return self._writer
+
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
-        if self._writer is None:
-            self._writer = _WriterThread("audit-log")
+        self._writer_thread()
         while self._pending:
             batch = self._pending[: self._max_batch]
             del self._pending[: len(batch)]
             try:
-                first = await self._writer.run(loop, self._write_batch, [payload for payload, _ in batch])
+                first = await self._writer_thread().run(loop, self._write_batch,
+                                                        [payload for payload, _ in batch])
             except asyncio.CancelledError:
                 for _, future in batch + self._pending:
                     if not future.done():
@@ -487,7 +518,7 @@ class AuditLog:
         """Close the files. Appends still in flight must be awaited first (see ``aclose``)."""
         if self._closed:
             return
-        if self._pending or (self._flusher is not None and not self._flusher.done()):
+        if self._pending or self._submitted or (self._flusher is not None and not self._flusher.done()):
             raise LogError(f"audit log {self._path}: appends in flight; use 'await log.aclose()'")
         with self._write_lock:
             self._closed = True
@@ -503,6 +534,8 @@ class AuditLog:
         """Wait for appends in flight, then close."""
         while self._flusher is not None and not self._flusher.done():
             await asyncio.shield(self._flusher)
+        while self._submitted:  # written on the writer thread; their outcome is a moment away
+            await asyncio.sleep(0.001)
         self.close()
 
     def __enter__(self) -> AuditLog:
@@ -526,52 +559,3 @@ class AuditLog:
         traceback: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-
-class _WriterThread:
-    """The one thread that writes and syncs a log's batches for its coroutines.
-
-    A batch goes over a ``queue.SimpleQueue`` and its outcome comes back through the event
-    loop's ``call_soon_threadsafe``: one queue operation and one wake-up per batch, instead of
-    an executor's work item, concurrent future and the callbacks chaining it to an asyncio one.
-    """
-
-    def __init__(self, name: str) -> None:
-        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            job()
-
-    def run(self, loop: asyncio.AbstractEventLoop, write: Callable[[Sequence[bytes]], int],
-            payloads: Sequence[bytes]) -> asyncio.Future[int]:
-        """``write(payloads)`` on this thread; the future gets its result or its exception."""
-        future: asyncio.Future[int] = loop.create_future()
-
-        def job() -> None:
-            try:
-                outcome: int | BaseException = write(payloads)
-            except BaseException as exc:  # handed to the awaiting coroutine, raised there
-                outcome = exc
-            with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting any more
-                loop.call_soon_threadsafe(_settle, future, outcome)
-
-        self._jobs.put(job)
-        return future
-
-    def stop(self) -> None:
-        """Finish the batches handed over, then end the thread."""
-        self._jobs.put(None)
-        if self._thread is not threading.current_thread():
-            self._thread.join()
-
-
-def _settle(future: asyncio.Future[int], outcome: int | BaseException) -> None:
-    if future.cancelled():
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)

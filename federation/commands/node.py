@@ -18,7 +18,7 @@ from federation.errors import SignpostError
 from federation.http import serve, setup_logging
 from federation.tools import memberconfig
 from node import audit
-from node.api import create_app
+from node.api import create_app, event_loop
 from node.config import NodeConfig
 from node.importer import DEFAULT_RETENTION_AGE, import_files
 from node.purge import purge
@@ -33,7 +33,7 @@ def cmd_node_serve(args: argparse.Namespace) -> int:
 
     config = configfile.load(NodeConfig, Path(args.config))
     context = tls.server_context(config.tls) if config.tls else None
-    serve(create_app(config), config.host, config.port, context)
+    serve(create_app(config), config.host, config.port, context, loop=event_loop())
     return 0
 
 

@@ -5,7 +5,8 @@ Every step runs the shipped commands as separate processes (``signpost node impo
 
 1. fresh import of N children and their involvements; then an unchanged re-import;
 2. node start until ``/healthz`` says ready, and until the first answer;
-3. queries one at a time over HTTP: latency, and the node process's CPU per answered query;
+3. queries one at a time over HTTP: latency, and the node process's CPU per answered query
+   (and its event loop thread's share);
    then eight at a time (the audit log's group commit at work);
 4. a re-import with 1% of the children changed into the live node, with queries running
    throughout until the node answers from the new index: failures and p99;
@@ -175,8 +176,10 @@ def _knows(source: Path | None, file: str, text: str) -> bool:
     return source is None or text in (source / file).read_text()
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def _cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """CPU seconds (user and system) of process ``pid``, or of its thread ``thread`` alone."""
+    stat = Path(f"/proc/{pid}/task/{thread}/stat" if thread is not None else f"/proc/{pid}/stat")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -287,12 +290,14 @@ async def _query_cost(node: Node, serving: Serving, client: Client, queries: int
                 answered += status == 200
                 latencies.append(seconds)
 
-        cpu = _cpu_seconds(serving.proc.pid)
+        pid = serving.proc.pid
+        cpu, loop = _cpu_seconds(pid), _cpu_seconds(pid, pid)
         await asyncio.gather(*(asker() for _ in range(in_flight)))
-        cpu = _cpu_seconds(serving.proc.pid) - cpu
+        cpu, loop = _cpu_seconds(pid) - cpu, _cpu_seconds(pid, pid) - loop
     return {"queries": float(queries), "answered": float(answered), "in_flight": float(in_flight),
             "p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * _percentile(latencies, 0.99),
-            "cpu_ms_per_query": 1000 * cpu / max(answered, 1)}
+            "cpu_ms_per_query": 1000 * cpu / max(answered, 1),
+            "event_loop_cpu_ms_per_query": 1000 * loop / max(answered, 1)}
 
 
 async def _during_import(node: Node, client: Client, files: Files, source: Path | None,
@@ -418,7 +423,8 @@ def _run_one(folder: Path, children: int, records: tuple[Files, Files, Files], s
         cost = asyncio.run(_query_cost(node, serving, client, queries))
         result["queries"] = {**cost, "load": os.getloadavg()}
         out(f"queries           p50 {cost['p50_ms']:.1f} ms, p99 {cost['p99_ms']:.1f} ms, "
-            f"node CPU {cost['cpu_ms_per_query']:.2f} ms per answer, load {_load()}")
+            f"node CPU {cost['cpu_ms_per_query']:.2f} ms per answer (event loop "
+            f"{cost['event_loop_cpu_ms_per_query']:.2f}), load {_load()}")
         busy = asyncio.run(_query_cost(node, serving, client, queries, in_flight=8))
         result["queries_8_in_flight"] = {**busy, "load": os.getloadavg()}
         out(f"8 in flight       p50 {busy['p50_ms']:.1f} ms, p99 {busy['p99_ms']:.1f} ms, "
@@ -455,7 +461,7 @@ def _run_one(folder: Path, children: int, records: tuple[Files, Files, Files], s
         cost = asyncio.run(_query_cost(small_node, serving, small_client, queries))
         result["queries_at_1000"] = {**cost, "load": os.getloadavg()}
         out(f"queries at 1,000  p50 {cost['p50_ms']:.1f} ms, node CPU {cost['cpu_ms_per_query']:.2f} ms "
-            f"per answer, load {_load()}")
+            f"per answer (event loop {cost['event_loop_cpu_ms_per_query']:.2f}), load {_load()}")
     finally:
         serving.stop()
     return result
