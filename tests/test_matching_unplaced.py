@@ -1,0 +1,106 @@
+"""Rules that weigh what the node cannot see: children elsewhere in England who share a held
+child's names and date of birth, and the sex England registers a name for (issue 13)."""
+
+from __future__ import annotations
+
+import random
+from datetime import date, timedelta
+
+import pytest
+
+from federation.names import registered_sex
+from federation.protocol import Status
+from federation.tools import synthetic
+from node.matching import NATIONAL_POPULATION, MatchIndex
+from node.store import Child
+from tests.test_matching import ask, make_child
+
+
+def _common_names_node() -> MatchIndex:
+    """A node of 2,000 children where Oliver and Smith are common (2% and 1.5% of children), with
+    one Oliver Smith and one child of rare names."""
+    rng = random.Random(13)
+    kids: list[Child] = []
+    for i in range(2000):
+        given = "Oliver" if i % 50 == 0 else synthetic.GIVEN_NAMES_M[i % len(synthetic.GIVEN_NAMES_M)]
+        family = "Smith" if i % 67 == 0 else "".join(rng.choice("bcdfghklmnprstvwz") + rng.choice("aeiou")
+                                                     for _ in range(4))
+        dob = (date(2008, 1, 1) + timedelta(days=rng.randrange(6570))).isoformat()
+        kids.append(make_child(f"c{i}", given, family, dob, synthetic.postcode(rng, "leeds"), "M"))
+    kids.append(make_child("oliver", "Oliver", "Smith", "2016-03-04", "LS6 2QX", "M"))
+    kids.append(make_child("rare", "Wojciech", "Przybylski", "2016-03-04", "LS6 2QY", "M"))
+    return MatchIndex(kids)
+
+
+NODE = _common_names_node()
+
+
+@pytest.mark.parametrize(("case", "fields", "status"), [
+    ("common names, the home typed", dict(given_name="Oliver", family_name="Smith", sex="M",
+                                          postcode="LS6 2QX"), Status.MATCH),
+    ("common names, no postcode: a namesake elsewhere could be meant",
+     dict(given_name="Oliver", family_name="Smith", sex="M"), Status.POSSIBLE_MATCH),
+    ("common names, neither postcode nor sex", dict(given_name="Oliver", family_name="Smith"),
+     Status.POSSIBLE_MATCH),
+    ("rare names, neither postcode nor sex: decisive", dict(given_name="Wojciech",
+                                                            family_name="Przybylski"), Status.MATCH),
+])
+def test_trap_namesake_elsewhere_without_a_postcode(case: str, fields: dict[str, str],
+                                                    status: Status) -> None:
+    """Without a postcode (and no agreeing identifier) the child searched for may live anywhere
+    in England: a ``match`` needs the evidence to reach the threshold against every child there
+    (``NATIONAL_POPULATION``), so common names born on one day are ``possible_match``."""
+    result = NODE.match(ask(date_of_birth="2016-03-04", **fields))
+    expected = status
+    actual = result.status
+    assert expected == actual, case
+
+
+def test_an_agreeing_identifier_places_the_child() -> None:
+    """With the child's NHS number, common names need no postcode."""
+    nhs = "9434765919"
+    others = [c for c in NODE.children.values() if c.record_id not in ("oliver", "rare")]
+    node = MatchIndex([*others, make_child("oliver", "Oliver", "Smith", "2016-03-04", "LS6 2QX",
+                                           "M", nhs=nhs)])
+    result = node.match(ask(given_name="Oliver", family_name="Smith", date_of_birth="2016-03-04",
+                            nhs_number=nhs))
+    expected = (Status.MATCH, "oliver")
+    actual = (result.status, result.record_id)
+    assert expected == actual
+
+
+def test_national_population_is_england_s_children() -> None:
+    """About 12 million children aged 0-17 live in England (ONS mid-year estimates)."""
+    assert 11_000_000 <= NATIONAL_POPULATION <= 13_000_000
+
+
+@pytest.mark.parametrize(("name", "sex"), [("jade", "F"), ("georgia", "F"), ("james", "M"),
+                                           ("jamie", None), ("charlie", None), ("noor", None)])
+def test_registered_sex_leaves_names_of_both_sexes_out(name: str, sex: str | None) -> None:
+    expected = sex
+    actual = registered_sex(name)
+    assert expected == actual
+
+
+def _james_node() -> MatchIndex:
+    return MatchIndex([make_child("held", "James", "Pemberton", "2016-05-11", "LS7 3JT", "M")])
+
+
+@pytest.mark.parametrize(("case", "typed", "sex", "status"), [
+    ("as close to Jade, registered for girls; a boy is searched for", "Jades", "M", Status.MATCH),
+    ("the sex not given: a girl named Jade could be meant", "Jades", None, Status.POSSIBLE_MATCH),
+    ("a girl searched for: Jade, a co-twin the node does not hold", "Jades", "F",
+     Status.POSSIBLE_MATCH),
+    ("as close to Jamie, given to boys and girls", "Jamis", "M", Status.POSSIBLE_MATCH),
+])
+def test_typo_as_close_to_a_name_of_the_other_sex(case: str, typed: str, sex: str | None,
+                                                  status: Status) -> None:
+    """A typo as close to another registered name as to the held child's is matched when the
+    sex is given, agrees, and England registers that other name for the other sex only (the
+    node holding no child of the query's sex with it): a co-twin so named would be of the
+    other sex. A name given to both sexes keeps the guard."""
+    fields = dict(given_name=typed, family_name="Pemberton", date_of_birth="2016-05-11",
+                  postcode="LS7 3JT") | ({"sex": sex} if sex else {})
+    expected = status
+    actual = _james_node().match(ask(**fields)).status
+    assert expected == actual, case
