@@ -200,9 +200,9 @@ class Comparison:
     # typed (not the same nor next door), no agreeing identifier. A cousin or a namesake looks
     # exactly like this; it is not even a ``possible_match``.
     cousin: bool = False
-    # No typed home agrees (no postcode, or another one) and no identifier agrees, and the
-    # evidence would not reach the match threshold against every child in England: a child of
-    # the same names born the same day elsewhere could be the one searched for.
+    # Neither postcode nor sex typed, no identifier agrees, and the evidence would not reach
+    # the match threshold against every child in England: a child of the same names born the
+    # same day elsewhere could be the one searched for.
     unplaced: bool = False
 
     @property

@@ -32,6 +32,9 @@ Rules sit above the arithmetic, because a wrong match discloses another child's 
   agreeing identifier or the same postcode; a different given name and date of birth never match.
 - **Cousins and namesakes elsewhere** are not even ``possible_match``: another given name or
   another date of birth, with another home typed and no agreeing identifier.
+- **Names and date of birth alone** (neither postcode nor sex, no agreeing identifier) match only
+  when the evidence would reach the threshold against every child in England
+  (``NATIONAL_POPULATION``): common names born on one day are ``possible_match``.
 
 Candidates come from ``node.candidates``; the field comparisons and their weights from
 ``node.comparison``. This module keeps the node's statistics, scores candidates with them and
@@ -123,11 +126,11 @@ be a slip, or a rare name given to either sex)."""
 MIN_PRIOR_POPULATION = 1000
 """The prior is one in the node's size, but never more generous than one in this many."""
 NATIONAL_POPULATION = 12_000_000
-"""Children aged 0-17 in England (ONS mid-year population estimates: about 12.0 million). When
-no home is typed (no postcode) and no identifier agrees, the child searched for may live
-anywhere: the evidence must then reach the match threshold against this many children, not
-only the node's. (A typed home, even another one, places the child in one area, about as many
-children as a node holds.)"""
+"""Children aged 0-17 in England (ONS mid-year population estimates: about 12.0 million). A
+search that gives neither postcode nor sex (nor an agreeing identifier) says nothing about
+where or who beyond names and date of birth: its evidence must reach the match threshold
+against this many children, not only the node's, so a child of the same names born the same
+day elsewhere in England is unlikely."""
 
 
 # --- the matcher's answer ---------------------------------------------------------------------
@@ -541,7 +544,7 @@ class MatchIndex:
             identifier_lifted=lifted,
             namesake=(dob_level is DateLevel.DIFFERENT and not id_agrees
                       and pc_level is not PostcodeLevel.EXACT),
-            unplaced=(not id_agrees and not query.postcode
+            unplaced=(not id_agrees and not query.postcode and query.sex not in ("F", "M")
                       and score - self._prior + self._national_prior < MATCH_THRESHOLD),
             cousin=((given is NameLevel.DIFFERENT or dob_level is DateLevel.DIFFERENT)
                     and not id_agrees

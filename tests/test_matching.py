@@ -492,6 +492,16 @@ def test_middle_names_count_less_than_the_first_name(fields: dict[str, str], sta
     (("Babatunde", "Adeyemi"), ("Tunde", "Adeyemi")),  # Yoruba: a part of the long name
     (("Wei", "Zheng"), ("Wei", "Cheng")),  # Mandarin and Cantonese romanisations
     (("Ion", "Popescu"), ("John", "Popescu")),  # Romanian and English forms
+    (("Maria", "Nowak"), ("Marysia", "Nowak")),  # Polish diminutives
+    (("Krzysztof", "Nowak"), ("Krzysiek", "Nowak")),
+    (("Maksymilian", "Nowak"), ("Maks", "Nowak")),
+    (("Maximilian", "Nowak"), ("Maks", "Nowak")),  # a Polish short form of the English form
+    (("Tymoteusz", "Nowak"), ("Tymek", "Nowak")),
+    (("Dmitriy", "Ivanov"), ("Dima", "Ivanov")),  # a transliteration's Russian diminutive
+    (("Stefan", "Popescu"), ("Stefanel", "Popescu")),  # Romanian diminutive
+    (("Petras", "Kazlauskas"), ("Petriukas", "Kazlauskas")),  # Lithuanian diminutive
+    (("Micheal", "Nowak"), ("Mike", "Nowak")),  # a short form of another spelling of the name
+    (("Danial", "Khan"), ("Daniel", "Khan")),
 ])
 def test_cross_language_forms_and_diminutives_find_the_child(held: tuple[str, str],
                                                              asked: tuple[str, str]) -> None:
@@ -586,8 +596,8 @@ def test_typo_is_measured_from_the_name_as_spelt() -> None:
 ])
 def test_agreeing_middle_names_add_evidence(case: str, middle: str | None, status: Status) -> None:
     """With the date one digit out and the postcode one keystroke out, a common first and
-    family name are not enough; the same middle name on both sides (rare among the node's middle names) is evidence
-    that it is this child, and a different or missing one is none."""
+    family name are not enough; the same middle name on both sides (rare among the node's
+    middle names) is evidence that it is this child, and a different or missing one is none."""
     rng = random.Random(3)
     background = [households.as_child(p) for home in households.population(rng, 1500) for p in home]
     held = Child(**{**make_child("held", "Olivia", "Nowak", "2015-03-02", "LS7 3JT", "F").__dict__,

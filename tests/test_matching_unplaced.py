@@ -38,18 +38,19 @@ NODE = _common_names_node()
 @pytest.mark.parametrize(("case", "fields", "status"), [
     ("common names, the home typed", dict(given_name="Oliver", family_name="Smith", sex="M",
                                           postcode="LS6 2QX"), Status.MATCH),
-    ("common names, no postcode: a namesake elsewhere could be meant",
-     dict(given_name="Oliver", family_name="Smith", sex="M"), Status.POSSIBLE_MATCH),
-    ("common names, neither postcode nor sex", dict(given_name="Oliver", family_name="Smith"),
-     Status.POSSIBLE_MATCH),
+    ("common names, the sex typed (a set accepted before names and date of birth alone)",
+     dict(given_name="Oliver", family_name="Smith", sex="M"), Status.MATCH),
+    ("common names, neither postcode nor sex: a namesake elsewhere could be meant",
+     dict(given_name="Oliver", family_name="Smith"), Status.POSSIBLE_MATCH),
     ("rare names, neither postcode nor sex: decisive", dict(given_name="Wojciech",
                                                             family_name="Przybylski"), Status.MATCH),
 ])
-def test_trap_namesake_elsewhere_without_a_postcode(case: str, fields: dict[str, str],
-                                                    status: Status) -> None:
-    """Without a postcode (and no agreeing identifier) the child searched for may live anywhere
-    in England: a ``match`` needs the evidence to reach the threshold against every child there
-    (``NATIONAL_POPULATION``), so common names born on one day are ``possible_match``."""
+def test_trap_namesake_elsewhere_from_names_and_date_of_birth_alone(
+        case: str, fields: dict[str, str], status: Status) -> None:
+    """Both names and the date of birth alone (no postcode, no sex, no agreeing identifier) say
+    nothing about where the child lives: a ``match`` needs the evidence to reach the threshold
+    against every child in England (``NATIONAL_POPULATION``), so common names born on one day
+    are ``possible_match`` and only names rare enough are decisive."""
     result = NODE.match(ask(date_of_birth="2016-03-04", **fields))
     expected = status
     actual = result.status
@@ -57,7 +58,7 @@ def test_trap_namesake_elsewhere_without_a_postcode(case: str, fields: dict[str,
 
 
 def test_an_agreeing_identifier_places_the_child() -> None:
-    """With the child's NHS number, common names need no postcode."""
+    """With the child's NHS number, common names need neither postcode nor sex."""
     nhs = "9434765919"
     others = [c for c in NODE.children.values() if c.record_id not in ("oliver", "rare")]
     node = MatchIndex([*others, make_child("oliver", "Oliver", "Smith", "2016-03-04", "LS6 2QX",
