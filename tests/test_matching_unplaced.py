@@ -1,5 +1,6 @@
-"""Rules that weigh what the node cannot see: children elsewhere in England who share a held
-child's names and date of birth, and the sex England registers a name for (issue 13)."""
+"""Rules that weigh what the node cannot see (issue 13, second round): children elsewhere in
+England who share a held child's names and date of birth, the sex England registers a name for,
+and a brother given a held child's names the other way round."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from datetime import date, timedelta
 
 import pytest
 
-from federation.names import registered_sex
+from federation.names import known_given_names, registered_sex
 from federation.protocol import Status
 from federation.tools import synthetic
+from node.comparison import NameLevel, compare_given
 from node.matching import NATIONAL_POPULATION, MatchIndex
 from node.store import Child
 from tests.test_matching import ask, make_child
@@ -105,3 +107,29 @@ def test_typo_as_close_to_a_name_of_the_other_sex(case: str, typed: str, sex: st
     expected = status
     actual = _james_node().match(ask(**fields)).status
     assert expected == actual, case
+
+
+@pytest.mark.parametrize(("case", "query", "record", "level"), [
+    ("the same names the other way round", ("leo", "muhammad"), ("muhammad", "leo"), NameLevel.MIDDLE),
+    ("spaces aside", ("ja", "xson"), ("jaxson", ""), NameLevel.EXACT),
+    ("the same first and middle names", ("mary", "jane"), ("mary", "jane"), NameLevel.EXACT),
+])
+def test_names_in_another_order_are_a_middle_name_agreement(
+        case: str, query: tuple[str, str], record: tuple[str, str], level: NameLevel) -> None:
+    """Leo Muhammad typed for a held Muhammad Leo agrees only through a middle name: a brother
+    given the same two names the other way round looks like this."""
+    expected = level
+    actual = compare_given(*query, *record, known_given_names())
+    assert expected == actual, case
+
+
+def test_trap_brother_with_the_names_the_other_way_round() -> None:
+    """Family name, home and a date one digit out agree; the typed first name is the held
+    child's middle name and the typed middle name its first: never a ``match``."""
+    held = Child(**{**make_child("held", "Muhammad", "Fieham", "2014-05-28", "LS1 5PU", "M").__dict__,
+                    "middle_names": "leo"})
+    result = MatchIndex([held]).match(ask(given_name="Leo Muhammad", family_name="Fieham",
+                                          date_of_birth="2014-09-28", postcode="LS1 5PU", sex="M"))
+    expected = Status.POSSIBLE_MATCH
+    actual = result.status
+    assert expected == actual
