@@ -15,6 +15,7 @@ from federation.tools.evaluation import (
     synthetic_set,
 )
 from federation.tools.households import other_forms, typo_near_another_name
+from federation.tools.namesakes import namesakes_elsewhere
 from federation.tools.traps import TRAP_CATEGORIES
 
 
@@ -134,3 +135,14 @@ def test_nicknames_include_other_languages_forms() -> None:
     """A child registered as Katarzyna may be typed as Kasia, Catherine or Kate."""
     forms = other_forms("katarzyna")
     assert {"kasia", "catherine", "kate"} <= set(forms)
+
+
+def test_namesakes_elsewhere_typed_with_neither_postcode_nor_sex_are_never_matched() -> None:
+    """A held child's common names and date of birth alone are ``possible_match``: a child of
+    those names born that day elsewhere in England could be meant."""
+    answers = namesakes_elsewhere(3000, sample=80, seed=2)
+    bare = answers["neither postcode nor sex"]
+    expected = 0
+    actual = bare["match"]
+    assert expected == actual
+    assert sum(bare.values()) > 0
