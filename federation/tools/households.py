@@ -2,10 +2,11 @@
 
 Seeded UK children in households of one area (siblings, twins, realistic name frequencies with
 a long tail of rare names, middle names, double-barrelled names, former names), as a node would
-hold them; and queries for them carrying the errors people make (``PATTERNS``: typos,
-nicknames, transliterations, accents and punctuation, swapped names, middle name dropped or
-added, part of a double-barrelled name, alias, day/month swap, one digit wrong, moved, postcode
-typo, no postcode). Pure: every function takes a seeded ``random.Random``.
+hold them; and queries for them carrying the errors people make (``PATTERNS``: typos, a typo
+that is also one keystroke from another registered name, nicknames and other-language forms,
+transliterations, accents and punctuation, swapped names, middle name dropped or added, part of
+a double-barrelled name, alias, day/month swap, one digit wrong, moved, postcode typo, no
+postcode, neither postcode nor sex). Pure: every function takes a seeded ``random.Random``.
 """
 
 from __future__ import annotations
