@@ -293,12 +293,13 @@ MinimumSets = tuple[tuple[str, frozenset[str]], ...]
 MINIMUM_SETS: MinimumSets = (
     ("NHS number and date of birth", frozenset({"nhs_number", "date_of_birth"})),
     ("UPN and date of birth", frozenset({"upn", "date_of_birth"})),
-    ("given name, family name, date of birth and sex",
-     frozenset({"given_name", "family_name", "date_of_birth", "sex"})),
-    ("given name, family name, date of birth and postcode",
-     frozenset({"given_name", "family_name", "date_of_birth", "postcode"})),
+    ("given name, family name and date of birth",
+     frozenset({"given_name", "family_name", "date_of_birth"})),
 )
-"""The default sets (modelled on the NHS demographic trace); a trust list's policy may replace them."""
+"""The default sets; a trust list's policy may replace them. Both names and the date of birth
+suffice without sex or postcode: a node answers such a search ``match`` only when the names are
+rare enough that no child of those names born that day elsewhere in England is likely
+(``node.matching.NATIONAL_POPULATION``), else ``possible_match`` (docs/policy.md)."""
 
 # Fields that single out one child on their own terms: every set needs one of these groups, so
 # that no set allows browsing by date of birth, sex or postcode alone.

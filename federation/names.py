@@ -13,7 +13,8 @@ The curated tables live in ``federation/data``:
   English and from other naming traditions (Polish, Slavic, Romanian, Yoruba, Igbo);
 - ``equivalents.csv``: one given name in several languages (Jakub, Jacob; Piotr, Peter);
 - ``given_names.txt``: given names known to be real names, so that two different real names
-  (Jack and Jake) are not mistaken for a typing error.
+  (Jack and Jake) are not mistaken for a typing error;
+- ``given_names_sex.csv``: the names of that list registered overwhelmingly for one sex.
 """
 
 from __future__ import annotations
@@ -82,6 +83,25 @@ def registered_given_names() -> frozenset[str]:
 
 
 @functools.cache
+def _name_sexes() -> dict[str, str]:
+    rows = csv.reader(io.StringIO("\n".join(_data_lines("given_names_sex.csv"))))
+    next(rows)  # header
+    table: dict[str, str] = {}
+    clash: set[str] = set()
+    for name, sex in rows:
+        token = canonical_token(name.strip())
+        if table.setdefault(token, sex.strip()) != sex.strip():
+            clash.add(token)  # two spellings of one name listed for both sexes: either
+    return {name: sex for name, sex in table.items() if name not in clash}
+
+
+def registered_sex(token: str) -> str | None:
+    """``F`` or ``M`` when a (canonical) given name is registered overwhelmingly for that sex in
+    England and Wales (``given_names_sex.csv``), else ``None`` (either, or not known)."""
+    return _name_sexes().get(token)
+
+
+@functools.cache
 def known_given_names() -> frozenset[str]:
     """Canonical given names known to be real names (curated list, variants and nicknames)."""
     names = {canonical_token(line.strip()) for line in _data_lines("given_names.txt")}
@@ -121,6 +141,16 @@ def nickname_formals(token: str) -> frozenset[str]:
 def short_forms(formal: str) -> list[str]:
     """The listed short forms of a formal given name (canonical spelling), sorted."""
     return sorted(s for s, formals in _nicknames()[0].items() if formal in formals)
+
+
+def other_language_forms(token: str) -> list[str]:
+    """The listed forms of a name in the other languages of its group (Jakub: Jacob, Jakob,
+    Jokubas), canonical spelling, sorted; empty if it has none."""
+    table = _equivalents()
+    group = table.get(token)
+    if group is None:
+        return []
+    return sorted(name for name, number in table.items() if number == group and name != token)
 
 
 def nickname_related(a: str, b: str) -> bool:

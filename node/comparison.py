@@ -200,11 +200,16 @@ class Comparison:
     # typed (not the same nor next door), no agreeing identifier. A cousin or a namesake looks
     # exactly like this; it is not even a ``possible_match``.
     cousin: bool = False
+    # Neither postcode nor sex typed, no identifier agrees, and the evidence would not reach
+    # the match threshold against every child in England: a child of the same names born the
+    # same day elsewhere could be the one searched for.
+    unplaced: bool = False
 
     @property
     def may_match(self) -> bool:
         """Whether no guard forbids answering ``match`` with this record."""
-        return not (self.twin_guard or self.other_child or self.nhs_conflict or self.namesake)
+        return not (self.twin_guard or self.other_child or self.nhs_conflict or self.namesake
+                    or self.unplaced)
 
 
 # --- field comparisons (pure functions) -------------------------------------------------------
@@ -236,9 +241,14 @@ def compare_given(q_first: str, q_middle: str, r_first: str, r_middle: str,
     full = compare_names(q_full, r_full, known)
     if not q_middle and not r_middle:
         return full
-    if full in (NameLevel.EXACT, NameLevel.VARIANT):
-        return full  # the same names, spaces or order aside (Ja Xson / Jaxson)
     first = compare_names(q_first, r_first, known)
+    if full in (NameLevel.EXACT, NameLevel.VARIANT):
+        if first in AGREEING or q_full.replace(" ", "") == r_full.replace(" ", ""):
+            return full  # the same names, spaces aside (Ja Xson / Jaxson)
+        # The same names in another order, the first names differing (Leo Muhammad typed,
+        # Muhammad Leo held): a brother given the same two names the other way round looks
+        # like this, so the agreement rests on a middle name.
+        return NameLevel.MIDDLE
     if first in (NameLevel.EXACT, NameLevel.VARIANT):
         return full if full in (NameLevel.EXACT, NameLevel.VARIANT, NameLevel.PARTIAL) else (
             NameLevel.PARTIAL)

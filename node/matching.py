@@ -32,6 +32,9 @@ Rules sit above the arithmetic, because a wrong match discloses another child's 
   agreeing identifier or the same postcode; a different given name and date of birth never match.
 - **Cousins and namesakes elsewhere** are not even ``possible_match``: another given name or
   another date of birth, with another home typed and no agreeing identifier.
+- **Names and date of birth alone** (neither postcode nor sex, no agreeing identifier) match only
+  when the evidence would reach the threshold against every child in England
+  (``NATIONAL_POPULATION``): common names born on one day are ``possible_match``.
 
 Candidates come from ``node.candidates``; the field comparisons and their weights from
 ``node.comparison``. This module keeps the node's statistics, scores candidates with them and
@@ -56,6 +59,7 @@ from federation.names import (
     nickname_related,
     osa_distance,
     registered_given_names,
+    registered_sex,
     typo_cost,
 )
 from federation.protocol import Status
@@ -93,6 +97,7 @@ __all__ = [
     "MATCH_MARGIN",
     "MATCH_THRESHOLD",
     "MIN_PRIOR_POPULATION",
+    "NATIONAL_POPULATION",
     "POSSIBLE_THRESHOLD",
     "Comparison",
     "MatchIndex",
@@ -120,6 +125,12 @@ to at least this many children of that sex and to none of the query's (one or tw
 be a slip, or a rare name given to either sex)."""
 MIN_PRIOR_POPULATION = 1000
 """The prior is one in the node's size, but never more generous than one in this many."""
+NATIONAL_POPULATION = 12_000_000
+"""Children aged 0-17 in England (ONS mid-year population estimates: about 12.0 million). A
+search that gives neither postcode nor sex (nor an agreeing identifier) says nothing about
+where or who beyond names and date of birth: its evidence must reach the match threshold
+against this many children, not only the node's, so a child of the same names born the same
+day elsewhere in England is unlikely."""
 
 
 # --- the matcher's answer ---------------------------------------------------------------------
@@ -277,6 +288,7 @@ class MatchIndex:
         self._u_postcode = pair_rate(postcode_counts, n, DEFAULT_U["postcode"])
         self._u_dob = pair_rate(dob_counts, n, DEFAULT_U["dob"])
         self._prior = -math.log2(max(n, MIN_PRIOR_POPULATION))
+        self._national_prior = -math.log2(max(n, NATIONAL_POPULATION))
         names_seen_twice = {name for name, count in given_counts.items() if count >= 2}
         self._known = known_given_names() | frozenset(names_seen_twice)
         # Given names registered in their own right: England's list and first names held here.
@@ -532,6 +544,8 @@ class MatchIndex:
             identifier_lifted=lifted,
             namesake=(dob_level is DateLevel.DIFFERENT and not id_agrees
                       and pc_level is not PostcodeLevel.EXACT),
+            unplaced=(not id_agrees and not query.postcode and query.sex not in ("F", "M")
+                      and score - self._prior + self._national_prior < MATCH_THRESHOLD),
             cousin=((given is NameLevel.DIFFERENT or dob_level is DateLevel.DIFFERENT)
                     and not id_agrees
                     and pc_level in (PostcodeLevel.DIFFERENT, PostcodeLevel.DISTRICT)),
@@ -580,7 +594,10 @@ class MatchIndex:
         other = "M" if sex == "F" else "F"
         same_sex = self._first_sex_counts.get((name, sex), 0)
         other_sex = self._first_sex_counts.get((name, other), 0)
-        return same_sex > 0 or other_sex < NAME_SEX_EVIDENCE
+        if same_sex > 0:
+            return True  # given here to a child of the query's sex: a co-twin could be so named
+        # England's registrations say the name is the other sex's (Jade, typed for a boy James)
+        return other_sex < NAME_SEX_EVIDENCE and registered_sex(name) != other
 
     def _given_tells_apart(self, level: NameLevel, query: str, record: str, sex_agrees: bool,
                            relaxed: tuple[str, str] | None = None) -> bool:

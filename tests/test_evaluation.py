@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from federation.names import known_given_names, osa_distance, registered_given_names
 from federation.tools.evaluation import (
     EvaluationError,
     eval_matching,
@@ -11,6 +14,8 @@ from federation.tools.evaluation import (
     run,
     synthetic_set,
 )
+from federation.tools.households import other_forms, typo_near_another_name
+from federation.tools.namesakes import namesakes_elsewhere
 from federation.tools.traps import TRAP_CATEGORIES
 
 
@@ -105,3 +110,39 @@ def test_report_gives_signposting_recall_and_possible_match_on_absent_children()
               0.0 <= report["absent_possible_match_rate"] <= 1.0,
               any(line.strip().startswith("trap_cousin") for line in lines))
     assert expected == actual
+
+
+def test_held_error_patterns_cover_the_weakest_categories() -> None:
+    """The generator's held-children patterns include a typo that is also one keystroke from
+    another registered name, a query with neither postcode nor sex, and nicknames across the
+    naming traditions; a second error with a wrong date digit or a move is reported as its own
+    row."""
+    labelled = synthetic_set(with_identifier=False, open_set=True, households=1500, queries=1200,
+                             seed=4, traps=0)
+    report = run(labelled)
+    rows = set(report["by_pattern"])
+    assert {"typo_given_near_name", "no_postcode_no_sex", "nickname"} <= rows
+    assert {"dob_digit+another", "moved+another"} <= rows
+    typo = typo_near_another_name(random.Random(1), "james")
+    assert typo is not None and typo not in known_given_names()
+    assert osa_distance(typo, "james", 1) == 1
+    assert any(osa_distance(typo, n, 1) == 1 for n in registered_given_names() - {"james"})
+    no_sex = [q for q in labelled.queries if "no_postcode_no_sex" in q.patterns]
+    assert no_sex and all(q.identity.sex is None and q.identity.postcode is None for q in no_sex)
+
+
+def test_nicknames_include_other_languages_forms() -> None:
+    """A child registered as Katarzyna may be typed as Kasia, Catherine or Kate."""
+    forms = other_forms("katarzyna")
+    assert {"kasia", "catherine", "kate"} <= set(forms)
+
+
+def test_namesakes_elsewhere_typed_with_neither_postcode_nor_sex_are_never_matched() -> None:
+    """A held child's common names and date of birth alone are ``possible_match``: a child of
+    those names born that day elsewhere in England could be meant."""
+    answers = namesakes_elsewhere(3000, sample=80, seed=2)
+    bare = answers["neither postcode nor sex"]
+    expected = 0
+    actual = bare["match"]
+    assert expected == actual
+    assert sum(bare.values()) > 0

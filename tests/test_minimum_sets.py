@@ -34,24 +34,34 @@ def verified(policy: dict[str, Any] | None) -> trustlist.TrustList:
 
 
 def test_default_sets_are_todays() -> None:
-    """A trust list that states no sets gets today's four (NHS number or UPN with the date of
-    birth; both names and the date with sex or postcode)."""
+    """A trust list that states no sets gets the defaults (NHS number or UPN with the date of
+    birth; both names and the date of birth)."""
     expected = MINIMUM_SETS
     actual = verified({"purposes": []}).policy.minimum_identity_sets
     assert expected == actual
 
 
-def test_governance_may_accept_both_names_and_the_date_of_birth_alone() -> None:
-    """With a set of both names and the date of birth in the policy, such a search is accepted;
-    with today's sets it is refused, naming the sets."""
-    sets = [*minimum_sets_to_json(MINIMUM_SETS),
-            {"label": "both names and date of birth", "fields": ["given_name", "family_name",
-                                                                 "date_of_birth"]}]
+def test_both_names_and_the_date_of_birth_are_enough_by_default() -> None:
+    """Without sex or postcode, both names and the date of birth are accepted by default (the
+    node then matches only on names rare in England, else answers possible_match)."""
+    query = parse_identity(NAMES_AND_DATE)
+    check_searchable(query, date(2026, 11, 21), minimum_sets=verified(None).policy.minimum_identity_sets)
+
+
+def test_governance_may_ask_for_sex_or_postcode_as_well() -> None:
+    """With sets that need sex or postcode besides both names and the date of birth, a search
+    without either is refused, naming the sets."""
+    sets = [*minimum_sets_to_json(MINIMUM_SETS[:2]),
+            {"label": "names, date of birth and sex",
+             "fields": ["given_name", "family_name", "date_of_birth", "sex"]},
+            {"label": "names, date of birth and postcode",
+             "fields": ["given_name", "family_name", "date_of_birth", "postcode"]}]
     policy = verified({"minimum_identity_sets": sets}).policy
     query = parse_identity(NAMES_AND_DATE)
-    check_searchable(query, date(2026, 11, 21), minimum_sets=policy.minimum_identity_sets)
-    with pytest.raises(ValidationError, match="expected one of these sets"):
-        check_searchable(query, date(2026, 11, 21), minimum_sets=verified(None).policy.minimum_identity_sets)
+    with pytest.raises(ValidationError, match=r"expected one of these sets: .*names, date of birth and sex"):
+        check_searchable(query, date(2026, 11, 21), minimum_sets=policy.minimum_identity_sets)
+    check_searchable(parse_identity({**NAMES_AND_DATE, "sex": "F"}), date(2026, 11, 21),
+                     minimum_sets=policy.minimum_identity_sets)
 
 
 @pytest.mark.parametrize(("case", "sets", "message"), [

@@ -79,7 +79,7 @@ def run(labelled: LabelledSet, sample: int | None = None, seed: int = 0) -> dict
         if result.status is Status.POSSIBLE_MATCH:
             outcome["possible_match"] += 1
         if q.truth is not None:
-            for pattern in q.patterns or ("none",):
+            for pattern in _pattern_keys(q.patterns):
                 by_pattern.setdefault(pattern, Counter())[verdict] += 1
         category = q.category or ("held" if q.truth is not None else "absent")
         by_category.setdefault(category, Counter())[verdict] += 1
@@ -114,6 +114,19 @@ def run(labelled: LabelledSet, sample: int | None = None, seed: int = 0) -> dict
         "by_pattern": {k: dict(v) for k, v in sorted(by_pattern.items())},
         "by_category": {k: _category_figures(v) for k, v in sorted(by_category.items())},
     }
+
+
+# Error patterns also reported when they come with a second error (the hardest combinations).
+COMBINED_PATTERNS = ("dob_digit", "moved", "typo_given", "nickname")
+
+
+def _pattern_keys(patterns: tuple[str, ...]) -> list[str]:
+    """The rows a held child's query counts in: each of its error patterns (or ``none``), and
+    ``<pattern>+another`` for those of ``COMBINED_PATTERNS`` that came with a second error."""
+    keys = list(patterns) or ["none"]
+    if len(patterns) > 1:
+        keys.extend(f"{p}+another" for p in patterns if p in COMBINED_PATTERNS)
+    return keys
 
 
 def _category_figures(counts: Counter[str]) -> dict[str, Any]:

@@ -2,22 +2,34 @@
 
 Seeded UK children in households of one area (siblings, twins, realistic name frequencies with
 a long tail of rare names, middle names, double-barrelled names, former names), as a node would
-hold them; and queries for them carrying the errors people make (``PATTERNS``: typos,
-nicknames, transliterations, accents and punctuation, swapped names, middle name dropped or
-added, part of a double-barrelled name, alias, day/month swap, one digit wrong, moved, postcode
-typo, no postcode). Pure: every function takes a seeded ``random.Random``.
+hold them; and queries for them carrying the errors people make (``PATTERNS``: typos, a typo
+that is also one keystroke from another registered name, nicknames and other-language forms,
+transliterations, accents and punctuation, swapped names, middle name dropped or added, part of
+a double-barrelled name, alias, day/month swap, one digit wrong, moved, postcode typo, no
+postcode, neither postcode nor sex). Pure: every function takes a seeded ``random.Random``.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from federation.identity import Identity, normalise_name, parse_identity
-from federation.names import canonical_token, nickname_related, short_forms
+from federation.names import (
+    canonical_token,
+    is_variant,
+    known_given_names,
+    nickname_related,
+    osa_distance,
+    other_language_forms,
+    registered_given_names,
+    short_forms,
+)
 from federation.tools import synthetic
 from federation.tools.labelled import EvaluationError
+from federation.tools.traps import one_keystroke_typos
 from node.store import Child
 
 __all__ = ["AREA", "PATTERNS", "TODAY", "Person", "apply_pattern", "as_child", "given_pool",
@@ -72,10 +84,20 @@ def _rare_given_name(rng: random.Random) -> str:
 
 _EXTRA_GIVEN_F = ("Lily-Rose", "Mary", "Anna", "Victoria", "Elizabeth", "Catherine", "Rebecca",
                   "Samantha", "Alexandra", "Charlotte", "Abigail", "Jessica", "Natasha",
-                  "Noémi", "Renée", "Ellie", "Ella", "Lola", "Isabelle", "Isobel")
+                  "Noémi", "Renée", "Ellie", "Ella", "Lola", "Isabelle", "Isobel",
+                  # names of the other naming traditions common in England (Polish, other
+                  # Slavic, Romanian, Lithuanian, Yoruba, Igbo, Turkish, Somali)
+                  "Katarzyna", "Małgorzata", "Aleksandra", "Zofia", "Agnieszka", "Magdalena",
+                  "Weronika", "Wiktoria", "Anastasia", "Ekaterina", "Tatiana", "Natalia",
+                  "Ioana", "Elena", "Emilija", "Oluwakemi", "Temitope", "Chiamaka", "Zeynep",
+                  "Faduma", "Hatice")
 _EXTRA_GIVEN_M = ("William", "Robert", "Samuel", "Alexander", "Charles", "Jake", "Jack",
                   "Jon", "John", "Aidan", "Aiden", "Sean", "Shaun", "Frederick", "José",
-                  "François", "Nicholas", "Zachary", "Benjamin", "Oliver")
+                  "François", "Nicholas", "Zachary", "Benjamin", "Oliver",
+                  "Wojciech", "Krzysztof", "Mikołaj", "Franciszek", "Aleksander", "Piotr",
+                  "Tomasz", "Bartosz", "Mateusz", "Dmitri", "Mikhail", "Sergei", "Ivan",
+                  "Alexandru", "Gheorghe", "Constantin", "Jonas", "Tomas", "Oluwafemi",
+                  "Babatunde", "Adebayo", "Chukwuemeka", "Chinonso", "Mehmet", "Abdirahman")
 
 
 def given_pool(sex: str) -> tuple[str, ...]:
@@ -166,9 +188,60 @@ def _typo(rng: random.Random, word: str) -> str:
     return word[:i] + word[i + 1] + word[i] + word[i + 2:]
 
 
+def other_forms(first: str) -> list[str]:
+    """The other names a child registered as ``first`` (canonical) is known by: its short forms,
+    its forms in the other languages of its group, and their short forms (Jakub: Kuba, Jacob,
+    Jake)."""
+    forms = set(short_forms(first))
+    for other in other_language_forms(first):
+        forms.add(other)
+        forms.update(short_forms(other))
+    forms.discard(first)
+    return sorted(forms)
+
+
 def _nickname(rng: random.Random, given: str) -> str | None:
-    options = short_forms(canonical_token(normalise_name(given).split()[0]))
+    options = other_forms(canonical_token(normalise_name(given).split()[0]))
     return rng.choice(options) if options else None
+
+
+def typo_near_another_name(rng: random.Random, first: str) -> str | None:
+    """A one-keystroke typo of ``first`` (not of its first letter) that is also one keystroke
+    from another registered given name, and is not itself a name: what makes a typed given name
+    ambiguous (Jamse: James, or Jamie?)."""
+    known = known_given_names()
+    own = canonical_token(first)
+    options = []
+    for typed in sorted(one_keystroke_typos(first)):
+        if len(typed) < 3 or typed[0] != first[0] or typed in known or canonical_token(typed) in known:
+            continue
+        if any(name not in (own, first) and not is_variant(name, own)
+               and not nickname_related(name, own) and osa_distance(typed, name, 1) <= 1
+               for name in _registered_near(typed)):
+            options.append(typed)
+    return rng.choice(options) if options else None
+
+
+@functools.cache
+def _registered_deletions() -> dict[str, frozenset[str]]:
+    index: dict[str, set[str]] = {}
+    for name in registered_given_names():
+        for variant in _deletions(name):
+            index.setdefault(variant, set()).add(name)
+    return {k: frozenset(v) for k, v in index.items()}
+
+
+def _deletions(word: str) -> set[str]:
+    return {word} | {word[:i] + word[i + 1:] for i in range(len(word))}
+
+
+def _registered_near(typed: str) -> set[str]:
+    """Registered given names that may be one keystroke from ``typed`` (share a deletion)."""
+    index = _registered_deletions()
+    found: set[str] = set()
+    for variant in _deletions(typed):
+        found.update(index.get(variant, ()))
+    return found
 
 
 _VARIANTS = {"muhammad": ("Mohammed", "Mohamed", "Muhammed"), "mohammed": ("Muhammad", "Mohamed"),
@@ -186,6 +259,11 @@ def apply_pattern(rng: random.Random, pattern: str, q: dict[str, str], p: Person
         q["given_name"] = _typo(rng, normalise_name(given).split()[0])
     elif pattern == "typo_family":
         q["family_name"] = _typo(rng, normalise_name(family).replace(" ", ""))
+    elif pattern == "typo_given_near_name":
+        typed = typo_near_another_name(rng, normalise_name(given).split()[0])
+        if typed is None:
+            return False
+        q["given_name"] = typed
     elif pattern == "nickname":
         nick = _nickname(rng, given)
         if nick is None:
@@ -242,7 +320,8 @@ def apply_pattern(rng: random.Random, pattern: str, q: dict[str, str], p: Person
                 q["date_of_birth"] = candidate.isoformat()
                 return True
         return False
-    elif pattern in ("moved", "postcode_typo", "no_postcode") and "postcode" not in q:
+    elif pattern in ("moved", "postcode_typo", "no_postcode", "no_postcode_no_sex") and (
+            "postcode" not in q):
         return False
     elif pattern == "moved":
         q["postcode"] = synthetic.postcode(rng, rng.choice(("leeds", "bristol", "kent")))
@@ -252,14 +331,18 @@ def apply_pattern(rng: random.Random, pattern: str, q: dict[str, str], p: Person
         q["postcode"] = pc[:i] + rng.choice("ABDEFGHJLNPQRSTUWXYZ") + pc[i + 1:]
     elif pattern == "no_postcode":
         q.pop("postcode")
+    elif pattern == "no_postcode_no_sex":
+        q.pop("postcode")
+        q.pop("sex", None)
     else:
         raise EvaluationError(f"unknown error pattern {pattern!r}")
     return True
 
 
-PATTERNS = ("typo_given", "typo_family", "nickname", "variant", "accents_punctuation",
-            "swapped_names", "middle_name", "double_barrelled_part", "alias", "day_month_swap",
-            "dob_digit", "moved", "postcode_typo", "no_postcode")
+PATTERNS = ("typo_given", "typo_given_near_name", "typo_family", "nickname", "variant",
+            "accents_punctuation", "swapped_names", "middle_name", "double_barrelled_part", "alias",
+            "day_month_swap", "dob_digit", "moved", "postcode_typo", "no_postcode",
+            "no_postcode_no_sex")
 
 
 def query_for(rng: random.Random, p: Person, with_identifier: bool,

@@ -10,7 +10,13 @@ from datetime import date, timedelta
 from typing import Any
 
 from federation.identity import normalise_name, parse_identity
-from federation.names import canonical_token, is_variant, nickname_related, registered_given_names
+from federation.names import (
+    canonical_token,
+    is_variant,
+    nickname_related,
+    registered_given_names,
+    registered_sex,
+)
 from federation.tools import synthetic, traps
 from federation.tools.households import (
     AREA,
@@ -58,7 +64,7 @@ def trap_queries(rng: random.Random, homes: list[list[Person]], held: dict[str, 
     def clashes(q: Person) -> bool:
         """A held child with the trap's first name, family name and date of birth: no typed
         field could tell them apart, so that query would not be a trap but that child."""
-        return first(q) in by_family_dob.get((normalise_name(q.family), q.dob), set())
+        return _names_a_held_child(first(q), by_family_dob.get((normalise_name(q.family), q.dob), set()))
 
     def household_names(p: Person) -> set[str]:
         return {first(h) for h in home_of.get(p.key, [p])} | {
@@ -68,17 +74,20 @@ def trap_queries(rng: random.Random, homes: list[list[Person]], held: dict[str, 
         """The trap person for held child ``p`` and an NHS number to type (or None)."""
         if category == "trap_co_twin_lookalike":
             name = traps.lookalike_name(rng, first(p))
-            return (person(p, given=name.capitalize(), sex=rng.choice("FM")), None) if name else None
+            # the co-twin's sex is the one the name is registered for, when England's lists say
+            sex = (registered_sex(name) or rng.choice("FM")) if name else "F"
+            return (person(p, given=name.capitalize(), sex=sex), None) if name else None
         if category == "trap_co_twin_typo":
             name = traps.lookalike_name(rng, first(p))
             held_first = normalise_name(p.given).split()[0]
             typed = traps.ambiguous_typo(rng, name, held_first) if name else None
             if name is None or typed is None:
                 return None
-            # the co-twin's sex is the one that name is given to here, when it is known
+            # the co-twin's sex is the one that name is registered for in England and Wales, or
+            # given to here, when either is known (a co-twin named Georgia is a girl)
             sexes = [s for s in "FM" if name in {canonical_token(normalise_name(n).split()[0])
                                                  for n in given_pool(s)}]
-            sex = sexes[0] if len(sexes) == 1 else rng.choice("FM")
+            sex = registered_sex(name) or (sexes[0] if len(sexes) == 1 else rng.choice("FM"))
             return person(p, given=name.capitalize(), sex=sex, typed=typed.capitalize()), None
         if category == "trap_co_twin_short_form":
             name = traps.short_form_name(rng, first(p))
@@ -154,7 +163,7 @@ def trap_queries(rng: random.Random, homes: list[list[Person]], held: dict[str, 
             typed = parse_identity(raw)
             typed_first = canonical_token((typed.given_name or " ").split()[0])
             typed_key = (typed.family_name or "", typed.date_of_birth or trap.dob)
-            if typed_first in by_family_dob.get(typed_key, ()):
+            if _names_a_held_child(typed_first, by_family_dob.get(typed_key, set())):
                 continue  # the error made the query exactly a held child's: not a trap any more
             if applied and _names_held_child(typed_first, first(p)):
                 continue  # the error turned the name into a listed form of the held child's
@@ -165,6 +174,13 @@ def trap_queries(rng: random.Random, homes: list[list[Person]], held: dict[str, 
             out.append(LabelledQuery(typed, None, applied, p.key, category))
             made += 1
     return out
+
+
+def _names_a_held_child(typed: str, held: set[str]) -> bool:
+    """The first name is a held child's of the same family name and date of birth, or a form of
+    it that no child is registered under (Faduma for a held Fatima Stevens born that day): the
+    query then names that child, moved or not, and is no trap."""
+    return typed in held or any(_names_held_child(typed, h) for h in held)
 
 
 def _names_held_child(typed: str, held: str) -> bool:
