@@ -379,8 +379,9 @@ PAGE_MESSAGES: dict[str, tuple[tuple[str, str], ...]] = {
 
 def _message(error_field: str, message: str) -> str:
     if error_field == "identity":
-        return ("Enter enough to identify one child: the NHS number or UPN with the date of birth, "
-                "or both names, the date of birth and the sex or postcode")
+        # The sets are the federation's policy (the trust list's), named in the message.
+        sets = message.removeprefix("expected one of these sets: ").split("; ")
+        return "Enter enough to identify one child: " + ", or ".join(sets)
     if error_field == "purpose":
         return "Select why you are searching"
     if error_field.startswith("on_behalf_of.") and message.startswith("is required"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from datetime import date
 from pathlib import Path
 
 import aiohttp
@@ -16,7 +17,7 @@ from broker import web
 from broker.api import BROKER
 from broker.demo_idp import DEMO_PASSWORD, DemoIdentityProvider, current_code, hotp, totp
 from federation.errors import ValidationError
-from federation.identity import parse_identity
+from federation.identity import MINIMUM_SETS, check_searchable, parse_identity
 from node.api import NODE
 from tests.conftest import AMARA, Federation
 from tests.webfed import Browser, build_web_federation, csrf_of, fresh_code, web_federation
@@ -259,3 +260,21 @@ def test_the_pages_word_each_identity_error_as_gov_uk_does(identity: dict[str, s
     with pytest.raises(ValidationError) as caught:
         parse_identity(identity)
     assert [expected] == [web._message(e.field, e.message) for e in caught.value.errors]
+
+
+def test_the_page_names_the_federations_own_minimum_sets() -> None:
+    """Proves a search without enough to single out one child is told which sets the federation's
+    policy accepts (the default sets, or the trust list's own), not a fixed text."""
+    identity = parse_identity({"given_name": "Amara", "date_of_birth": "2015-03-27"})
+    own = (("NHS number and date of birth", frozenset({"nhs_number", "date_of_birth"})),
+           ("both names, sex and date of birth",
+            frozenset({"given_name", "family_name", "sex", "date_of_birth"})))
+    said = []
+    for sets in (MINIMUM_SETS, own):
+        with pytest.raises(ValidationError) as caught:
+            check_searchable(identity, date(2026, 12, 1), minimum_sets=sets)
+        said.append([web._message(e.field, e.message) for e in caught.value.errors])
+    assert [["Enter enough to identify one child: NHS number and date of birth, or UPN and date of "
+             "birth, or given name, family name and date of birth"],
+            ["Enter enough to identify one child: NHS number and date of birth, or both names, sex and "
+             "date of birth"]] == said
