@@ -238,15 +238,14 @@ def _stage_batch(
     in_batch: set[str] = set()
     unchanged = added = 0
     parse = shape.parse
-    padding = [""] * width
+    padding = [""] * (width + 1)
     children = name == "children"
     pseudonyms = secrets.token_bytes(16 * len(batch)).hex() if children else ""  # 32 hex digits each
     for at, ((line, fields), record_id, row_hash) in enumerate(zip(batch, ids, hashes, strict=True)):
         try:
-            if len(fields) != width:
-                if len(fields) > width:
-                    raise FieldError("row", "has more fields than the header")
-                fields = fields + padding[len(fields):]  # (the hash is of the row as written)
+            if len(fields) > width:
+                raise FieldError("row", "has more fields than the header")
+            fields += padding[len(fields):]  # (``importrows.ABSENT``; the hash is of the row as read)
             if record_id in seen or record_id in in_batch:
                 raise FieldError("record_id", f"duplicate of an earlier row ({record_id!r})")
             stored_hash = stored.get(record_id, _MISSING)
@@ -276,8 +275,9 @@ def _stage_batch(
     conn.executemany(f"INSERT INTO stage.ok_{name} VALUES (?)", accepted)  # noqa: S608
 
 
-def _merge(conn: Any, table: _Table, summary: ImportSummary) -> list[str]:
-    """Upsert the staged rows into the node's table; return the record ids whose values changed.
+def _merge(conn: Any, table: _Table, summary: ImportSummary, *, itemise: bool = True) -> list[str]:
+    """Upsert the staged rows into the node's table; return the record ids whose values changed
+    (with ``itemise``; else only count them).
 
     A staged row that exists with the same values (its raw text changed, not what it says) only
     gets its new hash, and counts as unchanged.
@@ -286,12 +286,16 @@ def _merge(conn: Any, table: _Table, summary: ImportSummary) -> list[str]:
     cols = table.columns[1:]
     ours = ", ".join(f"m.{c}" for c in cols)
     theirs = ", ".join(f"s.{c}" for c in cols)
-    rows = conn.execute(
-        f"SELECT s.record_id, m.record_id IS NULL FROM stage.{name} s "  # noqa: S608
-        f"LEFT JOIN main.{name} m ON m.record_id = s.record_id "
-        f"WHERE m.record_id IS NULL OR ({ours}) IS NOT ({theirs})").fetchall()
-    changed = [r[0] for r in rows]
-    updated = sum(1 for r in rows if not r[1])
+    differing = (f"FROM stage.{name} s LEFT JOIN main.{name} m ON m.record_id = s.record_id "
+                 f"WHERE m.record_id IS NULL OR ({ours}) IS NOT ({theirs})")
+    changed: list[str] = []
+    if itemise:
+        rows = conn.execute(f"SELECT s.record_id, m.record_id IS NULL {differing}").fetchall()
+        changed = [r[0] for r in rows]
+        updated = sum(1 for r in rows if not r[1])
+    else:
+        updated = conn.execute(
+            f"SELECT coalesce(sum(m.record_id IS NOT NULL), 0) {differing}").fetchone()[0]
     staged = conn.execute(
         f"SELECT count(*) FROM stage.{name}").fetchone()[0]  # noqa: S608
     added = getattr(summary, f"{name}_added")
@@ -389,7 +393,7 @@ def _import_rows(store: Store, paths: tuple[Path, Path], tables: tuple[_Table, _
         stage(staging_work)
         with store.transaction():
             changed = _merge(conn, tables[0], summary)
-            _merge(conn, tables[1], summary)
+            _merge(conn, tables[1], summary, itemise=False)
             if full:
                 changed += _remove_absent(conn, summary, children_csv.name, involvements_csv.name)
             generation = store.bump_generation(conn, changed) if summary.changed else store.generation()

@@ -15,6 +15,7 @@ raised as ``FieldError`` naming the field.
 from __future__ import annotations
 
 import json
+import operator
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -24,7 +25,10 @@ from federation.errors import FieldError
 
 T = TypeVar("T")
 Parser = Callable[[Sequence[str]], tuple[Any, ...]]
-"""A row's fields (padded to the header's width) to its stored columns; raises ``FieldError``."""
+"""A row's fields to its stored columns; raises ``FieldError``. The fields are padded to the
+header's width and followed by one empty field (``ABSENT``, where a column not in the header is
+read from)."""
+ABSENT = -1
 
 CHILD_REQUIRED = ("record_id", "given_name", "family_name", "date_of_birth")
 INVOLVEMENT_REQUIRED = (
@@ -80,8 +84,6 @@ start_date = _iso_date("start_date")
 end_date = _iso_date("end_date")
 postcode = memo(identity.normalise_postcode)
 sex = memo(identity.normalise_sex)
-stripped = memo(str.strip)
-category = memo(lambda value: value.strip().casefold().replace(" ", "_"))
 
 
 def nhs_number(value: str) -> str:
@@ -115,22 +117,19 @@ def upn(value: str) -> str:
     return identity.validate_upn(value)
 
 
-def _at(header: Sequence[str], column: str) -> int | None:
-    return header.index(column) if column in header else None
-
-
 def child_parser(header: Sequence[str]) -> Parser:
     """The parser of children.csv rows under ``header`` (which holds every required column)."""
-    record_at, given_at, family_at, dob_at = (header.index(c) for c in CHILD_REQUIRED)
-    middle_at, others_at, nhs_at, upn_at, sex_at, postcode_at, shielded_at = (
-        _at(header, c) for c in ("middle_names", "other_names", "nhs_number", "upn", "sex", "postcode",
-                                 "shielded"))
+    at = {c: header.index(c) if c in header else ABSENT for c in (
+        *CHILD_REQUIRED, "middle_names", "other_names", "nhs_number", "upn", "sex", "postcode", "shielded")}
+    record_at, given_at, family_at, dob_at = (at[c] for c in CHILD_REQUIRED)
+    middle_at, others_at, nhs_at, upn_at, sex_at, postcode_at, shielded_at = (at[c] for c in (
+        "middle_names", "other_names", "nhs_number", "upn", "sex", "postcode", "shielded"))
     required = tuple(zip(CHILD_REQUIRED, (record_at, given_at, family_at, dob_at), strict=True))
     flags = FLAGS
 
     def parse(fields: Sequence[str]) -> tuple[Any, ...]:
-        for column, at in required:
-            if not fields[at] or fields[at].isspace():
+        for column, place in required:
+            if not fields[place] or fields[place].isspace():
                 raise FieldError(column, "is required")
         given_raw, family_raw = fields[given_at], fields[family_at]
         given, family = name(given_raw), name(family_raw)
@@ -139,30 +138,26 @@ def child_parser(header: Sequence[str]) -> Parser:
         if not family:
             raise FieldError("family_name", f"expected letters, got {family_raw!r}")
         middle = ""
-        if middle_at is not None and (middle_raw := fields[middle_at]):
+        if middle_raw := fields[middle_at]:
             middle = name(middle_raw)
             if not middle and middle_raw.strip():
                 raise FieldError("middle_names", f"expected letters, got {middle_raw!r}")
         other_names = "[]"
-        if others_at is not None and (others_raw := fields[others_at]):
+        if others_raw := fields[others_at]:
             others = [n for n in (name(alias) for alias in others_raw.split(";") if alias) if n]
             if others:
                 other_names = json.dumps(others)
-        nhs = fields[nhs_at].strip() if nhs_at is not None else ""
-        pupil = fields[upn_at].strip() if upn_at is not None else ""
+        nhs, pupil = fields[nhs_at].strip(), fields[upn_at].strip()
         nhs_checked = nhs_number(nhs) if nhs else None
         upn_checked = upn(pupil) if pupil else None
         dob = child_date(fields[dob_at])
-        sex_raw = fields[sex_at].strip() if sex_at is not None else ""
-        postcode_raw = fields[postcode_at].strip() if postcode_at is not None else ""
+        sex_raw, postcode_raw = fields[sex_at].strip(), fields[postcode_at].strip()
         sex_checked = sex(sex_raw) if sex_raw else None
         postcode_checked = postcode(postcode_raw) if postcode_raw else None
-        shielded = 0
-        if shielded_at is not None:
-            shielded_raw = fields[shielded_at]
-            shielded = flags.get(shielded_raw, -1)
-            if shielded < 0:
-                shielded = flag(shielded_raw, "shielded")
+        shielded_raw = fields[shielded_at]
+        shielded = flags.get(shielded_raw, -1)
+        if shielded < 0:
+            shielded = flag(shielded_raw, "shielded")
         return (fields[record_at].strip(), nhs_checked, upn_checked, given, family, other_names, dob,
                 sex_checked, postcode_checked, shielded, middle)
 
@@ -172,57 +167,103 @@ def child_parser(header: Sequence[str]) -> Parser:
 _INVOLVEMENT_FLAGS = ("lead", "sensitive", "consent", "notify_on_access", "assessment")
 
 
+def _remember(seen: dict[Any, T], key: Any, value: T) -> T:
+    if len(seen) >= _MEMO_LIMIT:
+        seen.clear()
+    seen[key] = value
+    return value
+
+
 def involvement_parser(header: Sequence[str], *, unsafe_http_webhooks: bool = False) -> Parser:
     """The parser of involvements.csv rows under ``header`` (which holds every required column).
 
-    A ``notify_url`` must be https:// unless ``unsafe_http_webhooks`` allows http://."""
-    required = tuple((c, header.index(c)) for c in INVOLVEMENT_REQUIRED)
-    record_at, child_at, organisation_at, category_at, practitioner_at, role_at = (at for _, at in required)
-    phone_at, email_at, start_at, end_at, url_at = (
-        _at(header, c) for c in ("phone", "secure_email", "start_date", "end_date", "notify_url"))
-    flag_columns = tuple((c, _at(header, c)) for c in _INVOLVEMENT_FLAGS)
-    flags = FLAGS
-    phone_pattern = _PHONE.fullmatch
+    A ``notify_url`` must be https:// unless ``unsafe_http_webhooks`` allows http://.
 
-    def optional(fields: Sequence[str], at: int | None) -> str | None:
-        if at is None:
-            return None
-        return fields[at].strip() or None
+    The columns that describe the practitioner (organisation to role), the two dates and
+    the five flags repeat from row to row, so each group is checked once per distinct value and
+    remembered (a fault is raised again, never remembered)."""
+    at = {c: header.index(c) if c in header else ABSENT for c in (
+        *INVOLVEMENT_REQUIRED, "phone", "secure_email", "start_date", "end_date", *_INVOLVEMENT_FLAGS,
+        "notify_url")}
+    ids = operator.itemgetter(at["record_id"], at["child_record_id"])
+    practitioner = operator.itemgetter(*(at[c] for c in INVOLVEMENT_REQUIRED[2:]))
+    phone_at, email_at = at["phone"], at["secure_email"]
+    dates = operator.itemgetter(at["start_date"], at["end_date"])
+    flag_values = operator.itemgetter(*(at[c] for c in _INVOLVEMENT_FLAGS))
+    url_at = at["notify_url"]
+    practitioners: dict[tuple[str, ...], tuple[Any, ...]] = {}
+    periods: dict[tuple[str, ...], tuple[str | None, str | None]] = {}
+    flag_sets: dict[tuple[str, ...], tuple[int, ...]] = {}
 
     def parse(fields: Sequence[str]) -> tuple[Any, ...]:
-        for column, at in required:
-            if not fields[at] or fields[at].isspace():
-                raise FieldError(column, "is required")
-        phone = optional(fields, phone_at)
-        if phone is not None and not (phone_pattern(phone) and phone.isascii()):
-            raise FieldError("phone", f"expected a telephone number, got {phone!r}")
-        email = optional(fields, email_at)
-        if email is not None and (email.count("@") != 1 or " " in email):
-            raise FieldError("secure_email", f"expected an email address, got {email!r}")
-        start, end = optional(fields, start_at), optional(fields, end_at)
-        started = start_date(start) if start else None
-        ended = end_date(end) if end else None
-        if started and ended and ended < started:
-            raise FieldError("end_date", "must not be before start_date")
-        values: list[int] = []
-        for column, place in flag_columns:
-            if place is None:
-                values.append(0)
-                continue
-            value = flags.get(fields[place], -1)
-            values.append(value if value >= 0 else flag(fields[place], column))
-        lead, sensitive, consent, notify_on_access, assessment = values
-        url = optional(fields, url_at)
-        if url is not None and not url.startswith(("https://", "http://")):
-            raise FieldError("notify_url", f"expected an https:// URL, got {url!r}")
-        if url is not None and url.startswith("http://") and not unsafe_http_webhooks:
-            # Closed by default: a message about a child never travels in clear text.
-            raise FieldError("notify_url", "expected an https:// URL (http:// only with the node's "
-                             "unsafe_http_webhooks, development only)")
-        if notify_on_access and url is None:
+        record_id, child_id = ids(fields)
+        if not record_id or record_id.isspace():
+            raise FieldError("record_id", "is required")
+        if not child_id or child_id.isspace():
+            raise FieldError("child_record_id", "is required")
+        raw = practitioner(fields)
+        who = practitioners.get(raw)
+        if who is None:
+            who = _remember(practitioners, raw, _practitioner(raw))
+        phone, email = _phone(fields[phone_at]), _email(fields[email_at])
+        raw = dates(fields)
+        period = periods.get(raw)
+        if period is None:
+            period = _remember(periods, raw, _period(raw))
+        raw = flag_values(fields)
+        flagged = flag_sets.get(raw)
+        if flagged is None:
+            flagged = _remember(flag_sets, raw, _flags(raw))
+        url = fields[url_at].strip() or None
+        if url is not None:
+            if not url.startswith(("https://", "http://")):
+                raise FieldError("notify_url", f"expected an https:// URL, got {url!r}")
+            if url.startswith("http://") and not unsafe_http_webhooks:
+                # Closed by default: a message about a child never travels in clear text.
+                raise FieldError("notify_url", "expected an https:// URL (http:// only with the node's "
+                                 "unsafe_http_webhooks, development only)")
+        elif flagged[3]:
             raise FieldError("notify_url", "is required when notify_on_access is true")
-        return (fields[record_at].strip(), fields[child_at].strip(), stripped(fields[organisation_at]),
-                category(fields[category_at]), stripped(fields[practitioner_at]), stripped(fields[role_at]),
-                phone, email, started, ended, lead, sensitive, consent, notify_on_access, assessment, url)
+        return (record_id.strip(), child_id.strip(), *who, phone, email, *period, *flagged, url)
 
     return parse
+
+
+def _practitioner(raw: tuple[str, ...]) -> tuple[str, ...]:
+    """Organisation, service category, practitioner's name and role (all required), checked and
+    normalised."""
+    for column, value in zip(INVOLVEMENT_REQUIRED[2:], raw, strict=True):
+        if not value.strip():
+            raise FieldError(column, "is required")
+    organisation, service, practitioner, role = raw
+    return (organisation.strip(), service.strip().casefold().replace(" ", "_"), practitioner.strip(),
+            role.strip())
+
+
+def _phone(value: str) -> str | None:
+    phone = value.strip() or None
+    if phone is not None and not (_PHONE.fullmatch(phone) and phone.isascii()):
+        raise FieldError("phone", f"expected a telephone number, got {phone!r}")
+    return phone
+
+
+@memo
+def _email(value: str) -> str | None:
+    email = value.strip() or None
+    if email is not None and (email.count("@") != 1 or " " in email):
+        raise FieldError("secure_email", f"expected an email address, got {email!r}")
+    return email
+
+
+def _period(raw: tuple[str, ...]) -> tuple[str | None, str | None]:
+    """Start and end dates (optional; the end not before the start)."""
+    start, end = raw[0].strip(), raw[1].strip()
+    started = start_date(start) if start else None
+    ended = end_date(end) if end else None
+    if started and ended and ended < started:
+        raise FieldError("end_date", "must not be before start_date")
+    return started, ended
+
+
+def _flags(raw: tuple[str, ...]) -> tuple[int, ...]:
+    return tuple(flag(value, column) for column, value in zip(_INVOLVEMENT_FLAGS, raw, strict=True))
