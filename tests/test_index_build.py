@@ -107,7 +107,8 @@ def test_a_helper_that_read_another_generation_is_not_used(database: Path, parts
 def test_a_failed_helper_is_not_used(database: Path, parts: list[object], monkeypatch: pytest.MonkeyPatch,
                                      caplog: pytest.LogCaptureFixture) -> None:
     def failing(*_: object) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-c", "import sys; sys.stdout.write('garbage'); sys.exit(3)"],
+        garbage = "import sys; sys.stdout.write('garbage'); sys.exit(3)"
+        return subprocess.Popen([sys.executable, "-c", garbage],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     monkeypatch.setattr(indexbuild, "_helper", failing)
