@@ -277,3 +277,21 @@ class IndexKeeper:
         if self.error is not None:
             return [f"index build failed ({self.error})"]
         return ["index building"]
+
+
+def save_for_next_start(database: Path, changed_children: int, *, busy_timeout_seconds: float,
+                        today: date) -> IndexHolder | None:
+    """After an import: build the index and save it beside the store when a node would otherwise
+    have to build it at its next start or refresh (none saved yet, or more children changed than
+    a patch applies), so that it is ready as soon as it has read it. ``None`` when not needed."""
+    saved = snapshots.path_for(database)
+    if saved.exists() and changed_children <= PATCH_LIMIT:
+        return None
+    keeper = IndexKeeper(database, busy_timeout_seconds=busy_timeout_seconds, today=lambda: today,
+                         snapshot=saved)
+    try:
+        holder = keeper.refresh(save=True)
+    finally:
+        keeper.close()
+    return holder if keeper.snapshot_saved is not None else None
+
