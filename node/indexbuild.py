@@ -1,11 +1,13 @@
 """Building a large match index on two cores.
 
 Most of a full build is deriving and sorting every child's candidate keys (``node.candidates``).
-For a large store a helper process (a fresh interpreter, not forked from the node's threads) reads the
-children through a read-only connection of its own and derives the keys of the later part of
-them, while this process reads the children, counts the matcher's statistics and derives the keys
-of the first part; the two sorted parts are then merged. The keys and their order are exactly
-those of a build in one process (``tests/test_index_build.py``).
+For a large store, when another core is idle, a helper process (a fresh interpreter, not forked
+from the node's threads) reads the children through a connection of its own, in one read
+transaction, and derives the keys of the later part of them, while this process reads the
+children, counts the matcher's statistics and derives the keys of the first part; the two sorted
+parts are then merged. On a busy machine the build stays in one process: the helper reads every
+child again, so there it would only add work. The keys and their order are exactly those of a
+build in one process (``tests/test_index_build.py``).
 
 The helper reads the same store at the same generation: it says which generation it read and
 how many children, and a digest of the record ids it derived keys for. If any of these differs
@@ -93,11 +95,18 @@ def _helper(database: Path, today: date, generation: int, start: int) -> subproc
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def _a_core_is_free() -> bool:
+    """Whether another core is idle (by the load average over the last minute, which counts this
+    process too): the helper reads every child again, so on a busy machine it only adds work."""
+    cores = os.cpu_count() or 1
+    return cores >= 2 and os.getloadavg()[0] < cores - 0.5
+
+
 def build(store: Store, children: Iterable[Child], *, today: date, generation: int) -> MatchIndex:
     """The match index over ``children`` (the store's live children in its order, read inside the
     caller's read transaction at ``generation``), on two cores when the store is large."""
     expected = int(store.db.execute("SELECT count(*) FROM children").fetchone()[0])
-    if expected < PARALLEL_FROM or (os.cpu_count() or 1) < 2:
+    if expected < PARALLEL_FROM or not _a_core_is_free():
         return MatchIndex(children)
     start = _split(expected)
     helper = _helper(store.path, today, generation, start)

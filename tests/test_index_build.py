@@ -48,6 +48,7 @@ def database(tmp_path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def small_parallel(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(indexbuild, "PARALLEL_FROM", 10)
+    monkeypatch.setattr(indexbuild, "_a_core_is_free", lambda: True)
 
 
 def _built(database: Path, generation: int | None = None) -> MatchIndex:
@@ -134,3 +135,11 @@ def test_the_index_keeper_builds_on_two_cores(database: Path, parts: list[object
         keeper.close()
     assert len(parts) == 1 and parts[0] is not None
     _same(holder.index, _one_process(database))
+
+
+def test_a_busy_machine_builds_in_one_process(database: Path, parts: list[object],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(indexbuild, "_a_core_is_free", lambda: False)
+    index = _built(database)
+    assert parts == []  # no helper was started
+    _same(index, _one_process(database))
