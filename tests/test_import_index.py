@@ -5,10 +5,12 @@ saved index for the node to patch; ``--no-index`` builds nothing."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
+from federation.commands import node as node_commands
 from federation.commands.main import main
 from node import indexing
 from node import snapshot as snapshots
@@ -73,3 +75,20 @@ def test_no_index_builds_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[s
     out = _import(tmp_path, rows(30), capsys, "--no-index")
     assert "match index" not in out
     assert not snapshots.path_for(tmp_path / "node.sqlite3").exists()
+
+
+def test_an_index_that_cannot_be_saved_leaves_the_import_standing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    def locked(*_: object, **__: object) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(node_commands, "save_for_next_start", locked)
+    database = tmp_path / "node.sqlite3"
+    code = main(["node", "import", "--database", str(database), "--nice", "0",
+                 "--children", str(write_rows(tmp_path / "c.csv", CHILD_HEADER, rows(30))),
+                 "--involvements", str(write_rows(tmp_path / "i.csv", INVOLVEMENT_HEADER, []))])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "match index not saved (OperationalError: database is locked)" in captured.err
+    with Store(database) as store:
+        assert 30 == store.counts()["children"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import sqlite3
 import sys
 import threading
 from collections.abc import Callable
@@ -77,12 +78,15 @@ def cmd_node_import(args: argparse.Namespace) -> int:
         store.close()
         bar.finish()
     s = summary
-    index = None
+    index, index_failure = None, ""
     if args.index:
         busy = node_config.busy_timeout_seconds if node_config is not None else 10.0
-        index = _yielding(args.nice, functools.partial(
-            save_for_next_start, database, s.children_added + s.children_updated + s.children_removed,
-            busy_timeout_seconds=busy, today=datetime.now(UTC).date()))
+        try:
+            index = _yielding(args.nice, functools.partial(
+                save_for_next_start, database, s.children_added + s.children_updated + s.children_removed,
+                busy_timeout_seconds=busy, today=datetime.now(UTC).date()))
+        except (OSError, sqlite3.Error, SignpostError, ValueError) as exc:  # the import itself stands
+            index_failure = f"{exc.__class__.__name__}: {exc}"
 
     def rejected(name: str) -> int:
         return sum(1 for r in s.rejects if r.file == name)
@@ -103,6 +107,9 @@ def cmd_node_import(args: argparse.Namespace) -> int:
     if index is not None:
         print(f"match index: {len(index.index)} children, built in {index.seconds:.2f} s and saved "
               "beside the store (the node reads it at its next start)")
+    if index_failure:
+        print(f"match index not saved ({index_failure}); the node builds it at its next start",
+              file=sys.stderr)
     if logged:
         print(f"import summary: {logged}")
     return 0
