@@ -111,15 +111,23 @@ class CandidateIndex:
     """The packed keys of the node's records; ``candidates`` gives positions in ``records``."""
 
     def __init__(self, records: Sequence[Child]) -> None:
-        packed: list[int] = []
-        extend = packed.extend
-        keys_of = self._keys_of
-        for idx, child in enumerate(records):
-            extend([(key << _IDX_BITS) | idx for key in keys_of(child)])
+        packed = self.packed_keys(records, 0)
         packed.sort()
         self._packed = array("q", packed)
         del packed
         self._today_year = date.today().year
+
+    @classmethod
+    def packed_keys(cls, records: Sequence[Child], offset: int) -> list[int]:
+        """The packed keys (unsorted) of ``records`` at positions ``offset`` on: a part of an
+        index built in parts (``node.indexbuild``); sorted together, the parts of consecutive
+        records make the same array as one build over them all."""
+        packed: list[int] = []
+        extend = packed.extend
+        keys_of = cls._keys_of
+        for idx, child in enumerate(records, start=offset):
+            extend([(key << _IDX_BITS) | idx for key in keys_of(child)])
+        return packed
 
     @classmethod
     def from_packed(cls, packed: array) -> CandidateIndex:  # type: ignore[type-arg]

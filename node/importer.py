@@ -20,21 +20,20 @@ import csv
 import functools
 import hashlib
 import json
-import operator
 import os
-import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from federation import identity
 from federation.canonical import JsonObject
 from federation.errors import FieldError, SignpostError
 from federation.rules import ARCHIVE_AGE
+from node import importrows
+from node.importrows import CHILD_REQUIRED, INVOLVEMENT_REQUIRED
 from node.policy import retention_cutoff
 from node.store import CHILD_COLUMNS, INVOLVEMENT_COLUMNS, Store
 
@@ -43,16 +42,8 @@ class ImportFileError(SignpostError):
     """A file cannot be imported at all (missing, unreadable, wrong header)."""
 
 
-CHILD_REQUIRED = ("record_id", "given_name", "family_name", "date_of_birth")
-INVOLVEMENT_REQUIRED = (
-    "record_id", "child_record_id", "organisation", "service_category",
-    "practitioner_name", "practitioner_role",
-)
 DEFAULT_RETENTION_AGE = 24
 """The retention age the import summary counts against when the caller names none."""
-T = TypeVar("T")
-_TRUE = {"1", "true", "yes", "y"}
-_FALSE = {"", "0", "false", "no", "n"}
 
 
 @dataclass(frozen=True)
@@ -106,136 +97,6 @@ class ImportSummary:
         }
 
 
-_FLAGS = {**dict.fromkeys(_TRUE, 1), **dict.fromkeys(_FALSE, 0)}
-_PHONE = re.compile(r"[0-9 +()-]*")
-_MEMO_LIMIT = 200_000
-"""Most distinct values each memo of ``_memo`` keeps (then it starts again): bounded memory."""
-
-
-def _flag(value: str, name: str) -> int:
-    flag = _FLAGS.get(value)
-    if flag is None:
-        flag = _FLAGS.get(value.strip().casefold())
-    if flag is None:
-        raise FieldError(name, f"expected true/false (or 1/0, yes/no), got {value!r}")
-    return flag
-
-
-def _memo(function: Callable[[str], T]) -> Callable[[str], T]:
-    """``function`` (pure, of one string) remembering its results: names, dates and postcodes
-    repeat from row to row, so most rows of a large file cost a dictionary look-up each. Errors
-    are not remembered (they are raised again, with the same message)."""
-    seen: dict[str, T] = {}
-
-    def remembered(value: str) -> T:
-        found = seen.get(value, _MISSING)
-        if found is _MISSING:
-            if len(seen) >= _MEMO_LIMIT:
-                seen.clear()
-            found = seen[value] = function(value)
-        return found  # type: ignore[no-any-return]
-
-    return remembered
-
-
-_MISSING: Any = object()
-_name = _memo(identity.normalise_name)
-
-
-def _iso_date(field_name: str) -> Callable[[str], str]:
-    """A memo of a date field's check, giving ``YYYY-MM-DD`` (which also orders dates)."""
-    def checked(value: str) -> str:
-        return identity.parse_date(value, field_name).isoformat()
-    return _memo(checked)
-
-
-_child_date = _iso_date("date_of_birth")
-_start_date = _iso_date("start_date")
-_end_date = _iso_date("end_date")
-_postcode = _memo(identity.normalise_postcode)
-
-
-def _optional(value: str) -> str | None:
-    v = value.strip()
-    return v or None
-
-
-def _parse_child(row: dict[str, str]) -> dict[str, Any]:
-    """Validate and normalise one children.csv row; raises ``FieldError`` on the first fault."""
-    for name in CHILD_REQUIRED:
-        if not row.get(name, "").strip():
-            raise FieldError(name, "is required")
-    record_id = row["record_id"].strip()
-    given = _name(row["given_name"])
-    family = _name(row["family_name"])
-    if not given:
-        raise FieldError("given_name", f"expected letters, got {row['given_name']!r}")
-    if not family:
-        raise FieldError("family_name", f"expected letters, got {row['family_name']!r}")
-    middle = _name(row.get("middle_names") or "")
-    if (row.get("middle_names") or "").strip() and not middle:
-        raise FieldError("middle_names", f"expected letters, got {row['middle_names']!r}")
-    others = []
-    for alias in (row.get("other_names") or "").split(";"):
-        normalised = _name(alias) if alias else ""
-        if normalised:
-            others.append(normalised)
-    nhs = _optional(row.get("nhs_number", ""))
-    upn = _optional(row.get("upn", ""))
-    sex = _optional(row.get("sex", ""))
-    postcode = _optional(row.get("postcode", ""))
-    return {
-        "record_id": record_id,
-        "nhs_number": identity.validate_nhs_number(nhs) if nhs else None,
-        "upn": identity.validate_upn(upn) if upn else None,
-        "given_name": given,
-        "family_name": family,
-        "other_names": json.dumps(others) if others else "[]",
-        "date_of_birth": _child_date(row["date_of_birth"]),
-        "sex": identity.normalise_sex(sex) if sex else None,
-        "postcode": _postcode(postcode) if postcode else None,
-        "shielded": _flag(row.get("shielded", ""), "shielded"),
-        "middle_names": middle,
-    }
-
-
-def _parse_involvement(row: dict[str, str], *, unsafe_http_webhooks: bool = False) -> dict[str, Any]:
-    get = row.get
-    out: JsonObject = {}
-    for name in INVOLVEMENT_REQUIRED:
-        value = get(name, "").strip()
-        if not value:
-            raise FieldError(name, "is required")
-        out[name] = value
-    out["service_category"] = out["service_category"].casefold().replace(" ", "_")
-    phone = get("phone", "").strip() or None
-    if phone is not None and not (_PHONE.fullmatch(phone) and phone.isascii()):
-        raise FieldError("phone", f"expected a telephone number, got {phone!r}")
-    out["phone"] = phone
-    email = get("secure_email", "").strip() or None
-    if email is not None and (email.count("@") != 1 or " " in email):
-        raise FieldError("secure_email", f"expected an email address, got {email!r}")
-    out["secure_email"] = email
-    start, end = get("start_date", "").strip(), get("end_date", "").strip()
-    out["start_date"] = start_date = _start_date(start) if start else None
-    out["end_date"] = end_date = _end_date(end) if end else None
-    if start_date and end_date and end_date < start_date:
-        raise FieldError("end_date", "must not be before start_date")
-    for name in ("lead", "sensitive", "consent", "notify_on_access", "assessment"):
-        out[name] = _flag(get(name, ""), name)
-    url = get("notify_url", "").strip() or None
-    if url is not None and not url.startswith(("https://", "http://")):
-        raise FieldError("notify_url", f"expected an https:// URL, got {url!r}")
-    if url is not None and url.startswith("http://") and not unsafe_http_webhooks:
-        # Closed by default: a message about a child never travels in clear text.
-        raise FieldError("notify_url", "expected an https:// URL (http:// only with the node's "
-                         "unsafe_http_webhooks, development only)")
-    if out["notify_on_access"] and url is None:
-        raise FieldError("notify_url", "is required when notify_on_access is true")
-    out["notify_url"] = url
-    return out
-
-
 BATCH_ROWS = 5000
 """Rows read, looked up and staged together."""
 HASH_VERSION = b"signpost-import-1"
@@ -251,7 +112,7 @@ class _Table:
     name: str
     columns: tuple[str, ...]
     required: tuple[str, ...]
-    parse: Callable[[dict[str, str]], dict[str, Any]]
+    parser: Callable[[list[str]], importrows.Parser]  # the header's row parser (``node.importrows``)
     version: bytes = HASH_VERSION
 
 
@@ -316,7 +177,7 @@ def _stage_file(
         shape = _Shape(header, header.index("record_id"),
                        header.index("child_record_id") if "child_record_id" in header else None,
                        hashlib.blake2b(table.version + b"\x1f" + "\x1f".join(header).encode(),
-                                       digest_size=32).digest())
+                                       digest_size=32).digest(), table.parser(header))
         batch: list[tuple[int, list[str]]] = []
         for item in rows:
             batch.append(item)
@@ -337,8 +198,10 @@ class _Shape:
     id_at: int
     child_at: int | None
     key: bytes
+    parse: importrows.Parser
 
 
+_MISSING: Any = object()
 _IN_BATCH = "IN (SELECT value FROM json_each(?))"
 """A batch's record ids go to SQLite as one JSON array parameter, not a row each."""
 
@@ -374,13 +237,15 @@ def _stage_batch(
     staged: list[tuple[Any, ...]] = []
     in_batch: set[str] = set()
     unchanged = added = 0
-    columns = operator.itemgetter(*table.columns)
+    parse = shape.parse
+    padding = [""] * (width + 1)
     children = name == "children"
     pseudonyms = secrets.token_bytes(16 * len(batch)).hex() if children else ""  # 32 hex digits each
     for at, ((line, fields), record_id, row_hash) in enumerate(zip(batch, ids, hashes, strict=True)):
         try:
             if len(fields) > width:
                 raise FieldError("row", "has more fields than the header")
+            fields += padding[len(fields):]  # (``importrows.ABSENT``; the hash is of the row as read)
             if record_id in seen or record_id in in_batch:
                 raise FieldError("record_id", f"duplicate of an earlier row ({record_id!r})")
             stored_hash = stored.get(record_id, _MISSING)
@@ -389,22 +254,18 @@ def _stage_batch(
                 in_batch.add(record_id)
                 accepted.append((record_id,))
                 continue
-            row = dict(zip(header, fields, strict=False))
-            for column in header[len(fields):]:
-                row[column] = ""
-            values = table.parse(row)
-            if child_at is not None and values["child_record_id"] not in known_children:
-                child_id = values["child_record_id"]
-                raise FieldError("child_record_id", f"no accepted child with record_id {child_id!r}")
+            values = parse(fields)
+            if child_at is not None and values[1] not in known_children:
+                raise FieldError("child_record_id", f"no accepted child with record_id {values[1]!r}")
         except FieldError as exc:
             summary.rejects.append(Reject(path.name, line, record_id, exc.field, exc.message))
             continue
         in_batch.add(record_id)
         accepted.append((record_id,))
         if children:
-            staged.append((*columns(values), pseudonyms[32 * at:32 * at + 32], row_hash))
+            staged.append((*values, pseudonyms[32 * at:32 * at + 32], row_hash))
         else:
-            staged.append((*columns(values), row_hash))
+            staged.append((*values, row_hash))
         added += stored_hash is _MISSING
     setattr(summary, f"{name}_unchanged", getattr(summary, f"{name}_unchanged") + unchanged)
     setattr(summary, f"{name}_added", getattr(summary, f"{name}_added") + added)
@@ -414,8 +275,9 @@ def _stage_batch(
     conn.executemany(f"INSERT INTO stage.ok_{name} VALUES (?)", accepted)  # noqa: S608
 
 
-def _merge(conn: Any, table: _Table, summary: ImportSummary) -> list[str]:
-    """Upsert the staged rows into the node's table; return the record ids whose values changed.
+def _merge(conn: Any, table: _Table, summary: ImportSummary, *, itemise: bool = True) -> list[str]:
+    """Upsert the staged rows into the node's table; return the record ids whose values changed
+    (with ``itemise``; else only count them).
 
     A staged row that exists with the same values (its raw text changed, not what it says) only
     gets its new hash, and counts as unchanged.
@@ -424,12 +286,16 @@ def _merge(conn: Any, table: _Table, summary: ImportSummary) -> list[str]:
     cols = table.columns[1:]
     ours = ", ".join(f"m.{c}" for c in cols)
     theirs = ", ".join(f"s.{c}" for c in cols)
-    rows = conn.execute(
-        f"SELECT s.record_id, m.record_id IS NULL FROM stage.{name} s "  # noqa: S608
-        f"LEFT JOIN main.{name} m ON m.record_id = s.record_id "
-        f"WHERE m.record_id IS NULL OR ({ours}) IS NOT ({theirs})").fetchall()
-    changed = [r[0] for r in rows]
-    updated = sum(1 for r in rows if not r[1])
+    differing = (f"FROM stage.{name} s LEFT JOIN main.{name} m ON m.record_id = s.record_id "
+                 f"WHERE m.record_id IS NULL OR ({ours}) IS NOT ({theirs})")
+    changed: list[str] = []
+    if itemise:
+        rows = conn.execute(f"SELECT s.record_id, m.record_id IS NULL {differing}").fetchall()
+        changed = [r[0] for r in rows]
+        updated = sum(1 for r in rows if not r[1])
+    else:
+        updated = conn.execute(
+            f"SELECT coalesce(sum(m.record_id IS NOT NULL), 0) {differing}").fetchone()[0]
     staged = conn.execute(
         f"SELECT count(*) FROM stage.{name}").fetchone()[0]  # noqa: S608
     added = getattr(summary, f"{name}_added")
@@ -473,9 +339,10 @@ def import_files(
     started = time.monotonic()
     today = today or datetime.now(UTC).date()
     summary = ImportSummary(retention_age=retention_age)
-    tables = (_Table("children", CHILD_COLUMNS, CHILD_REQUIRED, _parse_child),
+    tables = (_Table("children", CHILD_COLUMNS, CHILD_REQUIRED, importrows.child_parser),
               _Table("involvements", INVOLVEMENT_COLUMNS, INVOLVEMENT_REQUIRED,
-                     functools.partial(_parse_involvement, unsafe_http_webhooks=unsafe_http_webhooks),
+                     functools.partial(importrows.involvement_parser,
+                                       unsafe_http_webhooks=unsafe_http_webhooks),
                      HASH_VERSION + (b"+unsafe_http_webhooks" if unsafe_http_webhooks else b"")))
     for path, table in ((children_csv, tables[0]), (involvements_csv, tables[1])):
         for _ in _rows(path, table.required):
@@ -526,7 +393,7 @@ def _import_rows(store: Store, paths: tuple[Path, Path], tables: tuple[_Table, _
         stage(staging_work)
         with store.transaction():
             changed = _merge(conn, tables[0], summary)
-            _merge(conn, tables[1], summary)
+            _merge(conn, tables[1], summary, itemise=False)
             if full:
                 changed += _remove_absent(conn, summary, children_csv.name, involvements_csv.name)
             generation = store.bump_generation(conn, changed) if summary.changed else store.generation()

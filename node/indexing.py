@@ -30,6 +30,7 @@ from datetime import date
 from pathlib import Path
 
 from federation.http import HealthReason
+from node import indexbuild
 from node import snapshot as snapshots
 from node.candidates import CandidateIndex
 from node.matching import MatchIndex, Statistics
@@ -67,7 +68,7 @@ class IndexKeeper:
     """The current index of one store, and the work that keeps it current."""
 
     def __init__(self, path: Path, *, busy_timeout_seconds: float, today: Callable[[], date],
-                 build: Callable[[Iterable[Child]], MatchIndex] = MatchIndex,
+                 build: Callable[[Iterable[Child]], MatchIndex] | None = None,
                  snapshot: Path | None = None) -> None:
         self.path = path
         self.build = build
@@ -126,7 +127,11 @@ class IndexKeeper:
                 log.info("index patched: %d changed children, generation %d, %.2f s",
                          len(changed), generation, holder.seconds)
             else:
-                index = self.build(c for c in store.children() if not is_archived(c, today))
+                held = (c for c in store.children() if not is_archived(c, today))
+                if self.build is None:  # on two cores for a large store
+                    index = indexbuild.build(store, held, today=today, generation=generation)
+                else:
+                    index = self.build(held)
                 holder = IndexHolder(index, generation, today, 0, time.monotonic() - started)
                 self.full_build_seconds = holder.seconds
                 self.builds += 1
@@ -272,3 +277,21 @@ class IndexKeeper:
         if self.error is not None:
             return [f"index build failed ({self.error})"]
         return ["index building"]
+
+
+def save_for_next_start(database: Path, changed_children: int, *, busy_timeout_seconds: float,
+                        today: date) -> IndexHolder | None:
+    """After an import: build the index and save it beside the store when a node would otherwise
+    have to build it at its next start or refresh (none saved yet, or more children changed than
+    a patch applies), so that it is ready as soon as it has read it. ``None`` when not needed."""
+    saved = snapshots.path_for(database)
+    if saved.exists() and changed_children <= PATCH_LIMIT:
+        return None
+    keeper = IndexKeeper(database, busy_timeout_seconds=busy_timeout_seconds, today=lambda: today,
+                         snapshot=saved)
+    try:
+        holder = keeper.refresh(save=True)
+    finally:
+        keeper.close()
+    return holder if keeper.snapshot_saved is not None else None
+

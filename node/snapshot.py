@@ -142,18 +142,23 @@ def write(path: Path, snapshot: Snapshot, key: bytes, *, like: Path) -> None:
     parts = _parts(snapshot)
     mac = hmac.new(key, digestmod=hashlib.sha256)
     mode = like.stat().st_mode & 0o777
-    temporary = path.with_name(path.name + ".tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # Its own temporary name: an import and a running node may both save at once.
+    temporary = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with open(descriptor, "wb", closefd=False) as handle:
-            for part in parts:  # written and authenticated part by part: no copy of the whole
-                mac.update(part)
-                handle.write(part)
-            handle.write(mac.digest())
-            handle.flush()
-            os.fsync(descriptor)
-        os.fchmod(descriptor, mode)
-    finally:
-        os.close(descriptor)
-    os.replace(temporary, path)
+        try:
+            with open(descriptor, "wb", closefd=False) as handle:
+                for part in parts:  # written and authenticated part by part: no copy of the whole
+                    mac.update(part)
+                    handle.write(part)
+                handle.write(mac.digest())
+                handle.flush()
+                os.fsync(descriptor)
+            os.fchmod(descriptor, mode)
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     fsync_directory(path.parent)

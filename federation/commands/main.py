@@ -192,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nice", type=int, default=node_cli.IMPORT_NICENESS, metavar="N",
                    help=f"lower the import's CPU priority by N (default {node_cli.IMPORT_NICENESS}; 0 keeps "
                         "it), so that a node serving from the same machine keeps answering promptly")
+    p.add_argument("--no-index", dest="index", action="store_false",
+                   help="do not build the match index for the node's next start (by default it is "
+                        "built and saved beside the store when none is saved yet or the import changed "
+                        "many children)")
     p.set_defaults(func=node_cli.cmd_node_import)
     p = nsub.add_parser("purge", help="delete records past the retention age (default: 24th birthday)")
     p.add_argument("--config", required=True, help="node config")

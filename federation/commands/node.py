@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import sqlite3
 import sys
 import threading
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from node import audit
 from node.api import create_app, event_loop
 from node.config import NodeConfig
 from node.importer import DEFAULT_RETENTION_AGE, import_files
+from node.indexing import save_for_next_start
 from node.purge import purge
 from node.store import Store
 from trust import tls
@@ -76,6 +78,15 @@ def cmd_node_import(args: argparse.Namespace) -> int:
         store.close()
         bar.finish()
     s = summary
+    index, index_failure = None, ""
+    if args.index:
+        busy = node_config.busy_timeout_seconds if node_config is not None else 10.0
+        try:
+            index = _yielding(args.nice, functools.partial(
+                save_for_next_start, database, s.children_added + s.children_updated + s.children_removed,
+                busy_timeout_seconds=busy, today=datetime.now(UTC).date()))
+        except (OSError, sqlite3.Error, SignpostError, ValueError) as exc:  # the import itself stands
+            index_failure = f"{exc.__class__.__name__}: {exc}"
 
     def rejected(name: str) -> int:
         return sum(1 for r in s.rejects if r.file == name)
@@ -93,6 +104,12 @@ def cmd_node_import(args: argparse.Namespace) -> int:
     print(f"archived (aged 18 or over, never returned): {s.children_archived}   "
           f"past retention age {s.retention_age} (deleted by the node's next purge): "
           f"{s.children_past_retention}")
+    if index is not None:
+        print(f"match index: {len(index.index)} children, built in {index.seconds:.2f} s and saved "
+              "beside the store (the node reads it at its next start)")
+    if index_failure:
+        print(f"match index not saved ({index_failure}); the node builds it at its next start",
+              file=sys.stderr)
     if logged:
         print(f"import summary: {logged}")
     return 0
