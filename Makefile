@@ -23,5 +23,6 @@ bench:
 	.venv/bin/signpost bench audit
 	.venv/bin/signpost bench trust
 	.venv/bin/signpost bench federation --nodes 5
+	.venv/bin/signpost bench channel
 
 .PHONY: install test lint demo bench

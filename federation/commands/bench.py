@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from federation.tools import fedbench, fuzzbench, logbench, nodebench, searchbench, soak
+from federation.tools import channelbench, fedbench, fuzzbench, logbench, nodebench, searchbench, soak
 from federation.tools import trustbench as bench
 from federation.tools.evaluation import eval_matching, list_datasets
 from federation.tools.matchbench import bench_matching
@@ -69,6 +69,15 @@ def cmd_bench_federation(args: argparse.Namespace) -> int:
                           baseline_source=Path(args.baseline_source) if args.baseline_source else None,
                           out=(lambda _: None) if quiet else print)
     print(json.dumps(report, indent=2) if quiet else fedbench.render(report))
+    return 0
+
+
+def cmd_bench_channel(args: argparse.Namespace) -> int:
+    report = channelbench.run(nodes=args.nodes, fanouts=args.fanouts, servers=args.servers,
+                              spread_ms=args.spread_ms, hold_ms=args.hold_ms,
+                              out=(lambda _: None) if args.json else print)
+    if args.json:
+        print(json.dumps(report, indent=2))
     return 0
 
 

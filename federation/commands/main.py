@@ -283,6 +283,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default ~/.cache/signpost/bench/federation-NxM)")
     p.add_argument("--json", action="store_true", help="print every figure as one JSON object")
     p.set_defaults(func=bench_cli.cmd_bench_federation)
+    p = bench_sub.add_parser(
+        "channel", help="the broker's transport alone: CPU per node per fan-out, three clients",
+        description="Open N WebSocket channels over TLS to a few small local servers that answer each "
+                    "query frame after a random delay, and print the client's CPU per node per fan-out "
+                    "for aiohttp's client and the broker's own (at once, and read together).")
+    p.add_argument("--nodes", type=int, default=152, help="channels (default 152)")
+    p.add_argument("--fanouts", type=int, default=30, help="fan-outs timed per client (default 30)")
+    p.add_argument("--servers", type=int, default=4, help="server processes (default 4)")
+    p.add_argument("--spread-ms", type=float, default=100.0,
+                   help="answers arrive after a random 0 to this many ms (default 100)")
+    p.add_argument("--hold-ms", type=float, default=10.0,
+                   help="the read-together pause (default 10, the broker's)")
+    p.add_argument("--json", action="store_true", help="print every figure as one JSON object")
+    p.set_defaults(func=bench_cli.cmd_bench_channel)
     p = bench_sub.add_parser("fuzz", help="every parser of untrusted input on hostile inputs "
                              "(crashes must be 0)")
     p.add_argument("--inputs", type=int, default=100_000, help="inputs per parser (default 100,000)")
