@@ -123,8 +123,6 @@ class NodeChannel:
         self.conn: wsclient.Connection | None = None
         self.pending: dict[str, tuple[Gathering, int]] = {}  # query id -> where its answer goes
         self.http_until = 0.0
-        self.unsigned = False  # the open channel carries unsigned no_match frames (signpost.v2, mutual TLS)
-        self._der: bytes | None = None
         self._bound_version: int | None = None
         self._opening: asyncio.Task[None] | None = None
         self._reconnect: asyncio.Task[None] | None = None
@@ -155,10 +153,8 @@ class NodeChannel:
             if self.link.trust is not None and self.link.context is not None:
                 tls.peer_member(self.link.trust(), der, "node", expected=self.node_id)
 
-        unsigned = False
-
         def heard(text: str) -> None:
-            self._heard(text, unsigned)
+            self._heard(text, _unsigned_agreed(conn))
 
         try:
             conn = await wsclient.connect(
@@ -181,10 +177,7 @@ class NodeChannel:
         if self._closed:  # the broker stopped while this channel was opening
             await conn.close(CLOSE_SECONDS)
             return
-        self._der = der
         self._bound_version = None
-        # Unsigned no_match frames are believed only on a channel that agreed them, over mutual TLS.
-        unsigned = self.unsigned = conn.protocol == frames.SUBPROTOCOL_V2 and der is not None
         self.conn = conn
         self.counters.opened(self.node_id)
         log.info("channel to %s open", self.node_id)
@@ -192,10 +185,11 @@ class NodeChannel:
     def bound(self, trust: TrustList) -> bool:
         """The open channel's certificate is still bound to this node in the list in force
         (checked again only when the trust-list version changes)."""
-        if self._der is None or self._bound_version == trust.version:
+        der = self.conn.peer_certificate if self.conn is not None else None
+        if der is None or self._bound_version == trust.version:
             return True
         try:
-            tls.peer_member(trust, self._der, "node", expected=self.node_id)
+            tls.peer_member(trust, der, "node", expected=self.node_id)
         except tls.CertificateError as exc:
             log.warning("node %s: %s", self.node_id, exc)
             return False
@@ -224,14 +218,14 @@ class NodeChannel:
         under way (its id, this node, this broker, that query's hash; any ``iat``). It is judged
         here, by comparing strings, with no parse; False leaves any other frame to the full path
         (``frames.parse`` and ``fanout.judge_no_match``), which gives the same result for these."""
-        end = text.find('"', head_size)
-        waiting = self.pending.get(text[head_size:end])
+        query_id = text[head_size:text.find('"', head_size)]
+        waiting = self.pending.get(query_id)
         if waiting is None:
             return False
         gathering, index = waiting
         if gathering.no_match is None or not frames.is_exact_no_match(text, gathering.no_match, self.node_id):
             return False
-        del self.pending[text[head_size:end]]
+        del self.pending[query_id]
         gathering.deliver(index, NodeResult(
             self.node_id, self.node_name, Status.NO_MATCH, answer_hash=sha256_hex(text.encode("utf-8")),
             seconds=time.monotonic() - gathering.started))
@@ -488,6 +482,12 @@ class Channels:
                              return_exceptions=True)
         if self._reading is not None:
             self._reading.close()
+
+
+def _unsigned_agreed(conn: wsclient.Connection) -> bool:
+    """Unsigned no_match frames are believed only on a channel that agreed them (``signpost.v2``)
+    over mutual TLS (the node's certificate is known): what this very connection agreed."""
+    return conn.protocol == frames.SUBPROTOCOL_V2 and conn.peer_certificate is not None
 
 
 def _query_frame(query: Query) -> wsclient.Frame:

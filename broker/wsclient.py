@@ -357,7 +357,7 @@ class Connection:
                 if not (self._tls and self.sock.pending()) and size < _READ_SIZE:  # type: ignore[attr-defined]
                     break
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError, InterruptedError):
-            pass
+            pass  # everything the socket held is read: handle the frames below
         except OSError as exc:
             self._lose(ConnectionLost(f"read failed ({exc.__class__.__name__})"))
             return
