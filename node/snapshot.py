@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import sys
 from array import array
@@ -32,7 +31,7 @@ from datetime import date
 from pathlib import Path
 
 from federation.errors import SignpostError
-from federation.files import fsync_directory
+from federation.files import replacing
 from node.candidates import KEY_CHECK
 
 MAGIC = b"signpost-index\n"
@@ -141,24 +140,9 @@ def write(path: Path, snapshot: Snapshot, key: bytes, *, like: Path) -> None:
     """
     parts = _parts(snapshot)
     mac = hmac.new(key, digestmod=hashlib.sha256)
-    mode = like.stat().st_mode & 0o777
-    # Its own temporary name: an import and a running node may both save at once.
-    temporary = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        try:
-            with open(descriptor, "wb", closefd=False) as handle:
-                for part in parts:  # written and authenticated part by part: no copy of the whole
-                    mac.update(part)
-                    handle.write(part)
-                handle.write(mac.digest())
-                handle.flush()
-                os.fsync(descriptor)
-            os.fchmod(descriptor, mode)
-        finally:
-            os.close(descriptor)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    fsync_directory(path.parent)
+    # A temporary name of its own (an import and a running node may both save at once).
+    with replacing(path, final_mode=like.stat().st_mode & 0o777) as handle:
+        for part in parts:  # written and authenticated part by part: no copy of the whole
+            mac.update(part)
+            handle.write(part)
+        handle.write(mac.digest())
