@@ -36,6 +36,7 @@ import selectors
 import socket
 import ssl
 import struct
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -467,10 +468,51 @@ async def connect(url: str, *, protocols: tuple[str, ...], context: ssl.SSLConte
                   on_text: Callable[[str], None], on_lost: Callable[[BaseException | None], None],
                   check_peer: Callable[[bytes | None], None] | None = None,
                   reading: Reading | None = None) -> Connection:
-    """Open a channel (the blocking handshake on a worker thread) and put it on the running loop."""
-    opened = await asyncio.to_thread(open_blocking, url, protocols=protocols, context=context,
-                                     server_hostname=server_hostname, timeout=timeout, check_peer=check_peer)
-    return Connection(opened, max_frame=max_frame, on_text=on_text, on_lost=on_lost, reading=reading)
+    """Open a channel (the blocking handshake on a worker thread) and put it on the running loop.
+
+    Cancelled while the thread is still at work (a broker stopping, a node removed), the thread
+    goes on to its deadline; whichever of the two ends second closes the socket it opened."""
+    handoff = _Handoff()
+
+    def work() -> Opened:
+        opened = open_blocking(url, protocols=protocols, context=context, server_hostname=server_hostname,
+                               timeout=timeout, check_peer=check_peer)
+        return handoff.give(opened)
+
+    try:
+        opened = await asyncio.to_thread(work)
+    except asyncio.CancelledError:
+        handoff.abandon()
+        raise
+    try:
+        return Connection(opened, max_frame=max_frame, on_text=on_text, on_lost=on_lost, reading=reading)
+    except BaseException:
+        opened.sock.close()
+        raise
+
+
+class _Handoff:
+    """A handshake's result passed from its worker thread to a caller that may have gone."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._opened: Opened | None = None
+
+    def give(self, opened: Opened) -> Opened:
+        with self._lock:
+            if not self._abandoned:
+                self._opened = opened
+                return opened
+        opened.sock.close()
+        raise HandshakeError("abandoned: the caller stopped waiting")
+
+    def abandon(self) -> None:
+        with self._lock:
+            self._abandoned = True
+            opened, self._opened = self._opened, None
+        if opened is not None:
+            opened.sock.close()
 
 
 __all__ = ["CertificateRefused", "Connection", "ConnectionLost", "Frame", "HandshakeError",

@@ -331,3 +331,39 @@ async def test_a_quiet_channel_is_pinged_and_a_silent_one_dropped_and_reopened()
         finally:
             await node.close()
     assert ["gamma", "gamma"] == opened
+
+
+async def test_a_handshake_abandoned_by_its_caller_closes_its_socket() -> None:
+    """Proves a connect cancelled while its worker thread still waits for the server (a broker
+    stopping mid-handshake) leaves no open socket behind: the server sees the client close."""
+    asked = asyncio.Event()
+    answer = asyncio.Event()
+    closed = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        asked.set()
+        await answer.wait()
+        key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key:"))
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())  # noqa: S324
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: " + accept + b"\r\nSec-WebSocket-Protocol: signpost.v2\r\n\r\n")
+        await writer.drain()
+        if await reader.read(1 << 16) == b"":
+            closed.set()
+        writer.close()
+
+    port = free_port()
+    server = await asyncio.start_server(serve, "127.0.0.1", port)
+    try:
+        task = asyncio.create_task(Client().connect(f"http://127.0.0.1:{port}/ws"))
+        await asyncio.wait_for(asked.wait(), 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        answer.set()  # the thread now completes a handshake nobody waits for
+        await asyncio.wait_for(closed.wait(), 5)
+    finally:
+        server.close()
+        await server.wait_closed()
