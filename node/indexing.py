@@ -188,7 +188,32 @@ class IndexKeeper:
                 raise snapshots.SnapshotError(
                     f"the store changed too much since generation {saved.generation}")
             changed = set(since)
-        held = {c.record_id: c for c in store.children()}
+        children = list(store.children())
+        # The usual restart: nothing changed, and the store lists the children in the order the
+        # index was built in (the records it left out all archived on the snapshot's day).
+        records = [c for c in children if not is_archived(c, saved.built_on)] if not changed else []
+        held: dict[str, Child] = {}
+        if not changed and [c.record_id for c in records] == saved.record_ids:
+            gone = {c.record_id for c in records if is_archived(c, today)}  # turned 18 since
+        else:
+            records, gone, held = IndexKeeper._in_saved_order(children, saved, changed, today)
+        try:
+            index = MatchIndex(records, candidates=CandidateIndex.from_packed(saved.packed),
+                               statistics=Statistics.from_json(saved.statistics))
+        except ValueError as exc:
+            raise snapshots.SnapshotError(str(exc)) from exc
+        if gone:
+            fresh = [held[r] for r in changed if r in held and not is_archived(held[r], today)]
+            index = index.updated(fresh, removed=gone)
+        return IndexHolder(index, generation, today, len(gone), 0.0, "snapshot",
+                           stale=saved.built_on != today)
+
+    @staticmethod
+    def _in_saved_order(children: list[Child], saved: snapshots.Snapshot, changed: set[str],
+                        today: date) -> tuple[list[Child], set[str], dict[str, Child]]:
+        """The store's children in the saved index's order (a stand-in for each one since removed),
+        the ids to take out of it, and the children by id; ``SnapshotError`` if they disagree."""
+        held = {c.record_id: c for c in children}
         records: list[Child] = []
         gone = set(changed)
         for record_id in saved.record_ids:
@@ -203,16 +228,7 @@ class IndexKeeper:
         unsaved = held.keys() - set(saved.record_ids) - changed  # set operations, not a loop per child
         if any(not is_archived(held[r], today) for r in unsaved):
             raise snapshots.SnapshotError("the store holds records it does not")
-        try:
-            index = MatchIndex(records, candidates=CandidateIndex.from_packed(saved.packed),
-                               statistics=Statistics.from_json(saved.statistics))
-        except ValueError as exc:
-            raise snapshots.SnapshotError(str(exc)) from exc
-        if gone:
-            fresh = [held[r] for r in changed if r in held and not is_archived(held[r], today)]
-            index = index.updated(fresh, removed=gone)
-        return IndexHolder(index, generation, today, len(gone), 0.0, "snapshot",
-                           stale=saved.built_on != today)
+        return records, gone, held
 
     def _save(self, holder: IndexHolder, key: bytes) -> None:
         """Save a fully built index beside the store (a failure only costs the next start a build)."""

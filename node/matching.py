@@ -251,15 +251,14 @@ class MatchIndex:
                  statistics: Statistics | None = None) -> None:
         """``candidates``: keys already packed for these children in this order, and
         ``statistics``: what was counted over them (both from a saved index)."""
-        self.children: dict[str, Child] = {}
-        self._records: list[Child] = []
-        for child in children:
-            if child.record_id in self.children:
-                raise ValueError(f"record_id: {child.record_id!r} appears twice")
-            if len(self._records) >= MAX_RECORDS:
-                raise ValueError(f"a node may hold at most {MAX_RECORDS} children")
-            self.children[child.record_id] = child
-            self._records.append(child)
+        self._records: list[Child] = list(children)
+        if len(self._records) > MAX_RECORDS:
+            raise ValueError(f"a node may hold at most {MAX_RECORDS} children")
+        self.children: dict[str, Child] = {c.record_id: c for c in self._records}
+        if len(self.children) != len(self._records):
+            counts = Counter(c.record_id for c in self._records)
+            twice = next(record_id for record_id, n in counts.items() if n > 1)
+            raise ValueError(f"record_id: {twice!r} appears twice")
         if statistics is None:
             statistics = Statistics.count(self._records)
         self.statistics = statistics

@@ -416,7 +416,7 @@ def test_leak_middle_name_taken_for_a_first_name(case: str, dob: str) -> None:
     agreeing) is what an unheld twin or sibling given that name first looks like: never a
     ``match``, whether the middle name is held inside ``given_name`` or in ``middle_names``."""
     inside = make_child("held", "Oscar James", "Pemberton", "2016-05-11", "LS7 3JT", "M")
-    apart = Child(**{**inside.__dict__, "given_name": "oscar", "middle_names": "james"})
+    apart = inside._replace(given_name="oscar", middle_names="james")
     for held in (inside, apart):
         node = MatchIndex([held])
         result = node.match(ask(given_name="James", family_name="Pemberton", date_of_birth=dob,
@@ -464,8 +464,8 @@ def test_short_form_never_registered_alone_is_still_a_nickname_match() -> None:
 def test_middle_names_count_less_than_the_first_name(fields: dict[str, str], status: Status) -> None:
     """The first name finds the child with or without the middle name (a different middle name
     too: the first name tells children apart); the middle name alone only says ``possible_match``."""
-    held = Child(**{**make_child("held", "Oscar", "Pemberton", "2016-05-11", "LS7 3JT", "M").__dict__,
-                    "middle_names": "james"})
+    held = make_child("held", "Oscar", "Pemberton", "2016-05-11", "LS7 3JT", "M")
+    held = held._replace(middle_names="james")
     node = MatchIndex([held])
     result = node.match(ask(**fields, family_name="Pemberton", date_of_birth="2016-05-11",
                             postcode="LS7 3JT", sex="M"))
@@ -600,8 +600,8 @@ def test_agreeing_middle_names_add_evidence(case: str, middle: str | None, statu
     middle names) is evidence that it is this child, and a different or missing one is none."""
     rng = random.Random(3)
     background = [households.as_child(p) for home in households.population(rng, 1500) for p in home]
-    held = Child(**{**make_child("held", "Olivia", "Nowak", "2015-03-02", "LS7 3JT", "F").__dict__,
-                    "middle_names": "perpetua"})
+    held = make_child("held", "Olivia", "Nowak", "2015-03-02", "LS7 3JT", "F")
+    held = held._replace(middle_names="perpetua")
     node = MatchIndex([held, *background])
     fields = dict(given_name="Olivia", family_name="Nowak", date_of_birth="2015-03-08", sex="F",
                   postcode="LS7 3JU")
@@ -615,8 +615,8 @@ def test_agreeing_middle_names_add_evidence(case: str, middle: str | None, statu
 def test_typo_as_close_to_the_middle_name_is_not_matched() -> None:
     """A typo as close to the held child's middle name as to the first name (Tyulia typed;
     Tulie Julia held) may be a twin or sibling given that name first: never a ``match``."""
-    held = Child(**{**make_child("held", "Tulie", "Fuby", "2021-02-28", "LS9 2AL", "F").__dict__,
-                    "middle_names": "julia"})
+    held = make_child("held", "Tulie", "Fuby", "2021-02-28", "LS9 2AL", "F")
+    held = held._replace(middle_names="julia")
     node = MatchIndex([held])
     result = node.match(ask(given_name="Tyulia", family_name="Fuby", date_of_birth="2021-02-28",
                             postcode="LS9 2AL", sex="F"))
@@ -659,8 +659,8 @@ def test_trap_sibling_sharing_a_middle_name(case: str, given: str, dob: str) -> 
     """Families often give every child one middle name (Kaur, Begum, Rose): agreeing middle
     names add evidence only when the first names agree, so a twin or sibling typed with the
     held child's middle name is never a ``match``."""
-    held = Child(**{**make_child("held", "Simran", "Sandhu", "2015-03-02", "LS7 3JT", "F").__dict__,
-                    "middle_names": "kaur"})
+    held = make_child("held", "Simran", "Sandhu", "2015-03-02", "LS7 3JT", "F")
+    held = held._replace(middle_names="kaur")
     node = MatchIndex([held])
     result = node.match(ask(given_name=given, middle_name="Kaur", family_name="Sandhu",
                             date_of_birth=dob, postcode="LS7 3JT", sex="F"))

@@ -126,8 +126,8 @@ def test_names_in_another_order_are_a_middle_name_agreement(
 def test_trap_brother_with_the_names_the_other_way_round() -> None:
     """Family name, home and a date one digit out agree; the typed first name is the held
     child's middle name and the typed middle name its first: never a ``match``."""
-    held = Child(**{**make_child("held", "Muhammad", "Fieham", "2014-05-28", "LS1 5PU", "M").__dict__,
-                    "middle_names": "leo"})
+    held = make_child("held", "Muhammad", "Fieham", "2014-05-28", "LS1 5PU", "M")
+    held = held._replace(middle_names="leo")
     result = MatchIndex([held]).match(ask(given_name="Leo Muhammad", family_name="Fieham",
                                           date_of_birth="2014-09-28", postcode="LS1 5PU", sex="M"))
     expected = Status.POSSIBLE_MATCH
