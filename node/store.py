@@ -13,7 +13,6 @@ import secrets
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -179,9 +178,8 @@ class Child(NamedTuple):
     middle_names: str = ""
 
 
-@dataclass(frozen=True)
-class Involvement:
-    """One service's involvement with a child."""
+class Involvement(NamedTuple):
+    """One service's involvement with a child (a named tuple, as ``Child`` is: made per answer)."""
 
     record_id: str
     child_record_id: str
