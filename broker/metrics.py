@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 from broker.fanout import NodeResult
 from federation.metrics import Registry
+from federation.protocol import Status
 
 
 class BrokerMetrics(Registry):
@@ -53,16 +54,11 @@ class BrokerMetrics(Registry):
 
     def record_search(self, results: Iterable[NodeResult]) -> None:
         """Count one fanned-out search and each authority's outcome."""
+        results = list(results)
         self.searches.inc()
-        incomplete = False
-        for r in results:
-            self.answers.inc(r.authority, r.status.value)
-            self.node_latency.observe(r.seconds, r.authority)
-            if r.integrity_failure:
-                self.integrity.inc(r.authority)
-            if r.abandoned:
-                self.abandoned.inc(r.authority)
-            if r.status.value == "unavailable":
-                incomplete = True
-        if incomplete:
+        self.answers.inc_each((r.authority, r.status.value) for r in results)
+        self.node_latency.observe_each((r.seconds, (r.authority,)) for r in results)
+        self.integrity.inc_each((r.authority,) for r in results if r.integrity_failure)
+        self.abandoned.inc_each((r.authority,) for r in results if r.abandoned)
+        if any(r.status is Status.UNAVAILABLE for r in results):
             self.incomplete.inc()
