@@ -86,6 +86,22 @@ def test_a_restart_reads_the_saved_index_instead_of_building_it(tmp_path: Path) 
     assert_answers_as_a_rebuild(database, holder.index, [children[0], children[250], children[-1]])
 
 
+def test_a_restart_with_archived_records_in_the_store_reads_the_saved_index(tmp_path: Path) -> None:
+    """Records archived when the index was built (18 or over) stay in the store but not in the
+    index: a restart still takes the store's children in the saved order, and answers as a
+    rebuild would, never with an archived record."""
+    database = tmp_path / "node.sqlite3"
+    adults = [child_row(f"A-{i}", "Ada", f"Grown{i:03d}", years_ago(19 + i % 5), postcode="LS6 1AA")
+              for i in range(20)]
+    children = rows(200)
+    load(database, [*children[:100], *adults, *children[100:]])
+    started(database)
+    restarted, holder = started(database)
+    assert (0, "snapshot", 0) == (restarted.builds, holder.source, holder.patched)
+    assert not any(record_id.startswith("A-") for record_id in holder.index.children)
+    assert_answers_as_a_rebuild(database, holder.index, [children[0], children[150], adults[3]])
+
+
 def test_what_changed_since_the_index_was_saved_is_patched_over_it(tmp_path: Path) -> None:
     """An import while the node was stopped (100 children changed, 5 removed) is patched over the
     saved index at the next start: no build, and the moved and removed children are answered as
