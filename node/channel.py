@@ -32,6 +32,7 @@ from federation.protocol import AnswerClaims, MessageError, QueryId, Status
 from node.config import NodeConfig
 from trust import tls
 from trust.store import TrustStore
+from trust.trustlist import TrustList
 
 log = logging.getLogger("signpost.node")
 
@@ -106,13 +107,16 @@ async def _channel(node: Node, request: web.Request, peer: str | None,
     log.info("channel opened by %s", peer or "a broker")
     serving: set[asyncio.Task[None]] = set()
     open_channels.sockets.add(ws)
+    bound_in: TrustList | None = None  # the list in force when the certificate was last checked
     try:
         async for message in ws:
             if message.type is not WSMsgType.TEXT:
                 continue  # pings and pongs are handled by aiohttp; binary frames mean nothing here
-            if der is not None and not _still_bound(node, der):
-                await ws.close(code=1008, message=b"client certificate no longer bound to a broker")
-                break
+            if der is not None and node.trust.current is not bound_in:  # checked again per list
+                bound_in = node.trust.current
+                if not _still_bound(bound_in, der):
+                    await ws.close(code=1008, message=b"client certificate no longer bound to a broker")
+                    break
             task = asyncio.create_task(_serve(node, ws, message.data, peer, process, unsigned))
             serving.add(task)
             task.add_done_callback(serving.discard)
@@ -133,9 +137,9 @@ class _Open:
     closing: bool = False
 
 
-def _still_bound(node: Host, der: bytes) -> bool:
+def _still_bound(trust: TrustList, der: bytes) -> bool:
     try:
-        tls.peer_member(node.trust.current, der, "broker")
+        tls.peer_member(trust, der, "broker")
     except tls.CertificateError as exc:
         log.warning("channel closed: %s", exc)
         return False

@@ -266,3 +266,21 @@ def test_auditor_reads_any_fetched_entry_as_an_object_or_a_discrepancy(
     parsed, problems = auditor.parse_entries(list(enumerate(served)), node="alpha")
     assert len(served) == len(parsed) + len(problems)
     assert problems[-1].kind is auditor.DiscrepancyKind.UNREADABLE_ENTRY
+
+
+@PROPERTY
+@given(st.dictionaries(st.sampled_from(["iss", "aud", "iat", "jti", "x"]), JSON), st.booleans())
+def test_the_unverified_issuer_is_what_the_claims_say_or_none(claims: dict[str, Any], spoil: bool) -> None:
+    """A node's cheap look at a query's ``iss`` (before the signature is checked) reads the claims
+    exactly as ``check_compact`` parses them, and gives ``None`` whenever they do not parse."""
+    token = envelope.sign(claims, keys.generate(), envelope.QUERY_TYPE)
+    if spoil:
+        header, _, signature = token.split(".")
+        token = f"{header}.{keys.b64url(b'{not json')}.{signature}"
+    try:
+        check_compact(token, "envelope", TrustError)
+    except TrustError:
+        assert envelope.unverified_issuer(token) is None
+        return
+    issuer = claims.get("iss")
+    assert (issuer if isinstance(issuer, str) else None) == envelope.unverified_issuer(token)

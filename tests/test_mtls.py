@@ -20,8 +20,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from federation import frames
 from federation.http import runner as app_runner
+from federation.protocol import QueryId
 from federation.tools import provision
+from node.api import NODE
 from tests.conftest import AMARA, TEST_GRACE, Federation, build_federation, default_records
 from tests.test_revocation import broker_query
 from trust import keys as keyfiles
@@ -205,6 +208,39 @@ async def test_removing_the_broker_from_the_trust_list_closes_the_nodes_to_its_c
                 break
             await asyncio.sleep(0.1)
     assert 403 == status
+
+
+async def test_a_channel_of_a_broker_removed_from_the_trust_list_is_closed_at_its_next_frame(
+    tls_federation: TlsFederation,
+) -> None:
+    """The node checks a channel's broker certificate again under each new trust list: a channel
+    opened while the broker was a member is closed (1008) at the first frame after a list that no
+    longer names it is in force, with no answer to that frame."""
+    key = keyfiles.load_private(tls_federation.fed.folder / "keys" / "broker.pem")
+    node = tls_federation.fed.runners["alpha"].app[NODE]
+    context = tls.client_context(tls_federation.files("broker"))
+
+    def query() -> str:
+        token = broker_query(key)
+        jti = json.loads(keyfiles.b64url_decode(token.split(".")[1]))["jti"]
+        return frames.QueryFrame(QueryId(jti), token).to_text()
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session, \
+            session.ws_connect(tls_federation.node_url("alpha") + frames.CHANNEL_PATH,
+                               protocols=frames.SUBPROTOCOLS) as ws:
+        await ws.send_str(query())
+        first = frames.parse((await ws.receive(timeout=5)).data)
+        version = node.trust.current.version
+        provision.remove_member(tls_federation.fed.folder, "broker")
+        for _ in range(50):
+            if node.trust.current.version != version:
+                break
+            await asyncio.sleep(0.1)
+        await ws.send_str(query())
+        closed = await ws.receive(timeout=5)
+    assert isinstance(first, frames.AnswerFrame)
+    assert node.trust.current.version != version
+    assert (aiohttp.WSMsgType.CLOSE, 1008) == (closed.type, closed.data)
 
 
 @pytest.mark.parametrize(("certificate", "signer", "expected"), [

@@ -14,14 +14,13 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-import jwt
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from federation.canonical import JsonObject, sha256_hex
 from federation.safejson import JsonError, parse_object
 from trust.errors import ExpiredError, SignatureError, UnknownMemberError
-from trust.jws import CLAIMS_LIMITS, MAX_TOKEN_BYTES, check_compact
+from trust.jws import CLAIMS_LIMITS, MAX_TOKEN_BYTES
 from trust.keys import b64url, b64url_decode, key_id
 from trust.trustlist import Member, TrustList
 
@@ -65,11 +64,21 @@ def sign(claims: Mapping[str, Any], key: Ed25519PrivateKey, typ: str) -> str:
 
 
 def unverified_issuer(token: str) -> str | None:
-    """The ``iss`` an envelope *claims*, before any verification: only for narrowing, never trust."""
+    """The ``iss`` an envelope *claims*, before any verification: only for narrowing, never trust.
+
+    ``None`` unless the token is a compact JWS whose three parts decode, with a header and claims
+    that are bounded JSON objects (the checks ``verify`` makes first, with the same parser, so
+    this costs a fraction of a full decode: a node runs it on every query from a channel)."""
+    if len(token) > MAX_TOKEN_BYTES:
+        return None
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
     try:
-        check_compact(token, "envelope", SignatureError)
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except (jwt.PyJWTError, SignatureError):
+        _header(parts[0])
+        claims = _json_object(_b64decode(parts[1], "payload"), "payload")
+        _b64decode(parts[2], "signature")
+    except SignatureError:
         return None
     issuer = claims.get("iss")
     return issuer if isinstance(issuer, str) else None
