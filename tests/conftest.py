@@ -135,7 +135,11 @@ class Federation:
     async def _serve(self, name: str, app: web.Application, port: int) -> None:
         runner = app_runner(app, grace=TEST_GRACE)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+        except BaseException:
+            await runner.cleanup()  # nothing of a service that did not start is left open
+            raise
         self.runners[name] = runner
 
     async def start_node(self, node_id: str, *, ready: bool = True,
@@ -151,18 +155,29 @@ class Federation:
         await self._serve("broker", create_broker(self.broker_config), self.broker_config.port)
 
     async def start(self) -> None:
-        """Start every node, then the broker."""
-        for node_id in self.node_configs:
-            await self.start_node(node_id)
-        await self.start_broker()
+        """Start every node, then the broker; if one cannot start, stop those that did."""
+        try:
+            for node_id in self.node_configs:
+                await self.start_node(node_id)
+            await self.start_broker()
+        except BaseException:
+            await self.close()
+            raise
 
     async def stop(self, name: str) -> None:
         runner = self.runners.pop(name)
         await runner.cleanup()
 
     async def close(self) -> None:
+        """Stop every service, each even if stopping another failed (then raise the first error)."""
+        failed: list[BaseException] = []
         for name in list(self.runners):
-            await self.stop(name)
+            try:
+                await self.stop(name)
+            except Exception as exc:
+                failed.append(exc)
+        if failed:
+            raise failed[0]
 
     def token(self, role: str = "practitioner", authority: str = "alpha", *,
               amr: tuple[str, ...] = ("pwd", "otp"),

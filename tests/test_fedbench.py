@@ -28,6 +28,13 @@ def test_ports_are_chosen_outside_the_ephemeral_range() -> None:
     assert all(ports.port_free(p) for p in single)
 
 
+def test_a_port_handed_out_is_not_handed_out_again_before_it_is_bound() -> None:
+    """Proves a process asking for many ports before binding any (a test federation asks for four)
+    gets a different one each time, though each stays free until its service binds it."""
+    chosen = [ports.free_port() for _ in range(3000)]
+    assert len(chosen) == len(set(chosen))
+
+
 def test_the_central_baseline_holds_every_child_of_the_federation(tmp_path: Path) -> None:
     """Proves the build gives N node configs (each on its own port, with its own children) and one
     central node holding all of them, searches for held and unknown children alike, and that a
