@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 
@@ -30,9 +30,9 @@ ANSWER_LIMITS = safejson.JsonLimits(max_bytes=256 * 1024, max_depth=16)
 """Bounds on one node's answer body (a signed answer is a few kilobytes)."""
 
 
-@dataclass(frozen=True)
-class NodeResult:
-    """What the broker concluded about one authority."""
+class NodeResult(NamedTuple):
+    """What the broker concluded about one authority (a named tuple: the broker makes one per
+    authority per search, 152 of them, and a frozen dataclass cost three times as much)."""
 
     authority: str
     name: str
