@@ -40,7 +40,7 @@ def port_free(port: int) -> bool:
 _GIVEN: deque[int] = deque(maxlen=4096)
 """The ports this process handed out lately. A port is free until its service binds it, so a
 federation that picks four ports before starting any of them could otherwise be given one twice
-(about once in 20,000 federations of four, and a test suite builds hundreds)."""
+(about once in 3,800 federations of four, and a test suite builds hundreds)."""
 
 
 def free_port() -> int:
