@@ -74,6 +74,16 @@ def eddsa(payload: dict[str, Any], key: Ed25519PrivateKey = IDP, kid: str | None
                       headers={"kid": kid or keyfiles.key_id(key.public_key())})
 
 
+def respliced(*, header_json: bytes | None = None, claims_json: bytes | None = None) -> str:
+    """A good token with its header or its claims replaced by the raw JSON given."""
+    parts = eddsa(claims()).split(".")
+    if header_json is not None:
+        parts[0] = keyfiles.b64url(header_json)
+    if claims_json is not None:
+        parts[1] = keyfiles.b64url(claims_json)
+    return ".".join(parts)
+
+
 def es256(payload: dict[str, Any], key: ec.EllipticCurvePrivateKey = EC_IDP) -> str:
     return jwt.encode(payload, key, algorithm="ES256", headers={"kid": ec_key_id(key.public_key())})
 
@@ -136,6 +146,8 @@ CASES = [
     Case("unknown role", lambda: eddsa(claims(role="admin")), TokenError),
     Case("amr not a list", lambda: eddsa(claims(amr="otp")), TokenError),
     Case("not a JWT at all", lambda: "hello", TokenError),
+    Case("a kid that is not a string", lambda: respliced(header_json=b'{"alg":"EdDSA","kid":7}'), TokenError),
+    Case("claims that are not a JSON object", lambda: respliced(claims_json=b"[1]"), TokenError),
     Case("ES256 from an issuer with an ES256 key", lambda: es256(claims(iss="gamma-idp")), None),
     Case("ES256 from an issuer with only Ed25519 keys", lambda: es256(claims()), TrustError),
     Case("EdDSA claiming an ES256 issuer", lambda: eddsa(claims(iss="gamma-idp")), TrustError),

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from federation.canonical import JsonObject
 from federation.rules import PRACTITIONER_ROLES
 from trust.errors import ExpiredError, TokenError, TrustError
-from trust.jws import check_compact
+from trust.jws import read_compact
 from trust.keys import key_id
 from trust.trustlist import TrustList, ec_key_id
 
@@ -86,14 +86,11 @@ def issue(
 
 def verify(token: str, trust_list: TrustList, *, audience: str, now: datetime) -> Practitioner:
     """Verify a bearer token. Raises ``TokenError``/``ExpiredError``/``TrustError`` subclasses."""
-    check_compact(token, "token", TokenError)
-    try:
-        header = jwt.get_unverified_header(token)
-        unverified = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError as exc:
-        raise TokenError(f"token: not a JWT ({exc})") from exc
+    header, unverified = read_compact(token, "token", TokenError)  # the one unverified read
     if header.get("alg") not in ALGORITHMS:
         raise TokenError(f"token: algorithm {header.get('alg')!r} is not allowed")
+    if not isinstance(header.get("kid", ""), str):
+        raise TokenError("token: the kid header must be a string")
     issuer = unverified.get("iss")
     if not isinstance(issuer, str):
         raise TokenError("token: iss is missing")
