@@ -20,14 +20,20 @@ between those edges works with typed objects.
 
 
 def _reject_floats(value: Any) -> None:
-    if isinstance(value, float):
-        raise TypeError("canonical JSON does not allow floats")
-    if isinstance(value, dict):
-        for item in value.values():
-            _reject_floats(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            _reject_floats(item)
+    """Raise ``TypeError`` if a float is anywhere in ``value`` (walked without recursion: a broker's
+    outcome entry holds one object per authority, and most values are strings)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is str or kind is int or kind is bool or item is None:
+            continue
+        if isinstance(item, float):
+            raise TypeError("canonical JSON does not allow floats")
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
 
 
 def canonical_json(value: Any) -> bytes:
