@@ -56,9 +56,10 @@ class SearchResponse:
         return not self.unavailable
 
     def to_wire(self) -> JsonObject:
-        return {"query_id": self.query_id, "complete": self.complete,
+        unavailable = self.unavailable
+        return {"query_id": self.query_id, "complete": not unavailable,
                 "results": [r.to_wire() for r in self.results],
-                "unavailable": [{"id": r.authority, "name": r.name} for r in self.unavailable]}
+                "unavailable": [{"id": r.authority, "name": r.name} for r in unavailable]}
 
 
 @dataclass(frozen=True)

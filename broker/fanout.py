@@ -48,6 +48,9 @@ class NodeResult(NamedTuple):
     lead_informed: bool = False  # a match: the node told the child's lead practitioner who searched
 
     def to_wire(self) -> JsonObject:
+        if self.status is Status.NO_MATCH and self.contact is None and self.reason is None:
+            # most of a search's results: what ``disclosure_wire`` gives for them, made directly
+            return {"authority": {"id": self.authority, "name": self.name}, "status": "no_match"}
         out: JsonObject = {"authority": {"id": self.authority, "name": self.name},
                            **disclosure_wire(self.status, self.involvements, self.contact, self.assessment)}
         if self.status is Status.MATCH:
