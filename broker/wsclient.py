@@ -400,6 +400,14 @@ class Connection:
             del data[:at]
 
     def _frame(self, fin: int, opcode: int, payload: bytes) -> None:
+        if opcode == TEXT and fin and self._kind is None:  # a whole message in one frame: most of them
+            try:
+                text = payload.decode("utf-8")
+            except UnicodeDecodeError:
+                self._fail(1007, "a text message that is not UTF-8")
+                return
+            self.on_text(text)
+            return
         if opcode in (TEXT, BINARY, CONTINUATION):
             if (opcode == CONTINUATION) != (self._kind is not None):
                 self._fail(1002, "a continuation frame out of place")
