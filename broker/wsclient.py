@@ -324,9 +324,11 @@ class Connection:
         self._closing = self.loop.create_future()
         with contextlib.suppress(ConnectionLost):
             self.send(Frame.control(CLOSE, struct.pack("!H", 1000)))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._closing), timeout)
-        self._lose(None)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._closing), timeout)
+        finally:  # shut even when the wait is cancelled (a broker stopping while its channels close)
+            self._lose(None)
 
     def _writable(self) -> None:
         while self._out:

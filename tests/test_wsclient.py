@@ -367,3 +367,24 @@ async def test_a_handshake_abandoned_by_its_caller_closes_its_socket() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_close_cancelled_while_it_waits_for_the_server_still_shuts_the_socket() -> None:
+    """Proves a close whose wait for the server's close frame is cancelled (the broker stopping
+    while its channels close) still shuts the connection: the server sees it end."""
+    ended = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(1 << 16):  # never answers the close frame
+            pass
+        ended.set()
+
+    async for url in raw_server(silent):
+        connection = await Client().connect(url)
+        closing = asyncio.create_task(connection.close(timeout=30))
+        await asyncio.sleep(0.1)
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        await asyncio.wait_for(ended.wait(), 5)
+        assert connection.closed
