@@ -494,6 +494,7 @@ async def connect(url: str, *, protocols: tuple[str, ...], context: ssl.SSLConte
     except asyncio.CancelledError:
         handoff.abandon()
         raise
+    handoff.take()
     try:
         return Connection(opened, max_frame=max_frame, on_text=on_text, on_lost=on_lost, reading=reading)
     except BaseException:
@@ -502,7 +503,10 @@ async def connect(url: str, *, protocols: tuple[str, ...], context: ssl.SSLConte
 
 
 class _Handoff:
-    """A handshake's result passed from its worker thread to a caller that may have gone."""
+    """A handshake's result passed from its worker thread to a caller that may have gone: given
+    by the thread, then taken by the caller, or closed by whichever of ``give`` and ``abandon``
+    comes second, or, if the caller was dropped without either (its event loop closed under it),
+    when the hand-off itself is collected."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -517,12 +521,20 @@ class _Handoff:
         opened.sock.close()
         raise HandshakeError("abandoned: the caller stopped waiting")
 
+    def take(self) -> None:
+        with self._lock:
+            self._opened = None  # the caller has it now
+
     def abandon(self) -> None:
         with self._lock:
             self._abandoned = True
             opened, self._opened = self._opened, None
         if opened is not None:
             opened.sock.close()
+
+    def __del__(self) -> None:
+        if self._opened is not None:
+            self._opened.sock.close()
 
 
 __all__ = ["CertificateRefused", "Connection", "ConnectionLost", "Frame", "HandshakeError",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import hashlib
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -388,3 +389,44 @@ async def test_a_close_cancelled_while_it_waits_for_the_server_still_shuts_the_s
             await closing
         await asyncio.wait_for(ended.wait(), 5)
         assert connection.closed
+
+
+async def test_a_handshake_whose_caller_is_dropped_uncancelled_closes_its_socket() -> None:
+    """Proves a connect that is neither resumed nor cancelled (its event loop closed under it)
+    still leaves no open socket once its worker thread has finished: the hand-off closes it."""
+    asked = asyncio.Event()
+    answer = asyncio.Event()
+    closed = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        asked.set()
+        await answer.wait()
+        key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key:"))
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())  # noqa: S324
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: " + accept + b"\r\nSec-WebSocket-Protocol: signpost.v2\r\n\r\n")
+        await writer.drain()
+        if await reader.read(1 << 16) == b"":
+            closed.set()
+        writer.close()
+
+    port = free_port()
+    server = await asyncio.start_server(serve, "127.0.0.1", port)
+    try:
+        connecting = Client().connect(f"http://127.0.0.1:{port}/ws")
+        waiting_on = connecting.send(None)  # runs until it waits for the worker thread
+        await asyncio.wait_for(asked.wait(), 5)
+        connecting.close()  # dropped: neither resumed nor cancelled
+        del connecting, waiting_on
+        answer.set()
+        for _ in range(100):  # the thread finishes its handshake, then lets go of the hand-off
+            gc.collect()
+            if closed.is_set():
+                break
+            await asyncio.sleep(0.05)
+        assert closed.is_set()
+    finally:
+        server.close()
+        await server.wait_closed()
