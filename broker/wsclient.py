@@ -403,12 +403,7 @@ class Connection:
 
     def _frame(self, fin: int, opcode: int, payload: bytes) -> None:
         if opcode == TEXT and fin and self._kind is None:  # a whole message in one frame: most of them
-            try:
-                text = payload.decode("utf-8")
-            except UnicodeDecodeError:
-                self._fail(1007, "a text message that is not UTF-8")
-                return
-            self.on_text(text)
+            self._text(payload)
             return
         if opcode in (TEXT, BINARY, CONTINUATION):
             if (opcode == CONTINUATION) != (self._kind is not None):
@@ -425,14 +420,8 @@ class Connection:
                 return
             kind, message = self._kind, b"".join(self._parts)
             self._kind, self._parts, self._size = None, [], 0
-            if kind == BINARY:
-                return  # nothing on the channel is binary
-            try:
-                text = message.decode("utf-8")
-            except UnicodeDecodeError:
-                self._fail(1007, "a text message that is not UTF-8")
-                return
-            self.on_text(text)
+            if kind != BINARY:  # nothing on the channel is binary
+                self._text(message)
         elif opcode == PING:
             if not fin or len(payload) > 125:
                 self._fail(1002, "a fragmented or oversized control frame")
@@ -451,6 +440,14 @@ class Connection:
             self._lose(ConnectionLost(f"the server closed the channel ({code})"))
         else:
             self._fail(1002, f"unknown opcode {opcode}")
+
+    def _text(self, message: bytes) -> None:
+        try:
+            text = message.decode("utf-8")
+        except UnicodeDecodeError:
+            self._fail(1007, "a text message that is not UTF-8")
+            return
+        self.on_text(text)
 
     def _fail(self, code: int, reason: str) -> None:
         with contextlib.suppress(ConnectionLost):

@@ -334,17 +334,20 @@ async def test_a_quiet_channel_is_pinged_and_a_silent_one_dropped_and_reopened()
     assert ["gamma", "gamma"] == opened
 
 
-async def test_a_handshake_abandoned_by_its_caller_closes_its_socket() -> None:
-    """Proves a connect cancelled while its worker thread still waits for the server (a broker
-    stopping mid-handshake) leaves no open socket behind: the server sees the client close."""
-    asked = asyncio.Event()
-    answer = asyncio.Event()
-    closed = asyncio.Event()
+class HeldHandshake:
+    """A server that reads the opening handshake, holds its answer until ``answer`` is set, then
+    answers it properly and sets ``closed`` when the client shuts the connection."""
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
+        self.answer = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.url = ""
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
-        asked.set()
-        await answer.wait()
+        self.asked.set()
+        await self.answer.wait()
         key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
                    if line.lower().startswith(b"sec-websocket-key:"))
         accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())  # noqa: S324
@@ -352,22 +355,33 @@ async def test_a_handshake_abandoned_by_its_caller_closes_its_socket() -> None:
                      b"Sec-WebSocket-Accept: " + accept + b"\r\nSec-WebSocket-Protocol: signpost.v2\r\n\r\n")
         await writer.drain()
         if await reader.read(1 << 16) == b"":
-            closed.set()
+            self.closed.set()
         writer.close()
 
+
+async def held_handshake() -> AsyncIterator[HeldHandshake]:
+    held = HeldHandshake()
     port = free_port()
-    server = await asyncio.start_server(serve, "127.0.0.1", port)
+    server = await asyncio.start_server(held.serve, "127.0.0.1", port)
+    held.url = f"http://127.0.0.1:{port}/ws"
     try:
-        task = asyncio.create_task(Client().connect(f"http://127.0.0.1:{port}/ws"))
-        await asyncio.wait_for(asked.wait(), 5)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        answer.set()  # the thread now completes a handshake nobody waits for
-        await asyncio.wait_for(closed.wait(), 5)
+        yield held
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_handshake_abandoned_by_its_caller_closes_its_socket() -> None:
+    """Proves a connect cancelled while its worker thread still waits for the server (a broker
+    stopping mid-handshake) leaves no open socket behind: the server sees the client close."""
+    async for held in held_handshake():
+        task = asyncio.create_task(Client().connect(held.url))
+        await asyncio.wait_for(held.asked.wait(), 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        held.answer.set()  # the thread now completes a handshake nobody waits for
+        await asyncio.wait_for(held.closed.wait(), 5)
 
 
 async def test_a_close_cancelled_while_it_waits_for_the_server_still_shuts_the_socket() -> None:
@@ -394,39 +408,16 @@ async def test_a_close_cancelled_while_it_waits_for_the_server_still_shuts_the_s
 async def test_a_handshake_whose_caller_is_dropped_uncancelled_closes_its_socket() -> None:
     """Proves a connect that is neither resumed nor cancelled (its event loop closed under it)
     still leaves no open socket once its worker thread has finished: the hand-off closes it."""
-    asked = asyncio.Event()
-    answer = asyncio.Event()
-    closed = asyncio.Event()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        asked.set()
-        await answer.wait()
-        key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"sec-websocket-key:"))
-        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())  # noqa: S324
-        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     b"Sec-WebSocket-Accept: " + accept + b"\r\nSec-WebSocket-Protocol: signpost.v2\r\n\r\n")
-        await writer.drain()
-        if await reader.read(1 << 16) == b"":
-            closed.set()
-        writer.close()
-
-    port = free_port()
-    server = await asyncio.start_server(serve, "127.0.0.1", port)
-    try:
-        connecting = Client().connect(f"http://127.0.0.1:{port}/ws")
+    async for held in held_handshake():
+        connecting = Client().connect(held.url)
         waiting_on = connecting.send(None)  # runs until it waits for the worker thread
-        await asyncio.wait_for(asked.wait(), 5)
+        await asyncio.wait_for(held.asked.wait(), 5)
         connecting.close()  # dropped: neither resumed nor cancelled
         del connecting, waiting_on
-        answer.set()
+        held.answer.set()
         for _ in range(100):  # the thread finishes its handshake, then lets go of the hand-off
             gc.collect()
-            if closed.is_set():
+            if held.closed.is_set():
                 break
             await asyncio.sleep(0.05)
-        assert closed.is_set()
-    finally:
-        server.close()
-        await server.wait_closed()
+        assert held.closed.is_set()
