@@ -48,16 +48,16 @@ def validate_nhs_number(raw: str, field_name: str = "nhs_number") -> str:
 
 # --- Unique Pupil Number --------------------------------------------------------------------
 
-_UPN_LETTERS = "ABCDEFGHJKLMNPQRTUVWXYZ"  # 23 letters: no I, O or S
+UPN_LETTERS = "ABCDEFGHJKLMNPQRTUVWXYZ"  # 23 letters: no I, O or S
 
 
 def upn_check_letter(last_twelve: str) -> str:
     """The DfE check letter for the twelve characters after it (weights 2..13, modulus 23)."""
     total = 0
     for weight, char in enumerate(last_twelve, start=2):
-        value = int(char) if char.isdigit() else _UPN_LETTERS.index(char)
+        value = int(char) if char.isdigit() else UPN_LETTERS.index(char)
         total += value * weight
-    return _UPN_LETTERS[total % 23]
+    return UPN_LETTERS[total % 23]
 
 
 def validate_upn(raw: str, field_name: str = "upn") -> str:
@@ -66,7 +66,7 @@ def validate_upn(raw: str, field_name: str = "upn") -> str:
     A UPN is a check letter, eleven digits, and a final digit (permanent) or letter (temporary).
     """
     upn = raw.strip().upper().replace(" ", "")
-    if not re.fullmatch(rf"[{_UPN_LETTERS}][0-9]{{11}}[0-9{_UPN_LETTERS}]", upn):
+    if not re.fullmatch(rf"[{UPN_LETTERS}][0-9]{{11}}[0-9{UPN_LETTERS}]", upn):
         raise FieldError(
             field_name,
             "expected a check letter, 11 digits and a digit or letter (13 characters)",
