@@ -417,13 +417,12 @@ class AuditLog:
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
-        self._writer_thread()
+        writer = self._writer_thread()
         while self._pending:
             batch = self._pending[: self._max_batch]
             del self._pending[: len(batch)]
             try:
-                first = await self._writer_thread().run(loop, self._write_batch,
-                                                        [payload for payload, _ in batch])
+                first = await writer.run(loop, self._write_batch, [payload for payload, _ in batch])
             except asyncio.CancelledError:
                 for _, future in batch + self._pending:
                     if not future.done():
