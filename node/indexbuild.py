@@ -73,7 +73,6 @@ def derive_part(database: str, today: str, generation: int, start: int) -> Part:
             if read != generation:
                 return read, 0, b"", b""
             live = (c for c in store.children() if not is_archived(c, day))
-            packed: list[int] = []
             mine: list[Child] = []
             count = 0
             for count, child in enumerate(live, start=1):
