@@ -29,6 +29,8 @@ _IDX_BITS = 23  # up to 8 million records
 MAX_RECORDS = 1 << _IDX_BITS
 """Most records one index can hold (a record's position takes ``_IDX_BITS`` bits of a key)."""
 _KEY_MASK = (1 << 40) - 1
+_PACKED_BITS = 40 + _IDX_BITS  # a packed key's bits (it is never negative)
+_MAX_DIRECTORY_BITS = 16  # at most 65,537 starts: built in about 70 ms at 5.6 million keys
 # Blocks larger than these are skipped: a key shared by that many children says too little to
 # be worth scoring them all (the child is then found through a stronger key, if at all).
 _CAP_DOB_NAME = 64
@@ -113,9 +115,21 @@ class CandidateIndex:
     def __init__(self, records: Sequence[Child]) -> None:
         packed = self.packed_keys(records, 0)
         packed.sort()
-        self._packed = array("q", packed)
+        self._set_packed(array("q", packed))
         del packed
         self._today_year = date.today().year
+
+    def _set_packed(self, packed: array) -> None:  # type: ignore[type-arg]
+        """Keep the sorted packed keys, and a directory into them: ``_starts[b]`` is the first
+        position whose key's top ``_dir_bits`` bits are at least ``b``. A look-up then bisects
+        one small bucket (about 90 keys) instead of millions: 5.0 -> 1.4 us a block at 5.6
+        million keys, for ~70 ms more when the index is made or read."""
+        self._packed = packed
+        bits = min(_MAX_DIRECTORY_BITS, max(0, len(packed).bit_length() - 7))
+        shift = self._dir_shift = _PACKED_BITS - bits
+        # One more start past the end: the key after the largest (``_block``'s ``key + 1``).
+        self._starts = array("q", (bisect_left(packed, b << shift) for b in range((1 << bits) + 1)))
+        self._starts.append(len(packed))
 
     @classmethod
     def packed_keys(cls, records: Sequence[Child], offset: int) -> list[int]:
@@ -134,7 +148,7 @@ class CandidateIndex:
         """An index over records whose keys were packed before (``packed``, from a saved index of
         records in the same order): nothing is derived again."""
         index = cls.__new__(cls)
-        index._packed = packed
+        index._set_packed(packed)
         index._today_year = date.today().year
         return index
 
@@ -186,8 +200,11 @@ class CandidateIndex:
 
     def _block(self, key: int, cap: int | None = None) -> range:
         """Positions in the packed index holding ``key`` (empty when larger than ``cap``)."""
-        lo = bisect_left(self._packed, key << _IDX_BITS)
-        hi = bisect_left(self._packed, (key + 1) << _IDX_BITS, lo)
+        packed, starts, shift = self._packed, self._starts, self._dir_shift
+        first = key << _IDX_BITS
+        lo = bisect_left(packed, first, starts[first >> shift], starts[(first >> shift) + 1])
+        after = first + (1 << _IDX_BITS)
+        hi = bisect_left(packed, after, lo, starts[(after >> shift) + 1])
         if cap is not None and hi - lo > cap:
             return range(0)
         return range(lo, hi)
