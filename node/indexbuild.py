@@ -39,7 +39,7 @@ PARALLEL_FROM = 40_000
 """Children from which a build uses a helper process (below, starting it costs more than it saves)."""
 HELPER_TIMEOUT_SECONDS = 600.0
 """How long the build waits for the helper's keys at most (then derives them itself)."""
-SHARE_HERE = 0.35
+SHARE_HERE = 0.4
 """The part of the children whose keys this process derives (it also reads every child and counts
 the statistics; the helper reads every child too, and derives the rest)."""
 
