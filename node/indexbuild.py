@@ -30,7 +30,7 @@ from pathlib import Path
 
 from node.candidates import MAX_RECORDS, CandidateIndex
 from node.matching import MatchIndex, Statistics
-from node.policy import is_archived
+from node.policy import archived_from
 from node.store import Child, Store
 
 log = logging.getLogger("signpost.node.index")
@@ -72,7 +72,8 @@ def derive_part(database: str, today: str, generation: int, start: int) -> Part:
             read = store.generation()
             if read != generation:
                 return read, 0, b"", b""
-            live = (c for c in store.children() if not is_archived(c, day))
+            adult = archived_from(day)
+            live = (c for c in store.children() if c.date_of_birth > adult)  # not archived
             mine: list[Child] = []
             count = 0
             for count, child in enumerate(live, start=1):

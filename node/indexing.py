@@ -34,7 +34,7 @@ from node import indexbuild
 from node import snapshot as snapshots
 from node.candidates import CandidateIndex
 from node.matching import MatchIndex, Statistics
-from node.policy import is_archived
+from node.policy import archived_from, is_archived
 from node.store import Child, Store
 
 log = logging.getLogger("signpost.node.index")
@@ -127,7 +127,8 @@ class IndexKeeper:
                 log.info("index patched: %d changed children, generation %d, %.2f s",
                          len(changed), generation, holder.seconds)
             else:
-                held = (c for c in store.children() if not is_archived(c, today))
+                adult = archived_from(today)
+                held = (c for c in store.children() if c.date_of_birth > adult)  # not archived
                 if self.build is None:  # on two cores for a large store
                     index = indexbuild.build(store, held, today=today, generation=generation)
                 else:
@@ -191,10 +192,12 @@ class IndexKeeper:
         children = list(store.children())
         # The usual restart: nothing changed, and the store lists the children in the order the
         # index was built in (the records it left out all archived on the snapshot's day).
-        records = [c for c in children if not is_archived(c, saved.built_on)] if not changed else []
+        # (``archived_from``: whether a child is archived is one comparison of dates)
+        then, now = archived_from(saved.built_on), archived_from(today)
+        records = [c for c in children if c.date_of_birth > then] if not changed else []
         held: dict[str, Child] = {}
         if not changed and [c.record_id for c in records] == saved.record_ids:
-            gone = {c.record_id for c in records if is_archived(c, today)}  # turned 18 since
+            gone = {c.record_id for c in records if c.date_of_birth <= now}  # turned 18 since
         else:
             records, gone, held = IndexKeeper._in_saved_order(children, saved, changed, today)
         try:
@@ -214,6 +217,7 @@ class IndexKeeper:
         """The store's children in the saved index's order (a stand-in for each one since removed),
         the ids to take out of it, and the children by id; ``SnapshotError`` if they disagree."""
         held = {c.record_id: c for c in children}
+        adult = archived_from(today)
         records: list[Child] = []
         gone = set(changed)
         for record_id in saved.record_ids:
@@ -222,11 +226,11 @@ class IndexKeeper:
                 if record_id not in changed:
                     raise snapshots.SnapshotError("it holds a record the store does not")
                 child = _removed(record_id, saved.built_on)
-            elif is_archived(child, today):
+            elif child.date_of_birth <= adult:
                 gone.add(record_id)  # turned 18 since the snapshot's day
             records.append(child)
         unsaved = held.keys() - set(saved.record_ids) - changed  # set operations, not a loop per child
-        if any(not is_archived(held[r], today) for r in unsaved):
+        if any(held[r].date_of_birth > adult for r in unsaved):
             raise snapshots.SnapshotError("the store holds records it does not")
         return records, gone, held
 

@@ -126,6 +126,17 @@ def is_archived(child: Child, today: date) -> bool:
     return age_on(child.date_of_birth, today) >= ARCHIVE_AGE
 
 
+def archived_from(today: date) -> date:
+    """The latest date of birth archived on ``today``: ``is_archived(child, today)`` is
+    ``child.date_of_birth <= archived_from(today)``, one comparison for a loop over every child
+    (born on 29 February: 18 on 1 March in a year without one)."""
+    year = today.year - ARCHIVE_AGE
+    try:
+        return today.replace(year=year)
+    except ValueError:  # 29 February, and the year 18 years back has none
+        return date(year, 2, 28)
+
+
 def retention_cutoff(today: date, retention_age: int) -> str:
     """The ISO date string such that a birth date ``<=`` it is at or past ``retention_age``.
 
