@@ -67,17 +67,10 @@ def unverified_issuer(token: str) -> str | None:
     """The ``iss`` an envelope *claims*, before any verification: only for narrowing, never trust.
 
     ``None`` unless the token is a compact JWS whose three parts decode, with a header and claims
-    that are bounded JSON objects (the checks ``verify`` makes first, with the same parser, so
-    this costs a fraction of a full decode: a node runs it on every query from a channel)."""
-    if len(token) > MAX_TOKEN_BYTES:
-        return None
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
+    that are bounded JSON objects (``_read``, what ``verify`` does first, so this costs a fraction
+    of a full decode: a node runs it on every query from a channel)."""
     try:
-        _header(parts[0])
-        claims = _json_object(_b64decode(parts[1], "payload"), "payload")
-        _b64decode(parts[2], "signature")
+        _, _, claims, _ = _read(token)
     except SignatureError:
         return None
     issuer = claims.get("iss")
@@ -133,6 +126,19 @@ def _header(part: str) -> JsonObject:
     return found
 
 
+def _read(token: str) -> tuple[list[str], JsonObject, JsonObject, bytes]:
+    """A compact JWS split and decoded once: its three parts, the header, the claims and the
+    signature (``SignatureError`` unless all of them are well formed; nothing verified yet)."""
+    if len(token) > MAX_TOKEN_BYTES:
+        raise SignatureError(f"envelope: expected at most {MAX_TOKEN_BYTES} characters, got {len(token)}")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise SignatureError(f"envelope: not a compact JWS (expected 3 parts, got {len(parts)})")
+    header = _header(parts[0])
+    claims = _json_object(_b64decode(parts[1], "payload"), "payload")
+    return parts, header, claims, _b64decode(parts[2], "signature")
+
+
 def verify(
     token: str,
     trust_list: TrustList,
@@ -152,14 +158,7 @@ def verify(
     Raises ``SignatureError`` (bad or foreign signature, wrong type or algorithm),
     ``UnknownMemberError`` (issuer not a member with that role) or ``ExpiredError``.
     """
-    if len(token) > MAX_TOKEN_BYTES:
-        raise SignatureError(f"envelope: expected at most {MAX_TOKEN_BYTES} characters, got {len(token)}")
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise SignatureError(f"envelope: not a compact JWS (expected 3 parts, got {len(parts)})")
-    header = _header(parts[0])
-    claims = _json_object(_b64decode(parts[1], "payload"), "payload")
-    signature = _b64decode(parts[2], "signature")
+    parts, header, claims, signature = _read(token)
     if header.get("alg") != ALGORITHM:
         raise SignatureError(f"envelope: expected alg {ALGORITHM}, got {header.get('alg')!r}")
     if header.get("typ") != typ:
