@@ -96,18 +96,11 @@ class Histogram(Collector):
         registry.register(self)
 
     def observe(self, value: float, *label_values: str) -> None:
-        if len(label_values) != len(self.labels):
-            raise ValueError(f"{self.name}: expected labels {self.labels}, got {label_values}")
-        at = bisect.bisect_left(self._bounds, value)  # the first bound the value is at or below
-        with self._lock:
-            series = self._series.get(label_values)
-            if series is None:
-                series = self._series[label_values] = [0.0] * (len(self._bounds) + 2)
-            series[at] += 1
-            series[-1] += value
+        self.observe_each(((value, label_values),))
 
     def observe_each(self, observations: Iterable[tuple[float, LabelValues]]) -> None:
-        """Observe each (value, label set) given, under one lock."""
+        """Observe each (value, label set) given, under one lock: the value is counted in the
+        first bucket whose bound it is at or below."""
         wanted, bounds, size = len(self.labels), self._bounds, len(self._bounds) + 2
         every = self._series
         with self._lock:
