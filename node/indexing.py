@@ -206,7 +206,7 @@ class IndexKeeper:
         except ValueError as exc:
             raise snapshots.SnapshotError(str(exc)) from exc
         if gone:
-            fresh = [held[r] for r in changed if r in held and not is_archived(held[r], today)]
+            fresh = [held[r] for r in changed if r in held and held[r].date_of_birth > now]
             index = index.updated(fresh, removed=gone)
         return IndexHolder(index, generation, today, len(gone), 0.0, "snapshot",
                            stale=saved.built_on != today)
