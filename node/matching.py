@@ -185,14 +185,8 @@ class Statistics:
         records = records if isinstance(records, list) else list(records)
         raw_given = Counter(map(_GIVEN_AND_MIDDLE, records))
         raw_family = Counter(map(_FAMILY, records))
-        first_of: dict[str, str] = {}  # a given name: its first token
-
-        def first_token(given_name: str) -> str:
-            found = first_of.get(given_name)
-            if found is None:
-                found = first_of[given_name] = next(iter(name_tokens(given_name)), "")
-            return found
-
+        first_of = {given_name: next(iter(name_tokens(given_name)), "")  # a given name: its first token
+                    for given_name in {given_name for given_name, _ in raw_given}}
         family_key = {name: "".join(name_tokens(name)) for name in raw_family}
         given: Counter[str] = Counter()
         first: Counter[str] = Counter()
@@ -202,15 +196,15 @@ class Statistics:
             given["".join(name_tokens(first_name))] += n
             if middle:
                 middle_counts["".join(sorted(name_tokens(middle)))] += n
-            first[first_token(given_name)] += n
+            first[first_of[given_name]] += n
         family: Counter[str] = Counter()
         for name, n in raw_family.items():
             family[family_key[name]] += n
         first_sex: Counter[tuple[str, str]] = Counter()
         for (given_name, sex), n in Counter(map(_GIVEN_AND_SEX, records)).items():
             if sex in ("F", "M"):
-                first_sex[(first_token(given_name), sex)] += n
-        first_family = {f"{first_token(given_name)}|{family_key[family_name]}"
+                first_sex[(first_of[given_name], sex)] += n
+        first_family = {f"{first_of[given_name]}|{family_key[family_name]}"
                         for given_name, family_name in set(map(_GIVEN_AND_FAMILY, records))}
         dob_counts: Counter[date] = Counter(filter(None, map(_DATE_OF_BIRTH, records)))
         postcode: Counter[str] = Counter(filter(None, map(_POSTCODE, records)))
