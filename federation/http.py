@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp import web
 
 from federation import safejson
@@ -111,10 +112,19 @@ def health(member_id: str, role: str, trust: Any, reasons: Iterable[HealthReason
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    """A JSON response that is never cached (answers concern children)."""
+    """A JSON response that is never cached (answers concern children).
+
+    Written by orjson (a search's response lists every authority: ten times faster than
+    ``json.dumps``), or by ``json.dumps`` for what orjson does not write (an integer past 64 bits);
+    compact and UTF-8 either way."""
     merged = {"Cache-Control": "no-store"}
     merged.update(headers or {})
-    return web.json_response(data, status=status, headers=merged)
+    try:
+        body = orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return web.Response(body=body, status=status, headers=merged, content_type="application/json",
+                        charset="utf-8")
 
 
 def setup_logging(verbose: bool) -> None:
