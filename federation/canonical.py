@@ -50,8 +50,8 @@ def _refuse_non_json(value: Any) -> None:
             raise TypeError(f"Object of type {kind.__name__} is not JSON serializable")
 
 
-_ORJSON_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS \
-    | orjson.OPT_PASSTHROUGH_DATETIME
+_ORJSON_CANONICAL = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS
+                     | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME)
 """Sorted keys; subclasses of the JSON types, dataclasses and dates are refused (no ``default``),
 so that ``json.dumps`` decides what becomes of them."""
 

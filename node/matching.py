@@ -28,6 +28,8 @@ Rules sit above the arithmetic, because a wrong match discloses another child's 
   this only when the typed given name fits the record and no other record fits the typed
   demographics as well. A node may hold one twin and be asked about the other. A name that
   only resembles the record's, typed with the other sex, is a boy-girl co-twin.
+- **Another held child's identifier**: a record with no NHS number (or UPN) to compare is not a
+  ``match`` when the number typed is another held record's.
 - **Namesakes and siblings**: another date of birth (not a typo of it) never matches without an
   agreeing identifier or the same postcode; a different given name and date of birth never match.
 - **Cousins and namesakes elsewhere** are not even ``possible_match``: another given name or
@@ -707,12 +709,24 @@ class MatchIndex:
         # typed demographics as well or better (another twin's number, the other twin's name).
         contested = best.identifier_lifted and any(
             c.demographic_score >= best.demographic_score for c in ranked[1:])
+        contested = contested or _identifier_elsewhere(query, best, ranked[1:])
         if (best.may_match and not contested and best.score >= MATCH_THRESHOLD
                 and best.score - runner_up >= MATCH_MARGIN):
             return MatchResult(Status.MATCH, best.record_id, plausible, best.score)
         return MatchResult(Status.POSSIBLE_MATCH, None, plausible, best.score,
                            tuple(c.record_id for c in ranked
                                  if c.score >= POSSIBLE_THRESHOLD and not c.cousin))
+
+
+_ID_AGREES = (IdLevel.AGREE, IdLevel.NEAR)
+
+
+def _identifier_elsewhere(query: Identity, best: Comparison, others: list[Comparison]) -> bool:
+    """Another held child's identifier: the best record has no number to compare, and the number
+    typed is (or is a typo of) another record's. Either child may be the one meant."""
+    if query.nhs_number and best.nhs is IdLevel.MISSING and any(c.nhs in _ID_AGREES for c in others):
+        return True
+    return bool(query.upn) and best.upn is IdLevel.MISSING and any(c.upn in _ID_AGREES for c in others)
 
 
 def _deletions(word: str) -> set[str]:

@@ -394,6 +394,31 @@ def test_leak_another_twins_identifier(case: str, records: list[Child], given: s
     assert expected == actual, case
 
 
+@pytest.mark.parametrize(("case", "identifier"), [
+    ("NHS number", {"nhs_number": NHS_B}),
+    ("UPN", {"upn": "P207000016049"}),
+])
+def test_another_held_childs_identifier_contests_a_record_without_one(case: str,
+                                                                    identifier: dict[str, str]) -> None:
+    """A held child's demographics typed with another held child's identifier, the first record
+    having no identifier to compare: either child may be the one meant, so neither is disclosed.
+    The same demographics without the identifier, or with the first child's own, still match."""
+    unnumbered = make_child("unnumbered", "Daisy", "Jeworth", "2019-01-08", "LS6 6ZH", "F")
+    owner = make_child("owner", "William", "Morris", "2016-07-12", "LS12 6YZ", "M", NHS_B,
+                       upn="P207000016049")
+    node = MatchIndex([unnumbered, owner])
+    typed = dict(given_name="Daisy", family_name="Jeworth", date_of_birth="2019-01-08", postcode="LS6 6ZH",
+                 sex="F")
+    contested = node.match(ask(**typed, **identifier))
+    plain = node.match(ask(**typed))
+    expected = ((Status.POSSIBLE_MATCH, None), (Status.MATCH, "unnumbered"))
+    actual = ((contested.status, contested.record_id), (plain.status, plain.record_id))
+    assert expected == actual, case
+    numbered = MatchIndex([unnumbered._replace(nhs_number=NHS_A), owner])
+    own = numbered.match(ask(**typed, nhs_number=NHS_A))
+    assert (Status.MATCH, "unnumbered") == (own.status, own.record_id)
+
+
 @pytest.mark.parametrize("given", ["Harvey", "Harvy", None])
 def test_twins_own_identifier_still_finds_them(given: str | None) -> None:
     """The twin whose own number is typed, with their own name (a typo of it, or no name), is a
