@@ -27,7 +27,8 @@ Rules sit above the arithmetic, because a wrong match discloses another child's 
   in its own right (Freddie), does not tell twins apart either. An agreeing identifier lifts
   this only when the typed given name fits the record and no other record fits the typed
   demographics as well. A node may hold one twin and be asked about the other. A name that
-  only resembles the record's, typed with the other sex, is a boy-girl co-twin.
+  only resembles the record's, typed with the other sex, is a boy-girl co-twin. Twins are often
+  both given a prefix first name (Muhammad, Md, Syed): then the name after it must agree.
 - **Another held child's identifier**: a record with no NHS number (or UPN) to compare is not a
   ``match`` when the number typed is another held record's.
 - **Namesakes and siblings**: another date of birth (not a typo of it) never matches without an
@@ -539,6 +540,10 @@ class MatchIndex:
                     compatible = s_level in COMPATIBLE
                     twin_like = not self._given_tells_apart(
                         s_level, query.family_name, r_given, sex_agrees, None)
+            if (not twin_like and not swapped and not alias and given in _FIRST_AGREES
+                    and family in _TWIN_FAMILY and _calling_names_differ(q_first, q_middle, child)):
+                # Muhammad Hussain typed, Muhammad Hassan held: twins, maybe.
+                twin_like = True
             if sex_disagrees and given not in _SAME_FIRST_NAME and family in _TWIN_FAMILY:
                 # A name that only resembles the record's, and the other sex: a boy-girl
                 # co-twin (Zievan typed, Kieran held), not a typo.
@@ -719,6 +724,28 @@ class MatchIndex:
 
 
 _ID_AGREES = (IdLevel.AGREE, IdLevel.NEAR)
+
+PREFIX_NAMES = frozenset({"muhammad", "md", "syed", "syeda", "sayed", "sayyid", "mst", "mosammat"})
+"""First names (in canonical spelling: Mohammed, Mohd are Muhammad) that many children of one
+family are given before the name they are called by (Muhammad Hassan and Muhammad Hussain,
+twins; Md, Mst in Bengali naming; Syed, Syeda for a lineage). With one of these first, the next
+name is the one that tells the children apart."""
+
+
+def _calling_names_differ(q_first: str, q_middle: str, child: Child) -> bool:
+    """The first names agree and are a ``PREFIX_NAMES`` one, and the record names the child after
+    it by a name the query does not give: none (Muhammad typed, Muhammad James held), or none
+    that is a form of the record's (the same, a listed variant, a nickname, one keystroke
+    apart). A record with the prefix alone has nothing more to compare."""
+    r_tokens = name_tokens(" ".join(split_given(child.given_name, child.middle_names)))
+    if not r_tokens or r_tokens[0] not in PREFIX_NAMES:
+        return False
+    r_called = [t for t in r_tokens[1:] if t not in PREFIX_NAMES]
+    if not r_called:
+        return False
+    q_called = [t for t in name_tokens(f"{q_first} {q_middle}")[1:] if t not in PREFIX_NAMES]
+    return not any(q == r or is_variant(q, r) or nickname_related(q, r) or osa_distance(q, r, 1) <= 1
+                   for q in q_called for r in r_called)
 
 
 def _identifier_elsewhere(query: Identity, best: Comparison, others: list[Comparison]) -> bool:

@@ -419,6 +419,36 @@ def test_another_held_childs_identifier_contests_a_record_without_one(case: str,
     assert (Status.MATCH, "unnumbered") == (own.status, own.record_id)
 
 
+@pytest.mark.parametrize(("typed", "expected"), [
+    ("Muhammad Hussain", Status.POSSIBLE_MATCH),  # the co-twin, maybe: Hassan and Hussain
+    ("Mohammed Umar", Status.POSSIBLE_MATCH),  # another name after the prefix, in any spelling
+    ("Muhammad", Status.POSSIBLE_MATCH),  # the prefix alone names either twin
+    ("Muhammad Hassan", Status.MATCH), ("Mohammad Hasan", Status.MATCH),  # listed spellings
+    ("Muhammad Hasaan", Status.MATCH),  # a typo of the name he is called by
+    ("Muhammad Ali Hassan", Status.MATCH),  # a further name given too
+])
+def test_twins_sharing_a_prefix_first_name_are_told_apart_by_the_next_name(typed: str,
+                                                                          expected: Status) -> None:
+    """Twins are often both given Muhammad (or Md, Syed) first and called by the name after it:
+    with family name, date of birth, home and sex agreeing, the name after the prefix must be the
+    record's (in some form) for a ``match``, whether the record keeps it in ``given_name`` or in
+    ``middle_names``. A record with the prefix alone, or a first name that is no prefix (Mary
+    Ann typed, Mary Jane held), is compared as before."""
+    inside = make_child("held", "Muhammad Hassan", "Khan", "2016-05-11", "BD8 7QT", "M")
+    apart = inside._replace(given_name="muhammad", middle_names="hassan")
+    for held in (inside, apart):
+        result = MatchIndex([held]).match(ask(given_name=typed, family_name="Khan",
+                                              date_of_birth="2016-05-11", postcode="BD8 7QT", sex="M"))
+        assert expected == result.status, held
+    bare = make_child("bare", "Muhammad", "Khan", "2016-05-11", "BD8 7QT", "M")
+    mary = make_child("mary", "Mary Jane", "Smith", "2016-05-11", "LS6 2QX", "F")
+    plain = (MatchIndex([bare]).match(ask(given_name="Muhammad Hussain", family_name="Khan",
+                                          date_of_birth="2016-05-11", postcode="BD8 7QT", sex="M")),
+             MatchIndex([mary]).match(ask(given_name="Mary Ann", family_name="Smith",
+                                          date_of_birth="2016-05-11", postcode="LS6 2QX", sex="F")))
+    assert (Status.MATCH, Status.MATCH) == tuple(r.status for r in plain)
+
+
 @pytest.mark.parametrize("given", ["Harvey", "Harvy", None])
 def test_twins_own_identifier_still_finds_them(given: str | None) -> None:
     """The twin whose own number is typed, with their own name (a typo of it, or no name), is a
