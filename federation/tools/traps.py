@@ -31,6 +31,7 @@ TRAP_CATEGORIES = (
     "trap_sibling_middle_name",  # an unheld sibling whose first name is a held child's middle name
     "trap_namesake_dob",  # same names, the date of birth two typos away, living elsewhere
     "trap_cousin",  # same family name and date of birth, another given name, another home
+    "trap_co_twin_prefix",  # an unheld co-twin given the same prefix first name (Muhammad), then another
 )
 
 

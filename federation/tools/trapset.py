@@ -28,6 +28,7 @@ from federation.tools.households import (
 )
 from federation.tools.labelled import EvaluationError, LabelledQuery
 from node.comparison import DateLevel, compare_dates
+from node.matching import PREFIX_NAMES
 
 __all__ = ["trap_queries"]
 
@@ -120,6 +121,14 @@ def trap_queries(rng: random.Random, homes: list[list[Person]], held: dict[str, 
             if away is None:
                 return None
             return person(p, dob=away, postcode=synthetic.postcode(rng, AREA)), None
+        if category == "trap_co_twin_prefix":
+            tokens = normalise_name(p.given).split()
+            if len(tokens) < 2 or canonical_token(tokens[0]) not in PREFIX_NAMES:
+                return None
+            other = traps.other_name(rng, given_pool(p.sex), household_names(p)).split()[0]
+            # typed in full, or as the prefix alone (which names either twin)
+            typed = tokens[0].capitalize() if rng.random() < 0.3 else None
+            return person(p, given=f"{tokens[0].capitalize()} {other}", typed=typed), None
         if category == "trap_cousin":
             sex = rng.choice("FM")
             return person(p, given=traps.other_name(rng, given_pool(sex), household_names(p)), sex=sex,
@@ -137,7 +146,8 @@ def trap_queries(rng: random.Random, homes: list[list[Person]], held: dict[str, 
             if built is None:
                 continue
             trap, nhs = built
-            if clashes(trap):
+            prefix = category == "trap_co_twin_prefix"  # its first name is the held twin's, by design
+            if not prefix and clashes(trap):
                 continue
             identity_key = (first(trap), normalise_name(trap.family), trap.dob)
             if (category == "trap_twin_identifier" and rng.random() < 0.5
@@ -163,9 +173,12 @@ def trap_queries(rng: random.Random, homes: list[list[Person]], held: dict[str, 
             typed = parse_identity(raw)
             typed_first = canonical_token((typed.given_name or " ").split()[0])
             typed_key = (typed.family_name or "", typed.date_of_birth or trap.dob)
-            if _names_a_held_child(typed_first, by_family_dob.get(typed_key, set())):
+            if prefix:
+                if (applied and applied != ("typo_given",)) or _calls_a_held_child(typed, held.values()):
+                    continue  # only the trap's own errors: the name it is called by is the point
+            elif _names_a_held_child(typed_first, by_family_dob.get(typed_key, set())):
                 continue  # the error made the query exactly a held child's: not a trap any more
-            if applied and _names_held_child(typed_first, first(p)):
+            elif applied and _names_held_child(typed_first, first(p)):
                 continue  # the error turned the name into a listed form of the held child's
             if category == "trap_namesake_dob" and compare_dates(
                     typed.date_of_birth, p.dob) is not DateLevel.DIFFERENT:
@@ -181,6 +194,16 @@ def _names_a_held_child(typed: str, held: set[str]) -> bool:
     it that no child is registered under (Faduma for a held Fatima Stevens born that day): the
     query then names that child, moved or not, and is no trap."""
     return typed in held or any(_names_held_child(typed, h) for h in held)
+
+
+def _calls_a_held_child(typed: Any, held: Any) -> bool:
+    """A held child of the typed family name and date of birth is called by the name typed after
+    the prefix (then the query is that child's, not a trap)."""
+    typed_tokens = normalise_name(typed.given_name or "").split()
+    called = {canonical_token(t) for t in typed_tokens[1:]}
+    return bool(called) and any(
+        normalise_name(h.family) == typed.family_name and h.dob == typed.date_of_birth
+        and called & {canonical_token(t) for t in normalise_name(h.given).split()[1:]} for h in held)
 
 
 def _names_held_child(typed: str, held: str) -> bool:
