@@ -339,3 +339,36 @@ def typo_cost(a: str, b: str) -> int:
                 best = min(best, d[i - 2][j - 2] + (2 if i == 2 or j == 2 else 1))
             d[i][j] = best
     return d[la][lb]
+
+
+# --- Chinese given names ----------------------------------------------------------------------
+
+
+@functools.cache
+def _chinese() -> tuple[frozenset[str], frozenset[str]]:
+    """(syllables of romanised Chinese given names, common Chinese family names)."""
+    found: dict[str, set[str]] = {"syllables": set(), "families": set()}
+    for line in _data_lines("chinese_romanisation.txt"):
+        kind, _, names = line.partition(":")
+        found[kind.strip()].update(names.split())
+    return frozenset(found["syllables"]), frozenset(found["families"])
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def chinese_syllables(name: str) -> bool:
+    """Whether ``name`` (normalised, spaces ignored) reads as one to three syllables of a
+    romanised Chinese given name (Zihan, Zi Han, Wei, Ka Ho)."""
+    syllables = _chinese()[0]
+    letters = name.replace(" ", "")
+    # reach[i]: the fewest syllables that spell letters[:i] (None: none do)
+    reach: list[int | None] = [0] + [None] * len(letters)
+    for end in range(1, len(letters) + 1):
+        options = [count for start in range(max(0, end - 6), end)
+                   if (count := reach[start]) is not None and letters[start:end] in syllables]
+        reach[end] = min(options) + 1 if options else None
+    return bool(letters) and reach[-1] is not None and reach[-1] <= 3
+
+
+def chinese_family(family: str) -> bool:
+    """Whether a normalised family name is a common Chinese one (in either romanisation)."""
+    return any(token in _chinese()[1] for token in family.split())

@@ -29,6 +29,7 @@ Rules sit above the arithmetic, because a wrong match discloses another child's 
   demographics as well. A node may hold one twin and be asked about the other. A name that
   only resembles the record's, typed with the other sex, is a boy-girl co-twin. Twins are often
   both given a prefix first name (Muhammad, Md, Syed): then the name after it must agree.
+  Two different romanised Chinese given names (Zihan, Zihao) are two names, not a typo.
 - **Another held child's identifier**: a record with no NHS number (or UPN) to compare is not a
   ``match`` when the number typed is another held record's.
 - **Namesakes and siblings**: another date of birth (not a typo of it) never matches without an
@@ -56,6 +57,8 @@ from datetime import date
 
 from federation.identity import Identity
 from federation.names import (
+    chinese_family,
+    chinese_syllables,
     is_variant,
     known_given_names,
     name_tokens,
@@ -544,6 +547,10 @@ class MatchIndex:
                     and family in _TWIN_FAMILY and _calling_names_differ(q_first, q_middle, child)):
                 # Muhammad Hussain typed, Muhammad Hassan held: twins, maybe.
                 twin_like = True
+            if (not twin_like and not swapped and not alias and given is not NameLevel.MISSING
+                    and family in _TWIN_FAMILY and _chinese_names_differ(q_first, q_middle, child)):
+                # Zihao typed, Zihan held: one letter, and another real name.
+                twin_like = True
             if sex_disagrees and given not in _SAME_FIRST_NAME and family in _TWIN_FAMILY:
                 # A name that only resembles the record's, and the other sex: a boy-girl
                 # co-twin (Zievan typed, Kieran held), not a typo.
@@ -746,6 +753,17 @@ def _calling_names_differ(q_first: str, q_middle: str, child: Child) -> bool:
     q_called = [t for t in name_tokens(f"{q_first} {q_middle}")[1:] if t not in PREFIX_NAMES]
     return not any(q == r or is_variant(q, r) or nickname_related(q, r) or osa_distance(q, r, 1) <= 1
                    for q in q_called for r in r_called)
+
+
+def _chinese_names_differ(q_first: str, q_middle: str, child: Child) -> bool:
+    """A Chinese family name, and two different given names that both read as romanised Chinese
+    syllables (Zihan and Zihao, Wei and Wen, Ka Ho and Ka Hei): twins commonly share one syllable
+    and differ in the other, so a letter apart is another real name, not a typo."""
+    if not chinese_family(child.family_name):
+        return False
+    typed = f"{q_first} {q_middle}".replace(" ", "")
+    held = " ".join(split_given(child.given_name, child.middle_names)).replace(" ", "")
+    return typed != held and chinese_syllables(typed) and chinese_syllables(held)
 
 
 def _identifier_elsewhere(query: Identity, best: Comparison, others: list[Comparison]) -> bool:

@@ -449,6 +449,28 @@ def test_twins_sharing_a_prefix_first_name_are_told_apart_by_the_next_name(typed
     assert (Status.MATCH, Status.MATCH) == tuple(r.status for r in plain)
 
 
+@pytest.mark.parametrize(("held", "family", "typed", "expected"), [
+    ("Zihan", "Li", "Zihao", Status.POSSIBLE_MATCH),  # twins sharing the first syllable
+    ("Zi Han", "Li", "Zi Hao", Status.POSSIBLE_MATCH),  # written as two words
+    ("Wei", "Zhang", "Wen", Status.POSSIBLE_MATCH),
+    ("Ka Ho", "Chan", "Ka Hei", Status.POSSIBLE_MATCH),  # Cantonese
+    ("Zihan", "Li", "Zi Han", Status.MATCH),  # the same name, a space apart
+    ("Zihan", "Li", "Zihna", Status.MATCH),  # a typo that is no name
+    ("Yuxuan", "Wang", "Yuxuan", Status.MATCH),
+    ("Jayden", "Smith", "Jaydan", Status.MATCH),  # not a Chinese family: a typo as before
+])
+def test_twins_with_romanised_chinese_names_a_letter_apart_are_two_names(held: str, family: str, typed: str,
+                                                                         expected: Status) -> None:
+    """With a Chinese family name, two different given names that both read as romanised Chinese
+    syllables are two real names (twins Zihan and Zihao), not one mistyped: never a ``match``
+    on the name alone. The same syllables with or without a space, and a typo that is no
+    syllable, are still the held child."""
+    node = MatchIndex([make_child("held", held, family, "2016-05-11", "LS7 3JT", "M")])
+    result = node.match(ask(given_name=typed, family_name=family, date_of_birth="2016-05-11",
+                            postcode="LS7 3JT", sex="M"))
+    assert expected == result.status
+
+
 @pytest.mark.parametrize("given", ["Harvey", "Harvy", None])
 def test_twins_own_identifier_still_finds_them(given: str | None) -> None:
     """The twin whose own number is typed, with their own name (a typo of it, or no name), is a
