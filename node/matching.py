@@ -29,7 +29,8 @@ Rules sit above the arithmetic, because a wrong match discloses another child's 
   demographics as well. A node may hold one twin and be asked about the other. A name that
   only resembles the record's, typed with the other sex, is a boy-girl co-twin. Twins are often
   both given a prefix first name (Muhammad, Md, Syed): then the name after it must agree.
-  Two different romanised Chinese given names (Zihan, Zihao) are two names, not a typo.
+  Two different romanised Chinese given names (Zihan, Zihao) are two names, not a typo. Kaur
+  and Singh as family names are a Sikh girl and boy, whose given names may be the same.
 - **Another held child's identifier**: a record with no NHS number (or UPN) to compare is not a
   ``match`` when the number typed is another held record's.
 - **Namesakes and siblings**: another date of birth (not a typo of it) never matches without an
@@ -547,6 +548,10 @@ class MatchIndex:
                     and family in _TWIN_FAMILY and _calling_names_differ(q_first, q_middle, child)):
                 # Muhammad Hussain typed, Muhammad Hassan held: twins, maybe.
                 twin_like = True
+            if (not twin_like and given in _SAME_FIRST_NAME and given is not NameLevel.MISSING
+                    and _sikh_names_differ(query.family_name or "", child.family_name)):
+                # Harpreet Kaur typed, Harpreet Singh held: a girl and a boy given one name.
+                twin_like = True
             if (not twin_like and not swapped and not alias and given is not NameLevel.MISSING
                     and family in _TWIN_FAMILY and _chinese_names_differ(q_first, q_middle, child)):
                 # Zihao typed, Zihan held: one letter, and another real name.
@@ -753,6 +758,17 @@ def _calling_names_differ(q_first: str, q_middle: str, child: Child) -> bool:
     q_called = [t for t in name_tokens(f"{q_first} {q_middle}")[1:] if t not in PREFIX_NAMES]
     return not any(q == r or is_variant(q, r) or nickname_related(q, r) or osa_distance(q, r, 1) <= 1
                    for q in q_called for r in r_called)
+
+
+_SIKH_NAMES = {"kaur": "singh", "singh": "kaur"}
+
+
+def _sikh_names_differ(typed: str, held: str) -> bool:
+    """One family name is Kaur (a Sikh girl's) and the other Singh (a Sikh boy's). Sikh given
+    names are the same for girls and boys, so twins may share one and differ only here."""
+    typed_tokens, held_tokens = set(name_tokens(typed)), set(name_tokens(held))
+    return any(own in typed_tokens and other in held_tokens and other not in typed_tokens
+               and own not in held_tokens for own, other in _SIKH_NAMES.items())
 
 
 def _chinese_names_differ(q_first: str, q_middle: str, child: Child) -> bool:

@@ -471,6 +471,38 @@ def test_twins_with_romanised_chinese_names_a_letter_apart_are_two_names(held: s
     assert expected == result.status
 
 
+@pytest.mark.parametrize(("typed", "sex", "expected"), [
+    ("Harpreet Kaur", None, Status.POSSIBLE_MATCH),  # the girl twin, sex not typed
+    ("Harpreet Kaur", "F", Status.POSSIBLE_MATCH),
+    ("Harpreet Singh", None, Status.MATCH), ("Harpreet Singh", "M", Status.MATCH),
+])
+def test_sikh_twins_sharing_a_given_name_are_told_apart_by_kaur_and_singh(typed: str, sex: str | None,
+                                                                         expected: Status) -> None:
+    """Sikh given names are the same for girls and boys; Kaur and Singh, as family names, say
+    which: Harpreet Kaur is not the held Harpreet Singh, whether or not the sex is typed."""
+    node = MatchIndex([make_child("held", "Harpreet", "Singh", "2016-05-11", "UB1 1AA", "M")])
+    given, family = typed.split()
+    fields = dict(given_name=given, family_name=family, date_of_birth="2016-05-11", postcode="UB1 1AA")
+    if sex:
+        fields["sex"] = sex
+    assert expected == node.match(ask(**fields)).status
+
+
+@pytest.mark.parametrize(("held", "typed", "expected"), [
+    ("Oluwaseun", "Oluwaseyi", Status.POSSIBLE_MATCH), ("Ayomide", "Ayomikun", Status.POSSIBLE_MATCH),
+    ("Chidubem", "Chidera", Status.POSSIBLE_MATCH),
+    ("Oluwaseun", "Oluwasean", Status.MATCH),  # a typo that is no name
+])
+def test_yoruba_and_igbo_names_sharing_a_long_beginning_are_two_names(held: str, typed: str,
+                                                                      expected: Status) -> None:
+    """Oluwaseun and Oluwaseyi agree on seven letters and are two names (given_names.txt lists
+    them), so a co-twin named with the other is not taken for a typo of the held twin's."""
+    node = MatchIndex([make_child("held", held, "Adeyemi", "2016-05-11", "SE15 4AA", "M")])
+    result = node.match(ask(given_name=typed, family_name="Adeyemi", date_of_birth="2016-05-11",
+                            postcode="SE15 4AA", sex="M"))
+    assert expected == result.status
+
+
 @pytest.mark.parametrize("given", ["Harvey", "Harvy", None])
 def test_twins_own_identifier_still_finds_them(given: str | None) -> None:
     """The twin whose own number is typed, with their own name (a typo of it, or no name), is a
