@@ -28,7 +28,9 @@ Rules sit above the arithmetic, because a wrong match discloses another child's 
   this only when the typed given name fits the record and no other record fits the typed
   demographics as well. A node may hold one twin and be asked about the other. A name that
   only resembles the record's, typed with the other sex, is a boy-girl co-twin. Twins are often
-  both given a prefix first name (Muhammad, Md, Syed): then the name after it must agree.
+  given one first name and told apart by the next (Joao Pedro, Joao Lucas; Muhammad Hassan,
+  Muhammad Hussain): when both sides give a next name, or the first is a prefix such as
+  Muhammad, the next name must agree.
   Two different romanised Chinese given names (Zihan, Zihao) are two names, not a typo. Kaur
   and Singh as family names are a Sikh girl and boy, whose given names may be the same.
 - **Another held child's identifier**: a record with no NHS number (or UPN) to compare is not a
@@ -546,7 +548,7 @@ class MatchIndex:
                         s_level, query.family_name, r_given, sex_agrees, None)
             if (not twin_like and not swapped and not alias and given in _FIRST_AGREES
                     and family in _TWIN_FAMILY and _calling_names_differ(q_first, q_middle, child)):
-                # Muhammad Hussain typed, Muhammad Hassan held: twins, maybe.
+                # Joao Lucas typed, Joao Pedro held; Muhammad Hussain, Muhammad Hassan: twins, maybe.
                 twin_like = True
             if (not twin_like and given in _SAME_FIRST_NAME and given is not NameLevel.MISSING
                     and _sikh_names_differ(query.family_name or "", child.family_name)):
@@ -737,27 +739,46 @@ class MatchIndex:
 
 _ID_AGREES = (IdLevel.AGREE, IdLevel.NEAR)
 
-PREFIX_NAMES = frozenset({"muhammad", "md", "syed", "syeda", "sayed", "sayyid", "mst", "mosammat"})
+PREFIX_NAMES = frozenset({"muhammad", "md", "syed", "syeda", "sayed", "sayyid", "mst", "mosammat", "thi",
+                          "van"})
 """First names (in canonical spelling: Mohammed, Mohd are Muhammad) that many children of one
 family are given before the name they are called by (Muhammad Hassan and Muhammad Hussain,
-twins; Md, Mst in Bengali naming; Syed, Syeda for a lineage). With one of these first, the next
-name is the one that tells the children apart."""
+twins; Md, Mst in Bengali naming; Syed, Syeda for a lineage; Thi and Van, which mark a
+Vietnamese girl's and boy's name). With one of these first, the next name is the one that tells
+the children apart."""
+
+
+def _after_first(tokens: tuple[str, ...]) -> list[str]:
+    """The names after the first (after a prefix first name, the further prefixes too: Muhammad
+    Syed Ali is called Ali; Daniel Muhammad keeps Muhammad as his second name)."""
+    if tokens and tokens[0] in PREFIX_NAMES:
+        return [t for t in tokens[1:] if t not in PREFIX_NAMES]
+    return list(tokens[1:])
 
 
 def _calling_names_differ(q_first: str, q_middle: str, child: Child) -> bool:
-    """The first names agree and are a ``PREFIX_NAMES`` one, and the record names the child after
-    it by a name the query does not give: none (Muhammad typed, Muhammad James held), or none
-    that is a form of the record's (the same, a listed variant, a nickname, one keystroke
-    apart). A record with the prefix alone has nothing more to compare."""
+    """The first names agree, but the names after them, which tell a child from a twin given the
+    same first name, do not:
+
+    * both sides give a name after the first and none of the query's is a form of any of the
+      record's (the same, a listed variant, a nickname, or one keystroke apart and not two real
+      names, as Amara and Amira are): Joao Pedro and Joao Lucas, Maria Jose and Maria Jesus,
+      Ata Panyin and Ata Kakra are twins' names;
+    * or the record's first name is a ``PREFIX_NAMES`` one followed by a name the query does not
+      give (Muhammad typed, Muhammad James held): the prefix alone names either twin.
+
+    A record with its first name alone has nothing more to compare."""
     r_tokens = name_tokens(" ".join(split_given(child.given_name, child.middle_names)))
-    if not r_tokens or r_tokens[0] not in PREFIX_NAMES:
+    r_after = _after_first(r_tokens)
+    if not r_after:
         return False
-    r_called = [t for t in r_tokens[1:] if t not in PREFIX_NAMES]
-    if not r_called:
-        return False
-    q_called = [t for t in name_tokens(f"{q_first} {q_middle}")[1:] if t not in PREFIX_NAMES]
-    return not any(q == r or is_variant(q, r) or nickname_related(q, r) or osa_distance(q, r, 1) <= 1
-                   for q in q_called for r in r_called)
+    q_after = _after_first(name_tokens(f"{q_first} {q_middle}"))
+    if not q_after:
+        return r_tokens[0] in PREFIX_NAMES
+    known = known_given_names()
+    return not any(q == r or is_variant(q, r) or nickname_related(q, r)
+                   or (osa_distance(q, r, 1) <= 1 and not (q in known and r in known))
+                   for q in q_after for r in r_after)
 
 
 _SIKH_NAMES = {"kaur": "singh", "singh": "kaur"}

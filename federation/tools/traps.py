@@ -32,6 +32,7 @@ TRAP_CATEGORIES = (
     "trap_namesake_dob",  # same names, the date of birth two typos away, living elsewhere
     "trap_cousin",  # same family name and date of birth, another given name, another home
     "trap_co_twin_prefix",  # an unheld co-twin given the same prefix first name (Muhammad), then another
+    "trap_co_twin_second_name",  # an unheld co-twin given the same first name, then another (Joao Lucas)
 )
 
 

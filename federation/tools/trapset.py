@@ -121,13 +121,15 @@ def trap_queries(rng: random.Random, homes: list[list[Person]], held: dict[str, 
             if away is None:
                 return None
             return person(p, dob=away, postcode=synthetic.postcode(rng, AREA)), None
-        if category == "trap_co_twin_prefix":
+        if category in ("trap_co_twin_prefix", "trap_co_twin_second_name"):
             tokens = normalise_name(p.given).split()
-            if len(tokens) < 2 or canonical_token(tokens[0]) not in PREFIX_NAMES:
+            if len(tokens) < 2 or (canonical_token(tokens[0]) in PREFIX_NAMES) != (
+                    category == "trap_co_twin_prefix"):
                 return None
             other = traps.other_name(rng, given_pool(p.sex), household_names(p)).split()[0]
             # typed in full, or as the prefix alone (which names either twin)
-            typed = tokens[0].capitalize() if rng.random() < 0.3 else None
+            alone = category == "trap_co_twin_prefix" and rng.random() < 0.3
+            typed = tokens[0].capitalize() if alone else None
             return person(p, given=f"{tokens[0].capitalize()} {other}", typed=typed), None
         if category == "trap_cousin":
             sex = rng.choice("FM")
@@ -146,7 +148,8 @@ def trap_queries(rng: random.Random, homes: list[list[Person]], held: dict[str, 
             if built is None:
                 continue
             trap, nhs = built
-            prefix = category == "trap_co_twin_prefix"  # its first name is the held twin's, by design
+            # its first name is the held twin's, by design
+            prefix = category in ("trap_co_twin_prefix", "trap_co_twin_second_name")
             if not prefix and clashes(trap):
                 continue
             identity_key = (first(trap), normalise_name(trap.family), trap.dob)
@@ -174,8 +177,10 @@ def trap_queries(rng: random.Random, homes: list[list[Person]], held: dict[str, 
             typed_first = canonical_token((typed.given_name or " ").split()[0])
             typed_key = (typed.family_name or "", typed.date_of_birth or trap.dob)
             if prefix:
-                if (applied and applied != ("typo_given",)) or _calls_a_held_child(typed, held.values()):
-                    continue  # only the trap's own errors: the name it is called by is the point
+                alone_by_design = trap.key in typed_as
+                if ((applied and not alone_by_design) or _calls_a_held_child(typed, held.values())
+                        or (len((typed.given_name or "").split()) < 2 and not alone_by_design)):
+                    continue  # only the trap's own errors: the name after the first is the point
             elif _names_a_held_child(typed_first, by_family_dob.get(typed_key, set())):
                 continue  # the error made the query exactly a held child's: not a trap any more
             elif applied and _names_held_child(typed_first, first(p)):
