@@ -739,13 +739,13 @@ class MatchIndex:
 
 _ID_AGREES = (IdLevel.AGREE, IdLevel.NEAR)
 
-PREFIX_NAMES = frozenset({"muhammad", "md", "syed", "syeda", "sayed", "sayyid", "mst", "mosammat", "thi",
-                          "van"})
-"""First names (in canonical spelling: Mohammed, Mohd are Muhammad) that many children of one
-family are given before the name they are called by (Muhammad Hassan and Muhammad Hussain,
-twins; Md, Mst in Bengali naming; Syed, Syeda for a lineage; Thi and Van, which mark a
-Vietnamese girl's and boy's name). With one of these first, the next name is the one that tells
-the children apart."""
+PREFIX_NAMES = frozenset({"muhammad", "syed", "syeda", "mosammat", "thi", "van"})
+"""First names (in canonical spelling: Mohammed, Mohd, Md are Muhammad; Mst is Mosammat) that
+many children of one family are given before the name they are called by (Muhammad Hassan and
+Muhammad Hussain, twins; Md, Mst in Bengali naming; Syed, Syeda for a lineage; Thi and Van,
+which mark a Vietnamese girl's and boy's name). With one of these first, the next name is the
+one that tells the children apart. That name typed alone (Rahim, for a held Muhammad Rahim) is
+still only a middle name's agreement: a brother may be called Rahim first."""
 
 
 def _after_first(tokens: tuple[str, ...]) -> list[str]:
@@ -762,7 +762,7 @@ def _calling_names_differ(q_first: str, q_middle: str, child: Child) -> bool:
 
     * both sides give a name after the first and none of the query's is a form of any of the
       record's (the same, a listed variant, a nickname, or one keystroke apart and not two real
-      names, as Amara and Amira are): Joao Pedro and Joao Lucas, Maria Jose and Maria Jesus,
+      names, as Amara and Amira are; or its initial): Joao Pedro and Joao Lucas, Maria Jose and Maria Jesus,
       Ata Panyin and Ata Kakra are twins' names;
     * or the record's first name is a ``PREFIX_NAMES`` one followed by a name the query does not
       give (Muhammad typed, Muhammad James held): the prefix alone names either twin.
@@ -772,12 +772,16 @@ def _calling_names_differ(q_first: str, q_middle: str, child: Child) -> bool:
     r_after = _after_first(r_tokens)
     if not r_after:
         return False
-    q_after = _after_first(name_tokens(f"{q_first} {q_middle}"))
+    q_tokens = name_tokens(f"{q_first} {q_middle}")
+    prefixed = r_tokens[0] in PREFIX_NAMES
+    # A prefix typed with a typo (Muhamad Hassan) is still the first name: what follows is compared.
+    q_after = _after_first(q_tokens) if not prefixed or q_tokens[:1] == r_tokens[:1] else list(q_tokens)
     if not q_after:
-        return r_tokens[0] in PREFIX_NAMES
+        return prefixed
     known = known_given_names()
     return not any(q == r or is_variant(q, r) or nickname_related(q, r)
                    or (osa_distance(q, r, 1) <= 1 and not (q in known and r in known))
+                   or (min(len(q), len(r)) == 1 and q[0] == r[0])  # an initial (Oscar J)
                    for q in q_after for r in r_after)
 
 

@@ -426,6 +426,9 @@ def test_another_held_childs_identifier_contests_a_record_without_one(case: str,
     ("Muhammad Hassan", Status.MATCH), ("Mohammad Hasan", Status.MATCH),  # listed spellings
     ("Muhammad Hasaan", Status.MATCH),  # a typo of the name he is called by
     ("Muhammad Ali Hassan", Status.MATCH),  # a further name given too
+    ("Md Hassan", Status.MATCH),  # Md is Muhammad written short
+    ("Hassan", Status.POSSIBLE_MATCH),  # a middle name's agreement only: a brother may be Hassan first
+    ("Muhammad H", Status.MATCH),  # its initial
 ])
 def test_twins_sharing_a_prefix_first_name_are_told_apart_by_the_next_name(typed: str,
                                                                           expected: Status) -> None:
@@ -513,6 +516,7 @@ def test_yoruba_and_igbo_names_sharing_a_long_beginning_are_two_names(held: str,
     ("Joao Pedro", "Joao", Status.MATCH), ("Joao Pedro", "Joao Pedro", Status.MATCH),
     ("Joao Pedro", "Joao Pedor", Status.MATCH),  # a typo of the second name
     ("Mary Kate", "Mary Katie", Status.MATCH),  # a nickname of it
+    ("Joao Pedro", "Joao P", Status.MATCH), ("Joao P", "Joao Pedro", Status.MATCH),  # an initial
 ])
 def test_twins_given_one_first_name_are_told_apart_by_the_second(held: str, typed: str,
                                                                  expected: Status) -> None:
