@@ -21,10 +21,24 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import io
 from importlib import resources
+from typing import Any
 
 # --- curated tables -------------------------------------------------------------------------
+
+
+def tables_digest(folder: Any = None) -> int:
+    """A number that changes whenever any curated table in ``federation/data`` (or ``folder``)
+    changes: canonical spellings, and so the match index's keys and statistics, depend on them,
+    and an index saved under other tables must not be read back (``node.candidates.KEY_CHECK``)."""
+    root = folder if folder is not None else resources.files("federation").joinpath("data")
+    digest = hashlib.blake2b(digest_size=8)
+    for entry in sorted(root.iterdir(), key=lambda e: e.name):
+        if entry.is_file():
+            digest.update(entry.name.encode() + b"\0" + entry.read_bytes() + b"\0")
+    return int.from_bytes(digest.digest(), "big")
 
 
 def _data_lines(name: str) -> list[str]:

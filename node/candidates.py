@@ -21,7 +21,7 @@ from datetime import date
 from functools import lru_cache
 
 from federation.identity import Identity
-from federation.names import name_tokens, phonetic_key
+from federation.names import name_tokens, phonetic_key, tables_digest
 from node.comparison import name_variants
 from node.store import Child
 
@@ -89,8 +89,14 @@ def _key(*parts: int) -> int:
     return hash(parts) & _KEY_MASK
 
 
-KEY_CHECK = _key(_K_NAMES, _number("k:J520"), _number("k:S530"))
-"""The key of fixed parts: a saved index made where this differs has other keys, and is unusable."""
+def key_check(tables: int) -> int:
+    """The key of fixed parts and of the name tables' digest (``names.tables_digest``)."""
+    return _key(_K_NAMES, _number("k:J520"), _number("k:S530"), tables)
+
+
+KEY_CHECK = key_check(tables_digest())
+"""A saved index made where this differs has other keys (another interpreter's hashing, or other
+name tables: a spelling listed as a variant since changes a name's keys), and is unusable."""
 
 
 def _day_month(d: date) -> tuple[int, int]:

@@ -104,7 +104,8 @@ def decode(data: bytes, key: bytes) -> Snapshot:
         if header.get("byteorder") != sys.byteorder:
             raise SnapshotError(f"written on a {header.get('byteorder')}-endian machine")
         if header.get("key_check") != KEY_CHECK:
-            raise SnapshotError("its keys were made by another interpreter (the key check differs)")
+            raise SnapshotError("its keys were made by another interpreter or under other name tables "
+                                "(the key check differs)")
         generation, built_on = header["generation"], date.fromisoformat(header["built_on"])
         if not isinstance(generation, int) or not isinstance(record_ids, list) \
                 or len(record_ids) != header["records"] or not all(isinstance(r, str) for r in record_ids):

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from federation import identity
+from federation import identity, names
+from node import candidates
 from node import snapshot as snapshots
 from node.api import NODE
 from node.importer import import_files
@@ -197,8 +198,18 @@ def _older_format(path: Path, database: Path) -> None:
     path.write_bytes(body + hmac.digest(key, body, hashlib.sha256))
 
 
+def _other_name_tables(path: Path, database: Path) -> None:
+    with Store(database) as store:  # authenticated, but made when the name tables said otherwise
+        key = store.index_key()
+    other = candidates.key_check(names.tables_digest() ^ 1)
+    body = path.read_bytes()[:-32].replace(b'"key_check":%d' % candidates.KEY_CHECK,
+                                           b'"key_check":%d' % other, 1)
+    path.write_bytes(body + hmac.digest(key, body, hashlib.sha256))
+
+
 UNFIT = {
     "from an older format": (_older_format, "expected format"),
+    "made under other name tables": (_other_name_tables, "other name tables"),
     "a byte changed": (_flip_a_byte, "authentication code"),
     "cut short": (_cut_short, "authentication code"),
     "from another store": (_from_another_store, "authentication code"),
@@ -260,3 +271,17 @@ async def test_a_restarted_node_is_ready_from_its_saved_index_and_answers(fed: F
     assert (0, "snapshot") == (indexes.builds, indexes.current.source)  # type: ignore[union-attr]
     status, body = await post_query(fed, "alpha", broker_signed_query(fed, {**AMARA}))
     assert 200 == status, body
+
+
+def test_the_name_tables_digest_changes_with_any_table(tmp_path: Path) -> None:
+    """A canonical spelling listed since (Md for Muhammad) changes a name's keys, so an index saved
+    under other tables must not be read back: the digest in the key check covers every table."""
+    tables = tmp_path / "data"
+    shutil.copytree(Path(names.__file__).parent / "data", tables)
+    before = names.tables_digest(tables)
+    variants = tables / "name_variants.csv"
+    variants.write_text(variants.read_text() + "zzz,zzy\n")
+    after = names.tables_digest(tables)
+    assert before == names.tables_digest(Path(names.__file__).parent / "data")
+    assert before != after
+    assert candidates.key_check(before) != candidates.key_check(after)
