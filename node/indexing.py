@@ -303,9 +303,10 @@ def save_for_next_start(database: Path, changed_children: int, *, busy_timeout_s
                         today: date) -> IndexHolder | None:
     """After an import: build the index and save it beside the store when a node would otherwise
     have to build it at its next start or refresh (none saved yet, or more children changed than
-    a patch applies), so that it is ready as soon as it has read it. ``None`` when not needed."""
+    a patch applies, or the one saved was made by a release with other keys), so that it is ready
+    as soon as it has read it. ``None`` when not needed."""
     saved = snapshots.path_for(database)
-    if saved.exists() and changed_children <= PATCH_LIMIT:
+    if saved.exists() and changed_children <= PATCH_LIMIT and snapshots.made_here(saved):
         return None
     keeper = IndexKeeper(database, busy_timeout_seconds=busy_timeout_seconds, today=lambda: today,
                          snapshot=saved)

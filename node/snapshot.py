@@ -122,6 +122,21 @@ def decode(data: bytes, key: bytes) -> Snapshot:
     return Snapshot(generation, built_on, record_ids, packed, statistics)
 
 
+def made_here(path: Path) -> bool:
+    """Whether the snapshot at ``path`` says it was made with this release's keys (format and key
+    check, read from its header alone, unauthenticated): one that was not is worth replacing.
+    Reading it (``read``) still checks everything."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(MAGIC) + _LENGTH_SIZE + 4096)
+        length = int.from_bytes(head[len(MAGIC):len(MAGIC) + _LENGTH_SIZE], "big")
+        header = json.loads(head[len(MAGIC) + _LENGTH_SIZE:len(MAGIC) + _LENGTH_SIZE + length])
+    except (OSError, ValueError):
+        return False
+    return (head.startswith(MAGIC) and isinstance(header, dict) and header.get("format") == FORMAT
+            and header.get("key_check") == KEY_CHECK)
+
+
 def read(path: Path, key: bytes) -> Snapshot | None:
     """The snapshot at ``path``, or ``None`` when there is none; ``SnapshotError`` when unusable."""
     try:

@@ -43,6 +43,24 @@ def test_the_first_import_saves_the_index_and_the_node_starts_from_it(
     assert_answers_as_a_rebuild(database, holder.index, children[:20])
 
 
+def test_an_import_replaces_an_index_saved_by_a_release_with_other_keys(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An index saved under other name tables (another key check) would be ignored at the next
+    start, so even a small import builds and saves a fresh one; the node then starts from it."""
+    children = rows(300)
+    monkeypatch.setattr(snapshots, "KEY_CHECK", snapshots.KEY_CHECK ^ 1)  # saved by another release
+    _import(tmp_path, children, capsys)
+    database = tmp_path / "node.sqlite3"
+    monkeypatch.undo()
+    assert not snapshots.made_here(snapshots.path_for(database))
+    moved = [dict(r, postcode="N17 6AB") if i < 10 else r for i, r in enumerate(children)]
+    out = _import(tmp_path, moved, capsys)
+    assert "match index: 300 children" in out
+    assert snapshots.made_here(snapshots.path_for(database))
+    keeper, holder = started(database)
+    assert ("snapshot", 0) == (holder.source, keeper.builds)
+
+
 def test_a_small_import_leaves_the_saved_index_to_be_patched(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     children = rows(300)
