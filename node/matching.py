@@ -36,7 +36,9 @@ Rules sit above the arithmetic, because a wrong match discloses another child's 
 - **Another held child's identifier**: a record with no NHS number (or UPN) to compare is not a
   ``match`` when the number typed is another held record's.
 - **Namesakes and siblings**: another date of birth (not a typo of it) never matches without an
-  agreeing identifier or the same postcode; a different given name and date of birth never match.
+  agreeing identifier or the same home, and at the same home only with given names a brother or
+  sister could not share (not Muhammad alone); a different given name and date of birth never
+  match.
 - **Cousins and namesakes elsewhere** are not even ``possible_match``: another given name or
   another date of birth, with another home typed and no agreeing identifier.
 - **Names and date of birth alone** (neither postcode nor sex, no agreeing identifier) match only
@@ -576,7 +578,8 @@ class MatchIndex:
             nhs_conflict=nhs is IdLevel.CONFLICT, demographic_score=demographic_score,
             identifier_lifted=lifted,
             namesake=(dob_level is DateLevel.DIFFERENT and not id_agrees
-                      and pc_level is not PostcodeLevel.EXACT),
+                      and (pc_level is not PostcodeLevel.EXACT
+                           or not _names_tell_apart_at_home(q_first, q_middle, child))),
             unplaced=(not id_agrees and not query.postcode and query.sex not in ("F", "M")
                       and score - self._prior + self._national_prior < MATCH_THRESHOLD),
             cousin=((given is NameLevel.DIFFERENT or dob_level is DateLevel.DIFFERENT)
@@ -754,6 +757,19 @@ def _after_first(tokens: tuple[str, ...]) -> list[str]:
     if tokens and tokens[0] in PREFIX_NAMES:
         return [t for t in tokens[1:] if t not in PREFIX_NAMES]
     return list(tokens[1:])
+
+
+def _names_tell_apart_at_home(q_first: str, q_middle: str, child: Child) -> bool:
+    """Whether the given names typed could not also be a brother's or sister's in the same home:
+    not when the names after the first differ (``_calling_names_differ``), and not when the first
+    is a ``PREFIX_NAMES`` one (every son may be a Muhammad) unless the name after it is given on
+    both sides and agrees."""
+    if _calling_names_differ(q_first, q_middle, child):
+        return False
+    r_tokens = name_tokens(" ".join(split_given(child.given_name, child.middle_names)))
+    if r_tokens and r_tokens[0] in PREFIX_NAMES:
+        return bool(_after_first(r_tokens)) and bool(_after_first(name_tokens(f"{q_first} {q_middle}")))
+    return True
 
 
 def _calling_names_differ(q_first: str, q_middle: str, child: Child) -> bool:

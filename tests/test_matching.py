@@ -788,6 +788,26 @@ def test_trap_cousin_is_not_even_a_possible_match(case: str, fields: dict[str, s
     assert expected == actual, case
 
 
+@pytest.mark.parametrize(("held", "typed", "dob", "expected"), [
+    ("Muhammad", "Muhammad", "2009-11-30", Status.POSSIBLE_MATCH),  # every son may be a Muhammad
+    ("Muhammad Ali", "Muhammad", "2009-11-30", Status.POSSIBLE_MATCH),
+    ("Muhammad Ali", "Muhammad Umar", "2009-11-30", Status.POSSIBLE_MATCH),  # a brother, surely
+    ("Joao Pedro", "Joao Lucas", "2009-11-30", Status.POSSIBLE_MATCH),
+    ("Muhammad Ali", "Muhammad Ali", "2009-11-30", Status.MATCH),  # brothers are not both Ali
+    ("John", "John", "2009-11-30", Status.MATCH),  # the date wrong, the child the same
+    ("Muhammad", "Muhammad", "2012-03-07", Status.MATCH),  # one digit of the date mistyped
+])
+def test_a_namesake_at_the_same_home(held: str, typed: str, dob: str, expected: Status) -> None:
+    """The same home and names with a date of birth that is not the record's, nor a typo of it,
+    is taken for a wrongly typed date only when the names could not also be a brother's: not
+    Muhammad alone (many families give every son Muhammad first), and not a different second
+    name. Otherwise the practitioner is asked for more (``possible_match``)."""
+    node = MatchIndex([make_child("held", held, "Smith", "2012-03-04", "LS7 3JT", "M")])
+    result = node.match(ask(given_name=typed, family_name="Smith", date_of_birth=dob, postcode="LS7 3JT",
+                            sex="M"))
+    assert expected == result.status
+
+
 @pytest.mark.parametrize(("case", "given", "dob"), [
     ("a co-twin given the same middle name", "Priya", "2015-03-02"),
     ("a sibling given the same middle name", "Priya", "2012-07-19"),
