@@ -548,18 +548,9 @@ class MatchIndex:
                     compatible = s_level in COMPATIBLE
                     twin_like = not self._given_tells_apart(
                         s_level, query.family_name, r_given, sex_agrees, None)
-            if (not twin_like and not swapped and not alias and given in _FIRST_AGREES
-                    and family in _TWIN_FAMILY and _calling_names_differ(q_first, q_middle, child)):
-                # Joao Lucas typed, Joao Pedro held; Muhammad Hussain, Muhammad Hassan: twins, maybe.
-                twin_like = True
-            if (not twin_like and given in _SAME_FIRST_NAME and given is not NameLevel.MISSING
-                    and _sikh_names_differ(query.family_name or "", child.family_name)):
-                # Harpreet Kaur typed, Harpreet Singh held: a girl and a boy given one name.
-                twin_like = True
-            if (not twin_like and not swapped and not alias and given is not NameLevel.MISSING
-                    and family in _TWIN_FAMILY and _chinese_names_differ(q_first, q_middle, child)):
-                # Zihao typed, Zihan held: one letter, and another real name.
-                twin_like = True
+            if not twin_like and not swapped and not alias and given is not NameLevel.MISSING:
+                twin_like = _twins_named_alike(q_first, q_middle, query.family_name or "", child,
+                                               given, family)
             if sex_disagrees and given not in _SAME_FIRST_NAME and family in _TWIN_FAMILY:
                 # A name that only resembles the record's, and the other sex: a boy-girl
                 # co-twin (Zievan typed, Kieran held), not a typo.
@@ -759,6 +750,25 @@ def _after_first(tokens: tuple[str, ...]) -> list[str]:
     return list(tokens[1:])
 
 
+def _twins_named_alike(q_first: str, q_middle: str, q_family: str, child: Child, given: NameLevel,
+                       family: NameLevel) -> bool:
+    """Names that tell the child apart by the general rules, but that a co-twin could have by the
+    custom of a naming tradition:
+
+    * the first names agree and the names after them do not (Joao Lucas typed, Joao Pedro held;
+      Muhammad Hussain, Muhammad Hassan): ``_calling_names_differ``;
+    * the same given name, with Kaur typed for Singh held or the other way round (Harpreet Kaur
+      and Harpreet Singh, a girl and a boy): ``_sikh_names_differ``;
+    * two different romanised Chinese given names, however close (Zihao typed, Zihan held):
+      ``_chinese_names_differ``.
+    """
+    if family in _TWIN_FAMILY and given in _FIRST_AGREES and _calling_names_differ(q_first, q_middle, child):
+        return True
+    if given in _SAME_FIRST_NAME and _sikh_names_differ(q_family, child.family_name):
+        return True
+    return family in _TWIN_FAMILY and _chinese_names_differ(q_first, q_middle, child)
+
+
 def _names_tell_apart_at_home(q_first: str, q_middle: str, child: Child) -> bool:
     """Whether the given names typed could not also be a brother's or sister's in the same home:
     not when the names after the first differ (``_calling_names_differ``), and not when the first
@@ -777,9 +787,9 @@ def _calling_names_differ(q_first: str, q_middle: str, child: Child) -> bool:
     same first name, do not:
 
     * both sides give a name after the first and none of the query's is a form of any of the
-      record's (the same, a listed variant, a nickname, or one keystroke apart and not two real
-      names, as Amara and Amira are; or its initial): Joao Pedro and Joao Lucas, Maria Jose and Maria Jesus,
-      Ata Panyin and Ata Kakra are twins' names;
+      record's (the same, a listed variant, a nickname, its initial, or one keystroke apart
+      unless both are listed names, as Amara and Amira are): Joao Pedro and Joao Lucas, Maria
+      Jose and Maria Jesus, Ata Panyin and Ata Kakra are twins' names;
     * or the record's first name is a ``PREFIX_NAMES`` one followed by a name the query does not
       give (Muhammad typed, Muhammad James held): the prefix alone names either twin.
 
