@@ -257,7 +257,8 @@ class IndexKeeper:
                 await asyncio.to_thread(self.refresh, save=False)
                 self.error = None
                 self.ready.set()
-                await asyncio.to_thread(self.save_pending)  # after ready: saving is for the next start
+                if self._unsaved is not None:  # set by the refresh just awaited: no thread hop for nothing
+                    await asyncio.to_thread(self.save_pending)  # after ready: saving is for the next start
             except Exception as exc:  # retried next round; the old index keeps answering
                 self.error = exc.__class__.__name__
                 log.exception("index not refreshed")
