@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import enum
-import functools
 import json
 import uuid
 from typing import Any, NamedTuple
@@ -83,6 +82,14 @@ def outcome(serialise: Any, value: Any) -> bytes | type[BaseException]:
         return type(exc)
 
 
+def nested(depth: int) -> list[Any]:
+    """A list inside a list, ``depth`` deep."""
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 class Kind(enum.StrEnum):
     A = "a"
 
@@ -102,7 +109,7 @@ class Pair(NamedTuple):
 
 @pytest.mark.parametrize("value", [
     {"kind": Kind.A, Kind.A: Level.HIGH}, [Level.HIGH, True], Pair("x", 1), {"pair": Pair("y", 2)},
-    {"deep": functools.reduce(lambda inner, _: [inner], range(300), [])},  # past orjson's depth
+    {"deep": nested(300)},  # past orjson's depth
 ])
 def test_subclasses_named_tuples_and_deep_nesting_are_written_as_json_dumps_writes_them(value: Any) -> None:
     assert canonical_json(value) == reference(value)
