@@ -384,5 +384,7 @@ def chinese_syllables(name: str) -> bool:
 
 
 def chinese_family(family: str) -> bool:
-    """Whether a normalised family name is a common Chinese one (in either romanisation)."""
-    return any(token in _chinese()[1] for token in family.split())
+    """Whether a normalised family name is a common Chinese one (in either romanisation), wholly:
+    Lee Evans is not (Lee is an English family name too)."""
+    tokens = family.split()
+    return bool(tokens) and all(token in _chinese()[1] for token in tokens)

@@ -59,6 +59,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
+from enum import Enum
 
 from federation.identity import Identity
 from federation.names import (
@@ -549,8 +550,11 @@ class MatchIndex:
                     twin_like = not self._given_tells_apart(
                         s_level, query.family_name, r_given, sex_agrees, None)
             if not twin_like and not swapped and not alias and given is not NameLevel.MISSING:
-                twin_like = _twins_named_alike(q_first, q_middle, query.family_name or "", child,
-                                               given, family)
+                alike, other_name = _twins_named_alike(q_first, q_middle, query.family_name or "", child,
+                                                       given, family)
+                # Another name by the custom of its tradition is not compatible either: an
+                # identifier typed with it is another twin's number typed with that twin's name.
+                twin_like, compatible = twin_like or alike, compatible and not other_name
             if sex_disagrees and given not in _SAME_FIRST_NAME and family in _TWIN_FAMILY:
                 # A name that only resembles the record's, and the other sex: a boy-girl
                 # co-twin (Zievan typed, Kieran held), not a typo.
@@ -751,64 +755,70 @@ def _after_first(tokens: tuple[str, ...]) -> list[str]:
 
 
 def _twins_named_alike(q_first: str, q_middle: str, q_family: str, child: Child, given: NameLevel,
-                       family: NameLevel) -> bool:
-    """Names that tell the child apart by the general rules, but that a co-twin could have by the
-    custom of a naming tradition:
+                       family: NameLevel) -> tuple[bool, bool]:
+    """(alike, another name): whether the names, which tell the child apart by the general rules,
+    could also be a co-twin's by the custom of a naming tradition, and whether the query gives
+    another name rather than leaving one out:
 
     * the first names agree and the names after them do not (Joao Lucas typed, Joao Pedro held;
-      Muhammad Hussain, Muhammad Hassan): ``_calling_names_differ``;
+      Muhammad Hussain, Muhammad Hassan), or a prefix is typed alone (Muhammad): ``_called``;
     * the same given name, with Kaur typed for Singh held or the other way round (Harpreet Kaur
       and Harpreet Singh, a girl and a boy): ``_sikh_names_differ``;
     * two different romanised Chinese given names, however close (Zihao typed, Zihan held):
       ``_chinese_names_differ``.
     """
-    if family in _TWIN_FAMILY and given in _FIRST_AGREES and _calling_names_differ(q_first, q_middle, child):
-        return True
+    if family in _TWIN_FAMILY and given in _FIRST_AGREES:
+        called = _called(q_first, q_middle, child)
+        if called is not _Called.SAME:
+            return True, called is _Called.OTHER
     if given in _SAME_FIRST_NAME and _sikh_names_differ(q_family, child.family_name):
-        return True
-    return family in _TWIN_FAMILY and _chinese_names_differ(q_first, q_middle, child)
+        return True, True
+    if family in _TWIN_FAMILY and _chinese_names_differ(q_first, q_middle, child):
+        return True, True
+    return False, False
 
 
 def _names_tell_apart_at_home(q_first: str, q_middle: str, child: Child) -> bool:
     """Whether the given names typed could not also be a brother's or sister's in the same home:
-    not when the names after the first differ (``_calling_names_differ``), and not when the first
-    is a ``PREFIX_NAMES`` one (every son may be a Muhammad) unless the name after it is given on
-    both sides and agrees."""
-    if _calling_names_differ(q_first, q_middle, child):
+    not when the names after the first differ or are left out after a prefix (``_called``), and
+    not a prefix alone on both sides (every son may be a Muhammad)."""
+    if _called(q_first, q_middle, child) is not _Called.SAME:
         return False
     r_tokens = name_tokens(" ".join(split_given(child.given_name, child.middle_names)))
-    if r_tokens and r_tokens[0] in PREFIX_NAMES:
-        return bool(_after_first(r_tokens)) and bool(_after_first(name_tokens(f"{q_first} {q_middle}")))
-    return True
+    return not r_tokens or r_tokens[0] not in PREFIX_NAMES or bool(_after_first(r_tokens))
 
 
-def _calling_names_differ(q_first: str, q_middle: str, child: Child) -> bool:
-    """The first names agree, but the names after them, which tell a child from a twin given the
-    same first name, do not:
+class _Called(Enum):
+    """How the names after the first name compare (after a prefix: the name the child is called by)."""
 
-    * both sides give a name after the first and none of the query's is a form of any of the
-      record's (the same, a listed variant, a nickname, its initial, or one keystroke apart
-      unless both are listed names, as Amara and Amira are): Joao Pedro and Joao Lucas, Maria
-      Jose and Maria Jesus, Ata Panyin and Ata Kakra are twins' names;
-    * or the record's first name is a ``PREFIX_NAMES`` one followed by a name the query does not
-      give (Muhammad typed, Muhammad James held): the prefix alone names either twin.
+    SAME = 1  # a form of the record's, or nothing to compare (either side gives none, no prefix)
+    LEFT_OUT = 2  # the record's first name is a prefix and the query gives no name after it
+    OTHER = 3  # both give names after the first, and none of the query's is a form of the record's
 
-    A record with its first name alone has nothing more to compare."""
+
+def _called(q_first: str, q_middle: str, child: Child) -> _Called:
+    """How the names after the first compare, the first names agreeing (the caller knows they do,
+    or, at the same home, that they must). A form of the record's
+    is the same, a listed variant, a nickname, its initial, or one keystroke apart unless both
+    are listed names (Amara and Amira). Joao Pedro and Joao Lucas, Maria Jose and Maria Jesus, Ata
+    Panyin and Ata Kakra are twins' names (``OTHER``); Muhammad typed for a held Muhammad James
+    names either twin (``LEFT_OUT``). A record with its first name alone has nothing more to
+    compare."""
     r_tokens = name_tokens(" ".join(split_given(child.given_name, child.middle_names)))
     r_after = _after_first(r_tokens)
     if not r_after:
-        return False
-    q_tokens = name_tokens(f"{q_first} {q_middle}")
-    prefixed = r_tokens[0] in PREFIX_NAMES
-    # A prefix typed with a typo (Muhamad Hassan) is still the first name: what follows is compared.
-    q_after = _after_first(q_tokens) if not prefixed or q_tokens[:1] == r_tokens[:1] else list(q_tokens)
+        return _Called.SAME
+    # The first names agree (a prefix typed with a typo too: Muhamad Hassan): what follows is compared.
+    q_after = _after_first(name_tokens(f"{q_first} {q_middle}"))
     if not q_after:
-        return prefixed
+        return _Called.LEFT_OUT if r_tokens[0] in PREFIX_NAMES else _Called.SAME
     known = known_given_names()
-    return not any(q == r or is_variant(q, r) or nickname_related(q, r)
-                   or (osa_distance(q, r, 1) <= 1 and not (q in known and r in known))
-                   or (min(len(q), len(r)) == 1 and q[0] == r[0])  # an initial (Oscar J)
-                   for q in q_after for r in r_after)
+    if any(q == r or is_variant(q, r) or nickname_related(q, r)
+           or (osa_distance(q, r, 1) <= 1 and not (q in known and r in known))
+           or (min(len(q), len(r)) == 1 and q[0] == r[0])  # an initial (Oscar J)
+           for q in q_after for r in r_after):
+        return _Called.SAME
+    return _Called.OTHER
 
 
 _SIKH_NAMES = {"kaur": "singh", "singh": "kaur"}

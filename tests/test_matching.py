@@ -530,6 +530,26 @@ def test_twins_given_one_first_name_are_told_apart_by_the_second(held: str, type
     assert expected == result.status
 
 
+@pytest.mark.parametrize(("held", "typed", "family", "sex"), [
+    ("Joao Pedro", "Joao Lucas", "Silva", "M"), ("Zihan", "Zihao", "Li", "M"),
+    ("Harpreet", "Harpreet", "Kaur", None),  # the held twin is Harpreet Singh
+])
+def test_leak_another_twins_identifier_with_names_alike_by_custom(held: str, typed: str, family: str,
+                                                                  sex: str | None) -> None:
+    """Leak shape 1 for names a tradition makes alike: the held twin's NHS number typed with the
+    other twin's name (Joao Lucas for a held Joao Pedro, Zihao for Zihan, Harpreet Kaur for
+    Harpreet Singh) does not lift the twin guard; the held twin's own name with it still does."""
+    record = make_child("held", held, "Singh" if family == "Kaur" else family, "2016-05-11", "E6 1AA", "M",
+                        NHS_B)
+    node = MatchIndex([record])
+    fields = dict(family_name=family, date_of_birth="2016-05-11", postcode="E6 1AA", nhs_number=NHS_B)
+    if sex:
+        fields["sex"] = sex
+    other_twin = node.match(ask(given_name=typed, **fields)).status
+    own = node.match(ask(given_name=held, **(fields | {"family_name": record.family_name}))).status
+    assert (Status.POSSIBLE_MATCH, Status.MATCH) == (other_twin, own)
+
+
 @pytest.mark.parametrize("given", ["Harvey", "Harvy", None])
 def test_twins_own_identifier_still_finds_them(given: str | None) -> None:
     """The twin whose own number is typed, with their own name (a typo of it, or no name), is a
