@@ -768,7 +768,7 @@ def _twins_named_alike(q_first: str, q_middle: str, q_family: str, child: Child,
       ``_chinese_names_differ``.
     """
     if family in _TWIN_FAMILY and given in _FIRST_AGREES:
-        called = _called(q_first, q_middle, child)
+        called = _called(q_first, q_middle, _given_tokens(child))
         if called is not _Called.SAME:
             return True, called is _Called.OTHER
     if given in _SAME_FIRST_NAME and _sikh_names_differ(q_family, child.family_name):
@@ -782,9 +782,9 @@ def _names_tell_apart_at_home(q_first: str, q_middle: str, child: Child) -> bool
     """Whether the given names typed could not also be a brother's or sister's in the same home:
     not when the names after the first differ or are left out after a prefix (``_called``), and
     not a prefix alone on both sides (every son may be a Muhammad)."""
-    if _called(q_first, q_middle, child) is not _Called.SAME:
+    r_tokens = _given_tokens(child)
+    if _called(q_first, q_middle, r_tokens) is not _Called.SAME:
         return False
-    r_tokens = name_tokens(" ".join(split_given(child.given_name, child.middle_names)))
     return not r_tokens or r_tokens[0] not in PREFIX_NAMES or bool(_after_first(r_tokens))
 
 
@@ -796,15 +796,19 @@ class _Called(Enum):
     OTHER = 3  # both give names after the first, and none of the query's is a form of the record's
 
 
-def _called(q_first: str, q_middle: str, child: Child) -> _Called:
+def _given_tokens(child: Child) -> tuple[str, ...]:
+    """The record's given names, first name first, as canonical tokens."""
+    return name_tokens(" ".join(split_given(child.given_name, child.middle_names)))
+
+
+def _called(q_first: str, q_middle: str, r_tokens: tuple[str, ...]) -> _Called:
     """How the names after the first compare, the first names agreeing (the caller knows they do,
     or, at the same home, that they must). A form of the record's
     is the same, a listed variant, a nickname, its initial, or one keystroke apart unless both
     are listed names (Amara and Amira). Joao Pedro and Joao Lucas, Maria Jose and Maria Jesus, Ata
     Panyin and Ata Kakra are twins' names (``OTHER``); Muhammad typed for a held Muhammad James
     names either twin (``LEFT_OUT``). A record with its first name alone has nothing more to
-    compare."""
-    r_tokens = name_tokens(" ".join(split_given(child.given_name, child.middle_names)))
+    compare. ``r_tokens``: the record's given names (``_given_tokens``)."""
     r_after = _after_first(r_tokens)
     if not r_after:
         return _Called.SAME
