@@ -33,7 +33,7 @@ def tables_digest(folder: Any = None) -> int:
     """A number that changes whenever any curated table in ``federation/data`` (or ``folder``)
     changes: canonical spellings, and so the match index's keys and statistics, depend on them,
     and an index saved under other tables must not be read back (``node.candidates.KEY_CHECK``)."""
-    root = folder if folder is not None else resources.files("federation").joinpath("data")
+    root = folder if folder is not None else _data_root()
     digest = hashlib.blake2b(digest_size=8)
     for entry in sorted(root.iterdir(), key=lambda e: e.name):
         if entry.is_file():
@@ -41,8 +41,13 @@ def tables_digest(folder: Any = None) -> int:
     return int.from_bytes(digest.digest(), "big")
 
 
+def _data_root() -> Any:
+    """The curated tables' folder (``federation/data``, wherever the package is installed)."""
+    return resources.files("federation").joinpath("data")
+
+
 def _data_lines(name: str) -> list[str]:
-    text = resources.files("federation").joinpath("data", name).read_text(encoding="utf-8")
+    text = _data_root().joinpath(name).read_text(encoding="utf-8")
     return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Iterable
 from datetime import date, timedelta
 from typing import Any
 
-from federation.identity import normalise_name, parse_identity
+from federation.identity import Identity, normalise_name, parse_identity
 from federation.names import (
     canonical_token,
     is_variant,
@@ -201,7 +202,7 @@ def _names_a_held_child(typed: str, held: set[str]) -> bool:
     return typed in held or any(_names_held_child(typed, h) for h in held)
 
 
-def _calls_a_held_child(typed: Any, held: Any) -> bool:
+def _calls_a_held_child(typed: Identity, held: Iterable[Person]) -> bool:
     """A held child of the typed family name and date of birth is called by the name typed after
     the prefix (then the query is that child's, not a trap)."""
     typed_tokens = normalise_name(typed.given_name or "").split()
