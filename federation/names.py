@@ -26,6 +26,9 @@ import io
 from importlib import resources
 from typing import Any
 
+from rapidfuzz.distance import OSA as _OSA
+from rapidfuzz.distance import Jaro as _JARO
+
 # --- curated tables -------------------------------------------------------------------------
 
 
@@ -243,49 +246,10 @@ def osa_distance(a: str, b: str, limit: int | None = None) -> int:
     """Damerau-Levenshtein distance (optimal string alignment): edits, adjacent swaps count one.
 
     With ``limit``, any distance above it is returned as ``limit + 1`` and the work stops early,
-    which is all a matcher asking "one or two keystrokes apart?" needs.
+    which is all a matcher asking "one or two keystrokes apart?" needs. (RapidFuzz's ``OSA``,
+    compiled: the matcher asks this for most candidates; see docs/decisions.)
     """
-    if a == b:
-        return 0
-    la, lb = len(a), len(b)
-    cap = la + lb if limit is None else limit + 1
-    if abs(la - lb) >= cap:
-        return cap
-    # Common prefixes and suffixes cost nothing.
-    start = 0
-    while start < la and start < lb and a[start] == b[start]:
-        start += 1
-    start = max(start - 1, 0)  # keep one character for a swap across the boundary
-    end = 0
-    while end < la - start and end < lb - start and a[la - 1 - end] == b[lb - 1 - end]:
-        end += 1
-    end = max(end - 1, 0)
-    a, b = a[start:la - end], b[start:lb - end]
-    la, lb = len(a), len(b)
-    if not la or not lb:
-        return min(la or lb, cap)
-    prev2: list[int] = []
-    prev = list(range(lb + 1))
-    for i in range(1, la + 1):
-        cur = [i] + [0] * lb
-        ca = a[i - 1]
-        row_min = i
-        for j in range(1, lb + 1):
-            cb = b[j - 1]
-            best = prev[j - 1] if ca == cb else prev[j - 1] + 1
-            if prev[j] + 1 < best:
-                best = prev[j] + 1
-            if cur[j - 1] + 1 < best:
-                best = cur[j - 1] + 1
-            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb and prev2[j - 2] + 1 < best:
-                best = prev2[j - 2] + 1
-            cur[j] = best
-            if best < row_min:
-                row_min = best
-        if row_min >= cap:
-            return cap
-        prev2, prev = prev, cur
-    return min(prev[lb], cap)
+    return _OSA.distance(a, b, score_cutoff=limit)
 
 
 def within_one_edit(a: str, b: str) -> bool:
@@ -308,28 +272,9 @@ def within_one_edit(a: str, b: str) -> bool:
 
 
 def jaro_winkler(a: str, b: str) -> float:
-    """Jaro-Winkler similarity in [0, 1] (prefix scale 0.1, prefix up to 4 characters)."""
-    if a == b:
-        return 1.0
-    la, lb = len(a), len(b)
-    if not la or not lb:
-        return 0.0
-    window = max(max(la, lb) // 2 - 1, 0)
-    used = [False] * lb
-    matched_a: list[str] = []
-    for i, ca in enumerate(a):
-        lo, hi = max(0, i - window), min(lb, i + window + 1)
-        for j in range(lo, hi):
-            if not used[j] and b[j] == ca:
-                used[j] = True
-                matched_a.append(ca)
-                break
-    m = len(matched_a)
-    if not m:
-        return 0.0
-    matched_b = [b[j] for j in range(lb) if used[j]]
-    transpositions = sum(x != y for x, y in zip(matched_a, matched_b, strict=True)) // 2
-    jaro = (m / la + m / lb + (m - transpositions) / m) / 3
+    """Jaro-Winkler similarity in [0, 1] (prefix scale 0.1, prefix up to 4 characters, the
+    prefix bonus given at every Jaro similarity, not only above 0.7)."""
+    jaro = _JARO.similarity(a, b)
     prefix = 0
     for x, y in zip(a[:4], b[:4], strict=False):
         if x != y:
