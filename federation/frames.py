@@ -136,20 +136,35 @@ _NO_MATCH_TEXT = re.compile(
     r'"iss":"([\x21\x23-\x5b\x5d-\x7e]{1,200})","aud":"([\x21\x23-\x5b\x5d-\x7e]{1,200})",'
     r'"query_hash":"([\x21\x23-\x5b\x5d-\x7e]{1,200})","iat":(-?[0-9]{1,19})\}')
 
+# A query or answer frame exactly as ``QueryFrame.to_text`` and ``AnswerFrame.to_text`` write it
+# around a compact JWS (base64url parts and dots, which JSON never escapes). The length is bounded
+# by the frame's own limit, checked before the pattern.
+_ENVELOPE_TEXT = re.compile(
+    r'\{"v":1,"kind":"(query|answer)","id":"([\x21\x23-\x5b\x5d-\x7e]{1,200})",'
+    r'"(query|answer)":"([A-Za-z0-9_.\-]+)"\}')
+
 
 def parse(data: str | bytes) -> Frame:
     """The one door for channel frames: text in (through ``federation.safejson``, bounded and
     duplicate-free), a typed frame out, or ``MessageError``.
 
     Most frames a broker reads are ``no_match`` frames in exactly the form ``NoMatchFrame.to_text``
-    writes; those are read by one anchored pattern (printable ASCII without quotes or backslashes
-    in every string), which gives the same frame a full parse would, at a fraction of the cost.
-    Anything else takes the full parse."""
-    if isinstance(data, str):
+    writes, and every frame a node reads is a query frame as ``QueryFrame.to_text`` writes it;
+    those (and answer frames so written) are read by anchored patterns (printable ASCII without
+    quotes or backslashes in every string, base64url and dots in an envelope), which give the
+    same frame a full parse would, at a fraction of the cost. Anything else takes the full parse."""
+    if isinstance(data, str) and len(data) <= FRAME_LIMITS.max_bytes:
         exact = _NO_MATCH_TEXT.fullmatch(data)
         if exact is not None:
             frame_id, iss, aud, query_hash, iat = exact.groups()
             return NoMatchFrame(QueryId(frame_id), iss, aud, query_hash, int(iat))
+        envelope = _ENVELOPE_TEXT.fullmatch(data)
+        if envelope is not None:
+            kind, frame_id, field, token = envelope.groups()
+            if kind == field == "query":
+                return QueryFrame(QueryId(frame_id), token)
+            if kind == field == "answer":
+                return AnswerFrame(QueryId(frame_id), token)
     return parse_json(data)
 
 

@@ -75,3 +75,37 @@ def test_the_exact_no_match_check_accepts_only_what_the_parse_reads_as_that_fram
         read = frames.parse(sent)
         assert isinstance(read, frames.NoMatchFrame)
         assert frame == dataclasses.replace(read, iat=iat)
+
+
+JWS = st.text(st.sampled_from("ABCxyz019_-."), min_size=1, max_size=120)
+
+
+@given(frame_id=TEXT, token=TEXT | JWS, kind=st.sampled_from(["query", "answer"]))
+def test_a_query_or_answer_frame_reads_the_same_by_the_pattern_and_by_the_full_parse(
+        frame_id: str, token: str, kind: str) -> None:
+    """Proves that for any query or answer frame as the broker or a node writes it (any id, any
+    envelope text, escapes and all), `parse` gives the frame it was made from, exactly as the full
+    JSON parse does."""
+    frame: frames.Frame = (frames.QueryFrame(QueryId(frame_id), token) if kind == "query"
+                           else frames.AnswerFrame(QueryId(frame_id), token))
+    text = frame.to_text()
+    expected = frames.parse_json(text)
+    actual = frames.parse(text)
+    assert expected == actual == frame
+
+
+@pytest.mark.parametrize("text", [
+    '{"v":1,"kind":"query","id":"q","answer":"a.b.c"}',
+    '{"v":1,"kind":"answer","id":"q","query":"a.b.c"}',
+    '{"v":1,"kind":"query","id":"q","query":"a.b.c","query":"d.e.f"}',
+    '{"v":2,"kind":"query","id":"q","query":"a.b.c"}',
+    '{"v":1,"kind":"query","id":"","query":"a.b.c"}',
+    '{"v":1,"kind":"query","id":"q","query":""}',
+    '{"v":1,"kind":"query","id":"q","query":"' + "a" * (256 * 1024) + '"}',
+], ids=["query kind, answer field", "answer kind, query field", "repeated key", "other version",
+        "empty id", "empty envelope", "past the frame limit"])
+def test_query_frames_that_are_not_exact_are_refused_by_the_full_parse(text: str) -> None:
+    """Proves near-misses of the exact query and answer forms are not read by the pattern but
+    refused by the full parse."""
+    with pytest.raises(MessageError):
+        frames.parse(text)
