@@ -125,6 +125,28 @@ def test_store_persists_the_highest_version_across_restarts(tmp_path: Path) -> N
         TrustStore(root, listed).load(NOW)
 
 
+
+def test_store_refresh_of_an_unchanged_list_checks_only_its_expiry(tmp_path: Path) -> None:
+    """Proves a reload that finds the same bytes keeps the list in force without verifying it
+    again (the same object), still refuses it once it has expired, verifies the same bytes again
+    when the party's state changed under them (a higher version recorded: a rollback), and
+    verifies a changed list."""
+    root, listed = tmp_path / "root.json", tmp_path / "trustlist.json"
+    write(root, root_of(GOV, 2).to_json())
+    write(listed, trustlist.sign(signed_part(version=3), GOV))
+    store = TrustStore(root, listed)
+    first = store.load(NOW)
+    again = store.load(NOW + timedelta(hours=1))
+    with pytest.raises(ExpiredError):
+        store.load(NOW + timedelta(days=8))
+    state = json.loads(store.state_path.read_text())
+    store.state_path.write_text(json.dumps({**state, "version": 4}))
+    with pytest.raises(RollbackError):
+        store.load(NOW)
+    write(listed, trustlist.sign(signed_part(version=5), GOV))
+    changed = store.load(NOW)
+    assert (True, False, 5) == (again is first, changed is first, changed.version)
+
 def test_store_follows_a_root_rotation_and_then_refuses_the_old_keys(tmp_path: Path) -> None:
     """After accepting a rotation, the store pins the new root: the old keys alone sign nothing."""
     root, listed = tmp_path / "root.json", tmp_path / "trustlist.json"

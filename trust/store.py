@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -83,6 +84,13 @@ class RefreshStatus:
                 "last_error_unreachable": self.last_error_unreachable}
 
 
+def _bytes_or_empty(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
 def _list_text(document: Any) -> str:
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
@@ -100,6 +108,9 @@ class TrustStore:
         self.status = RefreshStatus()
         self.state_path = state_path or root_path.with_name(root_path.stem + ".state.json")
         self._current: TrustList | None = None
+        # What the list in force was accepted from (``_inputs``), so that a refresh that finds the
+        # same bytes only checks the time instead of parsing and verifying them again.
+        self._accepted_from: str | None = None
 
     def _state(self) -> JsonObject:
         if not self.state_path.exists():
@@ -125,7 +136,38 @@ class TrustStore:
             self.list_path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(self.list_path, _list_text(document), mode=0o644)
             return accepted
-        return self.accept(read_json(self.list_path), now)
+        try:
+            raw = self.list_path.read_bytes()
+        except OSError as exc:
+            raise TrustError(f"{self.list_path}: cannot read: {exc}") from exc
+        unchanged = self._unchanged(raw, now)
+        if unchanged is not None:
+            return unchanged
+        try:
+            document = parse_document(raw)
+        except TrustError as exc:
+            raise TrustError(f"{self.list_path}: {exc}") from None
+        accepted = self.accept(document, now)
+        self._accepted_from = self._inputs(raw)
+        return accepted
+
+    def _inputs(self, raw: bytes) -> str:
+        """A digest of everything accepting the list ``raw`` depends on but the time: its bytes,
+        this party's state (the version and root accepted so far) and the pinned root file."""
+        digest = hashlib.sha256()
+        for part in (raw, *(_bytes_or_empty(p) for p in (self.state_path, self.root_path))):
+            digest.update(len(part).to_bytes(8, "big") + part)
+        return digest.hexdigest()
+
+    def _unchanged(self, raw: bytes, now: datetime | None) -> TrustList | None:
+        """The list in force, when ``raw`` and the state are what it was accepted from: verifying
+        them again would give the same list, so only its expiry is checked (``ExpiredError``, as
+        ``verify`` would raise). ``None`` when anything differs."""
+        current = self._current
+        if current is None or self._accepted_from is None or self._inputs(raw) != self._accepted_from:
+            return None
+        current.check_current(now or datetime.now(UTC))
+        return current
 
     def _download_blocking(self, url: str) -> Any:
         return parse_document(self.fetcher.fetch_blocking(url))
@@ -227,12 +269,16 @@ class TrustStore:
             updated.update(root_index=None, root_since=accepted.version)
         if updated != state:
             write_atomic(self.state_path, json.dumps(updated, indent=2))
-        self._current = accepted
+        self._current, self._accepted_from = accepted, None  # the caller records its inputs
         return accepted
 
     async def fetch(self, url: str, now: datetime | None = None) -> TrustList:
         """Download the list from ``url``, accept it, and cache it in the list file."""
-        document = parse_document(await self.fetcher.fetch(url))
+        raw = await self.fetcher.fetch(url)
+        unchanged = self._unchanged(raw, now)
+        if unchanged is not None:
+            return unchanged
+        document = parse_document(raw)
         trusted = self._trusted()
         target = rootchain.offered_root(document)
         if target is not None and not same_root(target, trusted.root):
@@ -240,6 +286,7 @@ class TrustStore:
         accepted = self._accept(document, now, trusted)
         self.list_path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(self.list_path, _list_text(document), mode=0o644)
+        self._accepted_from = self._inputs(raw)
         return accepted
 
     async def refresh(self, now: datetime | None = None) -> TrustList:
