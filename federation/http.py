@@ -33,6 +33,17 @@ def problem(
     **extra: Any,
 ) -> web.Response:
     """An RFC 9457 ``application/problem+json`` response; field errors go in ``errors``."""
+    return web.Response(
+        status=status,
+        text=json.dumps(problem_document(status, title, detail, kind=kind, errors=errors, **extra)),
+        content_type="application/problem+json",
+        headers=headers,
+    )
+
+
+def problem_document(status: int, title: str, detail: str, *, kind: str = "about:blank",
+                     errors: Iterable[FieldError] = (), **extra: Any) -> JsonObject:
+    """The RFC 9457 problem document ``problem`` sends (a channel's ``refused`` frame carries it)."""
     body: JsonObject = {
         "type": kind if kind == "about:blank" else PROBLEM_TYPE_BASE + kind,
         "title": title,
@@ -43,12 +54,7 @@ def problem(
     if listed:
         body["errors"] = listed
     body.update(extra)
-    return web.Response(
-        status=status,
-        text=json.dumps(body),
-        content_type="application/problem+json",
-        headers=headers,
-    )
+    return body
 
 
 async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:

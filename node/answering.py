@@ -26,8 +26,9 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from federation.canonical import JsonObject
 from federation.errors import FieldError, SignpostError, ValidationError
-from federation.http import problem
+from federation.http import problem, problem_document
 from federation.protocol import PROTOCOL_VERSION, AnswerClaims
 from node import audit as audits
 from node import channel
@@ -67,11 +68,12 @@ class Refusal:
 class Reply:
     """What goes back for one query: a signed (or sealed) answer, or a problem document.
 
-    Made on the store's thread; the event loop turns it into the HTTP response.
+    Made on the store's thread; ``POST /v1/query`` turns it into the HTTP response, a channel into
+    an ``answer``, ``no_match`` or ``refused`` frame (no HTTP response made and read back).
     """
 
     status: int
-    answer: bytes | None = None  # the response body carrying the answer (``answer_body``)
+    text: str | None = None  # the answer as sent: a signed envelope, or a channel's sealed frame
     title: str = ""
     detail: str = ""
     kind: str = "about:blank"
@@ -80,11 +82,16 @@ class Reply:
     notified: bool = False  # the answer put messages in the outbox: wake its worker
 
     def response(self) -> web.Response:
-        if self.answer is not None:
-            return web.Response(body=self.answer, headers=_ANSWER_HEADERS)
+        """The HTTP response: the answer body (``answer_body``), or the problem document."""
+        if self.text is not None:
+            return web.Response(body=answer_body(self.text), headers=_ANSWER_HEADERS)
         headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else None
         return problem(self.status, self.title, self.detail, kind=self.kind, errors=self.errors,
                        headers=headers)
+
+    def problem_document(self) -> JsonObject:
+        """The problem document of a refusal, as the HTTP response carries it."""
+        return problem_document(self.status, self.title, self.detail, kind=self.kind, errors=self.errors)
 
 
 _ANSWER_HEADERS = {"Content-Type": "application/json; charset=utf-8",
@@ -159,8 +166,8 @@ class Node(Protocol):
 
 
 async def process_query(node: Node, token: str, peer: str | None,
-                        seal: channel.Seal | None = None) -> web.Response:
-    """Answer one query envelope, logged (answered or refused) before the reply leaves.
+                        seal: channel.Seal | None = None) -> Reply:
+    """Answer one query envelope, logged (answered or refused) before the reply is returned.
 
     Every transport that carries queries calls this, so each query is verified, answered and
     logged the same way. ``peer`` is the broker that mutual TLS authenticated, if any; ``seal``
@@ -186,7 +193,7 @@ async def process_query(node: Node, token: str, peer: str | None,
             reply = _unavailable(exc)
     if reply.notified:
         node.notifier.wake()
-    return reply.response()
+    return reply
 
 
 def _settle(future: asyncio.Future[Reply], reply: Reply) -> None:
@@ -284,4 +291,4 @@ def _answer(node: Node, token: str, peer: str | None, outcome: QueryOutcome,
     log.debug("query %s answered", claims.query_jti)  # the outcome goes to the audit log only
     node.metrics.answers.inc(claims.status.value)
     outcome.status, outcome.answer_hash = claims.status.value, envelope.envelope_hash(signed)
-    return Reply(200, answer=answer_body(signed), notified=outcome.notified)
+    return Reply(200, text=signed, notified=outcome.notified)

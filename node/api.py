@@ -281,7 +281,7 @@ async def handle_query(request: web.Request) -> web.Response:
             raise FieldError("query", "expected a compact JWS string")
     except FieldError as exc:
         return problem(400, "Bad request", str(exc), errors=[exc])
-    return await process_query(node, token, request.get(TLS_PEER))
+    return (await process_query(node, token, request.get(TLS_PEER))).response()
 
 
 async def handle_health(request: web.Request) -> web.Response:

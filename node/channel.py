@@ -16,7 +16,6 @@ frame's exact text as the answer's hash, and the broker logs the hash of the tex
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -51,7 +50,21 @@ Node = TypeVar("Node", bound=Host)
 Seal = Callable[[AnswerClaims], str | None]
 """Given an answer's claims, the exact unsigned text to send instead of a signed envelope, or None
 to sign it (a ``signpost.v2`` channel passes one to ``node.api.process_query``, decision 6)."""
-Process = Callable[[Node, str, str | None, Seal | None], Awaitable[web.Response]]
+
+
+class Answered(Protocol):
+    """What answering one query gives the channel (``node.answering.Reply``)."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def text(self) -> str | None: ...  # the answer envelope, or the sealed no_match frame
+
+    def problem_document(self) -> JsonObject: ...
+
+
+Process = Callable[[Node, str, str | None, Seal | None], Awaitable[Answered]]
 
 
 def add_route(app: web.Application, node: Node, *,
@@ -169,16 +182,15 @@ async def _serve(node: Node, ws: web.WebSocketResponse, data: str, peer: str | N
         sealed.append(text)
         return text
 
-    response = await process(node, frame.query, peer, seal if unsigned else None)
-    body = json.loads(response.body) if isinstance(response.body, bytes) else {}
-    if response.status == 200 and isinstance(body.get("answer"), str):
-        if sealed and body["answer"] == sealed[0]:
+    reply = await process(node, frame.query, peer, seal if unsigned else None)
+    if reply.status == 200 and reply.text is not None:
+        if sealed and reply.text == sealed[0]:
             await _send_text(ws, frame.id, sealed[0])  # logged by the hash of exactly this text
         else:
-            await _send(ws, frames.AnswerFrame(frame.id, body["answer"]))
+            await _send(ws, frames.AnswerFrame(frame.id, reply.text))
     else:
-        status = response.status if response.status >= 400 else 500
-        await _send(ws, frames.RefusedFrame(frame.id, status, body))
+        status = reply.status if reply.status >= 400 else 500
+        await _send(ws, frames.RefusedFrame(frame.id, status, reply.problem_document()))
 
 
 def _bad_frame(detail: str) -> JsonObject:

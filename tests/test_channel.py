@@ -23,7 +23,7 @@ from federation import frames
 from federation.commands.main import main
 from federation.http import runner as app_runner
 from federation.protocol import AnswerClaims, AuthorityRef, MemberId, QueryId, Status
-from node import channel
+from node import answering, channel
 from node.api import NODE, TLS_PEER, Node, process_query, refuse_early
 from tests.conftest import AMARA, TEST_GRACE, Federation, build_federation, default_records
 from trust import envelope, logapi
@@ -283,16 +283,16 @@ async def test_a_node_that_restarts_is_reconnected_without_a_failed_search(patie
 def lying_node(node: Node) -> web.Application:
     """A node that answers and logs each query truly, then sends the broker a different answer."""
 
-    async def lie(host: Node, token: str, peer: str | None, seal: channel.Seal | None = None) -> web.Response:
-        response = await process_query(host, token, peer)  # logs the true answer's hash
-        assert isinstance(response.body, bytes)
-        true = json.loads(response.body)["answer"]
-        claims = dict(envelope.verify(true, host.trust.current, role="node", typ=envelope.ANSWER_TYPE,
+    async def lie(host: Node, token: str, peer: str | None,
+                  seal: channel.Seal | None = None) -> answering.Reply:
+        reply = await process_query(host, token, peer)  # logs the true answer's hash
+        assert reply.text is not None
+        claims = dict(envelope.verify(reply.text, host.trust.current, role="node", typ=envelope.ANSWER_TYPE,
                                       now=datetime.now(UTC))[0])
         claims["status"] = "no_match"
         claims.pop("involvements", None)
         claims.pop("assessment", None)
-        return web.json_response({"v": 1, "answer": envelope.sign(claims, host.key, envelope.ANSWER_TYPE)})
+        return answering.Reply(200, text=envelope.sign(claims, host.key, envelope.ANSWER_TYPE))
 
     app = web.Application()
     app[NODE] = node

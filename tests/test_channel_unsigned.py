@@ -20,7 +20,7 @@ from federation import frames
 from federation.canonical import sha256_hex
 from federation.commands.main import main
 from federation.protocol import AnswerClaims, QueryId
-from node import channel
+from node import answering, channel
 from node.api import NODE, TLS_PEER, Node, process_query, refuse_early
 from tests.conftest import AMARA, JORDAN, Federation, build_federation, default_records
 from tests.test_channel import broker_metric, broker_query, hostile_node, statuses
@@ -173,16 +173,15 @@ async def test_the_broker_refuses_unsigned_no_match_frames_bound_to_anything_els
 def lying_node(node: Node) -> web.Application:
     """A node that answers and logs each query truly, then sends the broker an unsigned no_match."""
 
-    async def lie(host: Node, token: str, peer: str | None, seal: channel.Seal | None = None) -> web.Response:
-        response = await process_query(host, token, peer)  # signs and logs the true answer's hash
-        assert isinstance(response.body, bytes) and seal is not None
-        true = json.loads(response.body)["answer"]
-        claims = dict(envelope.verify(true, host.trust.current, role="node", typ=envelope.ANSWER_TYPE,
+    async def lie(host: Node, token: str, peer: str | None,
+                  seal: channel.Seal | None = None) -> answering.Reply:
+        reply = await process_query(host, token, peer)  # signs and logs the true answer's hash
+        assert reply.text is not None and seal is not None
+        claims = dict(envelope.verify(reply.text, host.trust.current, role="node", typ=envelope.ANSWER_TYPE,
                                       now=datetime.now(UTC))[0])
         for disclosed in ("involvements", "assessment", "contact"):
             claims.pop(disclosed, None)
-        text = seal(AnswerClaims.from_wire({**claims, "status": "no_match"}))
-        return web.json_response({"v": 1, "answer": text})
+        return answering.Reply(200, text=seal(AnswerClaims.from_wire({**claims, "status": "no_match"})))
 
     app = web.Application()
     app[NODE] = node
