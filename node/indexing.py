@@ -251,18 +251,35 @@ class IndexKeeper:
         self.snapshot_saved = f"generation {holder.generation}"
 
     async def keep_current(self, poll_seconds: float) -> None:
-        """Build the first index (then set ``ready``), and keep it current until cancelled."""
+        """Build the first index (then set ``ready``), and keep it current until cancelled.
+
+        Cancelled while a refresh or a save runs on its thread, it returns only once that work
+        has finished: a thread cannot be stopped, and ``close`` must not close the connection it
+        reads through (a node stopping during its first build, say because its port was taken,
+        otherwise closed SQLite under the build and crashed)."""
         while True:
             try:
-                await asyncio.to_thread(self.refresh, save=False)
+                await self._on_thread(lambda: self.refresh(save=False))
                 self.error = None
                 self.ready.set()
                 if self._unsaved is not None:  # set by the refresh just awaited: no thread hop for nothing
-                    await asyncio.to_thread(self.save_pending)  # after ready: saving is for the next start
+                    await self._on_thread(self.save_pending)  # after ready: saving is for the next start
             except Exception as exc:  # retried next round; the old index keeps answering
                 self.error = exc.__class__.__name__
                 log.exception("index not refreshed")
             await asyncio.sleep(poll_seconds)
+
+    @staticmethod
+    async def _on_thread(work: Callable[[], object]) -> None:
+        """Run ``work`` on a worker thread; if cancelled meanwhile, wait for it, then re-raise."""
+        running = asyncio.ensure_future(asyncio.to_thread(work))
+        try:
+            await asyncio.shield(running)
+        except asyncio.CancelledError:
+            await asyncio.wait({running})
+            if not running.cancelled():
+                running.exception()  # retrieved (and dropped): the node is stopping anyway
+            raise
 
     def close(self) -> None:
         if self._store is not None:

@@ -311,3 +311,33 @@ def test_a_reader_sees_all_of_an_import_or_none(tmp_path: Path) -> None:
     reader.close()
     assert ({"children": 10, "involvements": 0}, {"children": 20, "involvements": 0}) == (during, after)
     assert before == during
+
+
+async def test_a_node_stopping_during_an_index_build_waits_for_it_before_the_store_closes(
+        tmp_path: Path) -> None:
+    """Regression: a node that stopped during its first build (its port taken, say) cancelled the
+    keeper, then closed the connection the build thread was still reading through, and crashed
+    (a segmentation fault in SQLite). Cancelling ``keep_current`` now returns only once the
+    thread's work is done, so ``close`` comes after it."""
+    database = tmp_path / "node.sqlite3"
+    with Store(database) as store:
+        import_files(store, write_rows(tmp_path / "c.csv", CHILD_HEADER, rows(50)),
+                     write_rows(tmp_path / "i.csv", INVOLVEMENT_HEADER, []))
+    started, release = threading.Event(), threading.Event()
+
+    def slow_build(children: Iterable[Child]) -> MatchIndex:
+        started.set()
+        release.wait(10)
+        return MatchIndex(children)
+
+    keeper = IndexKeeper(database, busy_timeout_seconds=1, today=lambda: TODAY, build=slow_build)
+    task = asyncio.create_task(keeper.keep_current(0.05))
+    assert await asyncio.to_thread(started.wait, 10)
+    task.cancel()
+    await asyncio.sleep(0.2)
+    waited = not task.done()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    keeper.close()
+    assert (True, 1) == (waited, keeper.builds)

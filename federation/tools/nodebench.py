@@ -302,9 +302,13 @@ async def _query_cost(node: Node, serving: Serving, client: Client, queries: int
                 latencies.append(seconds)
 
         pid = serving.proc.pid
-        cpu, loop = _cpu_seconds(pid), _cpu_seconds(pid, pid)
+        # The loop thread is read inside the process's reading at both ends, so that its share
+        # never exceeds the whole by a clock tick that fell between two readings.
+        cpu = _cpu_seconds(pid)
+        loop = _cpu_seconds(pid, pid)
         await asyncio.gather(*(asker() for _ in range(in_flight)))
-        cpu, loop = _cpu_seconds(pid) - cpu, _cpu_seconds(pid, pid) - loop
+        loop = _cpu_seconds(pid, pid) - loop
+        cpu = _cpu_seconds(pid) - cpu
     return {"queries": float(queries), "answered": float(answered), "in_flight": float(in_flight),
             "p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * _percentile(latencies, 0.99),
             "cpu_ms_per_query": 1000 * cpu / max(answered, 1),
