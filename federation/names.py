@@ -247,7 +247,7 @@ def osa_distance(a: str, b: str, limit: int | None = None) -> int:
 
     With ``limit``, any distance above it is returned as ``limit + 1`` and the work stops early,
     which is all a matcher asking "one or two keystrokes apart?" needs. (RapidFuzz's ``OSA``,
-    compiled: the matcher asks this for most candidates; see docs/decisions.)
+    compiled: the matcher asks this for most candidates; decision 21.)
     """
     return _OSA.distance(a, b, score_cutoff=limit)
 

@@ -6,6 +6,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @contextlib.asynccontextmanager
@@ -31,3 +34,17 @@ async def every(seconds: float, job: Callable[[], Awaitable[object]], *, log: lo
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def on_thread(work: Callable[[], T]) -> T:
+    """``work()`` on a worker thread, its result or its exception. Cancelled meanwhile, it waits for
+    the thread to finish before re-raising: a thread cannot be stopped, and what the caller closes
+    next (a store's connection, an audit log) must not close under it."""
+    running = asyncio.ensure_future(asyncio.to_thread(work))
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        await asyncio.wait({running})
+        if not running.cancelled():
+            running.exception()  # retrieved (and dropped): the caller is stopping anyway
+        raise

@@ -33,6 +33,7 @@ from federation.protocol import (
     QueryClaims,
     Status,
 )
+from federation.tasks import on_thread
 from node import audit as audits
 from node import channel, replay, staff
 from node import checks as checking
@@ -328,14 +329,12 @@ async def _purge(app: web.Application) -> AsyncIterator[None]:
     """Delete records past the retention age at start and every ``purge_interval_seconds``."""
     node = app[NODE]
 
-    running: asyncio.Future[purging.PurgeSummary] | None = None
-
     async def loop() -> None:
-        nonlocal running
         while True:
-            running = asyncio.ensure_future(asyncio.to_thread(node.purge, datetime.now(UTC)))
             try:
-                summary = await asyncio.shield(running)
+                # A purge under way finishes and logs itself before the audit log and the store
+                # close behind it (``on_thread`` waits for the thread when cancelled).
+                summary = await on_thread(lambda: node.purge(datetime.now(UTC)))
                 if summary.children:  # counted at import too, so this comes as no surprise
                     log.warning("purge: %d record(s) past retention age %d deleted",
                                 summary.children, summary.retention_age)
@@ -348,11 +347,6 @@ async def _purge(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    if running is not None:
-        # A thread cannot be cancelled: let a purge under way finish and log itself before the
-        # audit log and the store close behind it.
-        with contextlib.suppress(Exception):
-            await running
 
 
 def event_loop() -> asyncio.AbstractEventLoop:

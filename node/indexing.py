@@ -30,6 +30,7 @@ from datetime import date
 from pathlib import Path
 
 from federation.http import HealthReason
+from federation.tasks import on_thread
 from node import indexbuild
 from node import snapshot as snapshots
 from node.candidates import CandidateIndex
@@ -259,27 +260,15 @@ class IndexKeeper:
         otherwise closed SQLite under the build and crashed)."""
         while True:
             try:
-                await self._on_thread(lambda: self.refresh(save=False))
+                await on_thread(lambda: self.refresh(save=False))
                 self.error = None
                 self.ready.set()
                 if self._unsaved is not None:  # set by the refresh just awaited: no thread hop for nothing
-                    await self._on_thread(self.save_pending)  # after ready: saving is for the next start
+                    await on_thread(self.save_pending)  # after ready: saving is for the next start
             except Exception as exc:  # retried next round; the old index keeps answering
                 self.error = exc.__class__.__name__
                 log.exception("index not refreshed")
             await asyncio.sleep(poll_seconds)
-
-    @staticmethod
-    async def _on_thread(work: Callable[[], object]) -> None:
-        """Run ``work`` on a worker thread; if cancelled meanwhile, wait for it, then re-raise."""
-        running = asyncio.ensure_future(asyncio.to_thread(work))
-        try:
-            await asyncio.shield(running)
-        except asyncio.CancelledError:
-            await asyncio.wait({running})
-            if not running.cancelled():
-                running.exception()  # retrieved (and dropped): the node is stopping anyway
-            raise
 
     def close(self) -> None:
         if self._store is not None:
