@@ -47,10 +47,17 @@ MAX_ROOTS = 1000  # a bound on the published chain, so a misbehaving source cann
 
 def read_json(path: Path) -> Any:
     """A trust document from disk through the bounded door (``trustlist.parse_document``)."""
+    return _parsed(path, _read(path))
+
+
+def _read(path: Path) -> bytes:
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise TrustError(f"{path}: cannot read: {exc}") from exc
+
+
+def _parsed(path: Path, raw: bytes) -> Any:
     try:
         return parse_document(raw)
     except TrustError as exc:
@@ -136,18 +143,11 @@ class TrustStore:
             self.list_path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(self.list_path, _list_text(document), mode=0o644)
             return accepted
-        try:
-            raw = self.list_path.read_bytes()
-        except OSError as exc:
-            raise TrustError(f"{self.list_path}: cannot read: {exc}") from exc
+        raw = _read(self.list_path)
         unchanged = self._unchanged(raw, now)
         if unchanged is not None:
             return unchanged
-        try:
-            document = parse_document(raw)
-        except TrustError as exc:
-            raise TrustError(f"{self.list_path}: {exc}") from None
-        accepted = self.accept(document, now)
+        accepted = self.accept(_parsed(self.list_path, raw), now)
         self._accepted_from = self._inputs(raw)
         return accepted
 
